@@ -332,13 +332,18 @@ def switch(plan: Plan, config: dict) -> int:
     res = activate(plan, config)
 
     systemctl("daemon-reload")
-    wait = [] if not system_is_booting() else ["--no-block"]
+    booting = system_is_booting()
+    wait = ["--no-block"] if booting else []
     say_units("restarting", restart)
     if restart:
         systemctl("restart", *wait, "--", *restart)
     say_units("starting", start)
     if start:
         systemctl("start", *wait, "--", *start)
+    if booting:
+        # As on NixOS, units failing at boot are systemd's to report
+        # (systemctl --failed), not a failure of the activation.
+        return res
 
     states = unit_states(unit_names(plan.new))
     failed = sorted(u for u, s in states.items() if has_failed(s))
