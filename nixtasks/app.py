@@ -1,0 +1,90 @@
+"""Wires one task invocation: inventory, hosts, runner and prompter, then the deploy.
+Kept apart from tasks.py so that `invoke --list` imports almost nothing."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass
+
+from . import commands, deploy, inventory
+from .errors import UsageError
+from .models import LOCAL, Action, Host, Report
+from .prompts import NotAsked, prompter_for
+from .runner import Runner
+
+
+@dataclass(frozen=True)
+class Options:
+    """What every action task accepts."""
+
+    hosts: tuple[str, ...] = ()
+    target_host: str | None = None
+    build_host: str | None = None
+    sudo: bool | None = None
+    show_trace: bool = False
+    dry_run: bool = False
+    yes: bool = False
+    reason: str = ""
+    inventory: str | None = None
+
+
+def echo(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def split_hosts(values: tuple[str, ...]) -> tuple[str, ...]:
+    """--host a --host b,c -> (a, b, c)."""
+    names = [n.strip() for v in values for n in v.split(",")]
+    return tuple(dict.fromkeys(n for n in names if n))
+
+
+def check_reason(reason: str) -> str:
+    if any(ord(ch) < 32 for ch in reason):
+        raise UsageError("--reason: control characters such as newlines are not allowed; give one line")
+    if len(reason) > 500:
+        raise UsageError("--reason: at most 500 characters")
+    return reason
+
+
+def approved(opts: Options) -> bool:
+    return opts.yes or inventory.env_bool(os.environ.get("NIXTASKS_YES", "0"), "NIXTASKS_YES")
+
+
+def resolve_hosts(inv: inventory.Inventory, opts: Options, runner: Runner) -> tuple[Host, ...]:
+    names = split_hosts(opts.hosts)
+    if not names:
+        return (inventory.resolve_local(inv, socket.gethostname(), build_host=opts.build_host, sudo=opts.sudo),)
+    if opts.target_host and len(names) > 1:
+        raise UsageError("--target-host names one machine; give a single --host with it")
+    for name in names:
+        inventory.check_host_name(name)
+    unknown = [n for n in names if n not in inv.hosts]
+    if unknown:
+        check_flake_defines(inv, unknown, runner)
+    return tuple(inventory.resolve_host(inv, n, target_host=opts.target_host, build_host=opts.build_host,
+                                        sudo=opts.sudo) for n in names)
+
+
+def check_flake_defines(inv: inventory.Inventory, names: list[str], runner: Runner) -> None:
+    """A host the inventory does not list is fine if the flake defines it."""
+    result = runner.run(commands.nix_eval_config_names(inv.flake, inv.defaults.nix_options), LOCAL)
+    import json
+
+    defined = set(json.loads(result.stdout or "[]"))
+    missing = [n for n in names if n not in defined]
+    if missing:
+        raise UsageError(f"unknown host {', '.join(missing)}: not in {inv.source} and not in the flake's "
+                         f"nixosConfigurations ({', '.join(sorted(defined)) or 'none'})")
+
+
+def run_action(action: Action, opts: Options) -> Report:
+    inv = inventory.load(opts.inventory)
+    reason = check_reason(opts.reason or os.environ.get("NIXTASKS_REASON", ""))
+    with Runner(ssh_config=inv.defaults.ssh_config, ssh_extra=inv.defaults.ssh_options,
+                dry_run=opts.dry_run, echo=echo) as runner:
+        hosts = resolve_hosts(inv, opts, runner)
+        prompter = NotAsked() if opts.dry_run else prompter_for(approved(opts))
+        request = deploy.Request(action, hosts, inv.flake, opts.show_trace, inv.defaults.nix_options, reason)
+        return deploy.execute(request, runner, prompter, echo)

@@ -1,0 +1,142 @@
+"""Pure builders of `Command` values (argv tuples), and the one function that wraps a
+command for ssh + sudo. Nothing here runs anything."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Sequence
+
+from .models import SYSTEM_PROFILE, Action, Command, Target
+
+NIX_FEATURES = ("--extra-experimental-features", "nix-command flakes")
+# On the host, commands get a clean environment: the operator's variables must not leak
+# into activation. The PATH is NixOS's, with the usual FHS directories after it.
+REMOTE_PATH = ("/run/wrappers/bin:/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin:"
+               "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+ACTIVATION_UNIT = "nixtasks-switch-to-configuration"
+
+
+def toplevel(flake: str, config: str, attr: str = "toplevel") -> str:
+    """The flake output of one system, quoted as a Nix attribute path."""
+    return f'{flake}#nixosConfigurations.{json.dumps(config)}.config.system.build.{attr}'
+
+
+def nix_build(installables: Sequence[str], *, dry_run: bool = False, show_trace: bool = False,
+              nix_options: Sequence[str] = ()) -> Command:
+    """One `nix build` for many systems: one evaluation for the whole fleet."""
+    flags = ("--dry-run",) if dry_run else ("--json", "--no-link")
+    trace = ("--show-trace",) if show_trace else ()
+    return Command(("nix", *NIX_FEATURES, "build", *flags, *trace, *nix_options, "--", *installables))
+
+
+def nix_eval_raw(installable: str, *, show_trace: bool = False, nix_options: Sequence[str] = ()) -> Command:
+    trace = ("--show-trace",) if show_trace else ()
+    return Command(("nix", *NIX_FEATURES, "eval", "--raw", *trace, *nix_options, "--", installable))
+
+
+def nix_eval_config_names(flake: str, nix_options: Sequence[str] = ()) -> Command:
+    return Command(("nix", *NIX_FEATURES, "eval", "--json", *nix_options, f"{flake}#nixosConfigurations",
+                    "--apply", "builtins.attrNames"))
+
+
+def nix_copy(path: str, *, to: Target | None = None, source: Target | None = None, derivation: bool = False,
+             substitute: bool = False) -> Command:
+    """`nix copy` between this machine and hosts (ssh options come from NIX_SSHOPTS)."""
+    argv = ["nix", *NIX_FEATURES, "copy"]
+    if derivation:
+        argv.append("--derivation")
+    if substitute:
+        argv.append("--substitute-on-destination")
+    if source is not None and not source.is_local:
+        argv += ["--from", f"ssh://{source.ssh_destination}"]
+    if to is not None and not to.is_local:
+        argv += ["--to", f"ssh://{to.ssh_destination}"]
+    return Command((*argv, "--", path), changes=True)
+
+
+def realise(drv: str) -> Command:
+    return Command(("nix-store", "--realise", "--", drv))
+
+
+def is_nixos_system(path: str) -> Command:
+    return Command(("test", "-f", f"{path}/nixos-version"))
+
+
+def has_systemd() -> Command:
+    return Command(("test", "-d", "/run/systemd/system"))
+
+
+def current_system() -> Command:
+    return Command(("readlink", "-e", "/run/current-system"))
+
+
+def diff_closures(old: str, new: str) -> Command:
+    return Command(("nix", "--extra-experimental-features", "nix-command", "store", "diff-closures", old, new))
+
+
+def set_profile(path: str) -> Command:
+    return Command(("nix-env", "-p", SYSTEM_PROFILE, "--set", path), sudo=True, changes=True)
+
+
+def switch_to_configuration(path: str, action: Action, *, systemd: bool) -> Command:
+    """Activation. Through systemd-run where the host has systemd, as nixos-rebuild does,
+    so that a dropped ssh connection cannot kill it half way; the fixed unit name also
+    keeps two activations on one host from running at once."""
+    argv: tuple[str, ...] = (f"{path}/bin/switch-to-configuration", action.value)
+    if systemd:
+        argv = ("systemd-run", "-E", "LOCALE_ARCHIVE", "-E", "NIXOS_INSTALL_BOOTLOADER", "--collect",
+                "--no-ask-password", "--pipe", "--quiet", "--wait", "--service-type=exec",
+                f"--unit={ACTIVATION_UNIT}", *argv)
+    return Command(argv, sudo=True, changes=action is not Action.DRY_ACTIVATE)
+
+
+def git_revision(repo: str) -> Command:
+    return Command(("git", "-C", repo, "rev-parse", "--verify", "-q", "HEAD"))
+
+
+def git_status(repo: str) -> Command:
+    return Command(("git", "-C", repo, "status", "--porcelain", "--untracked-files=all", "--", "."))
+
+
+def git_toplevel(repo: str) -> Command:
+    return Command(("git", "-C", repo, "rev-parse", "--show-toplevel"))
+
+
+# --- running on a host ---------------------------------------------------------------------
+
+
+def on_host(cmd: Command, sudo: bool | None = None) -> tuple[str, ...]:
+    """What to run on the host itself: sudo (never waiting for a password), then a clean env."""
+    use_sudo = cmd.sudo if sudo is None else sudo
+    prefix = ("sudo", "-n") if use_sudo else ()
+    env = tuple(f"{k}={v}" for k, v in cmd.env)
+    return (*prefix, "env", "-i", f"PATH={REMOTE_PATH}", *env, *cmd.argv)
+
+
+def ssh_argv(cmd: Command, target: Target, ssh_options: Sequence[str]) -> tuple[str, ...]:
+    """`ssh <opts> host -- <each argument quoted on its own>`: the remote shell sees every
+    argument as one word, so no host name, path or reason can ever run a command."""
+    wants_sudo = cmd.sudo and target.sudo
+    remote = on_host(cmd, sudo=wants_sudo)
+    return ("ssh", *ssh_options, target.ssh_destination, "--", *(shlex.quote(a) for a in remote))
+
+
+def local_argv(cmd: Command, target: Target) -> tuple[str, ...]:
+    """On this machine: commands that need root get sudo -n and the same clean env."""
+    return on_host(cmd, sudo=target.sudo) if cmd.sudo else cmd.argv
+
+
+def ssh_options(control_dir: str | None, extra: Sequence[str] = (), config: str | None = None) -> tuple[str, ...]:
+    """Options for every ssh connection. Host key checking is left as the user has it."""
+    opts: list[str] = []
+    if config:
+        opts += ["-F", config]
+    opts += ["-o", "BatchMode=yes"]
+    if control_dir:
+        opts += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_dir}/%C", "-o", "ControlPersist=60"]
+    return (*opts, *extra)
+
+
+def close_master(target: Target, options: Sequence[str]) -> tuple[str, ...]:
+    return ("ssh", *options, "-O", "exit", target.ssh_destination)

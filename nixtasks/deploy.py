@@ -1,0 +1,180 @@
+"""Executes a deploy: git check, one build for all hosts, copy and inspect in parallel,
+show the plan, ask, activate host by host, verify."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from . import commands, gitstate
+from .errors import CommandFailed, DeployFailed, NixtasksError, Refused
+from .models import LOCAL, Action, Host, HostPlan, HostResult, Outcome, Plan, Report, Target
+from .plan import approval_question, needs_approval, render, render_git, render_report
+from .prompts import HOW_TO_APPROVE, Prompter
+from .runner import Runner
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Request:
+    action: Action
+    hosts: tuple[Host, ...]
+    flake: str
+    show_trace: bool = False
+    nix_options: tuple[str, ...] = ()
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Built:
+    path: str  # the system's store path
+    at: Target  # where that path exists: this machine or the build host
+
+
+def execute(req: Request, runner: Runner, prompter: Prompter, echo: Echo) -> Report:
+    git = gitstate.read(runner, req.flake)
+    for line in render_git(git):
+        echo(line)
+    asking = [h.name for h in req.hosts if needs_approval(req.action, h, git)]
+    if asking and not prompter.can_ask:
+        raise Refused(f"{req.action.value} on {', '.join(asking)} needs an approval and there is no terminal "
+                      f"to ask on; {HOW_TO_APPROVE}. Nothing was changed")
+    built = build(req, runner, echo)
+    if not req.action.activates:
+        return finish(Report(req.action, tuple(
+            HostResult(h.name, req.action, Outcome.OK, built[h.config].path if built else None) for h in req.hosts
+        )), echo)
+    with ThreadPoolExecutor(max_workers=min(16, len(req.hosts))) as pool:
+        host_plans = tuple(pool.map(lambda h: prepare(h, built[h.config], req.action, runner), req.hosts))
+    plan = Plan(req.action, host_plans, git, tuple(runner.warnings), req.reason)
+    echo(render(plan))
+    results: list[HostResult] = []
+    for hp in host_plans:
+        if results and results[-1].outcome is Outcome.FAILED:
+            results.append(HostResult(hp.host.name, req.action, Outcome.SKIPPED, hp.new_system,
+                                      hp.current_system, "not attempted after a failure"))
+            continue
+        if needs_approval(req.action, hp.host, git) and not prompter.confirm(approval_question(hp)):
+            results.append(HostResult(hp.host.name, req.action, Outcome.DECLINED, hp.new_system,
+                                      hp.current_system, "declined; nothing changed"))
+            continue
+        results.append(activate(hp, runner))
+    return finish(Report(req.action, tuple(results)), echo)
+
+
+def finish(report: Report, echo: Echo) -> Report:
+    echo(render_report(report))
+    failed = report.failed()
+    if failed:
+        first = failed[0]
+        raise DeployFailed(f"{first.host}: {first.message}", report)
+    declined = [r.host for r in report.results if r.outcome is Outcome.DECLINED]
+    if declined and len(declined) == len(report.results):
+        raise Refused(f"not approved for {', '.join(declined)}; nothing was changed")
+    return report
+
+
+# --- build ----------------------------------------------------------------------------------
+
+
+def build(req: Request, runner: Runner, echo: Echo) -> dict[str, Built]:
+    """Build every system once: one evaluation for all hosts built here, and a
+    derivation copy plus realisation on each build host."""
+    if req.action is Action.DRY_BUILD:
+        installables = unique(commands.toplevel(req.flake, h.config) for h in req.hosts)
+        cmd = commands.nix_build(installables, dry_run=True, show_trace=req.show_trace, nix_options=req.nix_options)
+        runner.run(cmd, LOCAL, label="dry-build", stream=True)
+        return {}
+    built: dict[str, Built] = {}
+    by_builder: dict[Target | None, list[str]] = {}
+    for host in req.hosts:
+        configs = by_builder.setdefault(host.build_host, [])
+        if host.config not in configs:
+            configs.append(host.config)
+    for builder, configs in by_builder.items():
+        if runner.dry_run:  # evaluate the paths; build nothing
+            for config in configs:
+                cmd = commands.nix_eval_raw(commands.toplevel(req.flake, config), show_trace=req.show_trace,
+                                            nix_options=req.nix_options)
+                built[config] = Built(runner.run(cmd, LOCAL).stdout.strip(), builder or LOCAL)
+        elif builder is None:
+            built.update(build_here(req, configs, runner))
+        else:
+            built.update(build_on(req, configs, builder, runner))
+    if runner.warnings:
+        echo(f"Nix warned {len(runner.warnings)} time(s) while building:")
+        for warning in runner.warnings:
+            echo(f"  {warning}")
+    return built
+
+
+def build_here(req: Request, configs: list[str], runner: Runner) -> dict[str, Built]:
+    installables = [commands.toplevel(req.flake, c) for c in configs]
+    cmd = commands.nix_build(installables, show_trace=req.show_trace, nix_options=req.nix_options)
+    result = runner.run(cmd, LOCAL, label="build", stream=True, echo_stdout=False)
+    try:
+        outputs = [entry["outputs"]["out"] for entry in json.loads(result.stdout)]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise NixtasksError(f"nix build printed no store paths I can read: {result.stdout[:200]!r}") from exc
+    return {config: Built(path, LOCAL) for config, path in zip(configs, outputs)}
+
+
+def build_on(req: Request, configs: list[str], builder: Target, runner: Runner) -> dict[str, Built]:
+    """Evaluate here, build there: copy each derivation to the build host and realise it."""
+    built = {}
+    for config in configs:
+        drv_attr = commands.toplevel(req.flake, config, attr="toplevel.drvPath")
+        drv = runner.run(commands.nix_eval_raw(drv_attr, show_trace=req.show_trace,
+                                               nix_options=req.nix_options), LOCAL).stdout.strip()
+        runner.run(commands.nix_copy(drv, to=builder, derivation=True), LOCAL)
+        out = runner.run(commands.realise(drv), builder, label=f"build@{builder}", stream=True)
+        built[config] = Built(out.stdout.strip().splitlines()[-1], builder)
+    return built
+
+
+# --- per host --------------------------------------------------------------------------------
+
+
+def prepare(host: Host, built: Built, action: Action, runner: Runner) -> HostPlan:
+    """Check the closure, copy it to the host and read what the host runs now."""
+    target = host.target
+    if not runner.dry_run and not runner.run(commands.is_nixos_system(built.path), built.at, check=False).ok:
+        raise NixtasksError(f"{host.name}: {built.path} is not a NixOS system (it has no nixos-version); "
+                            "check that the flake output is config.system.build.toplevel")
+    if built.at != target:
+        copy = commands.nix_copy(built.path, to=target, source=built.at)
+        runner.run(copy, LOCAL, label=host.name)
+    now = runner.run(commands.current_system(), target, check=False, label=host.name)
+    if now.exit_code == 255 and not target.is_local:
+        raise runner.failure(commands.current_system(), target, host.name, now)
+    current = now.stdout.strip() if now.ok else None
+    diff = ""
+    if current and current != built.path and not runner.dry_run:
+        diff = runner.run(commands.diff_closures(current, built.path), target, check=False).stdout
+    return HostPlan(host, action, built.path, current, diff)
+
+
+def activate(hp: HostPlan, runner: Runner) -> HostResult:
+    host, target, path = hp.host, hp.host.target, hp.new_system
+    fail = lambda message: HostResult(host.name, hp.action, Outcome.FAILED, path, hp.current_system, message)  # noqa: E731
+    try:
+        systemd = runner.run(commands.has_systemd(), target, check=False).ok
+        if hp.action.sets_profile:
+            runner.run(commands.set_profile(path), target, label=host.name, stream=True)
+        runner.run(commands.switch_to_configuration(path, hp.action, systemd=systemd), target,
+                   label=host.name, stream=True)
+    except CommandFailed as exc:
+        return fail(f"{hp.action.value} failed: {exc.detail or f'exit code {exc.returncode}'}"
+                    f" (exit {exc.returncode})")
+    if hp.action.changes_running_system and not runner.dry_run:
+        now = runner.run(commands.current_system(), target, check=False).stdout.strip()
+        if now != path:
+            return fail(f"after {hp.action.value}, /run/current-system is {now or 'missing'}, not {path}")
+    return HostResult(host.name, hp.action, Outcome.OK, path, hp.current_system)
+
+
+def unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,41 @@
+"""The git state of a local flake: its revision, uncommitted changes, and the files the
+flake cannot see because git does not track them."""
+
+from __future__ import annotations
+
+import os
+
+from . import commands
+from .models import LOCAL, GitState
+from .runner import Runner
+
+
+def flake_dir(flake: str) -> str | None:
+    """The directory of a local flake reference, or None for URLs like `github:...`."""
+    path = flake.split("#", 1)[0]
+    path = path.removeprefix("path:").removeprefix("git+file://")
+    return path if path.startswith("/") and os.path.isdir(path) else None
+
+
+def parse_status(porcelain: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Split `git status --porcelain` into changes to tracked files and untracked files."""
+    changes, untracked = [], []
+    for line in porcelain.splitlines():
+        if line.startswith("?? "):
+            untracked.append(line[3:])
+        elif line.strip():
+            changes.append(line)
+    return tuple(changes), tuple(untracked)
+
+
+def read(runner: Runner, flake: str) -> GitState:
+    directory = flake_dir(flake)
+    if directory is None:
+        return GitState(revision=None)
+    rev = runner.run(commands.git_revision(directory), LOCAL, check=False)
+    if not rev.ok:
+        return GitState(revision=None)
+    status = runner.run(commands.git_status(directory), LOCAL)
+    changes, untracked = parse_status(status.stdout)
+    # Untracked files alone do not change what Nix evaluates, so they do not make it dirty.
+    return GitState(revision=rev.stdout.strip(), dirty=bool(changes), changes=changes, untracked=untracked)

@@ -1,0 +1,287 @@
+"""Read and validate the inventory (`nixtasks.toml` or `[tool.nixtasks]`). Pure: no effects
+besides reading the file and the environment it is given."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import InventoryError, UsageError
+from .models import LOCAL, Host, Target
+
+HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# [user@]address; never starting with '-', so it can never become an ssh option.
+TARGET = re.compile(r"^(?:(?P<user>[a-z_][a-z0-9_.-]{0,31})@)?(?P<address>[A-Za-z0-9][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\])$")
+LOCALHOST = "localhost"
+
+
+@dataclass(frozen=True)
+class Defaults:
+    flake: str = "."
+    ssh_user: str | None = None
+    sudo: bool | None = None  # None: use sudo when the ssh user is not root
+    build_host: str | None = None
+    ssh_config: str | None = None
+    ssh_options: tuple[str, ...] = ()
+    nix_options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostEntry:
+    name: str
+    target: str | None = None
+    tags: tuple[str, ...] = ()
+    build_host: str | None = None
+    sudo: bool | None = None
+    config: str | None = None
+    local: bool = False
+
+
+@dataclass(frozen=True)
+class Inventory:
+    source: str  # file name shown in messages
+    root: Path  # relative paths are relative to this directory
+    defaults: Defaults = Defaults()
+    hosts: Mapping[str, HostEntry] = field(default_factory=dict)
+
+    @property
+    def flake(self) -> str:
+        return resolve_flake(self.defaults.flake, self.root)
+
+    def local_entry(self, hostname: str) -> HostEntry:
+        """The entry for this machine: marked `local = true`, else named like it."""
+        marked = [h for h in self.hosts.values() if h.local]
+        if len(marked) > 1:
+            names = ", ".join(h.name for h in marked)
+            raise UsageError(f"{self.source}: several hosts have local = true ({names}); keep one")
+        if marked:
+            return marked[0]
+        return replace(self.hosts.get(hostname, HostEntry(name=hostname)), local=True)
+
+
+def resolve_flake(flake: str, root: Path) -> str:
+    """A relative path is relative to the inventory; URLs (`github:...`) stay as they are."""
+    if ":" in flake.split("#")[0] and not flake.startswith(("/", ".")):
+        return flake
+    path, _, fragment = flake.partition("#")
+    resolved = str((root / path).resolve())
+    return f"{resolved}#{fragment}" if fragment else resolved
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+def find_inventory(explicit: str | None, env: Mapping[str, str], cwd: Path) -> Path | None:
+    path = explicit or env.get("NIXTASKS_INVENTORY")
+    if path:
+        resolved = (cwd / path).resolve()
+        if not resolved.is_file():
+            raise UsageError(f"{path}: no such inventory file; check --inventory or NIXTASKS_INVENTORY")
+        return resolved
+    for name in ("nixtasks.toml", "pyproject.toml"):
+        if (cwd / name).is_file():
+            return cwd / name
+    return None
+
+
+def load(explicit: str | None = None, env: Mapping[str, str] | None = None, cwd: Path | None = None) -> Inventory:
+    env = os.environ if env is None else env
+    cwd = cwd or Path.cwd()
+    path = find_inventory(explicit, env, cwd)
+    if path is None:
+        inv = Inventory(source="(no inventory)", root=cwd)
+    else:
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise UsageError(f"{path.name}: not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read: {exc.strerror}") from exc
+        if path.name == "pyproject.toml":
+            data = data.get("tool", {}).get("nixtasks", {})
+            source = "pyproject.toml [tool.nixtasks]"
+        else:
+            source = path.name
+        inv = parse(data, source=source, root=path.parent)
+    return replace(inv, defaults=apply_env(inv.defaults, env, inv.source))
+
+
+def parse(data: Mapping[str, Any], source: str, root: Path) -> Inventory:
+    check_keys(data, {"defaults", "hosts"}, source, "")
+    defaults = parse_defaults(data.get("defaults", {}), source)
+    hosts_table = data.get("hosts", {})
+    expect(isinstance(hosts_table, dict), source, "hosts", "expected a table of [hosts.<name>] sections")
+    hosts = {name: parse_host(name, entry, source) for name, entry in hosts_table.items()}
+    return Inventory(source=source, root=root, defaults=defaults, hosts=hosts)
+
+
+def parse_defaults(table: Any, source: str) -> Defaults:
+    expect(isinstance(table, dict), source, "defaults", "expected a table")
+    fields = {"flake", "ssh_user", "sudo", "build_host", "ssh_config", "ssh_options", "nix_options"}
+    check_keys(table, fields, source, "defaults.")
+    values: dict[str, Any] = {}
+    for key in ("flake", "ssh_config"):
+        if key in table:
+            values[key] = string(table[key], source, f"defaults.{key}", "a non-empty string")
+    if "ssh_user" in table:
+        values["ssh_user"] = user(table["ssh_user"], source, "defaults.ssh_user")
+    if "build_host" in table:
+        values["build_host"] = target(table["build_host"], source, "defaults.build_host")
+    if "sudo" in table:
+        values["sudo"] = boolean(table["sudo"], source, "defaults.sudo")
+    for key in ("ssh_options", "nix_options"):
+        if key in table:
+            values[key] = strings(table[key], source, f"defaults.{key}")
+    return Defaults(**values)
+
+
+def parse_host(name: str, entry: Any, source: str) -> HostEntry:
+    key = f"hosts.{name}"
+    expect(bool(HOST_NAME.match(name)), source, key,
+           "expected a host name of letters, digits, '.', '_' and '-' (at most 63 characters)")
+    expect(isinstance(entry, dict), source, key, "expected a table")
+    check_keys(entry, {"target", "tags", "build_host", "sudo", "config", "local"}, source, f"{key}.")
+    values: dict[str, Any] = {"name": name}
+    if "target" in entry:
+        values["target"] = target(entry["target"], source, f"{key}.target")
+    if "build_host" in entry:
+        values["build_host"] = target(entry["build_host"], source, f"{key}.build_host")
+    if "sudo" in entry:
+        values["sudo"] = boolean(entry["sudo"], source, f"{key}.sudo")
+    if "local" in entry:
+        values["local"] = boolean(entry["local"], source, f"{key}.local")
+    if "config" in entry:
+        config = string(entry["config"], source, f"{key}.config", "a configuration name")
+        expect(bool(HOST_NAME.match(config)), source, f"{key}.config",
+               "expected a nixosConfigurations name of letters, digits, '.', '_' and '-'")
+        values["config"] = config
+    if "tags" in entry:
+        values["tags"] = strings(entry["tags"], source, f"{key}.tags")
+    return HostEntry(**values)
+
+
+def apply_env(defaults: Defaults, env: Mapping[str, str], source: str) -> Defaults:
+    """NIXTASKS_* variables override the file's defaults."""
+    values: dict[str, Any] = {}
+    src = "environment"
+    if "NIXTASKS_FLAKE" in env:
+        values["flake"] = string(env["NIXTASKS_FLAKE"], src, "NIXTASKS_FLAKE", "a flake reference")
+    if "NIXTASKS_SSH_USER" in env:
+        values["ssh_user"] = user(env["NIXTASKS_SSH_USER"], src, "NIXTASKS_SSH_USER")
+    if "NIXTASKS_BUILD_HOST" in env:
+        values["build_host"] = target(env["NIXTASKS_BUILD_HOST"], src, "NIXTASKS_BUILD_HOST")
+    if "NIXTASKS_SSH_CONFIG" in env:
+        values["ssh_config"] = string(env["NIXTASKS_SSH_CONFIG"], src, "NIXTASKS_SSH_CONFIG", "a file path")
+    if "NIXTASKS_SUDO" in env:
+        values["sudo"] = env_bool(env["NIXTASKS_SUDO"], "NIXTASKS_SUDO")
+    for key in ("ssh_options", "nix_options"):
+        name = f"NIXTASKS_{key.upper()}"
+        if name in env:
+            values[key] = tuple(shlex.split(env[name]))
+    return replace(defaults, **values)
+
+
+def env_bool(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise InventoryError("environment", name, f'expected 1 or 0, got "{value}"')
+
+
+# --- resolving hosts ------------------------------------------------------------------
+
+
+def parse_target(spec: str, default_user: str | None, sudo: bool | None) -> Target:
+    if spec == LOCALHOST:
+        return LOCAL
+    match = TARGET.match(spec)
+    if not match:
+        raise UsageError(f'"{spec}" is not a valid ssh target; expected [user@]host like "deploy@web1"')
+    ssh_user = match["user"] or default_user
+    use_sudo = sudo if sudo is not None else (ssh_user not in (None, "root"))
+    return Target(address=match["address"], user=ssh_user, sudo=use_sudo)
+
+
+def check_host_name(name: str) -> str:
+    if not HOST_NAME.match(name):
+        raise UsageError(f"{name!r} is not a valid host name; use letters, digits, '.', '_' and '-'")
+    return name
+
+
+def resolve_host(inv: Inventory, name: str, *, target_host: str | None = None, build_host: str | None = None,
+                 sudo: bool | None = None) -> Host:
+    """A named host: from the inventory, or (if the flake defines it) with its name as target."""
+    check_host_name(name)
+    entry = inv.hosts.get(name, HostEntry(name=name))
+    use_sudo = sudo if sudo is not None else entry.sudo if entry.sudo is not None else inv.defaults.sudo
+    spec = target_host or (LOCALHOST if entry.local else entry.target or name)
+    if spec == LOCALHOST:  # this machine: sudo unless we are root, like `sudo nixos-rebuild`
+        host_target = Target(sudo=use_sudo if use_sudo is not None else os.geteuid() != 0)
+    else:
+        host_target = parse_target(spec, inv.defaults.ssh_user, use_sudo)
+    build_spec = build_host or entry.build_host or inv.defaults.build_host
+    builder = None if build_spec in (None, LOCALHOST) else parse_target(build_spec, inv.defaults.ssh_user, use_sudo)
+    return Host(name=name, config=entry.config or name, target=host_target, build_host=builder, tags=entry.tags)
+
+
+def resolve_local(inv: Inventory, hostname: str, *, build_host: str | None = None,
+                  sudo: bool | None = None) -> Host:
+    entry = inv.local_entry(hostname)
+    local_inv = replace(inv, hosts={**inv.hosts, entry.name: replace(entry, local=True)})
+    return resolve_host(local_inv, entry.name, build_host=build_host, sudo=sudo)
+
+
+# --- validation helpers -----------------------------------------------------------------
+
+
+def expect(ok: bool, source: str, key: str, expected: str) -> None:
+    if not ok:
+        raise InventoryError(source, key, expected)
+
+
+def check_keys(table: Mapping[str, Any], allowed: set[str], source: str, prefix: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise InventoryError(source, f"{prefix}{key}",
+                                 f"unknown key; expected one of {', '.join(sorted(allowed))}")
+
+
+def string(value: Any, source: str, key: str, what: str) -> str:
+    expect(isinstance(value, str) and value != "", source, key, f"expected {what}")
+    return value
+
+
+def boolean(value: Any, source: str, key: str) -> bool:
+    expect(isinstance(value, bool), source, key, "expected true or false")
+    return value
+
+
+def strings(value: Any, source: str, key: str) -> tuple[str, ...]:
+    expect(isinstance(value, list) and all(isinstance(v, str) for v in value), source, key,
+           'expected a list of strings like ["a", "b"]')
+    return tuple(value)
+
+
+def user(value: Any, source: str, key: str) -> str:
+    expect(isinstance(value, str) and re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", value) is not None,
+           source, key, 'expected a user name like "deploy"')
+    return value
+
+
+def target(value: Any, source: str, key: str) -> str:
+    expect(isinstance(value, str) and (value == LOCALHOST or TARGET.match(value) is not None), source, key,
+           'expected a string like "deploy@web1"')
+    return value

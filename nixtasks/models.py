@@ -1,0 +1,146 @@
+"""Values that flow between the layers: all frozen, all comparable in tests."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+SYSTEM_PROFILE = "/nix/var/nix/profiles/system"
+
+
+class Action(enum.Enum):
+    BUILD = "build"
+    DRY_BUILD = "dry-build"
+    SWITCH = "switch"
+    BOOT = "boot"
+    TEST = "test"
+    DRY_ACTIVATE = "dry-activate"
+
+    @property
+    def activates(self) -> bool:
+        """Runs switch-to-configuration on the host."""
+        return self in (Action.SWITCH, Action.BOOT, Action.TEST, Action.DRY_ACTIVATE)
+
+    @property
+    def changes_host(self) -> bool:
+        """Changes what the host runs or boots: needs an approval."""
+        return self in (Action.SWITCH, Action.BOOT, Action.TEST)
+
+    @property
+    def sets_profile(self) -> bool:
+        return self in (Action.SWITCH, Action.BOOT)
+
+    @property
+    def changes_running_system(self) -> bool:
+        return self in (Action.SWITCH, Action.TEST)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where commands run: `None` address means this machine."""
+
+    address: str | None = None
+    user: str | None = None
+    sudo: bool = False
+
+    @property
+    def is_local(self) -> bool:
+        return self.address is None
+
+    @property
+    def ssh_destination(self) -> str:
+        assert self.address is not None
+        return f"{self.user}@{self.address}" if self.user else self.address
+
+    def __str__(self) -> str:
+        return "localhost" if self.address is None else self.ssh_destination
+
+
+LOCAL = Target()
+
+
+@dataclass(frozen=True)
+class Host:
+    """One machine to deploy, resolved from the inventory and the command line."""
+
+    name: str
+    config: str  # nixosConfigurations.<config>
+    target: Target
+    build_host: Target | None = None  # None: build on this machine
+    tags: tuple[str, ...] = ()
+
+    @property
+    def is_local(self) -> bool:
+        return self.target.is_local
+
+
+@dataclass(frozen=True)
+class Command:
+    """An argv to run somewhere. `changes` marks commands that --dry-run only prints."""
+
+    argv: tuple[str, ...]
+    sudo: bool = False
+    changes: bool = False
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class GitState:
+    revision: str | None  # None: not a git checkout
+    dirty: bool = False
+    changes: tuple[str, ...] = ()  # `git status --porcelain` lines
+    untracked: tuple[str, ...] = ()  # files the flake cannot see
+
+    @property
+    def summary(self) -> str:
+        if self.revision is None:
+            return "not a git repository"
+        return f"{self.revision[:12]}{' (dirty)' if self.dirty else ''}"
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    host: Host
+    action: Action
+    new_system: str
+    current_system: str | None  # None: nothing activated yet, or not asked
+    closure_diff: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    action: Action
+    hosts: tuple[HostPlan, ...]
+    git: GitState
+    warnings: tuple[str, ...] = ()
+    reason: str = ""
+
+
+class Outcome(enum.Enum):
+    OK = "ok"
+    FAILED = "failed"
+    DECLINED = "declined"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class HostResult:
+    host: str
+    action: Action
+    outcome: Outcome
+    new_system: str | None = None
+    previous_system: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Report:
+    action: Action
+    results: tuple[HostResult, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.outcome is Outcome.OK for r in self.results)
+
+    def failed(self) -> tuple[HostResult, ...]:
+        return tuple(r for r in self.results if r.outcome is Outcome.FAILED)

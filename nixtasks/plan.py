@@ -1,0 +1,79 @@
+"""Pure decisions about a deploy, and how a plan reads to a person."""
+
+from __future__ import annotations
+
+from .models import Action, GitState, Host, HostPlan, Plan, Report
+
+VERBS = {
+    Action.SWITCH: "Switch",
+    Action.BOOT: "Make the boot entry of",
+    Action.TEST: "Test-activate",
+    Action.DRY_ACTIVATE: "Dry-activate",
+}
+
+
+def needs_approval(action: Action, host: Host, git: GitState) -> bool:
+    """Remote activation always asks; local activation asks when the tree is dirty."""
+    if not action.changes_host:
+        return False
+    return not host.is_local or git.dirty
+
+
+def store_name(path: str | None) -> str:
+    """`/nix/store/<hash>-nixos-system-web1-1.0` -> `nixos-system-web1-1.0`."""
+    if not path:
+        return "(none)"
+    base = path.rsplit("/", 1)[-1]
+    return base.split("-", 1)[1] if "-" in base else base
+
+
+def approval_question(hp: HostPlan) -> str:
+    where = "this machine" if hp.host.is_local else f"{hp.host.name} ({hp.host.target})"
+    return f"{VERBS[hp.action]} {where} to {store_name(hp.new_system)}?"
+
+
+def render(plan: Plan) -> str:
+    lines = [f"Plan: {plan.action.value} on {len(plan.hosts)} host(s)",
+             f"  git:      {plan.git.summary}"]
+    if plan.reason:
+        lines.append(f"  reason:   {plan.reason}")
+    for hp in plan.hosts:
+        target = "this machine" if hp.host.is_local else str(hp.host.target)
+        builder = f" (built on {hp.host.build_host})" if hp.host.build_host else ""
+        lines += [
+            f"  {hp.host.name} -> {target}",
+            f"    action:  {hp.action.value}{builder}",
+            f"    now:     {hp.current_system or '(no system activated yet)'}",
+            f"    new:     {hp.new_system}",
+        ]
+        if hp.current_system == hp.new_system:
+            lines.append("    diff:    none (the host already runs this system)")
+        elif hp.closure_diff.strip():
+            lines.append("    diff:")
+            lines += [f"      {d}" for d in hp.closure_diff.strip().splitlines()]
+        elif hp.current_system:
+            lines.append("    diff:    no package version changes")
+    if plan.warnings:
+        lines.append(f"  Nix warned {len(plan.warnings)} time(s):")
+        lines += [f"    {w}" for w in plan.warnings]
+    return "\n".join(lines)
+
+
+def render_git(git: GitState) -> list[str]:
+    lines: list[str] = []
+    if git.changes:
+        lines.append(f"git: {len(git.changes)} uncommitted change(s) in the flake:")
+        lines += [f"  {c}" for c in git.changes]
+    if git.untracked:
+        lines.append("git: not tracked, so the flake cannot see them (git add them if they matter):")
+        lines += [f"  {u}" for u in git.untracked]
+    return lines
+
+
+def render_report(report: Report) -> str:
+    width = max([len(r.host) for r in report.results] + [4])
+    lines = [f"{'HOST'.ljust(width)}  OUTCOME   SYSTEM"]
+    for r in report.results:
+        lines.append(f"{r.host.ljust(width)}  {r.outcome.value.ljust(8)}  {store_name(r.new_system)}"
+                     + (f"  ({r.message})" if r.message else ""))
+    return "\n".join(lines)

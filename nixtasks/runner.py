@@ -1,0 +1,139 @@
+"""Runs `Command` values on this machine or over ssh. The only module that imports `sh`.
+
+Every ssh connection goes through one control master per host (in a private directory,
+closed at exit), in batch mode, so ten commands cost one handshake and none can ever
+wait on a hidden password prompt.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from . import commands
+from .errors import CommandFailed, HostUnreachable, NixtasksError
+from .models import Command, Target
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+def short_control_dir() -> str:
+    """A private directory for control sockets; a socket path must stay under ~100 bytes."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    if len(base) > 40 or not os.path.isdir(base):
+        base = "/tmp"
+    return tempfile.mkdtemp(prefix="nixtasks-", dir=base)
+
+
+class Runner:
+    """Runs commands for real. `dry_run` prints commands that change something instead."""
+
+    def __init__(self, *, ssh_config: str | None = None, ssh_extra: Sequence[str] = (), dry_run: bool = False,
+                 echo: Echo | None = None) -> None:
+        self.dry_run = dry_run
+        self.echo: Echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.control_dir = short_control_dir()
+        # NIX_SSHOPTS as nixos-rebuild honours it, then the inventory's options.
+        inherited = tuple(shlex.split(os.environ.get("NIX_SSHOPTS", "")))
+        self.ssh_options = commands.ssh_options(self.control_dir, (*inherited, *ssh_extra), ssh_config)
+        self.warnings: list[str] = []
+        self.recorded: list[tuple[str, ...]] = []
+        self._used: set[Target] = set()
+        self._lock = threading.Lock()
+
+    # -- public ---------------------------------------------------------------------------
+
+    def run(self, cmd: Command, target: Target, *, label: str | None = None, stream: bool = False,
+            echo_stdout: bool = True, check: bool = True) -> Result:
+        """Run `cmd` on `target`. With `stream`, each output line is echoed with the label."""
+        argv = self.argv(cmd, target)
+        if cmd.changes and self.dry_run:
+            self.echo(f"would run{f' on {label}' if label else ''}: {shlex.join(argv)}")
+            self.recorded.append(argv)
+            return Result(0, "", "")
+        result = self._execute(argv, label if stream else None, echo_stdout=echo_stdout)
+        if check and not result.ok:
+            raise self.failure(cmd, target, label or str(target), result)
+        return result
+
+    def argv(self, cmd: Command, target: Target) -> tuple[str, ...]:
+        if target.is_local:
+            return commands.local_argv(cmd, target)
+        with self._lock:
+            self._used.add(target)
+        return commands.ssh_argv(cmd, target, self.ssh_options)
+
+    def close(self) -> None:
+        """Close the control masters and remove their directory."""
+        for target in self._used:
+            self._execute(commands.close_master(target, self.ssh_options), None, quiet=True)
+        shutil.rmtree(self.control_dir, ignore_errors=True)
+
+    def __enter__(self) -> Runner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def nix_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # nix copy splits NIX_SSHOPTS on spaces; our options contain none.
+        env["NIX_SSHOPTS"] = " ".join(self.ssh_options)
+        return env
+
+    def _execute(self, argv: tuple[str, ...], label: str | None, quiet: bool = False,
+                 echo_stdout: bool = True) -> Result:
+        import sh  # imported here: `invoke --list` must stay fast
+
+        out: list[str] = []
+        err: list[str] = []
+
+        def on_out(line: str) -> None:
+            out.append(line)
+            if label is not None and echo_stdout:
+                self.echo(f"[{label}] {line.rstrip()}")
+
+        def on_err(line: str) -> None:
+            err.append(line)
+            if line.startswith("warning:"):
+                with self._lock:
+                    if line.rstrip() not in self.warnings:
+                        self.warnings.append(line.rstrip())
+            if label is not None and not quiet:
+                self.echo(f"[{label}] {line.rstrip()}")
+
+        try:
+            program = sh.Command(argv[0])
+        except sh.CommandNotFound as exc:
+            raise NixtasksError(f"{argv[0]} is not installed or not on PATH; install it and try again") from exc
+        proc = program(*argv[1:], _env=self.nix_env(), _out=on_out, _err=on_err, _tty_out=False,
+                       _ok_code=list(range(256)), _decode_errors="replace", _in="",
+                       _return_cmd=True)
+        return Result(proc.exit_code, "".join(out), "".join(err))
+
+    def failure(self, cmd: Command, target: Target, where: str, result: Result) -> NixtasksError:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("error:")]
+        detail = (errors or lines or [""])[-1].removeprefix("error: ").strip()
+        if not target.is_local and result.exit_code == 255:
+            return HostUnreachable(where, cmd.argv, detail)
+        return CommandFailed(where, cmd.argv, result.exit_code, detail)

@@ -1,0 +1,74 @@
+"""Invoke tasks: thin wrappers, exported as the `ns` collection. A user's tasks.py:
+
+    from nixtasks.tasks import ns
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from invoke import Collection, task
+from invoke.exceptions import Exit
+
+HELP = {
+    "host": "a host to act on (repeat, or a comma list); none means this machine",
+    "target-host": "ssh target to deploy to, overriding the inventory ([user@]address)",
+    "build-host": "machine to build on ([user@]address), or localhost",
+    "sudo": "use sudo -n on the target",
+    "no-sudo": "do not use sudo on the target",
+    "show-trace": "pass --show-trace to Nix",
+    "dry-run": "print the commands that would change something; run none of them",
+    "yes": "approve the activation (also YES=1 for make, NIXTASKS_YES=1)",
+    "reason": "why this deploy happens (also REASON=... for make)",
+    "inventory": "the inventory file (default: nixtasks.toml, or NIXTASKS_INVENTORY)",
+}
+
+
+def reports_errors(body: Callable[..., Any]) -> Callable[..., Any]:
+    """Any nixtasks error becomes one `error: ...` line and its exit code."""
+
+    @functools.wraps(body)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from .errors import EXIT_INTERRUPTED, NixtasksError
+
+        try:
+            return body(*args, **kwargs)
+        except NixtasksError as exc:
+            print(exc.line, file=sys.stderr)
+            raise Exit(code=exc.exit_code) from None
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            raise Exit(code=EXIT_INTERRUPTED) from None
+
+    return wrapper
+
+
+def action_task(action_name: str, doc: str) -> Any:
+    @task(name=action_name, iterable=["host"], help=HELP)
+    @reports_errors
+    def run(c: Any, host: Any = None, target_host: str | None = None, build_host: str | None = None,
+            sudo: bool = False, no_sudo: bool = False, show_trace: bool = False, dry_run: bool = False,
+            yes: bool = False, reason: str = "", inventory: str | None = None) -> None:
+        from .app import Options, run_action
+        from .models import Action
+
+        opts = Options(tuple(host or ()), target_host, build_host, True if sudo else False if no_sudo else None,
+                       show_trace, dry_run, yes, reason, inventory)
+        run_action(Action(action_name), opts)
+
+    run.__doc__ = doc
+    run.body.__doc__ = doc
+    return run
+
+
+build = action_task("build", "Build the system closure; activate nothing.")
+dry_build = action_task("dry-build", "Show what would be built or fetched; build nothing.")
+switch = action_task("switch", "Build, set the boot profile and activate now.")
+boot = action_task("boot", "Build and set the boot profile; activate at the next boot.")
+test = action_task("test", "Build and activate now; leave the boot entry alone.")
+dry_activate = action_task("dry-activate", "Build and show what activation would change.")
+
+ns = Collection(build, dry_build, switch, boot, test, dry_activate)
