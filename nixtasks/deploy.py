@@ -144,13 +144,14 @@ def prepare(host: Host, built: Built, action: Action, runner: Runner) -> HostPla
     if not runner.dry_run and not runner.run(commands.is_nixos_system(built.path), built.at, check=False).ok:
         raise NixtasksError(f"{host.name}: {built.path} is not a NixOS system (it has no nixos-version); "
                             "check that the flake output is config.system.build.toplevel")
-    if built.at != target:
-        copy = commands.nix_copy(built.path, to=target, source=built.at)
-        runner.run(copy, LOCAL, label=host.name)
+    # Asking first makes an unreachable host fail fast, before any copy.
     now = runner.run(commands.current_system(), target, check=False, label=host.name)
     if now.exit_code == 255 and not target.is_local:
         raise runner.failure(commands.current_system(), target, host.name, now)
     current = now.stdout.strip() if now.ok else None
+    if built.at != target:
+        copy = commands.nix_copy(built.path, to=target, source=built.at)
+        runner.run(copy, LOCAL, label=host.name)
     diff = ""
     if current and current != built.path and not runner.dry_run:
         diff = runner.run(commands.diff_closures(current, built.path), target, check=False).stdout

@@ -38,10 +38,22 @@ class Refused(NixtasksError):
     exit_code = EXIT_REFUSED
 
 
+def describe(argv: tuple[str, ...]) -> str:
+    """A short name for a command: `nix copy`, `switch-to-configuration switch`, `nix-env`."""
+    words = [w for w in argv if not w.startswith("-") and w not in ("nix-command flakes", "nix-command")]
+    if not words:
+        return "command"
+    if "systemd-run" in words[0]:
+        words = [w for w in words[1:] if "switch-to-configuration" in w or w in words[-1:]]
+    name = words[0].rsplit("/", 1)[-1]
+    return f"{name} {words[1]}" if name == "nix" and len(words) > 1 else \
+        f"{name} {words[-1]}" if name == "switch-to-configuration" else name
+
+
 class CommandFailed(NixtasksError):
     def __init__(self, where: str, argv: tuple[str, ...], exit_code: int, detail: str = "") -> None:
         self.where, self.argv, self.returncode, self.detail = where, argv, exit_code, detail
-        what = " ".join(argv[:3]) if argv else "command"
+        what = describe(argv)
         tail = f": {detail}" if detail else ""
         super().__init__(f"{where}: `{what}` failed with exit code {exit_code}{tail}")
 

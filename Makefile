@@ -1,0 +1,30 @@
+# nixtasks' own Makefile: the user targets (examples/Makefile) plus the project's.
+include examples/Makefile
+
+.PHONY: setup check demo lab-up lab-down lab-status
+
+help::
+	@echo "make demo              bring up the lab and deploy the example fleet to it"
+	@echo "make check             lint, type-check and run every test (lab tests need root)"
+	@echo "make lab-up            boot the lab hosts (web1 web2 db1)"
+	@echo "make lab-down          power the lab off and remove everything it made"
+	@echo "make lab-status        each lab host's address, state and current system"
+	@echo "make setup             install what this machine lacks (apt packages, the package)"
+
+setup:
+	scripts/setup
+
+check: setup
+	scripts/check
+
+demo: setup
+	scripts/demo
+
+lab-up: setup
+	lab/labctl up
+
+lab-down:
+	lab/labctl down
+
+lab-status:
+	lab/labctl status

@@ -1,0 +1,186 @@
+"""Fixtures for end-to-end tests against the lab.
+
+`lab` boots web1, web2 and db1 once per session and always tears them down (also after a
+failure or Ctrl-C). `fleet` gives each test freshly reset hosts and a clean copy of the
+example fleet in its own git repository, set up as a user's flake repository would be.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+LABCTL = REPO / "lab" / "labctl"
+HOSTS = ("web1", "web2", "db1")
+STATE = Path(os.environ.get("NIXTASKS_LAB_DIR", "/var/lib/nixtasks-lab"))
+TOOLS = ("systemd-nspawn", "debootstrap", "nix", "ssh", "ssh-keygen", "nsenter", "ip", "git", "make")
+
+
+def lab_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "the lab needs root (systemd-nspawn, network namespaces, mounts)"
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        return f"the lab needs {', '.join(missing)} (run scripts/setup)"
+    return None
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/lab/" in str(item.fspath):
+            item.add_marker(pytest.mark.lab)
+
+
+def labctl(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, str(LABCTL), *args], text=True, capture_output=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"labctl {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@dataclass
+class Lab:
+    workspace: Path  # bound read-only into every host at the same path
+    env: dict[str, str]
+
+    def exec(self, host: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run([sys.executable, str(LABCTL), "exec", host, "--", *cmd], text=True,
+                              capture_output=True, timeout=120)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{host}: {' '.join(cmd)} exited {proc.returncode}: {proc.stderr}")
+        return proc
+
+    def ssh(self, target: str, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(["ssh", "-F", str(STATE / "ssh/config"), "-o", "BatchMode=yes", target, command],
+                              text=True, capture_output=True, timeout=60)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"ssh {target} {command!r} exited {proc.returncode}: {proc.stderr}")
+        return proc
+
+    def address(self, host: str) -> str:
+        return f"10.250.0.{10 + json.loads((STATE / 'hosts.json').read_text())['hosts'][host]}"
+
+    def current_system(self, host: str) -> str:
+        return self.exec(host, "readlink", "-e", "/run/current-system", check=False).stdout.strip()
+
+    def profile(self, host: str) -> str:
+        return self.exec(host, "readlink", "-e", "/nix/var/nix/profiles/system", check=False).stdout.strip()
+
+    def health(self, host: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://{self.address(host)}/health", timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+
+@pytest.fixture(scope="session")
+def lab() -> Lab:
+    reason = lab_unavailable()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"lab tests must run in CI, but {reason}")
+        pytest.skip(reason)
+    workspace = Path(tempfile.mkdtemp(prefix="nixtasks-e2e-", dir="/var/tmp"))
+    binds = sorted({str(REPO), sys.prefix, sys.base_prefix, str(workspace)})
+    try:
+        labctl("down")  # tests own the lab: start from nothing
+        labctl("up", *HOSTS, *(f"--bind-ro={b}" for b in binds))
+        env = dict(os.environ)
+        for line in labctl("env").stdout.splitlines():
+            key, _, value = line.removeprefix("export ").partition("=")
+            env[key] = value.strip("'")
+        yield Lab(workspace, env)
+    finally:
+        labctl("down", check=False)
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
+DEFAULT_KNOBS = json.loads((REPO / "examples" / "fleet" / "hosts.json").read_text())
+
+
+@dataclass
+class Fleet:
+    """A user's flake repository (the example fleet), clean and committed."""
+
+    lab: Lab
+    path: Path
+
+    def set_knobs(self, host: str, **knobs: object) -> None:
+        data = json.loads((self.path / "hosts.json").read_text())
+        data["hosts"].setdefault(host, {}).update(knobs)
+        (self.path / "hosts.json").write_text(json.dumps(data, indent=2) + "\n")
+        self.git("commit", "-qam", f"knobs for {host}: {knobs}")
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(["git", "-C", str(self.path), *args], check=True, text=True,
+                              capture_output=True).stdout
+
+    def invoke(self, *args: str, env: dict[str, str] | None = None,
+               timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """`invoke ARGS` in the repository, with no terminal (as in CI)."""
+        return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=self.path, text=True,
+                              capture_output=True, env={**self.lab.env, **(env or {})}, stdin=subprocess.DEVNULL,
+                              timeout=timeout)
+
+    def make(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["make", f"INVOKE={sys.executable} -m invoke", *args], cwd=self.path, text=True,
+                              capture_output=True, env={**self.lab.env, **(env or {})}, stdin=subprocess.DEVNULL,
+                              timeout=300)
+
+    def seed_host(self, host: str) -> None:
+        """Nix 2.8 cannot fetch the fleet's relative path input into a fresh store: copy it there."""
+        site = labctl("seed").stdout.strip()
+        subprocess.run(["nix", "copy", "--to", f"ssh://{host}", site], env=self.lab.env, check=True,
+                       capture_output=True)
+
+    def build(self, host: str) -> str:
+        attr = f'{self.path}#nixosConfigurations."{host}".config.system.build.toplevel'
+        proc = subprocess.run(["nix", "build", "--json", "--no-link", attr], text=True, capture_output=True,
+                              env=self.lab.env, check=True)
+        return json.loads(proc.stdout)[0]["outputs"]["out"]
+
+
+@pytest.fixture(scope="session")
+def fleet_repo(lab: Lab) -> Path:
+    path = lab.workspace / "fleet"
+    shutil.copytree(REPO / "examples" / "fleet", path)
+    shutil.copy(REPO / "examples" / "Makefile", path / "Makefile")
+    (path / "tasks.py").write_text("from nixtasks.tasks import ns  # noqa: F401\n")
+    (path / "nixtasks.toml").write_text(
+        '[defaults]\nflake = "."\n'
+        f'ssh_config = "{STATE / "ssh/config"}"\n'
+        'nix_options = ["--option", "substituters", ""]\n\n'
+        '[hosts.web1]\ntarget = "root@web1"\n\n'
+        '[hosts.web2]\ntarget = "deploy@web2"\n\n'
+        '[hosts.db1]\ntarget = "root@db1"\n'
+    )
+    (path / "hosts.json").write_text(json.dumps(DEFAULT_KNOBS, indent=2) + "\n")
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "fleet"]):
+        subprocess.run(["git", "-C", str(path), *args], check=True)
+    subprocess.run(["git", "-C", str(path), "config", "user.name", "nixtasks tests"], check=True)
+    subprocess.run(["git", "-C", str(path), "config", "user.email", "tests@nixtasks"], check=True)
+    return path
+
+
+@pytest.fixture
+def fleet(lab: Lab, fleet_repo: Path) -> Fleet:
+    """Freshly booted hosts and the default knobs, committed."""
+    subprocess.run(["git", "-C", str(fleet_repo), "checkout", "-q", "--", "."], check=True)
+    subprocess.run(["git", "-C", str(fleet_repo), "clean", "-qfd"], check=True)
+    fl = Fleet(lab, fleet_repo)
+    if json.loads((fleet_repo / "hosts.json").read_text()) != DEFAULT_KNOBS:
+        (fleet_repo / "hosts.json").write_text(json.dumps(DEFAULT_KNOBS, indent=2) + "\n")
+        fl.git("commit", "-qam", "default knobs")
+    labctl("reset", *HOSTS)
+    return fl

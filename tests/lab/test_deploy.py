@@ -1,0 +1,227 @@
+"""Single-host actions end to end: make and invoke against lab hosts, no mocks."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+
+from nixtasks.models import LOCAL, Command, Target
+from nixtasks.runner import Runner
+
+from .conftest import STATE
+
+
+def unchanged(fleet, host: str) -> None:
+    assert fleet.lab.current_system(host) == ""
+    assert fleet.lab.profile(host) == ""
+
+
+def error_lines(proc) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+
+
+def test_make_switch_as_root_then_a_new_release(fleet):
+    proc = fleet.make("host/web1/switch", "YES=1")
+    assert proc.returncode == 0, proc.stderr
+    first = fleet.build("web1")
+    assert fleet.lab.current_system("web1") == first == fleet.lab.profile("web1")
+    status, body = fleet.lab.health("web1")
+    assert (status, json.loads(body)) == (200, {"status": "ok", "host": "web1", "release": "1.0"})
+    assert "[web1] " in proc.stderr  # streamed lines carry the host's name
+
+    fleet.set_knobs("web1", release="1.1")
+    proc = fleet.invoke("switch", "--host", "web1", "--yes", "--reason", "release 1.1")
+    assert proc.returncode == 0, proc.stderr
+    second = fleet.build("web1")
+    assert second != first and fleet.lab.current_system("web1") == second
+    assert '"release": "1.1"' in fleet.lab.health("web1")[1]
+    assert f"now:     {first}" in proc.stderr and f"new:     {second}" in proc.stderr
+    assert "1.0 → 1.1" in proc.stderr  # the closure diff, shown before the approval
+    assert "reason:   release 1.1" in proc.stderr
+
+
+def test_switch_as_deploy_user_with_sudo(fleet):
+    proc = fleet.invoke("switch", "--host", "web2", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert fleet.lab.current_system("web2") == fleet.build("web2")
+    assert fleet.lab.health("web2")[0] == 200
+
+
+def test_boot_sets_profile_only_and_the_next_boot_runs_it(fleet):
+    proc = fleet.make("host/db1/boot", "YES=1")
+    assert proc.returncode == 0, proc.stderr
+    path = fleet.build("db1")
+    assert fleet.lab.profile("db1") == path
+    assert fleet.lab.current_system("db1") == ""
+    fleet.lab.exec("db1", "true")
+    from .conftest import labctl
+
+    labctl("reboot", "db1")
+    assert fleet.lab.current_system("db1") == path
+
+
+def test_test_activates_without_touching_the_profile(fleet):
+    proc = fleet.invoke("test", "--host", "web1", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert fleet.lab.current_system("web1") == fleet.build("web1")
+    assert fleet.lab.profile("web1") == ""
+
+
+def test_dry_activate_build_and_dry_build_change_nothing(fleet):
+    proc = fleet.invoke("dry-activate", "--host", "web1")
+    assert proc.returncode == 0, proc.stderr
+    assert "would start" in proc.stderr
+    proc = fleet.invoke("build", "--host", "web1")
+    assert proc.returncode == 0, proc.stderr
+    assert "nixos-system-web1-1.0" in proc.stderr
+    proc = fleet.make("host/web1/dry-build")
+    assert proc.returncode == 0, proc.stderr
+    unchanged(fleet, "web1")
+
+
+def test_dry_run_prints_commands_and_changes_nothing(fleet):
+    proc = fleet.invoke("switch", "--host", "web1", "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "would run on web1:" in proc.stderr and "switch-to-configuration switch" in proc.stderr
+    unchanged(fleet, "web1")
+    path = fleet.build("web1")
+    assert fleet.lab.exec("web1", "test", "-e", path, check=False).returncode != 0  # not even copied
+
+
+def test_build_on_another_lab_host(fleet):
+    proc = fleet.invoke("switch", "--host", "web1", "--build-host", "root@db1", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    path = fleet.build("web1")
+    assert fleet.lab.current_system("web1") == path
+    assert fleet.lab.exec("db1", "test", "-e", path, check=False).returncode == 0  # realised there
+    assert "[build@root@db1]" in proc.stderr
+
+
+def test_no_approval_and_no_terminal_refuses_at_once(fleet):
+    proc = fleet.make("host/web1/switch")
+    assert proc.returncode != 0
+    errors = error_lines(proc)
+    assert len(errors) == 1 and "--yes" in errors[0] and "YES=1" in errors[0], proc.stderr
+    assert "building" not in proc.stderr  # refused before anything ran
+    unchanged(fleet, "web1")
+    proc = fleet.invoke("switch", "--host", "web1")
+    assert proc.returncode == 3
+
+
+def run_in_terminal(fleet, args: list[str], answer: bytes) -> tuple[int, str]:
+    """Run invoke on a pseudo-terminal and answer the questionary prompt."""
+    primary, secondary = os.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", *args], cwd=fleet.path, env=fleet.lab.env,
+                            stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True)
+    os.close(secondary)
+    seen, answered = b"", False
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([primary], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(primary, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if not answered and b"(y/N)" in seen:
+                os.write(primary, answer)
+                answered = True
+        elif proc.poll() is not None:
+            break
+    code = proc.wait(timeout=30)
+    os.close(primary)
+    return code, seen.decode(errors="replace")
+
+
+def test_declining_the_prompt_changes_nothing(fleet):
+    code, screen = run_in_terminal(fleet, ["switch", "--host", "web1"], b"n")
+    assert "Switch web1 (root@web1) to nixos-system-web1-1.0?" in screen
+    assert code == 3, screen
+    unchanged(fleet, "web1")
+
+
+def test_accepting_the_prompt_switches(fleet):
+    code, screen = run_in_terminal(fleet, ["switch", "--host", "web1"], b"y")
+    assert code == 0, screen
+    assert fleet.lab.current_system("web1") == fleet.build("web1")
+
+
+def test_failing_activation_exits_non_zero_with_the_hosts_error(fleet):
+    fleet.set_knobs("web1", fail_activation=True)
+    proc = fleet.invoke("switch", "--host", "web1", "--yes")
+    assert proc.returncode == 1, proc.stderr
+    errors = error_lines(proc)
+    assert len(errors) == 1 and errors[0].startswith("error: web1: switch failed"), proc.stderr
+    assert "[web1]" in proc.stderr and "failed" in proc.stderr
+
+
+def test_unreachable_host_is_one_clear_error(fleet):
+    fleet.lab.exec("db1", "ip", "link", "set", "lab0", "down")
+    proc = fleet.invoke("switch", "--host", "db1", "--yes")
+    fleet.lab.exec("db1", "ip", "link", "set", "lab0", "up")
+    assert proc.returncode == 1
+    assert len(error_lines(proc)) == 1 and "cannot reach" in error_lines(proc)[0], proc.stderr
+
+
+def test_hostile_input_is_refused_or_quoted(fleet):
+    marker = fleet.lab.workspace / "pwned"
+    for target in (f"host/web1;touch {marker}/switch", f"host/$(touch {marker})/switch", "host/web1/switch;id"):
+        proc = fleet.make(target, "YES=1")
+        assert proc.returncode != 0 and "error" in proc.stderr.lower(), proc.stderr
+    for name in ("web1;id", "$(id)", "`id`", "'x'"):
+        proc = fleet.make(f"host/{name}/switch", "YES=1")
+        assert proc.returncode == 2 and "not a valid host name" in proc.stderr, proc.stderr
+    proc = fleet.invoke("switch", "--host", "web1", "--target-host", f"-oProxyCommand=touch {marker}", "--yes")
+    assert proc.returncode == 2 and "not a valid ssh target" in proc.stderr
+    proc = fleet.make("host/web1/dry-activate", f"REASON=$(touch {marker}); `touch {marker}`")
+    assert proc.returncode == 0, proc.stderr
+    assert not marker.exists()
+    unchanged(fleet, "web1")
+
+
+def test_hostile_arguments_reach_the_host_verbatim(lab):
+    """Over real ssh + sudo: every argument arrives as one word and runs nothing."""
+    words = ("a; touch /tmp/pwned", "$(touch /tmp/pwned)", "`id`", "two words", "it's", 'say "hi"', "new\nline", "")
+    with Runner(ssh_config=str(STATE / "ssh/config")) as runner:
+        for target in (Target("web2", "deploy", sudo=True), Target("web1", "root")):
+            out = runner.run(Command(("printf", "[%s]", *words), sudo=True), target).stdout
+            assert out == "".join(f"[{w}]" for w in words)
+        assert lab.exec("web1", "test", "-e", "/tmp/pwned", check=False).returncode != 0
+        assert runner.run(Command(("true",)), LOCAL).ok
+
+
+def test_local_actions_on_a_lab_host(fleet):
+    """`make switch` and friends run on the machine itself: here, inside web1."""
+    fleet.seed_host("web1")
+    make = ["make", "-C", str(fleet.path), f"INVOKE={sys.executable} -m invoke"]
+    for action in ("build", "dry-build", "dry-activate"):
+        proc = fleet.lab.exec("web1", *make, action, check=False)
+        assert proc.returncode == 0, proc.stderr
+    unchanged(fleet, "web1")
+    proc = fleet.lab.exec("web1", *make, "test", check=False)
+    assert proc.returncode == 0, proc.stderr
+    path = fleet.build("web1")
+    assert fleet.lab.current_system("web1") == path and fleet.lab.profile("web1") == ""
+    proc = fleet.lab.exec("web1", *make, "boot", check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert fleet.lab.profile("web1") == path
+    proc = fleet.lab.exec("web1", *make, "switch", check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert fleet.lab.health("web1")[0] == 200
+
+
+def test_local_switch_asks_when_the_tree_is_dirty(fleet):
+    fleet.seed_host("web1")
+    (fleet.path / "hosts.json").write_text((fleet.path / "hosts.json").read_text().replace('"1.0"', '"1.2"'))
+    proc = fleet.lab.exec("web1", "make", "-C", str(fleet.path), f"INVOKE={sys.executable} -m invoke", "switch",
+                          check=False)
+    assert proc.returncode != 0 and "no terminal to ask on" in proc.stderr, proc.stderr
+    assert "uncommitted change" in proc.stderr
+    unchanged(fleet, "web1")

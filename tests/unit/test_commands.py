@@ -1,0 +1,122 @@
+import shlex
+
+import pytest
+
+from nixtasks import commands
+from nixtasks.models import Action, Command, Target
+
+PATH = "/nix/store/abc-nixos-system-web1-1.0"
+HOSTILE = [
+    "a; touch /tmp/pwned",
+    "$(touch /tmp/pwned)",
+    "`touch /tmp/pwned`",
+    "with space",
+    "quote'single",
+    'quote"double',
+    "new\nline",
+    "--option",
+    "*",
+    "",
+]
+ROOT = Target("10.250.0.11", "root")
+DEPLOY = Target("web1", "deploy", sudo=True)
+
+
+def test_toplevel_quotes_the_configuration_name():
+    assert commands.toplevel("/repo", "web1") == '/repo#nixosConfigurations."web1".config.system.build.toplevel'
+    assert commands.toplevel("/r", 'a"b') == '/r#nixosConfigurations."a\\"b".config.system.build.toplevel'
+
+
+def test_nix_build_builds_many_systems_in_one_evaluation():
+    cmd = commands.nix_build(["f#a", "f#b"], show_trace=True, nix_options=("--option", "cores", "2"))
+    assert cmd.argv == ("nix", "--extra-experimental-features", "nix-command flakes", "build", "--json",
+                        "--no-link", "--show-trace", "--option", "cores", "2", "--", "f#a", "f#b")
+    assert not cmd.changes
+
+
+def test_dry_build():
+    assert commands.nix_build(["f#a"], dry_run=True).argv == (
+        "nix", "--extra-experimental-features", "nix-command flakes", "build", "--dry-run", "--", "f#a")
+
+
+def test_nix_copy_directions():
+    base = ("nix", "--extra-experimental-features", "nix-command flakes", "copy")
+    assert commands.nix_copy(PATH, to=ROOT).argv == (*base, "--to", "ssh://root@10.250.0.11", "--", PATH)
+    builder = Target("db1")
+    assert commands.nix_copy(PATH, to=DEPLOY, source=builder).argv == (
+        *base, "--from", "ssh://db1", "--to", "ssh://deploy@web1", "--", PATH)
+    assert commands.nix_copy("/nix/store/x.drv", to=builder, derivation=True).argv == (
+        *base, "--derivation", "--to", "ssh://db1", "--", "/nix/store/x.drv")
+    assert commands.nix_copy(PATH, to=ROOT).changes
+
+
+def test_set_profile_needs_root_and_changes_the_host():
+    cmd = commands.set_profile(PATH)
+    assert cmd == Command(("nix-env", "-p", "/nix/var/nix/profiles/system", "--set", PATH), sudo=True, changes=True)
+
+
+def test_activation_through_systemd_run():
+    cmd = commands.switch_to_configuration(PATH, Action.SWITCH, systemd=True)
+    assert cmd.argv == (
+        "systemd-run", "-E", "LOCALE_ARCHIVE", "-E", "NIXOS_INSTALL_BOOTLOADER", "--collect", "--no-ask-password",
+        "--pipe", "--quiet", "--wait", "--service-type=exec", "--unit=nixtasks-switch-to-configuration",
+        f"{PATH}/bin/switch-to-configuration", "switch")
+    assert cmd.sudo and cmd.changes
+
+
+def test_activation_without_systemd_runs_directly():
+    cmd = commands.switch_to_configuration(PATH, Action.TEST, systemd=False)
+    assert cmd.argv == (f"{PATH}/bin/switch-to-configuration", "test")
+
+
+def test_dry_activate_changes_nothing():
+    assert not commands.switch_to_configuration(PATH, Action.DRY_ACTIVATE, systemd=True).changes
+
+
+def test_ssh_argv_root_has_no_sudo_and_a_clean_env():
+    argv = commands.ssh_argv(commands.current_system(), ROOT, ("-o", "BatchMode=yes"))
+    assert argv == ("ssh", "-o", "BatchMode=yes", "root@10.250.0.11", "--", "env", "-i",
+                    f"PATH={commands.REMOTE_PATH}", "readlink", "-e", "/run/current-system")
+
+
+def test_ssh_argv_uses_sudo_n_only_for_root_commands_of_non_root_users():
+    argv = commands.ssh_argv(commands.set_profile(PATH), DEPLOY, ())
+    assert argv[:6] == ("ssh", "deploy@web1", "--", "sudo", "-n", "env")
+    assert "sudo" not in commands.ssh_argv(commands.current_system(), DEPLOY, ())
+    assert "sudo" not in commands.ssh_argv(commands.set_profile(PATH), ROOT, ())
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_every_remote_argument_reaches_the_host_as_one_word(hostile):
+    """The remote shell re-splits what ssh sends; quoting must make it a no-op."""
+    cmd = Command(("echo", hostile, f"/nix/store/{hostile}"), sudo=True)
+    argv = commands.ssh_argv(cmd, DEPLOY, ())
+    remote_words = shlex.split(" ".join(argv[argv.index("--") + 1:]))
+    assert remote_words == ["sudo", "-n", "env", "-i", f"PATH={commands.REMOTE_PATH}", "echo", hostile,
+                            f"/nix/store/{hostile}"]
+
+
+def test_local_commands_that_need_root_use_sudo_n_when_not_root():
+    assert commands.local_argv(commands.set_profile(PATH), Target(sudo=True))[:3] == ("sudo", "-n", "env")
+    assert commands.local_argv(commands.set_profile(PATH), Target(sudo=False))[:2] == ("env", "-i")
+    assert commands.local_argv(commands.current_system(), Target(sudo=True)) == (
+        "readlink", "-e", "/run/current-system")
+
+
+def test_ssh_options_multiplex_in_batch_mode():
+    opts = commands.ssh_options("/tmp/nixtasks-x", ("-p", "2222"), config="/etc/lab/config")
+    assert opts == ("-F", "/etc/lab/config", "-o", "BatchMode=yes", "-o", "ControlMaster=auto", "-o",
+                    "ControlPath=/tmp/nixtasks-x/%C", "-o", "ControlPersist=60", "-p", "2222")
+    assert not any("StrictHostKeyChecking" in o for o in opts)
+
+
+def test_close_master():
+    assert commands.close_master(ROOT, ("-o", "x")) == ("ssh", "-o", "x", "-O", "exit", "root@10.250.0.11")
+
+
+def test_diff_closures_and_queries():
+    assert commands.diff_closures("/a", "/b").argv == (
+        "nix", "--extra-experimental-features", "nix-command", "store", "diff-closures", "/a", "/b")
+    assert commands.is_nixos_system(PATH).argv == ("test", "-f", f"{PATH}/nixos-version")
+    assert commands.has_systemd().argv == ("test", "-d", "/run/systemd/system")
+    assert commands.realise("/nix/store/x.drv").argv == ("nix-store", "--realise", "--", "/nix/store/x.drv")
