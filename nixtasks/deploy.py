@@ -160,7 +160,10 @@ def prepare(host: Host, built: Built, action: Action, runner: Runner) -> HostPla
 
 def activate(hp: HostPlan, runner: Runner) -> HostResult:
     host, target, path = hp.host, hp.host.target, hp.new_system
-    fail = lambda message: HostResult(host.name, hp.action, Outcome.FAILED, path, hp.current_system, message)  # noqa: E731
+
+    def fail(message: str) -> HostResult:
+        return HostResult(host.name, hp.action, Outcome.FAILED, path, hp.current_system, message)
+
     try:
         systemd = runner.run(commands.has_systemd(), target, check=False).ok
         if hp.action.sets_profile:

@@ -22,7 +22,8 @@ from .models import LOCAL, Host, Target
 
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # [user@]address; never starting with '-', so it can never become an ssh option.
-TARGET = re.compile(r"^(?:(?P<user>[a-z_][a-z0-9_.-]{0,31})@)?(?P<address>[A-Za-z0-9][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\])$")
+TARGET = re.compile(
+    r"^(?:(?P<user>[a-z_][a-z0-9_.-]{0,31})@)?(?P<address>[A-Za-z0-9][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\])$")
 LOCALHOST = "localhost"
 
 
@@ -261,12 +262,12 @@ def check_keys(table: Mapping[str, Any], allowed: set[str], source: str, prefix:
 
 def string(value: Any, source: str, key: str, what: str) -> str:
     expect(isinstance(value, str) and value != "", source, key, f"expected {what}")
-    return value
+    return str(value)
 
 
 def boolean(value: Any, source: str, key: str) -> bool:
     expect(isinstance(value, bool), source, key, "expected true or false")
-    return value
+    return bool(value)
 
 
 def strings(value: Any, source: str, key: str) -> tuple[str, ...]:
@@ -278,10 +279,10 @@ def strings(value: Any, source: str, key: str) -> tuple[str, ...]:
 def user(value: Any, source: str, key: str) -> str:
     expect(isinstance(value, str) and re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}", value) is not None,
            source, key, 'expected a user name like "deploy"')
-    return value
+    return str(value)
 
 
 def target(value: Any, source: str, key: str) -> str:
     expect(isinstance(value, str) and (value == LOCALHOST or TARGET.match(value) is not None), source, key,
            'expected a string like "deploy@web1"')
-    return value
+    return str(value)

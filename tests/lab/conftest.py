@@ -166,10 +166,9 @@ def fleet_repo(lab: Lab) -> Path:
         '[hosts.db1]\ntarget = "root@db1"\n'
     )
     (path / "hosts.json").write_text(json.dumps(DEFAULT_KNOBS, indent=2) + "\n")
-    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "fleet"]):
+    for args in (["init", "-q"], ["config", "user.name", "nixtasks tests"], ["config", "user.email", "tests@nixtasks"],
+                 ["add", "-A"], ["commit", "-qm", "fleet"]):
         subprocess.run(["git", "-C", str(path), *args], check=True)
-    subprocess.run(["git", "-C", str(path), "config", "user.name", "nixtasks tests"], check=True)
-    subprocess.run(["git", "-C", str(path), "config", "user.email", "tests@nixtasks"], check=True)
     return path
 
 
