@@ -134,8 +134,10 @@ class Fleet:
                               timeout=timeout)
 
     def make(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        # An empty NIXTASKS_YES in the environment (as an outer make exports) must not hide YES=1.
+        base = {**self.lab.env, "NIXTASKS_YES": "", "NIXTASKS_REASON": ""}
         return subprocess.run(["make", f"INVOKE={sys.executable} -m invoke", *args], cwd=self.path, text=True,
-                              capture_output=True, env={**self.lab.env, **(env or {})}, stdin=subprocess.DEVNULL,
+                              capture_output=True, env={**base, **(env or {})}, stdin=subprocess.DEVNULL,
                               timeout=300)
 
     def seed_host(self, host: str) -> None:
