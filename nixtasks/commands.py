@@ -17,22 +17,20 @@ REMOTE_PATH = ("/run/wrappers/bin:/run/current-system/sw/bin:/nix/var/nix/profil
 ACTIVATION_UNIT = "nixtasks-switch-to-configuration"
 
 
-def toplevel(flake: str, config: str, attr: str = "toplevel") -> str:
-    """The flake output of one system, quoted as a Nix attribute path."""
-    return f'{flake}#nixosConfigurations.{json.dumps(config)}.config.system.build.{attr}'
+def nix_eval_systems(flake: str, configs: Sequence[str], *, show_trace: bool = False,
+                     nix_options: Sequence[str] = ()) -> Command:
+    """One evaluation for many systems: {config: {drv, out}} as JSON (an attribute set
+    with `outPath` would print as that string).
 
-
-def nix_build(installables: Sequence[str], *, dry_run: bool = False, show_trace: bool = False,
-              nix_options: Sequence[str] = ()) -> Command:
-    """One `nix build` for many systems: one evaluation for the whole fleet."""
-    flags = ("--dry-run",) if dry_run else ("--json", "--no-link")
+    Results are keyed by configuration name; `nix build --json` lists its results in
+    an order of its own, which once swapped two hosts' systems."""
+    names = " ".join(json.dumps(c) for c in configs)  # names are validated: letters, digits, . _ -
+    apply = ("cs: builtins.listToAttrs (map (n: { name = n; value = { "
+             "drv = cs.${n}.config.system.build.toplevel.drvPath; "
+             "out = cs.${n}.config.system.build.toplevel.outPath; }; }) [ " + names + " ])")
     trace = ("--show-trace",) if show_trace else ()
-    return Command(("nix", *NIX_FEATURES, "build", *flags, *trace, *nix_options, "--", *installables))
-
-
-def nix_eval_raw(installable: str, *, show_trace: bool = False, nix_options: Sequence[str] = ()) -> Command:
-    trace = ("--show-trace",) if show_trace else ()
-    return Command(("nix", *NIX_FEATURES, "eval", "--raw", *trace, *nix_options, "--", installable))
+    return Command(("nix", *NIX_FEATURES, "eval", "--json", *trace, *nix_options, f"{flake}#nixosConfigurations",
+                    "--apply", apply))
 
 
 def nix_eval_config_names(flake: str, nix_options: Sequence[str] = ()) -> Command:
@@ -40,12 +38,10 @@ def nix_eval_config_names(flake: str, nix_options: Sequence[str] = ()) -> Comman
                     "--apply", "builtins.attrNames"))
 
 
-def nix_copy(path: str, *, to: Target | None = None, source: Target | None = None, derivation: bool = False,
+def nix_copy(path: str, *, to: Target | None = None, source: Target | None = None,
              substitute: bool = False) -> Command:
     """`nix copy` between this machine and hosts (ssh options come from NIX_SSHOPTS)."""
     argv = ["nix", *NIX_FEATURES, "copy"]
-    if derivation:
-        argv.append("--derivation")
     if substitute:
         argv.append("--substitute-on-destination")
     if source is not None and not source.is_local:
@@ -55,8 +51,16 @@ def nix_copy(path: str, *, to: Target | None = None, source: Target | None = Non
     return Command((*argv, "--", path), changes=True)
 
 
-def realise(drv: str) -> Command:
-    return Command(("nix-store", "--realise", "--", drv))
+def nix_copy_derivations(drvs: Sequence[str], *, to: Target) -> Command:
+    """Copy derivations (not their outputs) to a build host."""
+    return Command(("nix", *NIX_FEATURES, "copy", "--derivation", "--to", f"ssh://{to.ssh_destination}", "--",
+                    *drvs))
+
+
+def realise(drvs: Sequence[str], *, dry_run: bool = False, nix_options: Sequence[str] = ()) -> Command:
+    """Build derivations by path: no evaluation, and stable across Nix versions."""
+    flags = ("--dry-run",) if dry_run else ()
+    return Command(("nix-store", "--realise", *flags, *nix_options, "--", *drvs))
 
 
 def is_nixos_system(path: str) -> Command:
@@ -98,9 +102,6 @@ def git_revision(repo: str) -> Command:
 def git_status(repo: str) -> Command:
     return Command(("git", "-C", repo, "status", "--porcelain", "--untracked-files=all", "--", "."))
 
-
-def git_toplevel(repo: str) -> Command:
-    return Command(("git", "-C", repo, "rev-parse", "--show-toplevel"))
 
 
 # --- running on a host ---------------------------------------------------------------------

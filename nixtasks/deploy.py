@@ -81,57 +81,38 @@ def finish(report: Report, echo: Echo) -> Report:
 
 
 def build(req: Request, runner: Runner, echo: Echo) -> dict[str, Built]:
-    """Build every system once: one evaluation for all hosts built here, and a
-    derivation copy plus realisation on each build host."""
+    """Evaluate every system once, then build each on this machine or its build host."""
+    configs = unique(h.config for h in req.hosts)
+    cmd = commands.nix_eval_systems(req.flake, configs, show_trace=req.show_trace, nix_options=req.nix_options)
+    result = runner.run(cmd, LOCAL, label="eval", stream=True, echo_stdout=False)
+    try:
+        systems = {c: (v["drv"], v["out"]) for c, v in json.loads(result.stdout).items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise NixtasksError(f"nix eval printed no system paths I can read: {result.stdout[:200]!r}") from exc
     if req.action is Action.DRY_BUILD:
-        installables = unique(commands.toplevel(req.flake, h.config) for h in req.hosts)
-        cmd = commands.nix_build(installables, dry_run=True, show_trace=req.show_trace, nix_options=req.nix_options)
-        runner.run(cmd, LOCAL, label="dry-build", stream=True)
+        drvs = [systems[c][0] for c in configs]
+        runner.run(commands.realise(drvs, dry_run=True, nix_options=req.nix_options), LOCAL, label="dry-build",
+                   stream=True)
         return {}
-    built: dict[str, Built] = {}
-    by_builder: dict[Target | None, list[str]] = {}
+    by_builder: dict[Target, list[str]] = {}
     for host in req.hosts:
-        configs = by_builder.setdefault(host.build_host, [])
-        if host.config not in configs:
-            configs.append(host.config)
-    for builder, configs in by_builder.items():
-        if runner.dry_run:  # evaluate the paths; build nothing
-            for config in configs:
-                cmd = commands.nix_eval_raw(commands.toplevel(req.flake, config), show_trace=req.show_trace,
-                                            nix_options=req.nix_options)
-                built[config] = Built(runner.run(cmd, LOCAL).stdout.strip(), builder or LOCAL)
-        elif builder is None:
-            built.update(build_here(req, configs, runner))
-        else:
-            built.update(build_on(req, configs, builder, runner))
+        configs_there = by_builder.setdefault(host.build_host or LOCAL, [])
+        if host.config not in configs_there:
+            configs_there.append(host.config)
+    built: dict[str, Built] = {}
+    for builder, names in by_builder.items():
+        drvs = [systems[c][0] for c in names]
+        if not runner.dry_run:  # --dry-run builds nothing: the evaluated paths are enough
+            if not builder.is_local:
+                runner.run(commands.nix_copy_derivations(drvs, to=builder), LOCAL)
+            where = "build" if builder.is_local else f"build@{builder}"
+            runner.run(commands.realise(drvs, nix_options=req.nix_options if builder.is_local else ()), builder,
+                       label=where, stream=True, echo_stdout=False)
+        built.update({c: Built(systems[c][1], builder) for c in names})
     if runner.warnings:
         echo(f"Nix warned {len(runner.warnings)} time(s) while building:")
         for warning in runner.warnings:
             echo(f"  {warning}")
-    return built
-
-
-def build_here(req: Request, configs: list[str], runner: Runner) -> dict[str, Built]:
-    installables = [commands.toplevel(req.flake, c) for c in configs]
-    cmd = commands.nix_build(installables, show_trace=req.show_trace, nix_options=req.nix_options)
-    result = runner.run(cmd, LOCAL, label="build", stream=True, echo_stdout=False)
-    try:
-        outputs = [entry["outputs"]["out"] for entry in json.loads(result.stdout)]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise NixtasksError(f"nix build printed no store paths I can read: {result.stdout[:200]!r}") from exc
-    return {config: Built(path, LOCAL) for config, path in zip(configs, outputs)}
-
-
-def build_on(req: Request, configs: list[str], builder: Target, runner: Runner) -> dict[str, Built]:
-    """Evaluate here, build there: copy each derivation to the build host and realise it."""
-    built = {}
-    for config in configs:
-        drv_attr = commands.toplevel(req.flake, config, attr="toplevel.drvPath")
-        drv = runner.run(commands.nix_eval_raw(drv_attr, show_trace=req.show_trace,
-                                               nix_options=req.nix_options), LOCAL).stdout.strip()
-        runner.run(commands.nix_copy(drv, to=builder, derivation=True), LOCAL)
-        out = runner.run(commands.realise(drv), builder, label=f"build@{builder}", stream=True)
-        built[config] = Built(out.stdout.strip().splitlines()[-1], builder)
     return built
 
 

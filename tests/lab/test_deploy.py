@@ -44,6 +44,16 @@ def test_make_switch_as_root_then_a_new_release(fleet):
     assert "reason:   release 1.1" in proc.stderr
 
 
+def test_several_hosts_in_one_command_each_get_their_own_system(fleet):
+    """Regression: nix build --json lists results in its own order; web2 once got db1's system."""
+    proc = fleet.invoke("switch", "--host", "web2,db1", "--host", "web1", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    for host in ("web1", "web2", "db1"):
+        assert fleet.lab.current_system(host) == fleet.build(host)
+        assert json.loads(fleet.lab.health(host)[1])["host"] == host
+    assert proc.stderr.count("Plan: switch on 3 host(s)") == 1
+
+
 def test_switch_as_deploy_user_with_sudo(fleet):
     proc = fleet.invoke("switch", "--host", "web2", "--yes")
     assert proc.returncode == 0, proc.stderr

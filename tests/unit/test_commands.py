@@ -22,21 +22,22 @@ ROOT = Target("10.250.0.11", "root")
 DEPLOY = Target("web1", "deploy", sudo=True)
 
 
-def test_toplevel_quotes_the_configuration_name():
-    assert commands.toplevel("/repo", "web1") == '/repo#nixosConfigurations."web1".config.system.build.toplevel'
-    assert commands.toplevel("/r", 'a"b') == '/r#nixosConfigurations."a\\"b".config.system.build.toplevel'
-
-
-def test_nix_build_builds_many_systems_in_one_evaluation():
-    cmd = commands.nix_build(["f#a", "f#b"], show_trace=True, nix_options=("--option", "cores", "2"))
-    assert cmd.argv == ("nix", "--extra-experimental-features", "nix-command flakes", "build", "--json",
-                        "--no-link", "--show-trace", "--option", "cores", "2", "--", "f#a", "f#b")
+def test_one_evaluation_maps_each_configuration_to_its_paths():
+    cmd = commands.nix_eval_systems("/repo", ["web1", "db1"], show_trace=True, nix_options=("--option", "a", "b"))
+    assert cmd.argv[:8] == ("nix", "--extra-experimental-features", "nix-command flakes", "eval", "--json",
+                            "--show-trace", "--option", "a")
+    assert cmd.argv[8:10] == ("b", "/repo#nixosConfigurations")
+    apply = cmd.argv[-1]
+    assert cmd.argv[-2] == "--apply" and '[ "web1" "db1" ]' in apply
+    assert "toplevel.drvPath" in apply and "toplevel.outPath" in apply
     assert not cmd.changes
 
 
-def test_dry_build():
-    assert commands.nix_build(["f#a"], dry_run=True).argv == (
-        "nix", "--extra-experimental-features", "nix-command flakes", "build", "--dry-run", "--", "f#a")
+def test_realise_builds_derivations_by_path():
+    assert commands.realise(["/nix/store/a.drv", "/nix/store/b.drv"]).argv == (
+        "nix-store", "--realise", "--", "/nix/store/a.drv", "/nix/store/b.drv")
+    assert commands.realise(["/nix/store/a.drv"], dry_run=True, nix_options=("--option", "x", "")).argv == (
+        "nix-store", "--realise", "--dry-run", "--option", "x", "", "--", "/nix/store/a.drv")
 
 
 def test_nix_copy_directions():
@@ -45,7 +46,7 @@ def test_nix_copy_directions():
     builder = Target("db1")
     assert commands.nix_copy(PATH, to=DEPLOY, source=builder).argv == (
         *base, "--from", "ssh://db1", "--to", "ssh://deploy@web1", "--", PATH)
-    assert commands.nix_copy("/nix/store/x.drv", to=builder, derivation=True).argv == (
+    assert commands.nix_copy_derivations(["/nix/store/x.drv"], to=builder).argv == (
         *base, "--derivation", "--to", "ssh://db1", "--", "/nix/store/x.drv")
     assert commands.nix_copy(PATH, to=ROOT).changes
 
@@ -119,4 +120,3 @@ def test_diff_closures_and_queries():
         "nix", "--extra-experimental-features", "nix-command", "store", "diff-closures", "/a", "/b")
     assert commands.is_nixos_system(PATH).argv == ("test", "-f", f"{PATH}/nixos-version")
     assert commands.has_systemd().argv == ("test", "-d", "/run/systemd/system")
-    assert commands.realise("/nix/store/x.drv").argv == ("nix-store", "--realise", "--", "/nix/store/x.drv")
