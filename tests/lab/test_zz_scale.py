@@ -1,0 +1,40 @@
+"""Runs last (it takes the lab down): 16 hosts come up and go down, and nothing is left."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+from .conftest import STATE, labctl
+
+EXTRA = [f"h{i:02d}" for i in range(1, 14)]  # with web1, web2 and db1: 16 hosts
+
+
+def lab_leftovers() -> list[str]:
+    left = []
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    left += [f"netns {n}" for n in re.findall(r"^(lab-\S+)", netns, flags=re.M)]
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    left += [f"link {n}" for n in re.findall(r"^\d+: (lab-br0|labv\d+)[@:]", links, flags=re.M)]
+    left += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob("*/nixtasks-lab")]
+    if STATE.exists():
+        left.append(f"directory {STATE}")
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "labctl _supervise" in cmdline or ("systemd-nspawn" in cmdline and str(STATE) in cmdline):
+            left.append(f"process {proc.name}: {cmdline[:80]}")
+    return left
+
+
+def test_sixteen_hosts_come_up_and_the_lab_goes_down_without_a_trace(lab):
+    labctl("up", *EXTRA)
+    status = labctl("status").stdout
+    rows = [line.split() for line in status.splitlines()[1:]]
+    assert len(rows) == 16
+    assert all(row[2] == "running" and row[3] == "yes" for row in rows), status
+    labctl("down")
+    assert lab_leftovers() == []
