@@ -3,6 +3,7 @@ Kept apart from tasks.py so that `invoke --list` imports almost nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -54,6 +55,8 @@ def approved(opts: Options) -> bool:
 
 def resolve_hosts(inv: inventory.Inventory, opts: Options, runner: Runner) -> tuple[Host, ...]:
     names = split_hosts(opts.hosts)
+    if opts.target_host and not names:
+        raise UsageError("--target-host needs --host NAME (which configuration to deploy there)")
     if not names:
         return (inventory.resolve_local(inv, socket.gethostname(), build_host=opts.build_host, sudo=opts.sudo),)
     if opts.target_host and len(names) > 1:
@@ -70,9 +73,10 @@ def resolve_hosts(inv: inventory.Inventory, opts: Options, runner: Runner) -> tu
 def check_flake_defines(inv: inventory.Inventory, names: list[str], runner: Runner) -> None:
     """A host the inventory does not list is fine if the flake defines it."""
     result = runner.run(commands.nix_eval_config_names(inv.flake, inv.defaults.nix_options), LOCAL)
-    import json
-
-    defined = set(json.loads(result.stdout or "[]"))
+    try:
+        defined = set(json.loads(result.stdout or "[]"))
+    except ValueError as exc:
+        raise UsageError(f"the flake's nixosConfigurations could not be listed: {result.stdout[:100]!r}") from exc
     missing = [n for n in names if n not in defined]
     if missing:
         raise UsageError(f"unknown host {', '.join(missing)}: not in {inv.source} and not in the flake's "

@@ -38,12 +38,9 @@ def nix_eval_config_names(flake: str, nix_options: Sequence[str] = ()) -> Comman
                     "--apply", "builtins.attrNames"))
 
 
-def nix_copy(path: str, *, to: Target | None = None, source: Target | None = None,
-             substitute: bool = False) -> Command:
+def nix_copy(path: str, *, to: Target | None = None, source: Target | None = None) -> Command:
     """`nix copy` between this machine and hosts (ssh options come from NIX_SSHOPTS)."""
     argv = ["nix", *NIX_FEATURES, "copy"]
-    if substitute:
-        argv.append("--substitute-on-destination")
     if source is not None and not source.is_local:
         argv += ["--from", f"ssh://{source.ssh_destination}"]
     if to is not None and not to.is_local:
@@ -92,11 +89,16 @@ def switch_to_configuration(path: str, action: Action, *, systemd: bool) -> Comm
         argv = ("systemd-run", "-E", "LOCALE_ARCHIVE", "-E", "NIXOS_INSTALL_BOOTLOADER", "--collect",
                 "--no-ask-password", "--pipe", "--quiet", "--wait", "--service-type=exec",
                 f"--unit={ACTIVATION_UNIT}", *argv)
-    return Command(argv, sudo=True, changes=action is not Action.DRY_ACTIVATE)
+    # Even dry-activate runs on the host: --dry-run prints it instead.
+    return Command(argv, sudo=True, changes=True)
 
 
 def git_revision(repo: str) -> Command:
     return Command(("git", "-C", repo, "rev-parse", "--verify", "-q", "HEAD"))
+
+
+def git_is_work_tree(repo: str) -> Command:
+    return Command(("git", "-C", repo, "rev-parse", "--is-inside-work-tree"))
 
 
 def git_status(repo: str) -> Command:

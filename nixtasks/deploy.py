@@ -53,7 +53,7 @@ def execute(req: Request, runner: Runner, prompter: Prompter, echo: Echo) -> Rep
     echo(render(plan))
     results: list[HostResult] = []
     for hp in host_plans:
-        if results and results[-1].outcome is Outcome.FAILED:
+        if any(r.outcome is Outcome.FAILED for r in results):
             results.append(HostResult(hp.host.name, req.action, Outcome.SKIPPED, hp.new_system,
                                       hp.current_system, "not attempted after a failure"))
             continue
@@ -72,8 +72,8 @@ def finish(report: Report, echo: Echo) -> Report:
         first = failed[0]
         raise DeployFailed(f"{first.host}: {first.message}", report)
     declined = [r.host for r in report.results if r.outcome is Outcome.DECLINED]
-    if declined and len(declined) == len(report.results):
-        raise Refused(f"not approved for {', '.join(declined)}; nothing was changed")
+    if declined:
+        raise Refused(f"not approved for {', '.join(declined)}; nothing was changed there")
     return report
 
 
@@ -152,8 +152,7 @@ def activate(hp: HostPlan, runner: Runner) -> HostResult:
         runner.run(commands.switch_to_configuration(path, hp.action, systemd=systemd), target,
                    label=host.name, stream=True)
     except CommandFailed as exc:
-        return fail(f"{hp.action.value} failed: {exc.detail or f'exit code {exc.returncode}'}"
-                    f" (exit {exc.returncode})")
+        return fail(f"{hp.action.value} failed (exit {exc.returncode}){': ' + exc.detail if exc.detail else ''}")
     if hp.action.changes_running_system and not runner.dry_run:
         now = runner.run(commands.current_system(), target, check=False).stdout.strip()
         if now != path:

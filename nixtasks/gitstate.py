@@ -32,10 +32,16 @@ def read(runner: Runner, flake: str) -> GitState:
     directory = flake_dir(flake)
     if directory is None:
         return GitState(revision=None)
-    rev = runner.run(commands.git_revision(directory), LOCAL, check=False)
-    if not rev.ok:
-        return GitState(revision=None)
+    inside = runner.run(commands.git_is_work_tree(directory), LOCAL, check=False)
+    if not inside.ok:
+        if "not a git repository" in inside.stderr:
+            return GitState(revision=None)
+        # e.g. "detected dubious ownership": never guess that such a tree is clean
+        raise runner.failure(commands.git_is_work_tree(directory), LOCAL, "git", inside)
     status = runner.run(commands.git_status(directory), LOCAL)
     changes, untracked = parse_status(status.stdout)
+    rev = runner.run(commands.git_revision(directory), LOCAL, check=False)
+    if not rev.ok:  # no commit yet: everything is uncommitted
+        return GitState(revision="(no commits)", dirty=True, changes=changes, untracked=untracked)
     # Untracked files alone do not change what Nix evaluates, so they do not make it dirty.
     return GitState(revision=rev.stdout.strip(), dirty=bool(changes), changes=changes, untracked=untracked)

@@ -23,7 +23,7 @@ from .models import LOCAL, Host, Target
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # [user@]address; never starting with '-', so it can never become an ssh option.
 TARGET = re.compile(
-    r"^(?:(?P<user>[a-z_][a-z0-9_.-]{0,31})@)?(?P<address>[A-Za-z0-9][A-Za-z0-9._-]*|\[[0-9A-Fa-f:.]+\])$")
+    r"^(?:(?P<user>[a-z_][a-z0-9_.-]{0,31})@)?(?P<address>[A-Za-z0-9][A-Za-z0-9._-]*)$")
 LOCALHOST = "localhost"
 
 
@@ -107,10 +107,14 @@ def load(explicit: str | None = None, env: Mapping[str, str] | None = None, cwd:
             data = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise UsageError(f"{path.name}: not valid TOML: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{path.name}: not UTF-8 text; save it as UTF-8") from exc
         except OSError as exc:
             raise UsageError(f"{path}: cannot read: {exc.strerror}") from exc
         if path.name == "pyproject.toml":
-            data = data.get("tool", {}).get("nixtasks", {})
+            tool = data.get("tool", {})
+            data = tool.get("nixtasks", {}) if isinstance(tool, dict) else {}
+            expect(isinstance(data, dict), "pyproject.toml", "tool.nixtasks", "expected a table")
             source = "pyproject.toml [tool.nixtasks]"
         else:
             source = path.name
@@ -189,7 +193,10 @@ def apply_env(defaults: Defaults, env: Mapping[str, str], source: str) -> Defaul
     for key in ("ssh_options", "nix_options"):
         name = f"NIXTASKS_{key.upper()}"
         if name in env:
-            values[key] = tuple(shlex.split(env[name]))
+            try:
+                values[key] = tuple(shlex.split(env[name]))
+            except ValueError as exc:
+                raise InventoryError("environment", name, f"cannot split it like a shell would: {exc}") from exc
     return replace(defaults, **values)
 
 
@@ -212,7 +219,7 @@ def parse_target(spec: str, default_user: str | None, sudo: bool | None) -> Targ
     if not match:
         raise UsageError(f'"{spec}" is not a valid ssh target; expected [user@]host like "deploy@web1"')
     ssh_user = match["user"] or default_user
-    use_sudo = sudo if sudo is not None else (ssh_user not in (None, "root"))
+    use_sudo = sudo if sudo is not None else ssh_user != "root"  # no user: ssh's default, maybe not root
     return Target(address=match["address"], user=ssh_user, sudo=use_sudo)
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from . import commands
-from .errors import CommandFailed, HostUnreachable, NixtasksError
+from .errors import CommandFailed, HostUnreachable, NixtasksError, UsageError
 from .models import Command, Target
 
 Echo = Callable[[str], None]
@@ -51,8 +51,16 @@ class Runner:
         self.echo: Echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
         self.control_dir = short_control_dir()
         # NIX_SSHOPTS as nixos-rebuild honours it, then the inventory's options.
-        inherited = tuple(shlex.split(os.environ.get("NIX_SSHOPTS", "")))
+        try:
+            inherited = tuple(shlex.split(os.environ.get("NIX_SSHOPTS", "")))
+        except ValueError as exc:
+            raise UsageError(f"NIX_SSHOPTS cannot be split like a shell would: {exc}") from exc
         self.ssh_options = commands.ssh_options(self.control_dir, (*inherited, *ssh_extra), ssh_config)
+        spaced = [o for o in self.ssh_options if any(ch.isspace() for ch in o)]
+        if spaced:
+            shutil.rmtree(self.control_dir, ignore_errors=True)
+            raise UsageError(f"ssh option {spaced[0]!r} contains a space, and nix copy splits its ssh options on "
+                             "spaces; put that setting in an ssh config file (ssh_config) instead")
         self.warnings: list[str] = []
         self.recorded: list[tuple[str, ...]] = []
         self._used: set[Target] = set()
@@ -96,7 +104,7 @@ class Runner:
 
     def nix_env(self) -> dict[str, str]:
         env = dict(os.environ)
-        # nix copy splits NIX_SSHOPTS on spaces; our options contain none.
+        # nix copy splits NIX_SSHOPTS on spaces; __init__ refused options that contain one.
         env["NIX_SSHOPTS"] = " ".join(self.ssh_options)
         return env
 
@@ -125,9 +133,11 @@ class Runner:
             program = sh.Command(argv[0])
         except sh.CommandNotFound as exc:
             raise NixtasksError(f"{argv[0]} is not installed or not on PATH; install it and try again") from exc
-        proc = program(*argv[1:], _env=self.nix_env(), _out=on_out, _err=on_err, _tty_out=False,
-                       _ok_code=list(range(256)), _decode_errors="replace", _in="",
-                       _return_cmd=True)
+        try:
+            proc = program(*argv[1:], _env=self.nix_env(), _out=on_out, _err=on_err, _tty_out=False,
+                           _ok_code=list(range(256)), _decode_errors="replace", _in="", _return_cmd=True)
+        except sh.SignalException as exc:  # killed by a signal: report it like a shell would
+            return Result(128 + abs(exc.exit_code), "".join(out), "".join(err) + f"killed by signal {-exc.exit_code}")
         return Result(proc.exit_code, "".join(out), "".join(err))
 
     def failure(self, cmd: Command, target: Target, where: str, result: Result) -> NixtasksError:

@@ -172,6 +172,15 @@ def test_failing_activation_exits_non_zero_with_the_hosts_error(fleet):
     assert "[web1]" in proc.stderr and "failed" in proc.stderr
 
 
+def test_activation_stops_at_the_first_failure(fleet):
+    fleet.set_knobs("web1", fail_activation=True)
+    proc = fleet.invoke("switch", "--host", "web1,web2,db1", "--yes")
+    assert proc.returncode == 1, proc.stderr
+    for host in ("web2", "db1"):
+        assert fleet.lab.current_system(host) == "" and fleet.lab.profile(host) == "", proc.stderr
+    assert proc.stderr.count("not attempted after a failure") == 2
+
+
 def test_unreachable_host_is_one_clear_error(fleet):
     fleet.lab.exec("db1", "ip", "link", "set", "lab0", "down")
     proc = fleet.invoke("switch", "--host", "db1", "--yes")
@@ -190,7 +199,7 @@ def test_hostile_input_is_refused_or_quoted(fleet):
         assert proc.returncode == 2 and "not a valid host name" in proc.stderr, proc.stderr
     proc = fleet.invoke("switch", "--host", "web1", "--target-host", f"-oProxyCommand=touch {marker}", "--yes")
     assert proc.returncode == 2 and "not a valid ssh target" in proc.stderr
-    proc = fleet.make("host/web1/dry-activate", f"REASON=$(touch {marker}); `touch {marker}`")
+    proc = fleet.make("host/web1/dry-activate", f"REASON=$(touch {marker}); `touch {marker}` $(shell touch {marker})")
     assert proc.returncode == 0, proc.stderr
     assert not marker.exists()
     unchanged(fleet, "web1")

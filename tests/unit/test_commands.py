@@ -70,8 +70,8 @@ def test_activation_without_systemd_runs_directly():
     assert cmd.argv == (f"{PATH}/bin/switch-to-configuration", "test")
 
 
-def test_dry_activate_changes_nothing():
-    assert not commands.switch_to_configuration(PATH, Action.DRY_ACTIVATE, systemd=True).changes
+def test_dry_run_never_runs_an_activation_not_even_dry_activate():
+    assert commands.switch_to_configuration(PATH, Action.DRY_ACTIVATE, systemd=True).changes
 
 
 def test_ssh_argv_root_has_no_sudo_and_a_clean_env():

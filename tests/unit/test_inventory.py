@@ -129,3 +129,19 @@ def test_hostile_host_names_are_refused(tmp_path, name):
 def test_hostile_targets_are_refused(tmp_path, target):
     with pytest.raises(UsageError, match="not a valid ssh target"):
         inventory.resolve_host(load("", tmp_path), "web1", target_host=target)
+
+
+def test_a_target_without_user_gets_sudo(tmp_path):
+    assert inventory.resolve_host(load("", tmp_path), "web1").target == Target("web1", None, sudo=True)
+    assert inventory.resolve_host(load("", tmp_path), "web1", target_host="root@web1").target.sudo is False
+
+
+def test_unsplittable_environment_options(tmp_path):
+    with pytest.raises(InventoryError, match="NIXTASKS_SSH_OPTIONS: cannot split"):
+        load("", tmp_path, env={"NIXTASKS_SSH_OPTIONS": "-o 'unbalanced"})
+
+
+def test_non_utf8_inventory_is_one_line(tmp_path):
+    (tmp_path / "nixtasks.toml").write_bytes(b"[hosts.web1]\ntarget = \"\xff\"\n")
+    with pytest.raises(UsageError, match="not UTF-8"):
+        inventory.load(env={}, cwd=tmp_path)
