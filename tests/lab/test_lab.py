@@ -91,3 +91,27 @@ def test_env_lines_work_for_nix_copy_and_ssh(lab):
     proc = subprocess.run(["bash", "-c", 'eval "$(lab/labctl env)"; ssh $NIX_SSHOPTS web1 systemctl is-system-running'],
                           capture_output=True, text=True, cwd=REPO)
     assert proc.stdout.strip() == "running", proc.stderr
+
+
+def test_each_knob_does_what_it_says(fleet):
+    lab = fleet.lab
+    fleet.set_knobs("web1", healthy=False, failed_units=["broken"])
+    fleet.set_knobs("db1", activation_seconds=2)
+    proc = fleet.invoke("switch", "--host", "web1", "--yes")
+    assert proc.returncode == 1 and "broken.service" in proc.stderr, proc.stderr  # activation exits 4
+    assert lab.health("web1")[0] == 500
+    assert "broken.service" in lab.exec("web1", "systemctl", "--failed", "--plain", "--no-legend").stdout
+    assert "broken" in lab.exec("web1", "journalctl", "-p", "err", "-b", "--no-pager").stdout
+    started = time.monotonic()
+    proc = fleet.invoke("switch", "--host", "db1", "--yes")
+    assert proc.returncode == 0 and time.monotonic() - started >= 2, proc.stderr
+    fleet.set_knobs("web2", break_network=True)
+    fleet.invoke("switch", "--host", "web2", "--yes")
+    assert lab.ssh("web2", "true", check=False).returncode == 255  # cut off
+    fleet.set_knobs("web2", break_network=False)
+    good = fleet.build("web2")
+    subprocess.run(["nix", "copy", "--to", f"file://{lab.workspace}/cache", good], env=lab.env, check=True,
+                   capture_output=True)
+    lab.exec("web2", "nix", "copy", "--no-check-sigs", "--from", f"file://{lab.workspace}/cache", good)
+    lab.exec("web2", f"{good}/bin/switch-to-configuration", "test")
+    assert lab.ssh("web2", "true").returncode == 0  # a good activation restores it
