@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from . import commands, deploy, inventory
 from .errors import UsageError
 from .models import LOCAL, Action, Host, Report
-from .prompts import NotAsked, prompter_for
+from .prompts import DRY_RUN, prompter_for
 from .runner import Runner
 
 
@@ -89,6 +89,6 @@ def run_action(action: Action, opts: Options) -> Report:
     with Runner(ssh_config=inv.defaults.ssh_config, ssh_extra=inv.defaults.ssh_options,
                 dry_run=opts.dry_run, echo=echo) as runner:
         hosts = resolve_hosts(inv, opts, runner)
-        prompter = NotAsked() if opts.dry_run else prompter_for(approved(opts))
+        prompter = DRY_RUN if opts.dry_run else prompter_for(approved(opts))
         request = deploy.Request(action, hosts, inv.flake, opts.show_trace, inv.defaults.nix_options, reason)
         return deploy.execute(request, runner, prompter, echo)

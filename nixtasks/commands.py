@@ -113,8 +113,7 @@ def on_host(cmd: Command, sudo: bool | None = None) -> tuple[str, ...]:
     """What to run on the host itself: sudo (never waiting for a password), then a clean env."""
     use_sudo = cmd.sudo if sudo is None else sudo
     prefix = ("sudo", "-n") if use_sudo else ()
-    env = tuple(f"{k}={v}" for k, v in cmd.env)
-    return (*prefix, "env", "-i", f"PATH={REMOTE_PATH}", *env, *cmd.argv)
+    return (*prefix, "env", "-i", f"PATH={REMOTE_PATH}", *cmd.argv)
 
 
 def ssh_argv(cmd: Command, target: Target, ssh_options: Sequence[str]) -> tuple[str, ...]:

@@ -1,5 +1,5 @@
-"""Executes a deploy: git check, one build for all hosts, copy and inspect in parallel,
-show the plan, ask, activate host by host, verify."""
+"""Executes a deploy: git check, one evaluation for all hosts, builds, copy and inspect in
+parallel, show the plan, ask, activate host by host, verify."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from . import commands, gitstate
 from .errors import CommandFailed, DeployFailed, NixtasksError, Refused
@@ -16,6 +17,7 @@ from .prompts import HOW_TO_APPROVE, Prompter
 from .runner import Runner
 
 Echo = Callable[[str], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,10 @@ def execute(req: Request, runner: Runner, prompter: Prompter, echo: Echo) -> Rep
     built = build(req, runner, echo)
     if not req.action.activates:
         return finish(Report(req.action, tuple(
-            HostResult(h.name, req.action, Outcome.OK, built[h.config].path if built else None) for h in req.hosts
+            HostResult(h.name, req.action, Outcome.OK, built[key(h)].path if built else None) for h in req.hosts
         )), echo)
     with ThreadPoolExecutor(max_workers=min(16, len(req.hosts))) as pool:
-        host_plans = tuple(pool.map(lambda h: prepare(h, built[h.config], req.action, runner), req.hosts))
+        host_plans = tuple(pool.map(lambda h: prepare(h, built[key(h)], req.action, runner), req.hosts))
     plan = Plan(req.action, host_plans, git, tuple(runner.warnings), req.reason)
     echo(render(plan))
     results: list[HostResult] = []
@@ -80,7 +82,12 @@ def finish(report: Report, echo: Echo) -> Report:
 # --- build ----------------------------------------------------------------------------------
 
 
-def build(req: Request, runner: Runner, echo: Echo) -> dict[str, Built]:
+def key(host: Host) -> tuple[str, Target]:
+    """A system is built once per configuration and build machine."""
+    return host.config, host.build_host or LOCAL
+
+
+def build(req: Request, runner: Runner, echo: Echo) -> dict[tuple[str, Target], Built]:
     """Evaluate every system once, then build each on this machine or its build host."""
     configs = unique(h.config for h in req.hosts)
     cmd = commands.nix_eval_systems(req.flake, configs, show_trace=req.show_trace, nix_options=req.nix_options)
@@ -95,11 +102,9 @@ def build(req: Request, runner: Runner, echo: Echo) -> dict[str, Built]:
                    stream=True)
         return {}
     by_builder: dict[Target, list[str]] = {}
-    for host in req.hosts:
-        configs_there = by_builder.setdefault(host.build_host or LOCAL, [])
-        if host.config not in configs_there:
-            configs_there.append(host.config)
-    built: dict[str, Built] = {}
+    for config, builder in unique(key(h) for h in req.hosts):
+        by_builder.setdefault(builder, []).append(config)
+    built: dict[tuple[str, Target], Built] = {}
     for builder, names in by_builder.items():
         drvs = [systems[c][0] for c in names]
         if not runner.dry_run:  # --dry-run builds nothing: the evaluated paths are enough
@@ -108,7 +113,7 @@ def build(req: Request, runner: Runner, echo: Echo) -> dict[str, Built]:
             where = "build" if builder.is_local else f"build@{builder}"
             runner.run(commands.realise(drvs, nix_options=req.nix_options if builder.is_local else ()), builder,
                        label=where, stream=True, echo_stdout=False)
-        built.update({c: Built(systems[c][1], builder) for c in names})
+        built.update({(c, builder): Built(systems[c][1], builder) for c in names})
     if runner.warnings:
         echo(f"Nix warned {len(runner.warnings)} time(s) while building:")
         for warning in runner.warnings:
@@ -160,5 +165,5 @@ def activate(hp: HostPlan, runner: Runner) -> HostResult:
     return HostResult(host.name, hp.action, Outcome.OK, path, hp.current_system)
 
 
-def unique(items: Iterable[str]) -> list[str]:
+def unique(items: Iterable[T]) -> list[T]:
     return list(dict.fromkeys(items))

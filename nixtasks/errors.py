@@ -41,28 +41,28 @@ class Refused(NixtasksError):
 def describe(argv: tuple[str, ...]) -> str:
     """A short name for a command: `nix copy`, `switch-to-configuration switch`, `nix-env`."""
     words = [w for w in argv if not w.startswith("-") and w not in ("nix-command flakes", "nix-command")]
+    for i, word in enumerate(words):
+        if word.endswith("/bin/switch-to-configuration"):
+            return " ".join(["switch-to-configuration", *words[i + 1:i + 2]])
     if not words:
         return "command"
-    if "systemd-run" in words[0]:
-        words = [w for w in words[1:] if "switch-to-configuration" in w or w in words[-1:]]
-    name = words[0].rsplit("/", 1)[-1]
-    return f"{name} {words[1]}" if name == "nix" and len(words) > 1 else \
-        f"{name} {words[-1]}" if name == "switch-to-configuration" else name
+    if words[0] == "nix" and len(words) > 1:
+        return f"nix {words[1]}"
+    return words[0].rsplit("/", 1)[-1]
 
 
 class CommandFailed(NixtasksError):
-    def __init__(self, where: str, argv: tuple[str, ...], exit_code: int, detail: str = "") -> None:
+    def __init__(self, where: str, argv: tuple[str, ...], exit_code: int, detail: str = "",
+                 message: str | None = None) -> None:
         self.where, self.argv, self.returncode, self.detail = where, argv, exit_code, detail
-        what = describe(argv)
         tail = f": {detail}" if detail else ""
-        super().__init__(f"{where}: `{what}` failed with exit code {exit_code}{tail}")
+        super().__init__(message or f"{where}: `{describe(argv)}` failed with exit code {exit_code}{tail}")
 
 
 class HostUnreachable(CommandFailed):
     def __init__(self, where: str, argv: tuple[str, ...], detail: str = "") -> None:
-        super().__init__(where, argv, 255, detail)
-        self.args = (f"{where}: cannot reach the host over ssh ({detail or 'exit 255'}); "
-                     f"check it is up and try `ssh {where}`",)
+        super().__init__(where, argv, 255, detail, f"{where}: cannot reach the host over ssh "
+                         f"({detail or 'exit 255'}); check it is up and try `ssh {where}`")
 
 
 class DeployFailed(NixtasksError):

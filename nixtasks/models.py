@@ -81,7 +81,6 @@ class Command:
     argv: tuple[str, ...]
     sudo: bool = False
     changes: bool = False
-    env: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

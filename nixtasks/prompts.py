@@ -21,13 +21,19 @@ class Prompter(Protocol):
 
 
 class AlwaysYes:
-    """--yes, YES=1 or NIXTASKS_YES=1: the operator approved up front."""
+    """--yes, YES=1 or NIXTASKS_YES=1 (or --dry-run, which changes nothing): say yes, and why."""
 
     can_ask = True
 
+    def __init__(self, note: str = "yes (approved up front)") -> None:
+        self.note = note
+
     def confirm(self, question: str) -> bool:
-        print(f"{question} yes (approved up front)", file=sys.stderr)
+        print(f"{question} {self.note}", file=sys.stderr)
         return True
+
+
+DRY_RUN = AlwaysYes("(not asked: dry run)")
 
 
 class NoTerminal:
@@ -52,16 +58,6 @@ class Scripted:
     def confirm(self, question: str) -> bool:
         self.questions.append(question)
         return self.answers.pop(0)
-
-
-class NotAsked:
-    """--dry-run changes nothing, so there is nothing to approve."""
-
-    can_ask = True
-
-    def confirm(self, question: str) -> bool:
-        print(f"{question} (not asked: dry run)", file=sys.stderr)
-        return True
 
 
 class Questionary:

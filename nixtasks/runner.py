@@ -49,20 +49,18 @@ class Runner:
                  echo: Echo | None = None) -> None:
         self.dry_run = dry_run
         self.echo: Echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
-        self.control_dir = short_control_dir()
         # NIX_SSHOPTS as nixos-rebuild honours it, then the inventory's options.
         try:
-            inherited = tuple(shlex.split(os.environ.get("NIX_SSHOPTS", "")))
+            extra = (*shlex.split(os.environ.get("NIX_SSHOPTS", "")), *ssh_extra)
         except ValueError as exc:
             raise UsageError(f"NIX_SSHOPTS cannot be split like a shell would: {exc}") from exc
-        self.ssh_options = commands.ssh_options(self.control_dir, (*inherited, *ssh_extra), ssh_config)
-        spaced = [o for o in self.ssh_options if any(ch.isspace() for ch in o)]
+        spaced = [o for o in (*extra, ssh_config or "") if any(ch.isspace() for ch in o)]
         if spaced:
-            shutil.rmtree(self.control_dir, ignore_errors=True)
             raise UsageError(f"ssh option {spaced[0]!r} contains a space, and nix copy splits its ssh options on "
                              "spaces; put that setting in an ssh config file (ssh_config) instead")
+        self.control_dir = short_control_dir()
+        self.ssh_options = commands.ssh_options(self.control_dir, extra, ssh_config)
         self.warnings: list[str] = []
-        self.recorded: list[tuple[str, ...]] = []
         self._used: set[Target] = set()
         self._lock = threading.Lock()
 
@@ -74,7 +72,6 @@ class Runner:
         argv = self.argv(cmd, target)
         if cmd.changes and self.dry_run:
             self.echo(f"would run{f' on {label}' if label else ''}: {shlex.join(argv)}")
-            self.recorded.append(argv)
             return Result(0, "", "")
         result = self._execute(argv, label if stream else None, echo_stdout=echo_stdout)
         if check and not result.ok:

@@ -12,7 +12,7 @@ import time
 from nixtasks.models import LOCAL, Command, Target
 from nixtasks.runner import Runner
 
-from .conftest import STATE
+from .conftest import STATE, labctl
 
 
 def unchanged(fleet, host: str) -> None:
@@ -67,9 +67,6 @@ def test_boot_sets_profile_only_and_the_next_boot_runs_it(fleet):
     path = fleet.build("db1")
     assert fleet.lab.profile("db1") == path
     assert fleet.lab.current_system("db1") == ""
-    fleet.lab.exec("db1", "true")
-    from .conftest import labctl
-
     labctl("reboot", "db1")
     assert fleet.lab.current_system("db1") == path
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -28,6 +30,19 @@ def lab_leftovers() -> list[str]:
         if "labctl _supervise" in cmdline or ("systemd-nspawn" in cmdline and str(STATE) in cmdline):
             left.append(f"process {proc.name}: {cmdline[:80]}")
     return left
+
+
+def test_up_again_says_so_and_up_after_a_crash_cleans_up_first(lab):
+    again = labctl("up")
+    assert "already up: web1 web2 db1" in again.stderr
+    # Kill every host's supervisor by PID, as a crash would: its containers live on, orphaned.
+    for host in ("web1", "web2", "db1"):
+        pid = int((STATE / "hosts" / host / "supervisor.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+    proc = labctl("up")
+    assert "cleaning up what an earlier lab left behind" in proc.stderr
+    rows = [line.split() for line in labctl("status").stdout.splitlines()[1:]]
+    assert [(r[0], r[2], r[3]) for r in rows] == [(h, "running", "yes") for h in ("web1", "web2", "db1")]
 
 
 def test_sixteen_hosts_come_up_and_the_lab_goes_down_without_a_trace(lab):

@@ -120,3 +120,15 @@ def test_diff_closures_and_queries():
         "nix", "--extra-experimental-features", "nix-command", "store", "diff-closures", "/a", "/b")
     assert commands.is_nixos_system(PATH).argv == ("test", "-f", f"{PATH}/nixos-version")
     assert commands.has_systemd().argv == ("test", "-d", "/run/systemd/system")
+
+
+def test_failed_commands_are_named_briefly():
+    from nixtasks.errors import describe
+
+    assert describe(commands.nix_copy(PATH, to=ROOT).argv) == "nix copy"
+    assert describe(commands.switch_to_configuration(PATH, Action.SWITCH, systemd=True).argv) == (
+        "switch-to-configuration switch")
+    assert describe(commands.switch_to_configuration(PATH, Action.TEST, systemd=False).argv) == (
+        "switch-to-configuration test")
+    assert describe(commands.set_profile(PATH).argv) == "nix-env"
+    assert describe(commands.realise(["/nix/store/a.drv"]).argv) == "nix-store"
