@@ -7,12 +7,14 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from . import commands, deploy, inventory
+from . import commands, deploy, inventory, rollback
 from .errors import UsageError
 from .models import LOCAL, Action, Host, Report
-from .prompts import DRY_RUN, prompter_for
+from .prompts import DRY_RUN, Prompter, prompter_for
 from .runner import Runner
 
 
@@ -83,12 +85,40 @@ def check_flake_defines(inv: inventory.Inventory, names: list[str], runner: Runn
                          f"nixosConfigurations ({', '.join(sorted(defined)) or 'none'})")
 
 
-def run_action(action: Action, opts: Options) -> Report:
+@contextmanager
+def session(opts: Options) -> Iterator[tuple[inventory.Inventory, Runner, tuple[Host, ...]]]:
+    """The inventory, a runner (its ssh masters closed at the end) and the hosts to act on."""
     inv = inventory.load(opts.inventory)
-    reason = check_reason(opts.reason or os.environ.get("NIXTASKS_REASON", ""))
     with Runner(ssh_config=inv.defaults.ssh_config, ssh_extra=inv.defaults.ssh_options,
                 dry_run=opts.dry_run, echo=echo) as runner:
-        hosts = resolve_hosts(inv, opts, runner)
-        prompter = DRY_RUN if opts.dry_run else prompter_for(approved(opts))
-        request = deploy.Request(action, hosts, inv.flake, opts.show_trace, inv.defaults.nix_options, reason)
-        return deploy.execute(request, runner, prompter, echo)
+        yield inv, runner, resolve_hosts(inv, opts, runner)
+
+
+def prompter(opts: Options) -> Prompter:
+    return DRY_RUN if opts.dry_run else prompter_for(approved(opts))
+
+
+def reason(opts: Options) -> str:
+    return check_reason(opts.reason or os.environ.get("NIXTASKS_REASON", ""))
+
+
+def run_action(action: Action, opts: Options) -> Report:
+    why = reason(opts)
+    with session(opts) as (inv, runner, hosts):
+        request = deploy.Request(action, hosts, inv.flake, opts.show_trace, inv.defaults.nix_options, why)
+        return deploy.execute(request, runner, prompter(opts), echo)
+
+
+def run_rollback(opts: Options, generation: int | None, boot: bool) -> Report:
+    why = reason(opts)
+    with session(opts) as (_inv, runner, hosts):
+        return rollback.execute(rollback.Request(hosts, generation, boot, why), runner, prompter(opts), echo)
+
+
+def run_generations(opts: Options, as_json: bool) -> None:
+    with session(opts) as (_inv, runner, hosts):
+        found = rollback.show_generations(hosts, runner)
+    if as_json:
+        print(json.dumps({name: [g.as_json() for g in gens.generations] for name, gens in found.items()}, indent=2))
+    else:
+        print(rollback.render_all(found))

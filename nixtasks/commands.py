@@ -142,3 +142,81 @@ def ssh_options(control_dir: str | None, extra: Sequence[str] = (), config: str 
 
 def close_master(target: Target, options: Sequence[str]) -> tuple[str, ...]:
     return ("ssh", *options, "-O", "exit", target.ssh_destination)
+
+
+# --- generations, journal, inspection -------------------------------------------------------
+
+
+def list_generations() -> Command:
+    """Needs root even to read: the profile's lock file is root's."""
+    return Command(("nix-env", "-p", SYSTEM_PROFILE, "--list-generations"), sudo=True)
+
+
+def generation_details() -> Command:
+    from .generations import DETAILS_SCRIPT
+
+    return Command(("sh", "-c", DETAILS_SCRIPT))
+
+
+def profile_link() -> Command:
+    return Command(("readlink", SYSTEM_PROFILE))
+
+
+def switch_generation(number: int) -> Command:
+    return Command(("nix-env", "-p", SYSTEM_PROFILE, "--switch-generation", str(number)), sudo=True, changes=True)
+
+
+def delete_generations(numbers: Sequence[int]) -> Command:
+    return Command(("nix-env", "-p", SYSTEM_PROFILE, "--delete-generations", *(str(n) for n in numbers)),
+                   sudo=True, changes=True)
+
+
+def collect_garbage() -> Command:
+    return Command(("nix-store", "--gc"), sudo=True, changes=True)
+
+
+JOURNAL_APPEND = ('umask 022; mkdir -p "$(dirname "$1")" && printf "%s\\n" "$2" >> "$1"')
+
+
+def journal_append(path: str, line: str) -> Command:
+    """The record travels as one quoted argument: it is never parsed by a shell."""
+    return Command(("sh", "-c", JOURNAL_APPEND, "nixtasks-journal", path, line), sudo=True, changes=True)
+
+
+def read_file(path: str) -> Command:
+    return Command(("cat", "--", path))
+
+
+def free_space(path: str) -> Command:
+    return Command(("df", "-Pk", "--", path))
+
+
+def closure_size(path: str) -> Command:
+    return Command(("nix", *NIX_FEATURES, "path-info", "--json", "-S", "--", path))
+
+
+def failed_units() -> Command:
+    return Command(("systemctl", "--failed", "--plain", "--no-legend", "--no-pager"))
+
+
+def error_journal(lines: int = 10) -> Command:
+    return Command(("journalctl", "-p", "err", "-b", "-n", str(lines), "--no-pager", "-q"))
+
+
+def unit_active(unit: str) -> Command:
+    return Command(("systemctl", "is-active", "--", unit))
+
+
+def host_command(command: str) -> Command:
+    """A check command from the inventory, run by the host's shell (the operator wrote it)."""
+    return Command(("sh", "-c", command))
+
+
+def http_get(url: str, timeout: float) -> Command:
+    """From the deployer. The URL is validated to start with http(s)://, never with '-'."""
+    return Command(("curl", "-sS", "--max-time", f"{timeout:g}", "-o", "-", "-w", "\n%{http_code}", url))
+
+
+def ssh_resolve(destination: str, options: Sequence[str]) -> tuple[str, ...]:
+    """`ssh -G`: the address ssh would connect to, after the ssh config's HostName."""
+    return ("ssh", "-G", *options, destination)

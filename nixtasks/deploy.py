@@ -7,10 +7,13 @@ import json
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from . import commands, gitstate
 from .errors import CommandFailed, DeployFailed, NixtasksError, Refused
+from .generations import generation_of_profile_link
+from .journal import Journal, deployer_journal_path
 from .models import LOCAL, Action, Host, HostPlan, HostResult, Outcome, Plan, Report, Target
 from .plan import approval_question, needs_approval, render, render_git, render_report
 from .prompts import HOW_TO_APPROVE, Prompter
@@ -36,14 +39,18 @@ class Built:
     at: Target  # where that path exists: this machine or the build host
 
 
-def execute(req: Request, runner: Runner, prompter: Prompter, echo: Echo) -> Report:
+def execute(req: Request, runner: Runner, prompter: Prompter, echo: Echo, journal_path: Path | None = None) -> Report:
     git = gitstate.read(runner, req.flake)
     for line in render_git(git):
         echo(line)
-    asking = [h.name for h in req.hosts if needs_approval(req.action, h, git)]
+    journal = Journal(runner, journal_path or deployer_journal_path(), git, req.reason, echo)
+    asking = [h for h in req.hosts if needs_approval(req.action, h, git)]
     if asking and not prompter.can_ask:
-        raise Refused(f"{req.action.value} on {', '.join(asking)} needs an approval and there is no terminal "
-                      f"to ask on; {HOW_TO_APPROVE}. Nothing was changed")
+        refusal = (f"{req.action.value} on {', '.join(h.name for h in asking)} needs an approval and there is no "
+                   f"terminal to ask on; {HOW_TO_APPROVE}. Nothing was changed")
+        for host in asking:
+            journal.write(host, req.action.value, "refused", on_host=False, message="no terminal and no approval")
+        raise Refused(refusal)
     built = build(req, runner, echo)
     if not req.action.activates:
         return finish(Report(req.action, tuple(
@@ -56,15 +63,22 @@ def execute(req: Request, runner: Runner, prompter: Prompter, echo: Echo) -> Rep
     results: list[HostResult] = []
     for hp in host_plans:
         if any(r.outcome is Outcome.FAILED for r in results):
-            results.append(HostResult(hp.host.name, req.action, Outcome.SKIPPED, hp.new_system,
-                                      hp.current_system, "not attempted after a failure"))
+            results.append(unchanged(hp, Outcome.SKIPPED, "not attempted after a failure"))
             continue
         if needs_approval(req.action, hp.host, git) and not prompter.confirm(approval_question(hp)):
-            results.append(HostResult(hp.host.name, req.action, Outcome.DECLINED, hp.new_system,
-                                      hp.current_system, "declined; nothing changed"))
+            results.append(unchanged(hp, Outcome.DECLINED, "declined; nothing changed"))
             continue
         results.append(activate(hp, runner))
-    return finish(Report(req.action, tuple(results)), echo)
+    report = Report(req.action, tuple(results))
+    if req.action.changes_host:
+        for hp, result in zip(host_plans, report.results):
+            journal.write_result(hp.host, req.action.value, result)
+    return finish(report, echo)
+
+
+def unchanged(hp: HostPlan, outcome: Outcome, message: str) -> HostResult:
+    return HostResult(hp.host.name, hp.action, outcome, hp.current_system, hp.current_system, message,
+                      hp.current_generation, hp.current_generation)
 
 
 def finish(report: Report, echo: Echo) -> Report:
@@ -131,24 +145,36 @@ def prepare(host: Host, built: Built, action: Action, runner: Runner) -> HostPla
         raise NixtasksError(f"{host.name}: {built.path} is not a NixOS system (it has no nixos-version); "
                             "check that the flake output is config.system.build.toplevel")
     # Asking first makes an unreachable host fail fast, before any copy.
-    now = runner.run(commands.current_system(), target, check=False, label=host.name)
-    if now.exit_code == 255 and not target.is_local:
-        raise runner.failure(commands.current_system(), target, host.name, now)
-    current = now.stdout.strip() if now.ok else None
+    current, generation = host_state(host, runner)
     if built.at != target:
         copy = commands.nix_copy(built.path, to=target, source=built.at)
         runner.run(copy, LOCAL, label=host.name)
     diff = ""
     if current and current != built.path and not runner.dry_run:
         diff = runner.run(commands.diff_closures(current, built.path), target, check=False).stdout
-    return HostPlan(host, action, built.path, current, diff)
+    return HostPlan(host, action, built.path, current, diff, generation)
+
+
+def host_state(host: Host, runner: Runner) -> tuple[str | None, int | None]:
+    """What the host runs now and which generation it boots; an unreachable host is an error."""
+    now = runner.run(commands.current_system(), host.target, check=False, label=host.name)
+    if now.exit_code == 255 and not host.target.is_local:
+        raise runner.failure(commands.current_system(), host.target, host.name, now)
+    link = runner.run(commands.profile_link(), host.target, check=False)
+    return (now.stdout.strip() or None if now.ok else None,
+            generation_of_profile_link(link.stdout) if link.ok else None)
 
 
 def activate(hp: HostPlan, runner: Runner) -> HostResult:
     host, target, path = hp.host, hp.host.target, hp.new_system
 
     def fail(message: str) -> HostResult:
-        return HostResult(host.name, hp.action, Outcome.FAILED, path, hp.current_system, message)
+        try:
+            running, generation = host_state(host, runner)
+        except CommandFailed:  # e.g. the activation cut the host off
+            running, generation = None, None
+        return HostResult(host.name, hp.action, Outcome.FAILED, running, hp.current_system, message,
+                          hp.current_generation, generation)
 
     try:
         systemd = runner.run(commands.has_systemd(), target, check=False).ok
@@ -162,7 +188,9 @@ def activate(hp: HostPlan, runner: Runner) -> HostResult:
         now = runner.run(commands.current_system(), target, check=False).stdout.strip()
         if now != path:
             return fail(f"after {hp.action.value}, /run/current-system is {now or 'missing'}, not {path}")
-    return HostResult(host.name, hp.action, Outcome.OK, path, hp.current_system)
+    generation = None if runner.dry_run else host_state(host, runner)[1]
+    return HostResult(host.name, hp.action, Outcome.OK, path, hp.current_system, "", hp.current_generation,
+                      generation)
 
 
 def unique(items: Iterable[T]) -> list[T]:

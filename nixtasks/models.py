@@ -104,13 +104,14 @@ class HostPlan:
     new_system: str
     current_system: str | None  # None: nothing activated yet, or not asked
     closure_diff: str = ""
+    current_generation: int | None = None
 
 
 @dataclass(frozen=True)
 class Plan:
     action: Action
     hosts: tuple[HostPlan, ...]
-    git: GitState
+    git: GitState | None  # None: not from the flake (a rollback)
     warnings: tuple[str, ...] = ()
     reason: str = ""
 
@@ -130,6 +131,8 @@ class HostResult:
     new_system: str | None = None
     previous_system: str | None = None
     message: str = ""
+    previous_generation: int | None = None
+    generation: int | None = None
 
 
 @dataclass(frozen=True)

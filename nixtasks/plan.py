@@ -33,8 +33,10 @@ def approval_question(hp: HostPlan) -> str:
 
 
 def render(plan: Plan) -> str:
-    lines = [f"Plan: {plan.action.value} on {len(plan.hosts)} host(s)",
-             f"  git:      {plan.git.summary}"]
+    title = "rollback" if plan.git is None else plan.action.value
+    lines = [f"Plan: {title} on {len(plan.hosts)} host(s)"]
+    if plan.git is not None:
+        lines.append(f"  git:      {plan.git.summary}")
     if plan.reason:
         lines.append(f"  reason:   {plan.reason}")
     for hp in plan.hosts:
@@ -43,7 +45,7 @@ def render(plan: Plan) -> str:
         lines += [
             f"  {hp.host.name} -> {target}",
             f"    action:  {hp.action.value}{builder}",
-            f"    now:     {hp.current_system or '(no system activated yet)'}",
+            f"    now:     {hp.current_system or '(no system activated yet)'}{gen_text(hp.current_generation)}",
             f"    new:     {hp.new_system}",
         ]
         if hp.current_system == hp.new_system:
@@ -57,6 +59,10 @@ def render(plan: Plan) -> str:
         lines.append(f"  Nix warned {len(plan.warnings)} time(s):")
         lines += [f"    {w}" for w in plan.warnings]
     return "\n".join(lines)
+
+
+def gen_text(number: int | None) -> str:
+    return f" (generation {number})" if number is not None else ""
 
 
 def render_git(git: GitState) -> list[str]:

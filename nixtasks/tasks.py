@@ -65,6 +65,44 @@ def action_task(action_name: str, doc: str) -> Any:
     return run
 
 
+def options(host: Any, target_host: str | None = None, sudo: bool = False, no_sudo: bool = False,
+            dry_run: bool = False, yes: bool = False, reason: str = "", inventory: str | None = None) -> Any:
+    from .app import Options
+
+    return Options(tuple(host or ()), target_host, None, True if sudo else False if no_sudo else None, False,
+                   dry_run, yes, reason, inventory)
+
+
+def help_for(*names: str, **extra: str) -> dict[str, str]:
+    return {**{n: HELP[n] for n in names}, **extra}
+
+
+@task(iterable=["host"], help=help_for(
+    "host", "target-host", "sudo", "no-sudo", "dry-run", "yes", "reason", "inventory",
+    generation="roll back to this generation (default: the previous one)",
+    boot="only make it the boot entry; activate at the next boot"))
+@reports_errors
+def rollback(c: Any, host: Any = None, generation: int = 0, boot: bool = False, target_host: str | None = None,
+             sudo: bool = False, no_sudo: bool = False, dry_run: bool = False, yes: bool = False, reason: str = "",
+             inventory: str | None = None) -> None:
+    """Go back to the previous generation, or to --generation N, with plan, diff and approval."""
+    from .app import run_rollback
+
+    opts = options(host, target_host, sudo, no_sudo, dry_run, yes, reason, inventory)
+    run_rollback(opts, generation or None, boot)
+
+
+@task(iterable=["host"], help=help_for("host", "target-host", "sudo", "no-sudo", "inventory",
+                                       json="print the generations as JSON"))
+@reports_errors
+def generations(c: Any, host: Any = None, json: bool = False, target_host: str | None = None, sudo: bool = False,
+                no_sudo: bool = False, inventory: str | None = None) -> None:
+    """List system generations, newest first: date, version, revision, running, boots."""
+    from .app import run_generations
+
+    run_generations(options(host, target_host, sudo, no_sudo, inventory=inventory), json)
+
+
 build = action_task("build", "Build the system closure; activate nothing.")
 dry_build = action_task("dry-build", "Show what would be built or fetched; build nothing.")
 switch = action_task("switch", "Build, set the boot profile and activate now.")
@@ -72,4 +110,4 @@ boot = action_task("boot", "Build and set the boot profile; activate at the next
 test = action_task("test", "Build and activate now; leave the boot entry alone.")
 dry_activate = action_task("dry-activate", "Build and show what activation would change.")
 
-ns = Collection(build, dry_build, switch, boot, test, dry_activate)
+ns = Collection(build, dry_build, switch, boot, test, dry_activate, rollback, generations)

@@ -1,0 +1,134 @@
+"""System generations: parsing what hosts print, and choosing which to roll back to or
+delete. Pure."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .errors import UsageError
+from .models import SYSTEM_PROFILE
+
+LIST_LINE = re.compile(r"^\s*(\d+)\s+(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\s*(\(current\))?\s*$")
+
+# One round trip for the details of every generation (run on the host, no sudo needed:
+# the links are world-readable). Constant text: nothing from the user goes into it.
+DETAILS_SCRIPT = f"""
+for link in {SYSTEM_PROFILE}-*-link; do
+  [ -L "$link" ] || continue
+  n=${{link#{SYSTEM_PROFILE}-}}; n=${{n%-link}}
+  p=$(readlink -f "$link")
+  v=$(cat "$p/nixos-version" 2>/dev/null)
+  r=$(cat "$p/configuration-revision" 2>/dev/null)
+  k=$(readlink -f "$p/kernel" 2>/dev/null)
+  printf 'gen\\t%s\\t%s\\t%s\\t%s\\t%s\\n' "$n" "$p" "$v" "$r" "$k"
+done
+printf 'running\\t%s\\n' "$(readlink -f /run/current-system 2>/dev/null)"
+printf 'booted-kernel\\t%s\\n' "$(readlink -f /run/booted-system/kernel 2>/dev/null)"
+"""
+
+
+@dataclass(frozen=True)
+class Generation:
+    number: int
+    date: str
+    path: str = ""
+    version: str = ""
+    revision: str = ""
+    kernel: str = ""
+    boots: bool = False  # the profile points here: the next boot runs it
+    running: bool = False  # /run/current-system is this generation's system
+
+    def as_json(self) -> dict[str, object]:
+        return {"number": self.number, "date": self.date, "path": self.path, "nixos_version": self.version,
+                "configuration_revision": self.revision or None, "boots": self.boots, "running": self.running}
+
+
+@dataclass(frozen=True)
+class HostGenerations:
+    generations: tuple[Generation, ...]  # newest first
+    running_path: str  # "" when nothing is activated
+    booted_kernel: str = ""
+
+    @property
+    def numbers(self) -> list[int]:
+        return [g.number for g in self.generations]
+
+    def boot_generation(self) -> Generation | None:
+        return next((g for g in self.generations if g.boots), None)
+
+    def get(self, number: int) -> Generation | None:
+        return next((g for g in self.generations if g.number == number), None)
+
+
+def parse(list_output: str, details_output: str) -> HostGenerations:
+    """Join `nix-env --list-generations` with the details script's lines."""
+    listed: dict[int, tuple[str, bool]] = {}
+    for line in list_output.splitlines():
+        match = LIST_LINE.match(line)
+        if match:
+            listed[int(match[1])] = (match[2], bool(match[3]))
+    details: dict[int, list[str]] = {}
+    running = booted_kernel = ""
+    for line in details_output.splitlines():
+        fields = line.split("\t")
+        if fields[0] == "gen" and len(fields) == 6 and fields[1].isdigit():
+            details[int(fields[1])] = fields[2:]
+        elif fields[0] == "running" and len(fields) == 2:
+            running = fields[1]
+        elif fields[0] == "booted-kernel" and len(fields) == 2:
+            booted_kernel = fields[1]
+    gens = []
+    for number in sorted(listed, reverse=True):
+        date, current = listed[number]
+        path, version, revision, kernel = details.get(number, ["", "", "", ""])
+        gens.append(Generation(number, date, path, version, revision, kernel, boots=current,
+                               running=bool(path) and path == running))
+    return HostGenerations(tuple(gens), running, booted_kernel)
+
+
+def choose_target(host: str, gens: HostGenerations, number: int | None) -> Generation:
+    """Generation N, or the one before the boot generation (what `--rollback` picks)."""
+    available = ", ".join(str(n) for n in sorted(gens.numbers)) or "none"
+    if number is not None:
+        found = gens.get(number)
+        if found is None:
+            raise UsageError(f"{host}: there is no generation {number}; it has {available}")
+        return found
+    boot = gens.boot_generation()
+    older = [g for g in gens.generations if boot is not None and g.number < boot.number]
+    if not older:
+        raise UsageError(f"{host}: no generation older than the current one ({boot.number if boot else 'none'}) "
+                         f"to roll back to; it has {available}")
+    return older[0]
+
+
+def to_delete(gens: HostGenerations, keep: int) -> list[Generation]:
+    """Old generations beyond the newest `keep`, never the running one or the one that boots."""
+    if keep < 1:
+        raise UsageError("--keep must be at least 1")
+    return [g for g in gens.generations[keep:] if not g.boots and not g.running]
+
+
+def kernel_changes(gens: HostGenerations, target: Generation) -> bool:
+    return bool(gens.booted_kernel and target.kernel and gens.booted_kernel != target.kernel)
+
+
+def render(host: str, gens: HostGenerations) -> str:
+    lines = [f"{host}: {len(gens.generations)} generation(s)",
+             f"  {'GEN':>4}  {'DATE':19}  {'VERSION':10}  {'REVISION':12}  STATE"]
+    for g in gens.generations:
+        state = ", ".join(s for s, on in (("running", g.running), ("boots", g.boots)) if on)
+        lines.append(f"  {g.number:>4}  {g.date:19}  {g.version[:10]:10}  {g.revision[:12]:12}  {state}")
+    return "\n".join(lines)
+
+
+def generation_of_profile_link(link: str) -> int | None:
+    """`system-42-link` -> 42."""
+    match = re.fullmatch(r"(?:.*/)?system-(\d+)-link", link.strip())
+    return int(match[1]) if match else None
+
+
+def numbers_text(gens: Sequence[Generation]) -> str:
+    return ", ".join(str(g.number) for g in gens) or "none"

@@ -1,0 +1,129 @@
+"""The deploy journal: one JSON line per action that changes (or was refused to change) a
+host, kept on the deployer and on the host itself, so that another operator sees it too."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from . import commands
+from .models import GitState, Host, HostResult, Outcome
+from .runner import Runner
+
+HOST_JOURNAL = "/var/lib/nixtasks/journal.jsonl"
+
+
+def deployer_journal_path(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("NIXTASKS_JOURNAL"):
+        return Path(env["NIXTASKS_JOURNAL"])
+    state = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "nixtasks" / "journal.jsonl"
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    time: str
+    operator: str
+    host: str
+    action: str
+    outcome: str  # ok, failed, declined, refused, rolled-back
+    before_path: str | None = None
+    before_generation: int | None = None
+    after_path: str | None = None
+    after_generation: int | None = None
+    git_revision: str | None = None
+    git_dirty: bool | None = None
+    reason: str = ""
+    message: str = ""
+
+    def line(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, ensure_ascii=True)
+
+
+def new_record(host: str, action: str, outcome: str, **fields: Any) -> Record:
+    return Record(id=uuid.uuid4().hex, time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  operator=f"{getpass.getuser()}@{socket.gethostname()}", host=host, action=action,
+                  outcome=outcome, **fields)
+
+
+def parse_lines(text: str) -> list[Record]:
+    """Records from journal text; lines that are not records (damaged, foreign) are skipped."""
+    names = set(Record.__dataclass_fields__)
+    records = []
+    for line in text.splitlines():
+        try:
+            data = json.loads(line)
+            if isinstance(data, dict) and names >= set(data) >= {"id", "time", "host", "action", "outcome"}:
+                records.append(Record(**data))
+        except (ValueError, TypeError):
+            continue
+    return records
+
+
+def merge(*journals: Iterable[Record]) -> list[Record]:
+    """One history: each record once (the deployer's and the host's copy share an id), by time."""
+    by_id: dict[str, Record] = {}
+    for journal in journals:
+        for record in journal:
+            by_id.setdefault(record.id, record)
+    return sorted(by_id.values(), key=lambda r: (r.time, r.host))
+
+
+def append_local(path: Path, record: Record) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(record.line() + "\n")
+
+
+def read_local(path: Path) -> list[Record]:
+    try:
+        return parse_lines(path.read_text(encoding="utf-8", errors="replace"))
+    except FileNotFoundError:
+        return []
+
+
+def render(records: list[Record]) -> str:
+    lines = [f"{'TIME':25}  {'HOST':10}  {'ACTION':9}  {'OUTCOME':11}  {'GEN':9}  {'GIT':13}  WHO / WHY"]
+    for r in records:
+        gens = f"{r.before_generation or '-'}->{r.after_generation or '-'}"
+        git = (r.git_revision or "-")[:12] + ("*" if r.git_dirty else "")
+        why = r.operator + (f": {r.reason}" if r.reason else "") + (f" ({r.message})" if r.message else "")
+        lines.append(f"{r.time:25}  {r.host:10}  {r.action:9}  {r.outcome:11}  {gens:9}  {git:13}  {why}")
+    return "\n".join(lines)
+
+
+class Journal:
+    """Writes each record to the deployer's journal and, where it can, to the host's."""
+
+    def __init__(self, runner: Runner, path: Path, git: GitState | None = None, reason: str = "",
+                 echo: Callable[[str], None] | None = None) -> None:
+        self.runner, self.path, self.git, self.reason = runner, path, git, reason
+        self.echo = echo or runner.echo
+
+    def write(self, host: Host, action: str, outcome: str, *, on_host: bool = True, **fields: Any) -> Record | None:
+        if self.runner.dry_run:
+            return None
+        git = {"git_revision": self.git.revision, "git_dirty": self.git.dirty} if self.git else {}
+        record = new_record(host.name, action, outcome, reason=self.reason, **git, **fields)
+        append_local(self.path, record)
+        if on_host:
+            result = self.runner.run(commands.journal_append(HOST_JOURNAL, record.line()), host.target, check=False)
+            if not result.ok:
+                self.echo(f"warning: {host.name}: could not write the host's journal ({HOST_JOURNAL}); "
+                          f"the deployer's journal has the record")
+        return record
+
+    def write_result(self, host: Host, action: str, result: HostResult) -> Record | None:
+        return self.write(host, action, result.outcome.value, on_host=result.outcome is not Outcome.SKIPPED,
+                          before_path=result.previous_system, before_generation=result.previous_generation,
+                          after_path=result.new_system, after_generation=result.generation, message=result.message)
