@@ -8,11 +8,12 @@ import os
 import socket
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 
-from . import commands, deploy, inventory, rollback
-from .errors import UsageError
+from . import commands, deploy, inspect, inventory, journal, rollback
+from .errors import NixtasksError, UsageError
 from .models import LOCAL, Action, Host, Report
 from .prompts import DRY_RUN, Prompter, prompter_for
 from .runner import Runner
@@ -23,6 +24,8 @@ class Options:
     """What every action task accepts."""
 
     hosts: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    all_hosts: bool = False  # every host in the inventory
     target_host: str | None = None
     build_host: str | None = None
     sudo: bool | None = None
@@ -57,6 +60,13 @@ def approved(opts: Options) -> bool:
 
 def resolve_hosts(inv: inventory.Inventory, opts: Options, runner: Runner) -> tuple[Host, ...]:
     names = split_hosts(opts.hosts)
+    if opts.all_hosts or opts.tags:
+        tags = set(split_hosts(opts.tags))
+        chosen = [n for n, e in inv.hosts.items() if opts.all_hosts or tags & set(e.tags)]
+        if not chosen:
+            raise UsageError(f"no host in {inv.source} has the tag(s) {', '.join(sorted(tags))}" if tags
+                             else f"{inv.source} lists no hosts")
+        names = tuple(dict.fromkeys((*names, *chosen)))
     if opts.target_host and not names:
         raise UsageError("--target-host needs --host NAME (which configuration to deploy there)")
     if not names:
@@ -122,3 +132,46 @@ def run_generations(opts: Options, as_json: bool) -> None:
         print(json.dumps({name: [g.as_json() for g in gens.generations] for name, gens in found.items()}, indent=2))
     else:
         print(rollback.render_all(found))
+
+
+def run_status(opts: Options, as_json: bool) -> list[inspect.StatusRow]:
+    if not (opts.hosts or opts.tags):
+        opts = replace(opts, all_hosts=True)  # status is read-only: the whole fleet by default
+    with session(opts) as (inv, runner, hosts):
+        rows = inspect.status(hosts, inv.flake, inv.defaults.nix_options, runner, echo)
+    if as_json:
+        print(json.dumps([r.as_json() for r in rows], indent=2))
+    else:
+        inspect.render_status(rows)
+    return rows
+
+
+def run_verify(opts: Options) -> None:
+    with session(opts) as (inv, runner, hosts):
+        verdicts = inspect.verify(hosts, inv.flake, inv.defaults.nix_options, runner, echo)
+    print(inspect.render_verdicts(verdicts))
+    bad = [v for v in verdicts if v.problems]
+    if bad:
+        raise NixtasksError("; ".join(f"{v.host}: {v.problems[0]}" + (f" (and {len(v.problems) - 1} more)"
+                                                                      if len(v.problems) > 1 else "")
+                                      for v in bad))
+
+
+def run_history(opts: Options, as_json: bool) -> None:
+    """The deployer's journal merged with each host's own."""
+    local = journal.read_local(journal.deployer_journal_path())
+    with session(replace(opts, all_hosts=not (opts.hosts or opts.tags))) as (_inv, runner, hosts):
+        def remote(host: Host) -> list[journal.Record]:
+            result = runner.run(commands.read_file(journal.HOST_JOURNAL), host.target, check=False)
+            if result.exit_code == 255:
+                echo(f"warning: {host.name}: unreachable; showing the deployer's records only")
+            return journal.parse_lines(result.stdout) if result.ok else []
+
+        with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+            remote_records = list(pool.map(remote, hosts))
+    names = {h.name for h in hosts}
+    records = [r for r in journal.merge(local, *remote_records) if r.host in names]
+    if as_json:
+        print(json.dumps([asdict(r) for r in records], indent=2))
+    else:
+        print(journal.render(records))

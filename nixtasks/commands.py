@@ -217,6 +217,10 @@ def http_get(url: str, timeout: float) -> Command:
     return Command(("curl", "-sS", "--max-time", f"{timeout:g}", "-o", "-", "-w", "\n%{http_code}", url))
 
 
-def ssh_resolve(destination: str, options: Sequence[str]) -> tuple[str, ...]:
-    """`ssh -G`: the address ssh would connect to, after the ssh config's HostName."""
-    return ("ssh", "-G", *options, destination)
+def ssh_resolve(destination: str, options: Sequence[str]) -> Command:
+    """`ssh -G` (run here): the address ssh would connect to, after the ssh config's HostName."""
+    return Command(("ssh", "-G", *options, destination))
+
+
+def git_toplevel(repo: str) -> Command:
+    return Command(("git", "-C", repo, "rev-parse", "--show-toplevel"))

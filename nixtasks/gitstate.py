@@ -28,6 +28,14 @@ def parse_status(porcelain: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(changes), tuple(untracked)
 
 
+def toplevel(runner: Runner, flake: str) -> str | None:
+    directory = flake_dir(flake)
+    if directory is None:
+        return None
+    result = runner.run(commands.git_toplevel(directory), LOCAL, check=False)
+    return result.stdout.strip() or None if result.ok else None
+
+
 def read(runner: Runner, flake: str) -> GitState:
     directory = flake_dir(flake)
     if directory is None:

@@ -18,7 +18,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .errors import InventoryError, UsageError
-from .models import LOCAL, Host, Target
+from .models import LOCAL, Check, Host, Target
 
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # [user@]address; never starting with '-', so it can never become an ssh option.
@@ -36,6 +36,7 @@ class Defaults:
     ssh_config: str | None = None
     ssh_options: tuple[str, ...] = ()
     nix_options: tuple[str, ...] = ()
+    checks: tuple[Check, ...] = ()  # for every host
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class HostEntry:
     sudo: bool | None = None
     config: str | None = None
     local: bool = False
+    checks: tuple[Check, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ def parse(data: Mapping[str, Any], source: str, root: Path) -> Inventory:
 
 def parse_defaults(table: Any, source: str) -> Defaults:
     expect(isinstance(table, dict), source, "defaults", "expected a table")
-    fields = {"flake", "ssh_user", "sudo", "build_host", "ssh_config", "ssh_options", "nix_options"}
+    fields = {"flake", "ssh_user", "sudo", "build_host", "ssh_config", "ssh_options", "nix_options", "checks"}
     check_keys(table, fields, source, "defaults.")
     values: dict[str, Any] = {}
     for key in ("flake", "ssh_config"):
@@ -148,7 +150,47 @@ def parse_defaults(table: Any, source: str) -> Defaults:
     for key in ("ssh_options", "nix_options"):
         if key in table:
             values[key] = strings(table[key], source, f"defaults.{key}")
+    if "checks" in table:
+        values["checks"] = checks(table["checks"], source, "defaults.checks")
     return Defaults(**values)
+
+
+CHECK_KINDS = ("http", "unit", "command")
+
+
+def checks(value: Any, source: str, key: str) -> tuple[Check, ...]:
+    expect(isinstance(value, list), source, key,
+           'expected a list of tables like [{ http = "http://{address}/health" }, { unit = "nginx.service" }]')
+    return tuple(check(item, source, f"{key}[{i}]") for i, item in enumerate(value))
+
+
+def check(item: Any, source: str, key: str) -> Check:
+    expect(isinstance(item, dict), source, key, "expected a table with one of http, unit or command")
+    check_keys(item, {*CHECK_KINDS, "status", "contains", "retries", "interval", "timeout"}, source, f"{key}.")
+    kinds = [k for k in CHECK_KINDS if k in item]
+    expect(len(kinds) == 1, source, key, "expected exactly one of http, unit or command")
+    kind = kinds[0]
+    spec = string(item[kind], source, f"{key}.{kind}", f"a non-empty {kind}")
+    if kind == "http":
+        expect(spec.startswith(("http://", "https://")), source, f"{key}.http",
+               'expected a URL starting with http:// or https://, like "http://{address}/health"')
+    elif kind == "unit":
+        expect(re.fullmatch(r"[A-Za-z0-9@_.:\\-]+", spec) is not None and not spec.startswith("-"), source,
+               f"{key}.unit", 'expected a systemd unit name like "nginx.service"')
+    values: dict[str, Any] = {"kind": kind, "spec": spec}
+    for name, lo, hi in (("status", 100, 599), ("retries", 1, 100)):
+        if name in item:
+            expect(isinstance(item[name], int) and not isinstance(item[name], bool) and lo <= item[name] <= hi,
+                   source, f"{key}.{name}", f"expected a whole number from {lo} to {hi}")
+            values[name] = item[name]
+    for name in ("interval", "timeout"):
+        if name in item:
+            expect(isinstance(item[name], (int, float)) and not isinstance(item[name], bool)
+                   and 0 < item[name] <= 3600, source, f"{key}.{name}", "expected seconds, more than 0")
+            values[name] = float(item[name])
+    if "contains" in item:
+        values["contains"] = string(item["contains"], source, f"{key}.contains", "a non-empty string")
+    return Check(**values)
 
 
 def parse_host(name: str, entry: Any, source: str) -> HostEntry:
@@ -156,7 +198,7 @@ def parse_host(name: str, entry: Any, source: str) -> HostEntry:
     expect(bool(HOST_NAME.match(name)), source, key,
            "expected a host name of letters, digits, '.', '_' and '-' (at most 63 characters)")
     expect(isinstance(entry, dict), source, key, "expected a table")
-    check_keys(entry, {"target", "tags", "build_host", "sudo", "config", "local"}, source, f"{key}.")
+    check_keys(entry, {"target", "tags", "build_host", "sudo", "config", "local", "checks"}, source, f"{key}.")
     values: dict[str, Any] = {"name": name}
     if "target" in entry:
         values["target"] = target(entry["target"], source, f"{key}.target")
@@ -173,6 +215,8 @@ def parse_host(name: str, entry: Any, source: str) -> HostEntry:
         values["config"] = config
     if "tags" in entry:
         values["tags"] = strings(entry["tags"], source, f"{key}.tags")
+    if "checks" in entry:
+        values["checks"] = checks(entry["checks"], source, f"{key}.checks")
     return HostEntry(**values)
 
 
@@ -242,7 +286,8 @@ def resolve_host(inv: Inventory, name: str, *, target_host: str | None = None, b
         host_target = parse_target(spec, inv.defaults.ssh_user, use_sudo)
     build_spec = build_host or entry.build_host or inv.defaults.build_host
     builder = None if build_spec in (None, LOCALHOST) else parse_target(build_spec, inv.defaults.ssh_user, use_sudo)
-    return Host(name=name, config=entry.config or name, target=host_target, build_host=builder, tags=entry.tags)
+    return Host(name=name, config=entry.config or name, target=host_target, build_host=builder, tags=entry.tags,
+                checks=inv.defaults.checks + entry.checks)
 
 
 def resolve_local(inv: Inventory, hostname: str, *, build_host: str | None = None,

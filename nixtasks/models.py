@@ -68,10 +68,27 @@ class Host:
     target: Target
     build_host: Target | None = None  # None: build on this machine
     tags: tuple[str, ...] = ()
+    checks: tuple[Check, ...] = ()
 
     @property
     def is_local(self) -> bool:
         return self.target.is_local
+
+
+@dataclass(frozen=True)
+class Check:
+    """A health check: `http` from the deployer, or a `unit` / `command` on the host."""
+
+    kind: str  # "http", "unit" or "command"
+    spec: str  # URL template ({host}, {address}), unit name, or shell command
+    status: int = 200  # http: the expected status
+    contains: str = ""  # http: text the body must contain
+    retries: int = 3
+    interval: float = 2.0  # seconds between tries
+    timeout: float = 5.0  # seconds per try
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.spec}"
 
 
 @dataclass(frozen=True)

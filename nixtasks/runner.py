@@ -67,13 +67,13 @@ class Runner:
     # -- public ---------------------------------------------------------------------------
 
     def run(self, cmd: Command, target: Target, *, label: str | None = None, stream: bool = False,
-            echo_stdout: bool = True, check: bool = True) -> Result:
+            echo_stdout: bool = True, check: bool = True, timeout: float | None = None) -> Result:
         """Run `cmd` on `target`. With `stream`, each output line is echoed with the label."""
         argv = self.argv(cmd, target)
         if cmd.changes and self.dry_run:
             self.echo(f"would run{f' on {label}' if label else ''}: {shlex.join(argv)}")
             return Result(0, "", "")
-        result = self._execute(argv, label if stream else None, echo_stdout=echo_stdout)
+        result = self._execute(argv, label if stream else None, echo_stdout=echo_stdout, timeout=timeout)
         if check and not result.ok:
             raise self.failure(cmd, target, label or str(target), result)
         return result
@@ -106,7 +106,7 @@ class Runner:
         return env
 
     def _execute(self, argv: tuple[str, ...], label: str | None, quiet: bool = False,
-                 echo_stdout: bool = True) -> Result:
+                 echo_stdout: bool = True, timeout: float | None = None) -> Result:
         import sh  # imported here: `invoke --list` must stay fast
 
         out: list[str] = []
@@ -132,7 +132,10 @@ class Runner:
             raise NixtasksError(f"{argv[0]} is not installed or not on PATH; install it and try again") from exc
         try:
             proc = program(*argv[1:], _env=self.nix_env(), _out=on_out, _err=on_err, _tty_out=False,
-                           _ok_code=list(range(256)), _decode_errors="replace", _in="", _return_cmd=True)
+                           _ok_code=list(range(256)), _decode_errors="replace", _in="", _return_cmd=True,
+                           _timeout=timeout)
+        except sh.TimeoutException:  # like timeout(1)
+            return Result(124, "".join(out), "".join(err) + f"timed out after {timeout:g} s")
         except sh.SignalException as exc:  # killed by a signal: report it like a shell would
             return Result(128 + abs(exc.exit_code), "".join(out), "".join(err) + f"killed by signal {-exc.exit_code}")
         return Result(proc.exit_code, "".join(out), "".join(err))

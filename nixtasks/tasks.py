@@ -56,8 +56,9 @@ def action_task(action_name: str, doc: str) -> Any:
         from .app import Options, run_action
         from .models import Action
 
-        opts = Options(tuple(host or ()), target_host, build_host, True if sudo else False if no_sudo else None,
-                       show_trace, dry_run, yes, reason, inventory)
+        opts = Options(hosts=tuple(host or ()), target_host=target_host, build_host=build_host,
+                       sudo=sudo_choice(sudo, no_sudo), show_trace=show_trace, dry_run=dry_run, yes=yes,
+                       reason=reason, inventory=inventory)
         run_action(Action(action_name), opts)
 
     run.__doc__ = doc
@@ -65,12 +66,17 @@ def action_task(action_name: str, doc: str) -> Any:
     return run
 
 
+def sudo_choice(sudo: bool, no_sudo: bool) -> bool | None:
+    return True if sudo else False if no_sudo else None
+
+
 def options(host: Any, target_host: str | None = None, sudo: bool = False, no_sudo: bool = False,
-            dry_run: bool = False, yes: bool = False, reason: str = "", inventory: str | None = None) -> Any:
+            dry_run: bool = False, yes: bool = False, reason: str = "", inventory: str | None = None,
+            tag: Any = None, all_hosts: bool = False) -> Any:
     from .app import Options
 
-    return Options(tuple(host or ()), target_host, None, True if sudo else False if no_sudo else None, False,
-                   dry_run, yes, reason, inventory)
+    return Options(hosts=tuple(host or ()), tags=tuple(tag or ()), all_hosts=all_hosts, target_host=target_host,
+                   sudo=sudo_choice(sudo, no_sudo), dry_run=dry_run, yes=yes, reason=reason, inventory=inventory)
 
 
 def help_for(*names: str, **extra: str) -> dict[str, str]:
@@ -103,6 +109,40 @@ def generations(c: Any, host: Any = None, json: bool = False, target_host: str |
     run_generations(options(host, target_host, sudo, no_sudo, inventory=inventory), json)
 
 
+SELECT = {"tag": "hosts with this tag from the inventory (repeat, or a comma list)",
+          "all": "every host in the inventory"}
+
+
+@task(iterable=["host", "tag"], help=help_for("host", "inventory", **SELECT, json="print the table as JSON"))
+@reports_errors
+def status(c: Any, host: Any = None, tag: Any = None, all: bool = False, json: bool = False,
+           inventory: str | None = None) -> None:
+    """One table for the fleet: reachable, generation, drift from the flake at HEAD, failed units."""
+    from .app import run_status
+
+    run_status(options(host, inventory=inventory, tag=tag, all_hosts=all), json)
+
+
+@task(iterable=["host", "tag"], help=help_for("host", "target-host", "sudo", "no-sudo", "inventory", **SELECT))
+@reports_errors
+def verify(c: Any, host: Any = None, tag: Any = None, all: bool = False, target_host: str | None = None,
+           sudo: bool = False, no_sudo: bool = False, inventory: str | None = None) -> None:
+    """Check hosts: version, boot profile, drift, failed units, error journal, health checks."""
+    from .app import run_verify
+
+    run_verify(options(host, target_host, sudo, no_sudo, inventory=inventory, tag=tag, all_hosts=all))
+
+
+@task(iterable=["host", "tag"], help=help_for("host", "inventory", **SELECT, json="print the records as JSON"))
+@reports_errors
+def history(c: Any, host: Any = None, tag: Any = None, all: bool = False, json: bool = False,
+            inventory: str | None = None) -> None:
+    """What was done to hosts: the deployer's journal merged with each host's own."""
+    from .app import run_history
+
+    run_history(options(host, inventory=inventory, tag=tag, all_hosts=all), json)
+
+
 build = action_task("build", "Build the system closure; activate nothing.")
 dry_build = action_task("dry-build", "Show what would be built or fetched; build nothing.")
 switch = action_task("switch", "Build, set the boot profile and activate now.")
@@ -110,4 +150,4 @@ boot = action_task("boot", "Build and set the boot profile; activate at the next
 test = action_task("test", "Build and activate now; leave the boot entry alone.")
 dry_activate = action_task("dry-activate", "Build and show what activation would change.")
 
-ns = Collection(build, dry_build, switch, boot, test, dry_activate, rollback, generations)
+ns = Collection(build, dry_build, switch, boot, test, dry_activate, rollback, generations, status, verify, history)

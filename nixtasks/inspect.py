@@ -1,0 +1,258 @@
+"""Status and verify: what hosts run, whether it is what the flake at HEAD builds, failed
+units, the error journal and the inventory's health checks. Reads only; changes nothing."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from . import commands, gitstate
+from .errors import CommandFailed, NixtasksError
+from .generations import generation_of_profile_link
+from .models import LOCAL, SYSTEM_PROFILE, Check, Command, GitState, Host
+from .plan import store_name
+from .runner import Runner
+
+Echo = Callable[[str], None]
+
+# One round trip per host; constant text, nothing from the user goes into it.
+FACTS_SCRIPT = f"""
+printf 'running\\t%s\\n' "$(readlink -e /run/current-system 2>/dev/null)"
+printf 'profile\\t%s\\n' "$(readlink {SYSTEM_PROFILE} 2>/dev/null)"
+printf 'profile-path\\t%s\\n' "$(readlink -e {SYSTEM_PROFILE} 2>/dev/null)"
+printf 'version\\t%s\\n' "$(cat /run/current-system/nixos-version 2>/dev/null)"
+printf 'revision\\t%s\\n' "$(cat /run/current-system/configuration-revision 2>/dev/null)"
+printf 'state\\t%s\\n' "$(systemctl is-system-running 2>/dev/null)"
+systemctl --failed --plain --no-legend --no-pager 2>/dev/null | while read -r unit rest; do
+  printf 'failed\\t%s\\n' "$unit"
+done
+"""
+
+
+@dataclass(frozen=True)
+class Facts:
+    reachable: bool
+    running: str = ""
+    generation: int | None = None
+    boot_path: str = ""
+    version: str = ""
+    revision: str = ""
+    state: str = ""
+    failed_units: tuple[str, ...] = ()
+    error: str = ""
+
+
+def parse_facts(text: str) -> Facts:
+    values: dict[str, str] = {}
+    failed: list[str] = []
+    for line in text.splitlines():
+        key, _, value = line.partition("\t")
+        if key == "failed" and value:
+            failed.append(value)
+        else:
+            values[key] = value
+    return Facts(True, values.get("running", ""), generation_of_profile_link(values.get("profile", "")),
+                 values.get("profile-path", ""), values.get("version", ""), values.get("revision", ""),
+                 values.get("state", ""), tuple(failed))
+
+
+def read_facts(host: Host, runner: Runner) -> Facts:
+    cmd = Command(("sh", "-c", FACTS_SCRIPT))
+    result = runner.run(cmd, host.target, check=False)
+    if not result.ok:
+        return Facts(False, error=str(runner.failure(cmd, host.target, host.name, result)))
+    return parse_facts(result.stdout)
+
+
+def flake_at_head(flake: str, git: GitState, toplevel: str | None) -> str:
+    """The flake as committed: a dirty working tree is not what HEAD builds."""
+    directory = gitstate.flake_dir(flake)
+    if directory is None or git.revision is None or not git.dirty or toplevel is None:
+        return flake
+    rel = directory[len(toplevel):].strip("/")
+    fragment = flake.partition("#")[2]
+    ref = f"git+file://{toplevel}?rev={git.revision}" + (f"&dir={rel}" if rel else "")
+    return f"{ref}#{fragment}" if fragment else ref
+
+
+def expected_systems(hosts: tuple[Host, ...], flake: str, nix_options: tuple[str, ...], runner: Runner,
+                     echo: Echo) -> tuple[dict[str, str], GitState]:
+    """What the flake at HEAD builds for each configuration: one evaluation, nothing built."""
+    git = gitstate.read(runner, flake)
+    toplevel = gitstate.toplevel(runner, flake)
+    ref = flake_at_head(flake, git, toplevel)
+    configs = list(dict.fromkeys(h.config for h in hosts))
+    result = runner.run(commands.nix_eval_systems(ref, configs, nix_options=nix_options), LOCAL, check=False)
+    if not result.ok:
+        echo(f"warning: cannot evaluate the flake at HEAD, so drift is unknown: {result.stderr.strip()[-200:]}")
+        return {}, git
+    try:
+        return {c: v["out"] for c, v in json.loads(result.stdout).items()}, git
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}, git
+
+
+# --- status --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    host: str
+    reachable: bool
+    generation: int | None
+    system: str
+    flake: str  # up to date, drifted, unknown
+    revision: str  # matches HEAD, differs, unknown
+    failed_units: tuple[str, ...]
+    error: str = ""
+
+    def as_json(self) -> dict[str, object]:
+        return {"host": self.host, "reachable": self.reachable, "generation": self.generation,
+                "system": self.system or None, "flake": self.flake, "revision": self.revision,
+                "failed_units": list(self.failed_units), "error": self.error or None}
+
+
+def compare(facts: Facts, expected: str | None) -> str:
+    if not facts.reachable or not expected or not facts.running:
+        return "unknown"
+    return "up to date" if facts.running == expected else "drifted"
+
+
+def revision_state(facts: Facts, git: GitState) -> str:
+    if not facts.reachable or not facts.revision or facts.revision == "unknown" or git.revision is None:
+        return "unknown"
+    return "matches HEAD" if facts.revision == git.revision else f"differs ({facts.revision[:12]})"
+
+
+def status(hosts: tuple[Host, ...], flake: str, nix_options: tuple[str, ...], runner: Runner,
+           echo: Echo) -> list[StatusRow]:
+    with ThreadPoolExecutor(max_workers=min(32, len(hosts) + 1)) as pool:
+        expected_future = pool.submit(expected_systems, hosts, flake, nix_options, runner, echo)
+        facts = list(pool.map(lambda h: read_facts(h, runner), hosts))
+        expected, git = expected_future.result()
+    return [StatusRow(h.name, f.reachable, f.generation, f.running, compare(f, expected.get(h.config)),
+                      revision_state(f, git), f.failed_units, f.error) for h, f in zip(hosts, facts)]
+
+
+def render_status(rows: list[StatusRow]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="nixtasks status")
+    for column in ("host", "reachable", "generation", "system", "flake at HEAD", "revision", "failed units"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r.host, "yes" if r.reachable else "[red]no[/red]", str(r.generation or "-"),
+                      store_name(r.system) if r.system else "-",
+                      {"drifted": "[yellow]drifted[/yellow]"}.get(r.flake, r.flake), r.revision,
+                      f"[red]{', '.join(r.failed_units)}[/red]" if r.failed_units else "none")
+    # Not a terminal (CI, a pipe): wide enough that store paths are not cut.
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+# --- verify --------------------------------------------------------------------------------
+
+
+@dataclass
+class Verdict:
+    host: str
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def verify(hosts: tuple[Host, ...], flake: str, nix_options: tuple[str, ...], runner: Runner,
+           echo: Echo) -> list[Verdict]:
+    expected, _git = expected_systems(hosts, flake, nix_options, runner, echo)
+    with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+        return list(pool.map(lambda h: verify_host(h, expected.get(h.config), runner), hosts))
+
+
+def verify_host(host: Host, expected: str | None, runner: Runner) -> Verdict:
+    verdict = Verdict(host.name)
+    facts = read_facts(host, runner)
+    if not facts.reachable:
+        verdict.problems.append(facts.error)
+        return verdict
+    verdict.notes.append(f"nixos-version {facts.version or '(none)'}, generation {facts.generation or '-'}, "
+                         f"systemd {facts.state or 'unknown'}")
+    if not facts.running:
+        verdict.problems.append("no system is activated (/run/current-system is missing)")
+    elif facts.running != facts.boot_path:
+        verdict.problems.append(f"runs {facts.running} but boots {facts.boot_path or 'nothing'}")
+    if expected and facts.running and facts.running != expected:
+        verdict.problems.append(f"drifted: runs {facts.running}, but the flake at HEAD builds {expected}")
+    elif not expected:
+        verdict.notes.append("drift unknown (the flake could not be evaluated)")
+    if facts.failed_units:
+        verdict.problems.append(f"failed units: {', '.join(facts.failed_units)}")
+    errors = runner.run(commands.error_journal(5), host.target, check=False).stdout.strip()
+    if errors:
+        indented = "\n".join(f"      {e}" for e in errors.splitlines())
+        verdict.notes.append(f"last errors in this boot's journal:\n{indented}")
+    address = ssh_address(host, runner)
+    for check in host.checks:
+        ok, detail = run_check(check, host, address, runner)
+        (verdict.notes if ok else verdict.problems).append(f"check {check.describe()}: {detail}")
+    return verdict
+
+
+def ssh_address(host: Host, runner: Runner) -> str:
+    """The address ssh connects to (its config may map the name), for {address} in URLs."""
+    if host.target.is_local:
+        return "localhost"
+    result = runner.run(commands.ssh_resolve(host.target.ssh_destination, runner.ssh_options), LOCAL, check=False)
+    for line in result.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "hostname" and value:
+            return value
+    return host.target.address or host.name
+
+
+def run_check(check: Check, host: Host, address: str, runner: Runner) -> tuple[bool, str]:
+    """Try up to `retries` times, `interval` apart; each try bounded by `timeout`."""
+    detail = ""
+    for attempt in range(1, check.retries + 1):
+        ok, detail = try_check(check, host, address, runner)
+        if ok:
+            return True, f"ok{f' (try {attempt})' if attempt > 1 else ''}"
+        if attempt < check.retries:
+            time.sleep(check.interval)
+    return False, f"{detail} (after {check.retries} tries)"
+
+
+def try_check(check: Check, host: Host, address: str, runner: Runner) -> tuple[bool, str]:
+    if check.kind == "http":
+        url = check.spec.replace("{host}", host.name).replace("{address}", address)
+        if not url.startswith(("http://", "https://")):
+            raise NixtasksError(f"{host.name}: check URL {url!r} does not start with http(s)://")
+        result = runner.run(commands.http_get(url, check.timeout), LOCAL, check=False)
+        body, _, code = result.stdout.rpartition("\n")
+        if not result.ok:
+            return False, f"{url}: {result.stderr.strip() or f'curl exit {result.exit_code}'}"
+        if code != str(check.status):
+            return False, f"{url} answered {code}, expected {check.status}"
+        if check.contains and check.contains not in body:
+            return False, f"{url} answered {code} without {check.contains!r}"
+        return True, "ok"
+    cmd = commands.unit_active(check.spec) if check.kind == "unit" else commands.host_command(check.spec)
+    try:
+        result = runner.run(cmd, host.target, check=False, timeout=check.timeout)
+    except CommandFailed as exc:
+        return False, str(exc)
+    if result.ok:
+        return True, "ok"
+    out = (result.stdout.strip() or result.stderr.strip()).splitlines()
+    return False, f"exit {result.exit_code}{': ' + out[-1] if out else ''}"
+
+
+def render_verdicts(verdicts: list[Verdict]) -> str:
+    lines = []
+    for v in verdicts:
+        lines.append(f"{v.host}: {'ok' if not v.problems else 'PROBLEMS'}")
+        lines += [f"  - {p}" for p in v.problems]
+        lines += [f"    {n}" for n in v.notes]
+    return "\n".join(lines)
