@@ -100,6 +100,7 @@ def lab() -> Lab:
         for line in labctl("env").stdout.splitlines():
             key, _, value = line.removeprefix("export ").partition("=")
             env[key] = value.strip("'")
+        env["NIXTASKS_JOURNAL"] = str(workspace / "journal.jsonl")  # never the operator's own journal
         yield Lab(workspace, env)
     finally:
         labctl("down", check=False)
@@ -146,6 +147,11 @@ class Fleet:
         subprocess.run(["nix", "copy", "--to", f"ssh://{host}", site], env=self.lab.env, check=True,
                        capture_output=True)
 
+    def invoke_json(self, *args: str) -> object:
+        proc = self.invoke(*args, "--json")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
     def build(self, host: str) -> str:
         attr = f'{self.path}#nixosConfigurations."{host}".config.system.build.toplevel'
         proc = subprocess.run(["nix", "build", "--json", "--no-link", attr], text=True, capture_output=True,
@@ -162,7 +168,9 @@ def fleet_repo(lab: Lab) -> Path:
     (path / "nixtasks.toml").write_text(
         '[defaults]\nflake = "."\n'
         f'ssh_config = "{STATE / "ssh/config"}"\n'
-        'nix_options = ["--option", "substituters", ""]\n\n'
+        'nix_options = ["--option", "substituters", ""]\n'
+        'checks = [{ http = "http://{address}/health", contains = \'"status": "ok"\', retries = 2, interval = 0.5 },\n'
+        '          { unit = "nixtasks-web.service", retries = 2, interval = 0.5 }]\n\n'
         '[hosts.web1]\ntarget = "root@web1"\n\n'
         '[hosts.web2]\ntarget = "deploy@web2"\n\n'
         '[hosts.db1]\ntarget = "root@db1"\n'
@@ -184,4 +192,5 @@ def fleet(lab: Lab, fleet_repo: Path) -> Fleet:
         (fleet_repo / "hosts.json").write_text(json.dumps(DEFAULT_KNOBS, indent=2) + "\n")
         fl.git("commit", "-qam", "default knobs")
     labctl("reset", *HOSTS)
+    Path(lab.env["NIXTASKS_JOURNAL"]).unlink(missing_ok=True)
     return fl

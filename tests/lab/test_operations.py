@@ -1,0 +1,148 @@
+"""Generations, rollback, verify, status and history, end to end in the lab."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from nixtasks.journal import HOST_JOURNAL
+
+
+def deploy(fleet, host: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return fleet.invoke("switch", "--host", host, "--yes", *extra)
+
+
+def release(fleet, host: str) -> str:
+    return json.loads(fleet.lab.health(host)[1])["release"]
+
+
+def test_two_deploys_then_rollback_to_previous_then_to_a_number(fleet):
+    """As the deploy user: listing generations needs sudo -n (the profile lock is root's)."""
+    assert deploy(fleet, "web2").returncode == 0
+    first = fleet.build("web2")
+    fleet.set_knobs("web2", release="1.1")
+    assert deploy(fleet, "web2").returncode == 0
+    second = fleet.build("web2")
+    gens = fleet.invoke_json("generations", "--host", "web2")["web2"]
+    assert [(g["number"], g["path"], g["running"], g["boots"]) for g in gens] == [
+        (2, second, True, True), (1, first, False, False)]
+    assert gens[0]["nixos_version"] == "1.1"
+
+    proc = fleet.invoke("rollback", "--host", "web2", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert "nixtasks-webapp: 1.1 → 1.0" in proc.stderr  # the closure diff before the question
+    assert fleet.lab.current_system("web2") == first == fleet.lab.profile("web2")
+    assert release(fleet, "web2") == "1.0"
+
+    proc = fleet.make("host/web2/rollback", "YES=1")  # previous of generation 1: none
+    assert proc.returncode == 2 and "no generation older" in proc.stderr, proc.stderr
+    proc = fleet.invoke("rollback", "--host", "web2", "--generation", "2", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert fleet.lab.current_system("web2") == second and release(fleet, "web2") == "1.1"
+
+
+def test_rollback_to_a_missing_generation_lists_the_real_ones(fleet):
+    assert deploy(fleet, "web1").returncode == 0
+    before = fleet.lab.current_system("web1")
+    proc = fleet.invoke("rollback", "--host", "web1", "--generation", "42", "--yes")
+    assert proc.returncode == 2
+    assert "error: web1: there is no generation 42; it has 1" in proc.stderr
+    assert fleet.lab.current_system("web1") == before
+
+
+def test_rollback_without_approval_is_refused(fleet):
+    deploy(fleet, "web1")
+    fleet.set_knobs("web1", release="1.1")
+    deploy(fleet, "web1")
+    before = fleet.lab.current_system("web1")
+    proc = fleet.invoke("rollback", "--host", "web1")
+    assert proc.returncode == 3 and "--yes" in proc.stderr
+    assert fleet.lab.current_system("web1") == before
+
+
+def test_rollback_boot_only_sets_the_boot_entry(fleet):
+    deploy(fleet, "web1")
+    first = fleet.build("web1")
+    fleet.set_knobs("web1", release="1.1")
+    deploy(fleet, "web1")
+    second = fleet.build("web1")
+    proc = fleet.invoke("rollback", "--host", "web1", "--boot", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert fleet.lab.current_system("web1") == second and fleet.lab.profile("web1") == first
+
+
+def test_rollback_whose_activation_fails_leaves_one_consistent_generation(fleet):
+    deploy(fleet, "web1")
+    fleet.set_knobs("web1", fail_activation=True)
+    assert deploy(fleet, "web1").returncode == 1  # generation 2 is a bad one
+    bad = fleet.build("web1")
+    fleet.set_knobs("web1", fail_activation=False, release="1.1")
+    assert deploy(fleet, "web1").returncode == 0  # generation 3
+    proc = fleet.invoke("rollback", "--host", "web1", "--generation", "2", "--yes")
+    assert proc.returncode == 1, proc.stderr
+    error = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error) == 1 and "rollback to generation 2 failed" in error[0], proc.stderr
+    assert "runs generation 2 and boots it" in error[0]
+    assert fleet.lab.current_system("web1") == bad == fleet.lab.profile("web1")
+
+
+def test_verify_clean_then_a_failed_unit_then_unhealthy(fleet):
+    deploy(fleet, "web1")
+    proc = fleet.invoke("verify", "--host", "web1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "web1: ok" in proc.stdout and "check http" in proc.stdout
+
+    fleet.set_knobs("web1", failed_units=["broken"])
+    deploy(fleet, "web1")
+    proc = fleet.invoke("verify", "--host", "web1")
+    assert proc.returncode == 1
+    assert "failed units: broken.service" in proc.stdout
+    assert "broken" in proc.stdout  # the error journal's last lines are shown
+
+    fleet.set_knobs("web1", failed_units=[], healthy=False)
+    deploy(fleet, "web1")
+    proc = fleet.invoke("verify", "--host", "web1")
+    assert proc.returncode == 1
+    assert "answered 500, expected 200" in proc.stdout and "(after 2 tries)" in proc.stdout
+
+
+def test_drift_after_a_change_behind_nixtasks_back(fleet):
+    deploy(fleet, "web1")
+    other = fleet.build("web2")  # any other system, activated by hand on web1
+    subprocess.run(["nix", "copy", "--to", "ssh://web1", other], env=fleet.lab.env, check=True, capture_output=True)
+    fleet.lab.ssh("web1", f"{other}/bin/switch-to-configuration test")
+    proc = fleet.invoke("verify", "--host", "web1")
+    assert proc.returncode == 1
+    assert f"drifted: runs {other}" in proc.stdout and "but boots" in proc.stdout
+    rows = fleet.invoke_json("status", "--host", "web1")
+    assert rows[0]["flake"] == "drifted"
+
+
+def test_status_over_several_hosts_with_one_unreachable(fleet):
+    deploy(fleet, "web1")
+    fleet.lab.exec("db1", "ip", "link", "set", "lab0", "down")
+    try:
+        rows = {r["host"]: r for r in fleet.invoke_json("status", "--all")}
+    finally:
+        fleet.lab.exec("db1", "ip", "link", "set", "lab0", "up")
+    assert rows["db1"]["reachable"] is False and "cannot reach" in rows["db1"]["error"]
+    assert rows["web1"]["reachable"] and rows["web1"]["flake"] == "up to date"
+    assert rows["web1"]["revision"] == "matches HEAD" and rows["web1"]["generation"] == 1
+    assert rows["web2"]["reachable"] and rows["web2"]["flake"] == "unknown"  # nothing activated yet
+
+
+def test_history_records_deploys_refusals_failures_and_rollbacks(fleet):
+    deploy(fleet, "web1", "--reason", "first")
+    fleet.invoke("switch", "--host", "web1")  # refused: no terminal
+    fleet.set_knobs("web1", fail_activation=True)
+    deploy(fleet, "web1")
+    fleet.invoke("rollback", "--host", "web1", "--yes")
+    records = [r for r in fleet.invoke_json("history", "--host", "web1") if r["host"] == "web1"]
+    outcomes = [(r["action"], r["outcome"]) for r in records][-4:]
+    assert outcomes == [("switch", "ok"), ("switch", "refused"), ("switch", "failed"), ("rollback", "ok")]
+    first = records[-4]
+    assert first["reason"] == "first" and first["after_generation"] == 1 and first["git_revision"]
+    assert records[-1]["before_generation"] == 2 and records[-1]["after_generation"] == 1
+    on_host = fleet.lab.exec("web1", "cat", HOST_JOURNAL).stdout
+    assert first["id"] in on_host and records[-1]["id"] in on_host
+    assert records[-3]["id"] not in on_host  # a refusal never reached the host
