@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
-from . import commands, deploy, inspect, inventory, journal, rollback
+from . import access, commands, deploy, inspect, inventory, journal, maintenance, rollback
 from .errors import NixtasksError, UsageError
 from .models import LOCAL, Action, Host, Report
 from .prompts import DRY_RUN, Prompter, prompter_for
@@ -175,3 +175,23 @@ def run_history(opts: Options, as_json: bool) -> None:
         print(json.dumps([asdict(r) for r in records], indent=2))
     else:
         print(journal.render(records))
+
+
+def run_gc(opts: Options, keep: int) -> None:
+    with session(opts) as (_inv, runner, hosts):
+        maintenance.gc(hosts, keep, runner, prompter(opts), echo)
+
+
+def run_doctor(opts: Options) -> None:
+    with session(opts) as (inv, runner, hosts):
+        findings = access.doctor(hosts, inv.flake, runner)
+    print(access.render(findings))
+    failed = [f for f in findings if not f.ok and not f.warning]
+    if failed:
+        raise NixtasksError(f"{len(failed)} problem(s), each with its fix above; first: {failed[0].host}: "
+                            f"{failed[0].check}: {failed[0].detail}")
+
+
+def print_sudoers(user: str) -> None:
+    inventory.user(user, "--user", "value")
+    print(access.sudoers(user), end="")

@@ -175,12 +175,14 @@ def collect_garbage() -> Command:
     return Command(("nix-store", "--gc"), sudo=True, changes=True)
 
 
-JOURNAL_APPEND = ('umask 022; mkdir -p "$(dirname "$1")" && printf "%s\\n" "$2" >> "$1"')
+def journal_dir(path: str) -> Command:
+    return Command(("mkdir", "-p", path.rsplit("/", 1)[0]), sudo=True, changes=True)
 
 
 def journal_append(path: str, line: str) -> Command:
-    """The record travels as one quoted argument: it is never parsed by a shell."""
-    return Command(("sh", "-c", JOURNAL_APPEND, "nixtasks-journal", path, line), sudo=True, changes=True)
+    """The record goes in on standard input: no shell ever parses it, and sudoers can allow
+    exactly `tee -a <journal>`."""
+    return Command(("tee", "-a", path), sudo=True, changes=True, stdin=line + "\n")
 
 
 def read_file(path: str) -> Command:
@@ -191,8 +193,19 @@ def free_space(path: str) -> Command:
     return Command(("df", "-Pk", "--", path))
 
 
-def closure_size(path: str) -> Command:
-    return Command(("nix", *NIX_FEATURES, "path-info", "--json", "-S", "--", path))
+def closure_info(path: str) -> Command:
+    """Every path of the closure with its NAR size."""
+    return Command(("nix", *NIX_FEATURES, "path-info", "--json", "-r", "--", path))
+
+
+def boot_files(system: str) -> Command:
+    """The kernel and initrd a boot loader copies to /boot (a system without them prints nothing)."""
+    return Command(("readlink", "-e", f"{system}/kernel", f"{system}/initrd"))
+
+
+def missing_paths(paths: Sequence[str]) -> Command:
+    """Run on the target: which of these store paths it does not have."""
+    return Command(("nix-store", "--check-validity", "--print-invalid", "--", *paths))
 
 
 def failed_units() -> Command:

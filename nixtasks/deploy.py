@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from . import commands, gitstate
+from . import commands, gitstate, space
 from .errors import CommandFailed, DeployFailed, NixtasksError, Refused
 from .generations import generation_of_profile_link
 from .journal import Journal, deployer_journal_path
@@ -147,12 +147,37 @@ def prepare(host: Host, built: Built, action: Action, runner: Runner) -> HostPla
     # Asking first makes an unreachable host fail fast, before any copy.
     current, generation = host_state(host, runner)
     if built.at != target:
+        if not runner.dry_run:
+            check_space(host, built, action, runner)
         copy = commands.nix_copy(built.path, to=target, source=built.at)
         runner.run(copy, LOCAL, label=host.name)
     diff = ""
     if current and current != built.path and not runner.dry_run:
         diff = runner.run(commands.diff_closures(current, built.path), target, check=False).stdout
     return HostPlan(host, action, built.path, current, diff, generation)
+
+
+def check_space(host: Host, built: Built, action: Action, runner: Runner) -> None:
+    """Refuse before copying when the host lacks room for the part of the closure it does not have."""
+    sizes = space.nar_sizes(runner.run(commands.closure_info(built.path), built.at).stdout)
+    missing = runner.run(commands.missing_paths(sorted(sizes)), host.target, label=host.name).stdout.split()
+    needs = [("/nix/store", sum(sizes.get(p, 0) for p in missing))]
+    if action.sets_profile:  # the boot loader copies the kernel and initrd to /boot
+        boot_files = runner.run(commands.boot_files(built.path), built.at, check=False).stdout.split()
+        needs.append(("/boot", sum(sizes.get(store_root(f), 0) for f in boot_files)))
+    for where, need in needs:
+        if need == 0:
+            continue
+        df = runner.run(commands.free_space(where), host.target, check=False)
+        refusal = space.shortage(host.name, where, need, space.available_bytes(df.stdout) if df.ok else None,
+                                 f"invoke gc --host {host.name} --keep 3")
+        if refusal:
+            raise NixtasksError(refusal)
+
+
+def store_root(path: str) -> str:
+    """`/nix/store/abc-linux/bzImage` -> `/nix/store/abc-linux`."""
+    return "/".join(path.split("/")[:4])
 
 
 def host_state(host: Host, runner: Runner) -> tuple[str | None, int | None]:

@@ -118,8 +118,9 @@ class Journal:
         record = new_record(host.name, action, outcome, reason=self.reason, **git, **fields)
         append_local(self.path, record)
         if on_host:
+            made = self.runner.run(commands.journal_dir(HOST_JOURNAL), host.target, check=False)
             result = self.runner.run(commands.journal_append(HOST_JOURNAL, record.line()), host.target, check=False)
-            if not result.ok:
+            if not (made.ok and result.ok):
                 self.echo(f"warning: {host.name}: could not write the host's journal ({HOST_JOURNAL}); "
                           f"the deployer's journal has the record")
         return record

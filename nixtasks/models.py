@@ -98,6 +98,7 @@ class Command:
     argv: tuple[str, ...]
     sudo: bool = False
     changes: bool = False
+    stdin: str = ""  # data for the command's standard input (never parsed by a shell)
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ class Outcome(enum.Enum):
 @dataclass(frozen=True)
 class HostResult:
     host: str
-    action: Action
+    action: Action | str  # a NixOS action, or what else was done ("gc")
     outcome: Outcome
     new_system: str | None = None
     previous_system: str | None = None
@@ -154,7 +155,7 @@ class HostResult:
 
 @dataclass(frozen=True)
 class Report:
-    action: Action
+    action: Action | str
     results: tuple[HostResult, ...] = field(default_factory=tuple)
 
     @property

@@ -74,7 +74,7 @@ def execute(req: Request, runner: Runner, prompter: Prompter, echo: Echo, journa
             result = activate(step, runner)
         results.append(result)
         journal.write_result(host, "rollback", result)
-    return finish(Report(action, tuple(results)), echo)
+    return finish(Report("rollback", tuple(results)), echo)
 
 
 def prepare(host: Host, req: Request, action: Action, runner: Runner, echo: Echo) -> Step:

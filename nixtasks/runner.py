@@ -73,7 +73,8 @@ class Runner:
         if cmd.changes and self.dry_run:
             self.echo(f"would run{f' on {label}' if label else ''}: {shlex.join(argv)}")
             return Result(0, "", "")
-        result = self._execute(argv, label if stream else None, echo_stdout=echo_stdout, timeout=timeout)
+        result = self._execute(argv, label if stream else None, echo_stdout=echo_stdout, timeout=timeout,
+                               stdin=cmd.stdin)
         if check and not result.ok:
             raise self.failure(cmd, target, label or str(target), result)
         return result
@@ -106,7 +107,7 @@ class Runner:
         return env
 
     def _execute(self, argv: tuple[str, ...], label: str | None, quiet: bool = False,
-                 echo_stdout: bool = True, timeout: float | None = None) -> Result:
+                 echo_stdout: bool = True, timeout: float | None = None, stdin: str = "") -> Result:
         import sh  # imported here: `invoke --list` must stay fast
 
         out: list[str] = []
@@ -132,7 +133,7 @@ class Runner:
             raise NixtasksError(f"{argv[0]} is not installed or not on PATH; install it and try again") from exc
         try:
             proc = program(*argv[1:], _env=self.nix_env(), _out=on_out, _err=on_err, _tty_out=False,
-                           _ok_code=list(range(256)), _decode_errors="replace", _in="", _return_cmd=True,
+                           _ok_code=list(range(256)), _decode_errors="replace", _in=stdin, _return_cmd=True,
                            _timeout=timeout)
         except sh.TimeoutException:  # like timeout(1)
             return Result(124, "".join(out), "".join(err) + f"timed out after {timeout:g} s")

@@ -143,6 +143,37 @@ def history(c: Any, host: Any = None, tag: Any = None, all: bool = False, json: 
     run_history(options(host, inventory=inventory, tag=tag, all_hosts=all), json)
 
 
+@task(iterable=["host", "tag"], help=help_for("host", "target-host", "sudo", "no-sudo", "dry-run", "yes", "inventory",
+                                              **SELECT, keep="how many of the newest generations to keep"))
+@reports_errors
+def gc(c: Any, host: Any = None, keep: int = 3, tag: Any = None, all: bool = False, target_host: str | None = None,
+       sudo: bool = False, no_sudo: bool = False, dry_run: bool = False, yes: bool = False,
+       inventory: str | None = None) -> None:
+    """Delete old generations (never the running or booting one) and collect garbage."""
+    from .app import run_gc
+
+    run_gc(options(host, target_host, sudo, no_sudo, dry_run, yes, inventory=inventory, tag=tag, all_hosts=all), keep)
+
+
+@task(iterable=["host", "tag"], help=help_for("host", "target-host", "sudo", "no-sudo", "inventory", **SELECT))
+@reports_errors
+def doctor(c: Any, host: Any = None, tag: Any = None, all: bool = False, target_host: str | None = None,
+           sudo: bool = False, no_sudo: bool = False, inventory: str | None = None) -> None:
+    """Pre-flight: ssh, sudo, Nix, copy trust, disk space, git; prints the fix for each problem."""
+    from .app import run_doctor
+
+    run_doctor(options(host, target_host, sudo, no_sudo, inventory=inventory, tag=tag, all_hosts=all))
+
+
+@task(help={"user": "the ssh user nixtasks logs in as (default: deploy)"})
+@reports_errors
+def sudoers(c: Any, user: str = "deploy") -> None:
+    """Print a sudoers snippet allowing exactly the commands nixtasks runs with sudo."""
+    from .app import print_sudoers
+
+    print_sudoers(user)
+
+
 build = action_task("build", "Build the system closure; activate nothing.")
 dry_build = action_task("dry-build", "Show what would be built or fetched; build nothing.")
 switch = action_task("switch", "Build, set the boot profile and activate now.")
@@ -150,4 +181,5 @@ boot = action_task("boot", "Build and set the boot profile; activate at the next
 test = action_task("test", "Build and activate now; leave the boot entry alone.")
 dry_activate = action_task("dry-activate", "Build and show what activation would change.")
 
-ns = Collection(build, dry_build, switch, boot, test, dry_activate, rollback, generations, status, verify, history)
+ns = Collection(build, dry_build, switch, boot, test, dry_activate, rollback, generations, status, verify,
+                history, gc, doctor, sudoers)

@@ -1,0 +1,153 @@
+"""What a host must grant nixtasks: the sudoers snippet for a non-root user, and the doctor
+that checks ssh, sudo, Nix, copy trust, disk space and the git tree, printing each fix."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from . import commands, gitstate, space
+from .journal import HOST_JOURNAL
+from .models import SYSTEM_PROFILE, Action, Command, Host, Target
+from .runner import Runner
+
+Echo = Callable[[str], None]
+ANY = "\0"  # stands for a sudoers wildcard while the arguments are escaped
+ENV_PATHS = ("/run/current-system/sw/bin/env", "/usr/bin/env")  # NixOS, then FHS systems
+LOW_SPACE = 1024**3
+
+
+def root_commands() -> list[Command]:
+    """Every command nixtasks runs with sudo, with wildcards where values vary: built from
+    the same builders the deploys use, so the snippet cannot fall behind them."""
+    store_path = f"/nix/store/{ANY}"
+    cmds = [commands.set_profile(store_path), commands.list_generations(), commands.switch_generation(0),
+            commands.delete_generations([0]), commands.collect_garbage(), commands.journal_dir(HOST_JOURNAL),
+            commands.journal_append(HOST_JOURNAL, "")]
+    for system in (store_path, SYSTEM_PROFILE):
+        for systemd in (True, False):
+            cmds.append(commands.switch_to_configuration(system, Action.SWITCH, systemd=systemd))
+    return cmds
+
+
+def sudoers_escape(word: str) -> str:
+    escaped = re.sub(r"([\\,:=()!\"#*?\[\]])", r"\\\1", word)
+    return escaped.replace(ANY, "*")
+
+
+def command_line(cmd: Command) -> str:
+    argv = list(commands.on_host(cmd, sudo=False)[1:])  # without the leading `env`
+    if cmd.argv[0] == "nix-env" and cmd.argv[-2] in ("--switch-generation", "--delete-generations"):
+        argv[-1] = ANY
+    if argv[-1] in ("switch",) and "switch-to-configuration" in argv[-2]:
+        argv[-1] = ANY  # switch, boot, test, dry-activate
+    return " ".join(sudoers_escape(a) for a in argv)
+
+
+def sudoers(user: str) -> str:
+    lines = sorted({f"{env} {command_line(c)}" for c in root_commands() for env in ENV_PATHS})
+    alias = ", \\\n    ".join(lines)
+    return (f"# nixtasks: what {user} may run as root, and nothing else (sudo -n, no password).\n"
+            f"# A user Nix trusts can already add any store path, so this limits mistakes, not a hostile {user}.\n"
+            f"Cmnd_Alias NIXTASKS = \\\n    {alias}\n"
+            f"{user} ALL=(root) NOPASSWD: NIXTASKS\n")
+
+
+# --- doctor --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    host: str
+    check: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    warning: bool = False  # reported, but not a failure
+
+
+def doctor_host(host: Host, runner: Runner) -> list[Finding]:
+    target = host.target
+    name = host.name
+    found: list[Finding] = []
+    where = "this machine" if target.is_local else str(target)
+    reach = runner.run(Command(("id", "-un")), target, check=False)
+    if not reach.ok:
+        err = reach.stderr
+        if "Host key verification failed" in err or "No ED25519 host key is known" in err or "host key" in err:
+            fix = (f"check the host's key fingerprint out of band, then: ssh-keyscan {target.address} >> "
+                   "~/.ssh/known_hosts")
+        elif "Permission denied" in err:
+            fix = f"ssh-copy-id {target.ssh_destination}"
+        else:
+            fix = f"check that {target.address} is up and reachable: ssh {target.ssh_destination} true"
+        detail = (err.strip().splitlines() or [f"exit {reach.exit_code}"])[-1]
+        return [Finding(name, "ssh", False, f"{where}: {detail}", fix)]
+    user = reach.stdout.strip()
+    found.append(Finding(name, "ssh", True, f"{where}: batch mode, host key known, logged in as {user}"))
+    if user == "root":
+        found.append(Finding(name, "root", True, "the ssh user is root: no sudo needed"))
+    else:
+        probe = runner.run(Command(("sudo", "-n", "-l", *commands.on_host(commands.list_generations(), sudo=False))),
+                           target, check=False)
+        found.append(Finding(name, "sudo", probe.ok,
+                             f"{user} can run nixtasks' commands with sudo -n" if probe.ok else
+                             f"{user} cannot run nixtasks' commands with sudo -n: "
+                             f"{(probe.stderr.strip().splitlines() or ['refused'])[-1]}",
+                             f"put the output of `invoke sudoers --user {user}` in /etc/sudoers.d/nixtasks "
+                             "(check it with visudo -cf), or on NixOS add it to security.sudo.extraConfig"))
+    version = runner.run(Command(("nix", "--version")), target, check=False)
+    found.append(Finding(name, "nix", version.ok, version.stdout.strip() or "nix is not installed",
+                         "install Nix (on NixOS it is always there); https://nixos.org/download"))
+    if user != "root":
+        found.append(copy_trust(name, user, target, runner))
+    for path in ("/nix/store", "/boot"):
+        df = runner.run(commands.free_space(path), target, check=False)
+        free = space.available_bytes(df.stdout) if df.ok else None
+        if free is not None:
+            found.append(Finding(name, f"space {path}", free >= LOW_SPACE, f"{space.human(free)} free",
+                                 f"invoke gc --host {name} --keep 3"))
+    return found
+
+
+def copy_trust(name: str, user: str, target: Target, runner: Runner) -> Finding:
+    """A non-root user's copies are accepted if Nix trusts the user (or the paths are signed)."""
+    config = runner.run(Command(("nix", "--extra-experimental-features", "nix-command", "show-config")), target,
+                        check=False).stdout
+    groups = runner.run(Command(("id", "-Gn")), target, check=False).stdout.split()
+    trusted = next((line.split("=", 1)[1].split() for line in config.splitlines()
+                    if line.startswith("trusted-users")), [])
+    ok = user in trusted or "*" in trusted or any(f"@{g}" in trusted for g in groups)
+    return Finding(name, "copy trust", ok,
+                   f"trusted-users = {' '.join(trusted) or '(none)'}: copies by {user} "
+                   f"{'are accepted' if ok else 'are refused (lacks a valid signature)'}",
+                   f"add {user} to trusted-users: in /etc/nix/nix.conf `trusted-users = root {user}`, or on NixOS "
+                   f'`nix.settings.trusted-users = [ "{user}" ];`, then restart nix-daemon')
+
+
+def doctor(hosts: tuple[Host, ...], flake: str, runner: Runner) -> list[Finding]:
+    git = gitstate.read(runner, flake)
+    found = [Finding("(deployer)", "git", True, f"the flake's tree is at {git.summary}")]
+    if git.changes:
+        found.append(Finding("(deployer)", "git", False, f"{len(git.changes)} uncommitted change(s); deploys of "
+                             "this machine will ask, and the systems record no revision",
+                             "commit them: git status; git commit -a", warning=True))
+    if git.untracked:
+        found.append(Finding("(deployer)", "git", False, f"untracked, so the flake cannot see: "
+                             f"{', '.join(git.untracked[:5])}", "git add them if they matter", warning=True))
+    with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+        for findings in pool.map(lambda h: doctor_host(h, runner), hosts):
+            found += findings
+    return found
+
+
+def render(findings: list[Finding]) -> str:
+    lines = []
+    for f in findings:
+        mark = "ok  " if f.ok else "warn" if f.warning else "FAIL"
+        lines.append(f"[{mark}] {f.host}: {f.check}: {f.detail}")
+        if not f.ok:
+            lines.append(f"       fix: {f.fix}")
+    return "\n".join(lines)
