@@ -96,7 +96,7 @@ def render(records: list[Record]) -> str:
     lines = [f"{'TIME':25}  {'HOST':10}  {'ACTION':9}  {'OUTCOME':11}  {'GEN':9}  {'GIT':13}  WHO / WHY"]
     for r in records:
         gens = "-" if r.before_generation is None and r.after_generation is None else \
-            f"{r.before_generation or '-'}->{r.after_generation or '-'}"
+            f"{r.before_generation or '-'}→{r.after_generation or '-'}"
         git = (r.git_revision or "-")[:12] + ("*" if r.git_dirty else "")
         why = r.operator + (f": {r.reason}" if r.reason else "") + (f" ({r.message})" if r.message else "")
         lines.append(f"{r.time:25}  {r.host:10}  {r.action:9}  {r.outcome:11}  {gens:9}  {git:13}  {why}")

@@ -162,23 +162,7 @@ class Fleet:
 @pytest.fixture(scope="session")
 def fleet_repo(lab: Lab) -> Path:
     path = lab.workspace / "fleet"
-    shutil.copytree(REPO / "examples" / "fleet", path)
-    shutil.copy(REPO / "examples" / "Makefile", path / "Makefile")
-    (path / "tasks.py").write_text("from nixtasks.tasks import ns  # noqa: F401\n")
-    (path / "nixtasks.toml").write_text(
-        '[defaults]\nflake = "."\n'
-        f'ssh_config = "{STATE / "ssh/config"}"\n'
-        'nix_options = ["--option", "substituters", ""]\n'
-        'checks = [{ http = "http://{address}/health", contains = \'"status": "ok"\', retries = 2, interval = 0.5 },\n'
-        '          { unit = "nixtasks-web.service", retries = 2, interval = 0.5 }]\n\n'
-        '[hosts.web1]\ntarget = "root@web1"\n\n'
-        '[hosts.web2]\ntarget = "deploy@web2"\n\n'
-        '[hosts.db1]\ntarget = "root@db1"\n'
-    )
-    (path / "hosts.json").write_text(json.dumps(DEFAULT_KNOBS, indent=2) + "\n")
-    for args in (["init", "-q"], ["config", "user.name", "nixtasks tests"], ["config", "user.email", "tests@nixtasks"],
-                 ["add", "-A"], ["commit", "-qm", "fleet"]):
-        subprocess.run(["git", "-C", str(path), *args], check=True)
+    subprocess.run([str(REPO / "examples" / "make-repo"), str(path)], check=True)
     return path
 
 
