@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
-from . import access, commands, deploy, inspect, inventory, journal, maintenance, rollback
+from . import access, commands, deploy, inspection, inventory, journal, maintenance, rollback
 from .errors import NixtasksError, UsageError
 from .models import LOCAL, Action, Host, Report
 from .prompts import DRY_RUN, Prompter, prompter_for
@@ -134,22 +134,22 @@ def run_generations(opts: Options, as_json: bool) -> None:
         print(rollback.render_all(found))
 
 
-def run_status(opts: Options, as_json: bool) -> list[inspect.StatusRow]:
+def run_status(opts: Options, as_json: bool) -> list[inspection.StatusRow]:
     if not (opts.hosts or opts.tags):
         opts = replace(opts, all_hosts=True)  # status is read-only: the whole fleet by default
     with session(opts) as (inv, runner, hosts):
-        rows = inspect.status(hosts, inv.flake, inv.defaults.nix_options, runner, echo)
+        rows = inspection.status(hosts, inv.flake, inv.defaults.nix_options, runner, echo)
     if as_json:
         print(json.dumps([r.as_json() for r in rows], indent=2))
     else:
-        inspect.render_status(rows)
+        inspection.render_status(rows)
     return rows
 
 
 def run_verify(opts: Options) -> None:
     with session(opts) as (inv, runner, hosts):
-        verdicts = inspect.verify(hosts, inv.flake, inv.defaults.nix_options, runner, echo)
-    print(inspect.render_verdicts(verdicts))
+        verdicts = inspection.verify(hosts, inv.flake, inv.defaults.nix_options, runner, echo)
+    print(inspection.render_verdicts(verdicts))
     bad = [v for v in verdicts if v.problems]
     if bad:
         raise NixtasksError("; ".join(f"{v.host}: {v.problems[0]}" + (f" (and {len(v.problems) - 1} more)"

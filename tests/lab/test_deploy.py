@@ -241,3 +241,20 @@ def test_local_switch_asks_when_the_tree_is_dirty(fleet):
     assert proc.returncode != 0 and "no terminal to ask on" in proc.stderr, proc.stderr
     assert "uncommitted change" in proc.stderr
     unchanged(fleet, "web1")
+
+
+def test_local_rollback_and_generations_on_a_lab_host(fleet):
+    fleet.seed_host("web1")
+    make = ["make", "-C", str(fleet.path), f"INVOKE={sys.executable} -m invoke"]
+    assert fleet.lab.exec("web1", *make, "switch", check=False).returncode == 0
+    first = fleet.build("web1")
+    fleet.set_knobs("web1", release="1.1")
+    assert fleet.lab.exec("web1", *make, "switch", check=False).returncode == 0
+    assert '"release": "1.1"' in fleet.lab.health("web1")[1]
+    proc = fleet.lab.exec("web1", "sh", "-c", f"cd {fleet.path} && {sys.executable} -m invoke generations --json",
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert [g["number"] for g in json.loads(proc.stdout)["web1"]] == [2, 1]
+    proc = fleet.lab.exec("web1", *make, "rollback", check=False)  # this machine: no approval asked
+    assert proc.returncode == 0, proc.stderr
+    assert fleet.lab.current_system("web1") == first and '"release": "1.0"' in fleet.lab.health("web1")[1]

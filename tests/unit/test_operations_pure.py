@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from nixtasks import access, generations, inspect, journal, space
+from nixtasks import access, generations, inspection, journal, space
 from nixtasks.errors import InventoryError, UsageError
 from nixtasks.inventory import parse
 from nixtasks.models import Check, GitState
@@ -82,23 +82,24 @@ def test_journal_merge_keeps_one_copy_sorted_and_skips_damaged_lines(tmp_path: P
 
 
 def test_facts_and_drift():
-    facts = inspect.parse_facts("running\t/nix/store/a\nprofile\tsystem-3-link\nprofile-path\t/nix/store/a\n"
+    facts = inspection.parse_facts("running\t/nix/store/a\nprofile\tsystem-3-link\nprofile-path\t/nix/store/a\n"
                                 "revision\tabc\nfailed\tbroken.service\nstate\tdegraded\n")
     assert (facts.generation, facts.failed_units, facts.state) == (3, ("broken.service",), "degraded")
-    assert inspect.compare(facts, "/nix/store/a") == "up to date"
-    assert inspect.compare(facts, "/nix/store/b") == "drifted"
-    assert inspect.compare(facts, None) == "unknown"
-    assert inspect.revision_state(facts, GitState("abc")) == "matches HEAD"
-    assert inspect.revision_state(facts, GitState("xyz")).startswith("differs")
+    assert inspection.compare(facts, "/nix/store/a") == "up to date"
+    assert inspection.compare(facts, "/nix/store/b") == "drifted"
+    assert inspection.compare(facts, None) == "unknown"
+    assert inspection.revision_state(facts, GitState("abc")) == "matches HEAD"
+    assert inspection.revision_state(facts, GitState("xyz")).startswith("differs")
 
 
 def test_flake_at_head_only_for_a_dirty_local_tree(tmp_path: Path):
     flake = tmp_path / "fleet"
     flake.mkdir()
     dirty = GitState("f" * 40, dirty=True)
-    assert inspect.flake_at_head(str(flake), dirty, str(tmp_path)) == f"git+file://{tmp_path}?rev={'f' * 40}&dir=fleet"
-    assert inspect.flake_at_head(str(flake), GitState("f" * 40), str(tmp_path)) == str(flake)
-    assert inspect.flake_at_head("github:me/fleet", dirty, None) == "github:me/fleet"
+    expected = f"git+file://{tmp_path}?rev={'f' * 40}&dir=fleet"
+    assert inspection.flake_at_head(str(flake), dirty, str(tmp_path)) == expected
+    assert inspection.flake_at_head(str(flake), GitState("f" * 40), str(tmp_path)) == str(flake)
+    assert inspection.flake_at_head("github:me/fleet", dirty, None) == "github:me/fleet"
 
 
 def test_space():
