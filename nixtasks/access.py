@@ -14,43 +14,61 @@ from .models import SYSTEM_PROFILE, Action, Command, Host, Target
 from .runner import Runner
 
 Echo = Callable[[str], None]
-ANY = "\0"  # stands for a sudoers wildcard while the arguments are escaped
 ENV_PATHS = ("/run/current-system/sw/bin/env", "/usr/bin/env")  # NixOS, then FHS systems
 LOW_SPACE = 1024**3
 
+# Placeholders for the parts of a command that vary, and the sudoers regex each becomes.
+# Anchored regexes (sudo >= 1.9.10), never `*` wildcards: in sudoers a `*` in the arguments
+# matches across spaces and slashes, so `/nix/store/*/bin/...` would also allow
+# `/nix/store/../../bin/sh -c ...`.
+STORE, NUMBER, NUMBERS, ACTION = "\0store\0", "\0n\0", "\0ns\0", "\0action\0"
+PATTERNS = {
+    STORE: r"/nix/store/[0-9a-z]{32}-[-+._?0-9A-Za-z\=]+",  # a store path: no slash, no space
+    NUMBER: "[0-9]+",
+    NUMBERS: "[0-9]+( [0-9]+)*",
+    ACTION: "(switch|boot|test|dry-activate)",
+}
+
 
 def root_commands() -> list[Command]:
-    """Every command nixtasks runs with sudo, with wildcards where values vary: built from
-    the same builders the deploys use, so the snippet cannot fall behind them."""
-    store_path = f"/nix/store/{ANY}"
-    cmds = [commands.set_profile(store_path), commands.list_generations(), commands.switch_generation(0),
+    """Every command nixtasks runs with sudo, with placeholders where values vary: built
+    from the same builders the deploys use, so the snippet cannot fall behind them."""
+    cmds = [commands.set_profile(STORE), commands.list_generations(), commands.switch_generation(0),
             commands.delete_generations([0]), commands.collect_garbage(), commands.journal_dir(HOST_JOURNAL),
             commands.journal_append(HOST_JOURNAL, "")]
-    for system in (store_path, SYSTEM_PROFILE):
+    for system in (STORE, SYSTEM_PROFILE):
         for systemd in (True, False):
             cmds.append(commands.switch_to_configuration(system, Action.SWITCH, systemd=systemd))
     return cmds
 
 
-def sudoers_escape(word: str) -> str:
-    escaped = re.sub(r"([\\,:=()!\"#*?\[\]])", r"\\\1", word)
-    return escaped.replace(ANY, "*")
+def literal(text: str) -> str:
+    """Text matched as itself: regex specials in brackets, sudoers specials escaped."""
+    return "".join(f"[{c}]" if c in ".+*?()[]{}|^$" else f"\\{c}" if c in ",:=\\#!\"" else c for c in text)
+
+
+def regex_word(word: str) -> str:
+    return "".join(PATTERNS.get(part) or literal(part) for part in re.split("(\0[a-z]+\0)", word) if part)
 
 
 def command_line(cmd: Command) -> str:
+    """The arguments after `env` as one anchored sudoers regex."""
     argv = list(commands.on_host(cmd, sudo=False)[1:])  # without the leading `env`
-    if cmd.argv[0] == "nix-env" and cmd.argv[-2] in ("--switch-generation", "--delete-generations"):
-        argv[-1] = ANY
-    if argv[-1] in ("switch",) and "switch-to-configuration" in argv[-2]:
-        argv[-1] = ANY  # switch, boot, test, dry-activate
-    return " ".join(sudoers_escape(a) for a in argv)
+    if argv[-2] == "--switch-generation":
+        argv[-1] = NUMBER
+    elif argv[-2] == "--delete-generations":
+        argv[-1] = NUMBERS
+    elif argv[-2].endswith("/bin/switch-to-configuration"):
+        argv[-1] = ACTION
+    return "^" + " ".join(regex_word(a) for a in argv) + "$"
 
 
 def sudoers(user: str) -> str:
     lines = sorted({f"{env} {command_line(c)}" for c in root_commands() for env in ENV_PATHS})
     alias = ", \\\n    ".join(lines)
     return (f"# nixtasks: what {user} may run as root, and nothing else (sudo -n, no password).\n"
-            f"# A user Nix trusts can already add any store path, so this limits mistakes, not a hostile {user}.\n"
+            f"# Needs sudo 1.9.10 or newer (regular expressions in arguments). Note that a user Nix\n"
+            f"# trusts (trusted-users) can add any store path, which is root-equivalent by itself.\n"
             f"Cmnd_Alias NIXTASKS = \\\n    {alias}\n"
             f"{user} ALL=(root) NOPASSWD: NIXTASKS\n")
 

@@ -29,13 +29,14 @@ def nix_eval_systems(flake: str, configs: Sequence[str], *, show_trace: bool = F
              "drv = cs.${n}.config.system.build.toplevel.drvPath; "
              "out = cs.${n}.config.system.build.toplevel.outPath; }; }) [ " + names + " ])")
     trace = ("--show-trace",) if show_trace else ()
-    return Command(("nix", *NIX_FEATURES, "eval", "--json", *trace, *nix_options, f"{flake}#nixosConfigurations",
-                    "--apply", apply))
+    # Reading a flake must never change the repository (a missing lock file stays missing).
+    return Command(("nix", *NIX_FEATURES, "eval", "--json", "--no-write-lock-file", *trace, *nix_options,
+                    f"{flake}#nixosConfigurations", "--apply", apply))
 
 
 def nix_eval_config_names(flake: str, nix_options: Sequence[str] = ()) -> Command:
-    return Command(("nix", *NIX_FEATURES, "eval", "--json", *nix_options, f"{flake}#nixosConfigurations",
-                    "--apply", "builtins.attrNames"))
+    return Command(("nix", *NIX_FEATURES, "eval", "--json", "--no-write-lock-file", *nix_options,
+                    f"{flake}#nixosConfigurations", "--apply", "builtins.attrNames"))
 
 
 def nix_copy(path: str, *, to: Target | None = None, source: Target | None = None) -> Command:
@@ -204,8 +205,10 @@ def boot_files(system: str) -> Command:
 
 
 def missing_paths(paths: Sequence[str]) -> Command:
-    """Run on the target: which of these store paths it does not have."""
-    return Command(("nix-store", "--check-validity", "--print-invalid", "--", *paths))
+    """Run on the target: which of these store paths it does not have. The paths go in on
+    standard input: a big closure would not fit in one remote command line."""
+    return Command(("xargs", "-r", "nix-store", "--check-validity", "--print-invalid", "--"),
+                   stdin="".join(f"{p}\n" for p in paths))
 
 
 def failed_units() -> Command:

@@ -57,23 +57,25 @@ def execute(req: Request, runner: Runner, prompter: Prompter, echo: Echo, journa
             HostResult(h.name, req.action, Outcome.OK, built[key(h)].path if built else None) for h in req.hosts
         )), echo)
     with ThreadPoolExecutor(max_workers=min(16, len(req.hosts))) as pool:
-        host_plans = tuple(pool.map(lambda h: prepare(h, built[key(h)], req.action, runner), req.hosts))
+        # Every host is checked (reachable, a NixOS closure, room for it) before any copy starts.
+        states = list(pool.map(lambda h: inspect_host(h, built[key(h)], req.action, runner), req.hosts))
+        host_plans = tuple(pool.map(lambda hs: prepare(hs[0], built[key(hs[0])], req.action, hs[1], runner),
+                                    zip(req.hosts, states)))
     plan = Plan(req.action, host_plans, git, tuple(runner.warnings), req.reason)
     echo(render(plan))
     results: list[HostResult] = []
     for hp in host_plans:
         if any(r.outcome is Outcome.FAILED for r in results):
             results.append(unchanged(hp, Outcome.SKIPPED, "not attempted after a failure"))
+            journal.write_result(hp.host, req.action.value, results[-1])
             continue
         if needs_approval(req.action, hp.host, git) and not prompter.confirm(approval_question(hp)):
             results.append(unchanged(hp, Outcome.DECLINED, "declined; nothing changed"))
-            continue
-        results.append(activate(hp, runner))
-    report = Report(req.action, tuple(results))
-    if req.action.changes_host:
-        for hp, result in zip(host_plans, report.results):
-            journal.write_result(hp.host, req.action.value, result)
-    return finish(report, echo)
+        else:
+            results.append(activate(hp, runner))
+        if req.action.changes_host:  # at once: an interruption later must not lose this record
+            journal.write_result(hp.host, req.action.value, results[-1])
+    return finish(Report(req.action, tuple(results)), echo)
 
 
 def unchanged(hp: HostPlan, outcome: Outcome, message: str) -> HostResult:
@@ -138,19 +140,24 @@ def build(req: Request, runner: Runner, echo: Echo) -> dict[tuple[str, Target], 
 # --- per host --------------------------------------------------------------------------------
 
 
-def prepare(host: Host, built: Built, action: Action, runner: Runner) -> HostPlan:
-    """Check the closure, copy it to the host and read what the host runs now."""
-    target = host.target
+def inspect_host(host: Host, built: Built, action: Action, runner: Runner) -> tuple[str | None, int | None]:
+    """Before any copy: the closure is a NixOS system, the host answers, and it has room."""
     if not runner.dry_run and not runner.run(commands.is_nixos_system(built.path), built.at, check=False).ok:
         raise NixtasksError(f"{host.name}: {built.path} is not a NixOS system (it has no nixos-version); "
                             "check that the flake output is config.system.build.toplevel")
-    # Asking first makes an unreachable host fail fast, before any copy.
-    current, generation = host_state(host, runner)
+    state = host_state(host, runner)
+    if built.at != host.target and not runner.dry_run:
+        check_space(host, built, action, runner)
+    return state
+
+
+def prepare(host: Host, built: Built, action: Action, state: tuple[str | None, int | None],
+            runner: Runner) -> HostPlan:
+    """Copy the closure to the host and diff it against what the host runs now."""
+    current, generation = state
+    target = host.target
     if built.at != target:
-        if not runner.dry_run:
-            check_space(host, built, action, runner)
-        copy = commands.nix_copy(built.path, to=target, source=built.at)
-        runner.run(copy, LOCAL, label=host.name)
+        runner.run(commands.nix_copy(built.path, to=target, source=built.at), LOCAL, label=host.name)
     diff = ""
     if current and current != built.path and not runner.dry_run:
         diff = runner.run(commands.diff_closures(current, built.path), target, check=False).stdout
@@ -160,11 +167,11 @@ def prepare(host: Host, built: Built, action: Action, runner: Runner) -> HostPla
 def check_space(host: Host, built: Built, action: Action, runner: Runner) -> None:
     """Refuse before copying when the host lacks room for the part of the closure it does not have."""
     sizes = space.nar_sizes(runner.run(commands.closure_info(built.path), built.at).stdout)
-    missing = runner.run(commands.missing_paths(sorted(sizes)), host.target, label=host.name).stdout.split()
+    missing = set(runner.run(commands.missing_paths(sorted(sizes)), host.target, label=host.name).stdout.split())
     needs = [("/nix/store", sum(sizes.get(p, 0) for p in missing))]
-    if action.sets_profile:  # the boot loader copies the kernel and initrd to /boot
+    if action.sets_profile:  # the boot loader copies a kernel and initrd the host does not have yet to /boot
         boot_files = runner.run(commands.boot_files(built.path), built.at, check=False).stdout.split()
-        needs.append(("/boot", sum(sizes.get(store_root(f), 0) for f in boot_files)))
+        needs.append(("/boot", sum(sizes.get(store_root(f), 0) for f in boot_files if store_root(f) in missing)))
     for where, need in needs:
         if need == 0:
             continue
@@ -210,10 +217,18 @@ def activate(hp: HostPlan, runner: Runner) -> HostResult:
     except CommandFailed as exc:
         return fail(f"{hp.action.value} failed (exit {exc.returncode}){': ' + exc.detail if exc.detail else ''}")
     if hp.action.changes_running_system and not runner.dry_run:
-        now = runner.run(commands.current_system(), target, check=False).stdout.strip()
+        now_result = runner.run(commands.current_system(), target, check=False)
+        if now_result.exit_code == 255 and not target.is_local:
+            return fail(f"{hp.action.value} ran, but the host no longer answers over ssh")
+        now = now_result.stdout.strip()
         if now != path:
             return fail(f"after {hp.action.value}, /run/current-system is {now or 'missing'}, not {path}")
-    generation = None if runner.dry_run else host_state(host, runner)[1]
+    if runner.dry_run:
+        return HostResult(host.name, hp.action, Outcome.OK, path, hp.current_system, "", hp.current_generation)
+    try:
+        generation = host_state(host, runner)[1]
+    except CommandFailed as exc:  # the activation may have cut the host off
+        return fail(f"{hp.action.value} ran, but the host no longer answers: {exc}")
     return HostResult(host.name, hp.action, Outcome.OK, path, hp.current_system, "", hp.current_generation,
                       generation)
 

@@ -56,18 +56,38 @@ def new_record(host: str, action: str, outcome: str, **fields: Any) -> Record:
                   outcome=outcome, **fields)
 
 
+TEXT_FIELDS = ("id", "time", "operator", "host", "action", "outcome", "reason", "message")
+OPTIONAL_TEXT = ("before_path", "after_path", "git_revision")
+NUMBERS = ("before_generation", "after_generation")
+
+
+def well_formed(data: object) -> bool:
+    """A host's journal is written by whoever can write it: trust only the exact shape."""
+    if not isinstance(data, dict) or set(data) != set(Record.__dataclass_fields__):
+        return False
+    return (all(isinstance(data[k], str) for k in TEXT_FIELDS)
+            and all(data[k] is None or isinstance(data[k], str) for k in OPTIONAL_TEXT)
+            and all(data[k] is None or (isinstance(data[k], int) and not isinstance(data[k], bool))
+                    for k in NUMBERS)
+            and (data["git_dirty"] is None or isinstance(data["git_dirty"], bool)))
+
+
 def parse_lines(text: str) -> list[Record]:
     """Records from journal text; lines that are not records (damaged, foreign) are skipped."""
-    names = set(Record.__dataclass_fields__)
     records = []
     for line in text.splitlines():
         try:
             data = json.loads(line)
-            if isinstance(data, dict) and names >= set(data) >= {"id", "time", "host", "action", "outcome"}:
-                records.append(Record(**data))
-        except (ValueError, TypeError):
+        except ValueError:
             continue
+        if well_formed(data):
+            records.append(Record(**data))
     return records
+
+
+def printable(text: str) -> str:
+    """No terminal control sequences from a journal reach the operator's screen."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)
 
 
 def merge(*journals: Iterable[Record]) -> list[Record]:
@@ -99,7 +119,8 @@ def render(records: list[Record]) -> str:
             f"{r.before_generation or '-'}→{r.after_generation or '-'}"
         git = (r.git_revision or "-")[:12] + ("*" if r.git_dirty else "")
         why = r.operator + (f": {r.reason}" if r.reason else "") + (f" ({r.message})" if r.message else "")
-        lines.append(f"{r.time:25}  {r.host:10}  {r.action:9}  {r.outcome:11}  {gens:9}  {git:13}  {why}")
+        line = f"{r.time:25}  {r.host:10}  {r.action:9}  {r.outcome:11}  {gens:9}  {git:13}  {why}"
+        lines.append(printable(line))
     return "\n".join(lines)
 
 

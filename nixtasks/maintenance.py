@@ -26,6 +26,8 @@ def gc(hosts: tuple[Host, ...], keep: int, runner: Runner, prompter: Prompter, e
        journal_path: Path | None = None) -> Report:
     journal = Journal(runner, journal_path or deployer_journal_path(), None, "", echo)
     if not runner.dry_run and not prompter.can_ask:
+        for host in hosts:
+            journal.write(host, "gc", "refused", on_host=False, message="no terminal and no approval")
         raise Refused(f"gc on {', '.join(h.name for h in hosts)} deletes generations and needs an approval; "
                       f"{HOW_TO_APPROVE}. Nothing was deleted")
     with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
@@ -38,6 +40,7 @@ def gc(hosts: tuple[Host, ...], keep: int, runner: Runner, prompter: Prompter, e
              f"(the newest {keep}, the running one and the one that boots), then collect garbage")
         if not prompter.confirm(f"Delete {len(doomed)} generation(s) on {host.name} and collect garbage?"):
             results.append(HostResult(host.name, "gc", Outcome.DECLINED, message="declined"))
+            journal.write(host, "gc", "declined", message="declined; nothing deleted")
             continue
         try:
             if doomed:
@@ -46,6 +49,7 @@ def gc(hosts: tuple[Host, ...], keep: int, runner: Runner, prompter: Prompter, e
             out = runner.run(commands.collect_garbage(), host.target, label=host.name)
         except CommandFailed as exc:
             results.append(HostResult(host.name, "gc", Outcome.FAILED, message=str(exc)))
+            journal.write(host, "gc", "failed", message=str(exc))
             continue
         if runner.dry_run:
             results.append(HostResult(host.name, "gc", Outcome.OK, message="dry run: nothing deleted"))

@@ -47,7 +47,8 @@ def show_generations(hosts: tuple[Host, ...], runner: Runner) -> dict[str, HostG
 class Step:
     plan: HostPlan
     target: Generation
-    boot_before: Generation | None
+    boot_before: Generation | None  # the boot entry before the rollback
+    running_before: Generation | None  # the generation whose system was running, if any
 
 
 def execute(req: Request, runner: Runner, prompter: Prompter, echo: Echo, journal_path: Path | None = None) -> Report:
@@ -89,7 +90,8 @@ def prepare(host: Host, req: Request, action: Action, runner: Runner, echo: Echo
     if gens.running_path and gens.running_path != target.path and not runner.dry_run:
         diff = runner.run(commands.diff_closures(gens.running_path, target.path), host.target, check=False).stdout
     plan = HostPlan(host, action, target.path, gens.running_path or None, diff, boot.number if boot else None)
-    return Step(plan, target, boot)
+    running = next((g for g in gens.generations if g.running), None)
+    return Step(plan, target, boot, running)
 
 
 def question(step: Step) -> str:
@@ -113,7 +115,12 @@ def activate(step: Step, runner: Runner) -> HostResult:
     if runner.dry_run:
         return HostResult(host.name, plan.action, Outcome.OK, target.path, plan.current_system, "",
                           plan.current_generation, target.number)
-    running, generation = host_state(host, runner)
+    try:
+        running, generation = host_state(host, runner)
+    except CommandFailed as exc:
+        return HostResult(host.name, plan.action, Outcome.FAILED, None, plan.current_system,
+                          f"the rollback ran, but {host.name} no longer answers ({exc}); check it by hand",
+                          plan.current_generation)
     expected_running = plan.current_system if plan.action is Action.BOOT else target.path
     if running != expected_running or generation != target.number:
         return HostResult(host.name, plan.action, Outcome.FAILED, running, plan.current_system,
@@ -133,17 +140,24 @@ def reconcile(step: Step, exc: CommandFailed, runner: Runner) -> HostResult:
     except CommandFailed:
         return HostResult(host.name, plan.action, Outcome.FAILED, None, plan.current_system,
                           f"{failed}; {host.name} no longer answers, check it by hand", plan.current_generation)
+    # What the profile should point to now that the old system still runs: for --boot, the old
+    # boot entry; for a switch, the generation of the system that is still running.
+    back = step.boot_before if plan.action is Action.BOOT else step.running_before
+    inconsistent = (f"INCONSISTENT: {host.name} runs {running or 'nothing'} but boots generation {generation}; "
+                    f"check it and run `invoke rollback --host {host.name} --generation N`")
     if plan.action is Action.SWITCH and running == target.path and generation == target.number:
         note = f"{host.name} runs generation {target.number} and boots it"
-    elif running == plan.current_system and step.boot_before and generation != step.boot_before.number:
-        runner.run(commands.switch_generation(step.boot_before.number), host.target, label=host.name, stream=True)
-        generation = step.boot_before.number
-        note = f"the profile is back on generation {generation}, which {host.name} still runs"
-    elif running == plan.current_system and step.boot_before and generation == step.boot_before.number:
-        note = f"{host.name} still runs and boots generation {generation}"
+    elif running == plan.current_system and back is not None and generation == back.number:
+        note = f"{host.name} still runs {'and boots ' if plan.action is Action.SWITCH else ''}what it did before"
+    elif running == plan.current_system and back is not None:
+        try:
+            runner.run(commands.switch_generation(back.number), host.target, label=host.name, stream=True)
+            generation = back.number
+            note = f"the profile is back on generation {back.number}"
+        except CommandFailed as put_back:
+            note = f"{inconsistent} (putting the profile back failed: {put_back})"
     else:
-        note = (f"INCONSISTENT: {host.name} runs {running or 'nothing'} but boots generation {generation}; "
-                f"check it and run `invoke rollback --host {host.name} --generation N`")
+        note = inconsistent
     return HostResult(host.name, plan.action, Outcome.FAILED, running, plan.current_system, f"{failed}; {note}",
                       plan.current_generation, generation)
 

@@ -8,11 +8,14 @@ from .errors import NixtasksError
 
 
 def nar_sizes(path_info_json: str) -> dict[str, int]:
-    """`nix path-info --json -r` -> {store path: NAR size}."""
+    """`nix path-info --json -r` -> {store path: NAR size}: a list before Nix 2.19, an
+    object keyed by path since."""
     try:
         entries = json.loads(path_info_json)
+        if isinstance(entries, dict):
+            return {p: int((v or {}).get("narSize") or 0) for p, v in entries.items()}
         return {e["path"]: int(e.get("narSize") or 0) for e in entries}
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise NixtasksError(f"nix path-info printed nothing I can read: {path_info_json[:100]!r}") from exc
 
 

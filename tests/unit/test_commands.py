@@ -24,9 +24,9 @@ DEPLOY = Target("web1", "deploy", sudo=True)
 
 def test_one_evaluation_maps_each_configuration_to_its_paths():
     cmd = commands.nix_eval_systems("/repo", ["web1", "db1"], show_trace=True, nix_options=("--option", "a", "b"))
-    assert cmd.argv[:8] == ("nix", "--extra-experimental-features", "nix-command flakes", "eval", "--json",
-                            "--show-trace", "--option", "a")
-    assert cmd.argv[8:10] == ("b", "/repo#nixosConfigurations")
+    assert cmd.argv[:9] == ("nix", "--extra-experimental-features", "nix-command flakes", "eval", "--json",
+                            "--no-write-lock-file", "--show-trace", "--option", "a")
+    assert cmd.argv[9:11] == ("b", "/repo#nixosConfigurations")
     apply = cmd.argv[-1]
     assert cmd.argv[-2] == "--apply" and '[ "web1" "db1" ]' in apply
     assert "toplevel.drvPath" in apply and "toplevel.outPath" in apply
@@ -132,3 +132,15 @@ def test_failed_commands_are_named_briefly():
         "switch-to-configuration test")
     assert describe(commands.set_profile(PATH).argv) == "nix-env"
     assert describe(commands.realise(["/nix/store/a.drv"]).argv) == "nix-store"
+
+
+def test_closure_paths_go_to_the_host_on_stdin():
+    cmd = commands.missing_paths(["/nix/store/a", "/nix/store/b"])
+    assert cmd.argv == ("xargs", "-r", "nix-store", "--check-validity", "--print-invalid", "--")
+    assert cmd.stdin == "/nix/store/a\n/nix/store/b\n"
+
+
+def test_journal_records_go_to_the_host_on_stdin():
+    cmd = commands.journal_append("/var/lib/nixtasks/journal.jsonl", '{"reason": "$(id); `id`"}')
+    assert cmd.argv == ("tee", "-a", "/var/lib/nixtasks/journal.jsonl") and cmd.sudo
+    assert cmd.stdin == '{"reason": "$(id); `id`"}\n'

@@ -68,6 +68,21 @@ def test_profile_link_number():
     assert generations.generation_of_profile_link("nonsense") is None
 
 
+def test_damaged_or_hostile_journal_lines_are_skipped_and_control_characters_never_printed():
+    good = journal.new_record("web1", "switch", "ok", reason="\x1b[31mred")
+    bad = [
+        '{"id":"a","time":1,"operator":"x","host":"web1","action":null,"outcome":"ok"}',
+        good.line().replace('"host": "web1"', '"host": ["web1"]'),
+        good.line().replace('"before_generation": null', '"before_generation": "1"'),
+    ]
+    assert journal.parse_lines("\n".join([*bad, good.line()])) == [good]
+    assert "\x1b" not in journal.render([good])
+
+
+def test_path_info_json_before_and_after_nix_2_19():
+    assert space.nar_sizes('{"/nix/store/a": {"narSize": 7}}') == {"/nix/store/a": 7}
+
+
 def test_journal_merge_keeps_one_copy_sorted_and_skips_damaged_lines(tmp_path: Path):
     first = journal.new_record("web1", "switch", "ok", reason="a; $(id)")
     second = journal.new_record("web1", "rollback", "ok")
@@ -112,14 +127,18 @@ def test_space():
     assert space.nar_sizes('[{"path": "/nix/store/a", "narSize": 5}]') == {"/nix/store/a": 5}
 
 
-def test_sudoers_snippet_escapes_and_wildcards():
+def test_sudoers_snippet_uses_anchored_regexes_never_wildcards():
     text = access.sudoers("deploy")
+    store = "/nix/store/[0-9a-z]{32}-[-+._?0-9A-Za-z\\=]+"
     assert "deploy ALL=(root) NOPASSWD: NIXTASKS" in text
-    assert "/usr/bin/env -i PATH\\=/run/wrappers/bin\\:" in text
-    assert "nix-env -p /nix/var/nix/profiles/system --set /nix/store/*" in text
-    assert "--switch-generation *" in text and "tee -a /var/lib/nixtasks/journal.jsonl" in text
-    assert "--unit\\=nixtasks-switch-to-configuration /nix/store/*/bin/switch-to-configuration *" in text
-    assert access.sudoers_escape("a,b:c=d(e)") == "a\\,b\\:c\\=d\\(e\\)"
+    assert "/usr/bin/env ^-i PATH\\=/run/wrappers/bin\\:" in text
+    assert f"nix-env -p /nix/var/nix/profiles/system --set {store}$" in text
+    assert "--switch-generation [0-9]+$" in text and "--delete-generations [0-9]+( [0-9]+)*$" in text
+    assert "tee -a /var/lib/nixtasks/journal[.]jsonl$" in text
+    assert (f"--unit\\=nixtasks-switch-to-configuration {store}/bin/switch-to-configuration "
+            "(switch|boot|test|dry-activate)$") in text
+    assert "*" not in text.replace("[0-9]+( [0-9]+)*", "")
+    assert access.literal("a,b:c=d(e).") == "a\\,b\\:c\\=d[(]e[)][.]"
 
 
 def test_health_checks_in_the_inventory(tmp_path: Path):
