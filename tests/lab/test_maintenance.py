@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from nixtasks.commands import REMOTE_PATH
+
 from .conftest import STATE, labctl
 from .test_operations import deploy
 
@@ -79,6 +81,12 @@ def test_the_sudoers_snippet_is_all_deploy_needs(fleet):
     lab.exec("web2", "sh", "-c", f"cat > /etc/sudoers.d/deploy <<'EOF'\n{snippet}EOF\nchmod 0440 /etc/sudoers.d/deploy")
     assert "parsed OK" in lab.exec("web2", "visudo", "-c").stdout
     assert lab.ssh("deploy@web2", "sudo -n id", check=False).returncode != 0  # nothing else is allowed
+    env = f"env -i PATH={REMOTE_PATH}"
+    for attack in ("/nix/store/../../bin/sh -c id x/bin/switch-to-configuration switch",
+                   f"/nix/store/{'a' * 32}-x/../../../bin/sh/bin/switch-to-configuration switch",
+                   "nix-env -p /nix/var/nix/profiles/system --switch-generation 1 -p /tmp/other"):
+        proc = lab.ssh("deploy@web2", f"sudo -n {env} {attack}", check=False)
+        assert proc.returncode != 0 and "password is required" in proc.stderr, attack
     assert deploy(fleet, "web2").returncode == 0
     fleet.set_knobs("web2", release="1.1")
     assert deploy(fleet, "web2").returncode == 0
