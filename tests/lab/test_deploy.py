@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 
+from nixtasks.host.runner import Runner
 from nixtasks.models import LOCAL, Command, Target
-from nixtasks.runner import Runner
 
 from .conftest import STATE, labctl
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nixtasks.commands import REMOTE_PATH
+from nixtasks.host.commands import REMOTE_PATH
 
 from .conftest import STATE, labctl
 from .test_operations import deploy

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 
-from nixtasks.journal import HOST_JOURNAL
+from nixtasks.actions.journal import HOST_JOURNAL
 
 
 def deploy(fleet, host: str, *extra: str) -> subprocess.CompletedProcess[str]:

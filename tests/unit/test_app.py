@@ -2,9 +2,10 @@ from pathlib import Path
 
 import pytest
 
-from nixtasks import app, inventory
+from nixtasks import inventory
+from nixtasks.cli import app
 from nixtasks.errors import UsageError
-from nixtasks.runner import Runner
+from nixtasks.host.runner import Runner
 
 
 def test_target_host_needs_a_host(tmp_path: Path):

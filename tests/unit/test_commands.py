@@ -2,7 +2,7 @@ import shlex
 
 import pytest
 
-from nixtasks import commands
+from nixtasks.host import commands
 from nixtasks.models import Action, Command, Target
 
 PATH = "/nix/store/abc-nixos-system-web1-1.0"

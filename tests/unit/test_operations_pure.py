@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from nixtasks import access, generations, inspection, journal, space
+from nixtasks.actions import access, inspection, journal
 from nixtasks.errors import InventoryError, UsageError
+from nixtasks.host import generations, space
 from nixtasks.inventory import parse
 from nixtasks.models import Check, GitState
 

@@ -1,8 +1,8 @@
-from nixtasks import plan
+from nixtasks.actions import plan
 from nixtasks.errors import Refused
-from nixtasks.gitstate import parse_status
+from nixtasks.host.gitstate import parse_status
+from nixtasks.host.prompts import NoTerminal, Scripted
 from nixtasks.models import Action, GitState, Host, HostPlan, HostResult, Outcome, Plan, Report, Target
-from nixtasks.prompts import NoTerminal, Scripted
 
 REMOTE = Host("web1", "web1", Target("web1", "root"))
 LOCAL = Host("box", "box", Target(sudo=False))

@@ -12,11 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
-from . import access, commands, deploy, inspection, inventory, journal, maintenance, rollback
-from .errors import NixtasksError, UsageError
-from .models import LOCAL, Action, Host, Report
-from .prompts import DRY_RUN, Prompter, prompter_for
-from .runner import Runner
+from .. import inventory
+from ..actions import access, deploy, gc, inspection, journal, rollback
+from ..errors import NixtasksError, UsageError
+from ..host import commands
+from ..host.prompts import DRY_RUN, Prompter, prompter_for
+from ..host.runner import Runner
+from ..models import LOCAL, Action, Host, Report
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,7 @@ def run_history(opts: Options, as_json: bool) -> None:
 
 def run_gc(opts: Options, keep: int) -> None:
     with session(opts) as (_inv, runner, hosts):
-        maintenance.gc(hosts, keep, runner, prompter(opts), echo)
+        gc.gc(hosts, keep, runner, prompter(opts), echo)
 
 
 def run_doctor(opts: Options) -> None:

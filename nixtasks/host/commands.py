@@ -7,7 +7,7 @@ import json
 import shlex
 from collections.abc import Sequence
 
-from .models import SYSTEM_PROFILE, Action, Command, Target
+from ..models import SYSTEM_PROFILE, Action, Command, Target
 
 NIX_FEATURES = ("--extra-experimental-features", "nix-command flakes")
 # On the host, commands get a clean environment: the operator's variables must not leak

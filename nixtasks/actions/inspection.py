@@ -10,12 +10,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from . import commands, gitstate
-from .errors import CommandFailed, NixtasksError
-from .generations import generation_of_profile_link
-from .models import LOCAL, SYSTEM_PROFILE, Check, Command, GitState, Host
+from ..errors import CommandFailed, NixtasksError
+from ..host import commands, gitstate
+from ..host.generations import generation_of_profile_link
+from ..host.runner import Runner
+from ..models import LOCAL, SYSTEM_PROFILE, Check, Command, GitState, Host
 from .plan import store_name
-from .runner import Runner
 
 Echo = Callable[[str], None]
 

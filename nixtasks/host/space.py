@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .errors import NixtasksError
+from ..errors import NixtasksError
 
 
 def nar_sizes(path_info_json: str) -> dict[str, int]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 
+from ..models import LOCAL, GitState
 from . import commands
-from .models import LOCAL, GitState
 from .runner import Runner
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .models import Action, GitState, Host, HostPlan, Plan, Report
+from ..models import Action, GitState, Host, HostPlan, Plan, Report
 
 VERBS = {
     Action.SWITCH: "Switch",

@@ -16,9 +16,9 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..errors import CommandFailed, HostUnreachable, NixtasksError, UsageError
+from ..models import Command, Target
 from . import commands
-from .errors import CommandFailed, HostUnreachable, NixtasksError, UsageError
-from .models import Command, Target
 
 Echo = Callable[[str], None]
 

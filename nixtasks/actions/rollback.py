@@ -10,16 +10,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import commands
+from ..errors import CommandFailed, Refused
+from ..host import commands
+from ..host.generations import Generation, HostGenerations, choose_target, kernel_changes, parse, render
+from ..host.prompts import HOW_TO_APPROVE, Prompter
+from ..host.runner import Runner
+from ..models import SYSTEM_PROFILE, Action, Host, HostPlan, HostResult, Outcome, Plan, Report
 from .deploy import finish, host_state, unchanged
-from .errors import CommandFailed, Refused
-from .generations import Generation, HostGenerations, choose_target, kernel_changes, parse, render
 from .journal import Journal, deployer_journal_path
-from .models import SYSTEM_PROFILE, Action, Host, HostPlan, HostResult, Outcome, Plan, Report
 from .plan import render as render_plan
 from .plan import store_name
-from .prompts import HOW_TO_APPROVE, Prompter
-from .runner import Runner
 
 Echo = Callable[[str], None]
 

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterable
 from typing import Protocol
 
-from .errors import Refused
+from ..errors import Refused
 
 HOW_TO_APPROVE = "pass --yes, YES=1 to make, or set NIXTASKS_YES=1"
 

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from . import commands, gitstate, space
-from .errors import CommandFailed, DeployFailed, NixtasksError, Refused
-from .generations import generation_of_profile_link
+from ..errors import CommandFailed, DeployFailed, NixtasksError, Refused
+from ..host import commands, gitstate, space
+from ..host.generations import generation_of_profile_link
+from ..host.prompts import HOW_TO_APPROVE, Prompter
+from ..host.runner import Runner
+from ..models import LOCAL, Action, Host, HostPlan, HostResult, Outcome, Plan, Report, Target
 from .journal import Journal, deployer_journal_path
-from .models import LOCAL, Action, Host, HostPlan, HostResult, Outcome, Plan, Report, Target
 from .plan import approval_question, needs_approval, render, render_git, render_report
-from .prompts import HOW_TO_APPROVE, Prompter
-from .runner import Runner
 
 Echo = Callable[[str], None]
 T = TypeVar("T")

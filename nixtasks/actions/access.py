@@ -8,10 +8,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import commands, gitstate, space
+from ..host import commands, gitstate, space
+from ..host.runner import Runner
+from ..models import SYSTEM_PROFILE, Action, Command, Host, Target
 from .journal import HOST_JOURNAL
-from .models import SYSTEM_PROFILE, Action, Command, Host, Target
-from .runner import Runner
 
 Echo = Callable[[str], None]
 ENV_PATHS = ("/run/current-system/sw/bin/env", "/usr/bin/env")  # NixOS, then FHS systems

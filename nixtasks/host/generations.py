@@ -7,8 +7,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import UsageError
-from .models import SYSTEM_PROFILE
+from ..errors import UsageError
+from ..models import SYSTEM_PROFILE
 
 LIST_LINE = re.compile(r"^\s*(\d+)\s+(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)\s*(\(current\))?\s*$")
 

@@ -14,9 +14,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from . import commands
-from .models import GitState, Host, HostResult, Outcome
-from .runner import Runner
+from ..host import commands
+from ..host.runner import Runner
+from ..models import GitState, Host, HostResult, Outcome
 
 HOST_JOURNAL = "/var/lib/nixtasks/journal.jsonl"
 

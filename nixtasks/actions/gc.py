@@ -8,15 +8,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import commands
-from .errors import CommandFailed, DeployFailed, Refused
-from .generations import HostGenerations, numbers_text, to_delete
+from ..errors import CommandFailed, DeployFailed, Refused
+from ..host import commands
+from ..host.generations import HostGenerations, numbers_text, to_delete
+from ..host.prompts import HOW_TO_APPROVE, Prompter
+from ..host.runner import Runner
+from ..models import Host, HostResult, Outcome, Report
 from .journal import Journal, deployer_journal_path
-from .models import Host, HostResult, Outcome, Report
 from .plan import render_report
-from .prompts import HOW_TO_APPROVE, Prompter
 from .rollback import read_generations
-from .runner import Runner
 
 Echo = Callable[[str], None]
 FREED = re.compile(r"^\d+ store paths deleted, .* freed$", re.M)
