@@ -137,30 +137,75 @@ class Plan:
 class Outcome(enum.Enum):
     OK = "ok"
     FAILED = "failed"
+    ROLLED_BACK = "rolled back"  # failed, then put back on the system it ran before
+    REVERTED = "reverted by the watchdog"  # cut off after activation; the host reverted by itself
+    SKIPPED = "skipped"  # not reachable, and --skip-unreachable
     DECLINED = "declined"
-    SKIPPED = "skipped"
+    LOCKED = "locked"  # another deploy holds the host's lock
+    NOT_STARTED = "not started"  # a batch before halted the deploy, or Ctrl-C
+
+    @property
+    def changed_nothing(self) -> bool:
+        return self in (Outcome.SKIPPED, Outcome.DECLINED, Outcome.LOCKED, Outcome.NOT_STARTED)
+
+
+class Stage(enum.Enum):
+    """Where a host is in the pipeline; timed per host in the report."""
+
+    BUILD = "build"
+    COPY = "copy"
+    LOCK = "lock"
+    ACTIVATION = "activation"
+    CONFIRM = "confirm"
+    CHECKS = "checks"
+    ROLLBACK = "rollback"
 
 
 @dataclass(frozen=True)
 class HostResult:
     host: str
-    action: Action | str  # a NixOS action, or what else was done ("gc")
+    action: Action | str  # a NixOS action, or what else was done ("gc", "rollback")
     outcome: Outcome
-    new_system: str | None = None
+    new_system: str | None = None  # what the host runs (or boots, for boot) afterwards
     previous_system: str | None = None
     message: str = ""
     previous_generation: int | None = None
     generation: int | None = None
+    duration: float = 0.0  # seconds, from lock to unlock
+    stages: tuple[tuple[Stage, float], ...] = ()  # seconds per stage
+
+    @property
+    def failed(self) -> bool:
+        """Went wrong, whatever was done about it afterwards: never exits 0."""
+        return self.outcome in (Outcome.FAILED, Outcome.ROLLED_BACK, Outcome.REVERTED, Outcome.LOCKED)
 
 
 @dataclass(frozen=True)
 class Report:
     action: Action | str
     results: tuple[HostResult, ...] = field(default_factory=tuple)
+    interrupted: bool = False
 
     @property
     def ok(self) -> bool:
-        return all(r.outcome is Outcome.OK for r in self.results)
+        return not self.interrupted and all(r.outcome is Outcome.OK for r in self.results)
 
     def failed(self) -> tuple[HostResult, ...]:
-        return tuple(r for r in self.results if r.outcome is Outcome.FAILED)
+        return tuple(r for r in self.results if r.failed)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How a fleet goes out: batches, parallelism, and what a failure does."""
+
+    parallel: int = 10  # hosts activated at once within a batch
+    batches: tuple[str, ...] = ()  # Ansible's serial: "1", "5", "20%"; the last repeats. Empty: one batch
+    pause: float = 0.0  # seconds between batches
+    max_fail_percentage: float = 0.0  # of a batch; exceeding it halts, equalling it does not
+    rollback_batch_on_failure: bool = False  # roll back a halting batch's healthy hosts too
+    checks: bool = True  # run health checks after activation
+    rollback: bool = True  # roll a failed host back
+    watchdog: bool = True  # arm the connectivity watchdog before activating a remote host
+    confirm_timeout: float = 30.0  # seconds the watchdog waits for the confirmation
+    lock_timeout: float = 1800.0  # seconds after which a dead deployer's lock expires
+    skip_unreachable: bool = False  # report unreachable hosts as skipped instead of stopping

@@ -12,61 +12,12 @@ from dataclasses import dataclass, field
 
 from ..errors import CommandFailed, NixtasksError
 from ..host import commands, gitstate
-from ..host.generations import generation_of_profile_link
+from ..host.facts import Facts, read_facts
 from ..host.runner import Runner
-from ..models import LOCAL, SYSTEM_PROFILE, Check, Command, GitState, Host
+from ..models import LOCAL, Check, GitState, Host
 from .plan import store_name
 
 Echo = Callable[[str], None]
-
-# One round trip per host; constant text, nothing from the user goes into it.
-FACTS_SCRIPT = f"""
-printf 'running\\t%s\\n' "$(readlink -e /run/current-system 2>/dev/null)"
-printf 'profile\\t%s\\n' "$(readlink {SYSTEM_PROFILE} 2>/dev/null)"
-printf 'profile-path\\t%s\\n' "$(readlink -e {SYSTEM_PROFILE} 2>/dev/null)"
-printf 'version\\t%s\\n' "$(cat /run/current-system/nixos-version 2>/dev/null)"
-printf 'revision\\t%s\\n' "$(cat /run/current-system/configuration-revision 2>/dev/null)"
-printf 'state\\t%s\\n' "$(systemctl is-system-running 2>/dev/null)"
-systemctl --failed --plain --no-legend --no-pager 2>/dev/null | while read -r unit rest; do
-  printf 'failed\\t%s\\n' "$unit"
-done
-"""
-
-
-@dataclass(frozen=True)
-class Facts:
-    reachable: bool
-    running: str = ""
-    generation: int | None = None
-    boot_path: str = ""
-    version: str = ""
-    revision: str = ""
-    state: str = ""
-    failed_units: tuple[str, ...] = ()
-    error: str = ""
-
-
-def parse_facts(text: str) -> Facts:
-    values: dict[str, str] = {}
-    failed: list[str] = []
-    for line in text.splitlines():
-        key, _, value = line.partition("\t")
-        if key == "failed" and value:
-            failed.append(value)
-        else:
-            values[key] = value
-    return Facts(True, values.get("running", ""), generation_of_profile_link(values.get("profile", "")),
-                 values.get("profile-path", ""), values.get("version", ""), values.get("revision", ""),
-                 values.get("state", ""), tuple(failed))
-
-
-def read_facts(host: Host, runner: Runner) -> Facts:
-    cmd = Command(("sh", "-c", FACTS_SCRIPT))
-    result = runner.run(cmd, host.target, check=False)
-    if not result.ok:
-        return Facts(False, error=str(runner.failure(cmd, host.target, host.name, result)))
-    return parse_facts(result.stdout)
-
 
 def flake_at_head(flake: str, git: GitState, toplevel: str | None) -> str:
     """The flake as committed: a dirty working tree is not what HEAD builds."""

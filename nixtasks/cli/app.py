@@ -17,7 +17,7 @@ from ..actions import access, deploy, gc, inspection, journal, rollback
 from ..errors import NixtasksError, UsageError
 from ..host import commands
 from ..host.prompts import DRY_RUN, Prompter, prompter_for
-from ..host.runner import Runner
+from ..host.runner import Runner, ShRunner
 from ..models import LOCAL, Action, Host, Report
 
 
@@ -101,7 +101,7 @@ def check_flake_defines(inv: inventory.Inventory, names: list[str], runner: Runn
 def session(opts: Options) -> Iterator[tuple[inventory.Inventory, Runner, tuple[Host, ...]]]:
     """The inventory, a runner (its ssh masters closed at the end) and the hosts to act on."""
     inv = inventory.load(opts.inventory)
-    with Runner(ssh_config=inv.defaults.ssh_config, ssh_extra=inv.defaults.ssh_options,
+    with ShRunner(ssh_config=inv.defaults.ssh_config, ssh_extra=inv.defaults.ssh_options,
                 dry_run=opts.dry_run, echo=echo) as runner:
         yield inv, runner, resolve_hosts(inv, opts, runner)
 

@@ -240,3 +240,88 @@ def ssh_resolve(destination: str, options: Sequence[str]) -> Command:
 
 def git_toplevel(repo: str) -> Command:
     return Command(("git", "-C", repo, "rev-parse", "--show-toplevel"))
+
+
+# --- locks and the connectivity watchdog (fleet deploys) ----------------------------------
+
+LOCK_UNIT = "nixtasks-lock.service"
+WATCHDOG_UNIT = "nixtasks-watchdog"
+WATCHDOG_DIR = "/run/nixtasks"  # tmpfs: a reboot forgets an armed watchdog, as it forgets the timer
+WATCHDOG_ARMED = f"{WATCHDOG_DIR}/watchdog-armed"
+WATCHDOG_REVERTED = f"{WATCHDOG_DIR}/watchdog-reverted"
+
+
+def take_lock(owner: str, ttl: float) -> Command:
+    """A transient unit is the lock: systemd refuses a second unit of the same name, atomically,
+    and RuntimeMaxSec ends it when a dead deployer never releases it. `owner` is
+    `who=...,action=...,pid=...,since=...` (letters, digits and `@._:=,+-` only)."""
+    return Command(("systemd-run", f"--unit={LOCK_UNIT}", "--quiet", "--collect",
+                    f"--property=RuntimeMaxSec={int(ttl)}", f"--description=nixtasks-lock:{owner}",
+                    "sleep", "infinity"), sudo=True, changes=True)
+
+
+def release_lock() -> Command:
+    return Command(("systemctl", "stop", LOCK_UNIT), sudo=True, changes=True)
+
+
+def lock_holder() -> Command:
+    return Command(("systemctl", "show", "--property=Description", "--property=ActiveState", LOCK_UNIT))
+
+
+# The watchdog reverts unless the deployer confirms. It fires `timeout` seconds after it was
+# armed; if the activation is still running then, it waits for it to end and gives the
+# confirmation `timeout` seconds more. Whoever renames or removes the armed file first wins:
+# the confirmation (rm) or the revert (mv). One line each: sudoers matches them literally.
+# Arguments: $1 generation to put the profile back on (empty: leave the profile), $2 the
+# system that booted before, $3 the system that ran before, $4 the action, $5 the timeout.
+REVERT_SCRIPT = (
+    'PATH="$3/sw/bin:$PATH"; '
+    "if systemctl is-active -q nixtasks-switch-to-configuration.service; then "
+    "while systemctl is-active -q nixtasks-switch-to-configuration.service; do sleep 1; done; sleep \"$5\"; fi; "
+    f"mv {WATCHDOG_ARMED} {WATCHDOG_DIR}/watchdog-fired 2>/dev/null || exit 0; "
+    'echo "nixtasks watchdog: no confirmation within $5 s, reverting to $3"; '
+    'if [ -n "$1" ]; then nix-env -p /nix/var/nix/profiles/system --switch-generation "$1"; fi; '
+    'if [ "$4" = test ] || [ -z "$1" ]; then "$3/bin/switch-to-configuration" test; '
+    'elif [ "$2" = "$3" ]; then /nix/var/nix/profiles/system/bin/switch-to-configuration switch; '
+    'else /nix/var/nix/profiles/system/bin/switch-to-configuration boot; "$3/bin/switch-to-configuration" test; fi; '
+    f'echo "$(date +%s) $?" > {WATCHDOG_REVERTED}'
+)
+ARM_SCRIPT = (
+    f"mkdir -p {WATCHDOG_DIR} && rm -f {WATCHDOG_DIR}/watchdog-fired {WATCHDOG_REVERTED} && : > {WATCHDOG_ARMED} && "
+    f"exec systemd-run --unit={WATCHDOG_UNIT} --quiet --collect --on-active=\"$1\" "
+    "--timer-property=AccuracySec=100ms -- /bin/sh -c \"$2\" nixtasks-watchdog \"$3\" \"$4\" \"$5\" \"$6\" \"$1\""
+)
+CONFIRM_SCRIPT = f"rm {WATCHDOG_ARMED} && systemctl stop {WATCHDOG_UNIT}.timer"
+
+
+def arm_watchdog(timeout: float, generation: int | None, booted: str, running: str, action: Action) -> Command:
+    """Arm the host's watchdog: unless confirmed, put back `generation` (the profile) and
+    `running` (the running system) `timeout` seconds after the activation ends."""
+    return Command(("sh", "-c", ARM_SCRIPT, "nixtasks-arm", str(int(timeout)), REVERT_SCRIPT,
+                    "" if generation is None else str(generation), booted or running, running, action.value),
+                   sudo=True, changes=True)
+
+
+def confirm_watchdog() -> Command:
+    """Sent over a fresh ssh connection: a host whose new network or sshd is broken cannot."""
+    return Command(("sh", "-c", CONFIRM_SCRIPT), sudo=True, changes=True)
+
+
+def revert(generation: int | None, booted: str, running: str, action: Action, *, systemd: bool) -> tuple[Command, ...]:
+    """The deployer's own rollback, doing what the watchdog does: the profile back on
+    `generation`, the boot loader written for it, and the system that ran before activated
+    again. Without a generation to go back to, only the running system is put back."""
+    cmds: list[Command] = []
+    if generation is not None and action.sets_profile:
+        cmds.append(switch_generation(generation))
+    if action is Action.BOOT:
+        if generation is not None:
+            cmds.append(switch_to_configuration(SYSTEM_PROFILE, Action.BOOT, systemd=systemd))
+    elif action is Action.TEST or generation is None:
+        cmds.append(switch_to_configuration(running, Action.TEST, systemd=systemd))
+    elif booted == running:
+        cmds.append(switch_to_configuration(SYSTEM_PROFILE, Action.SWITCH, systemd=systemd))
+    else:
+        cmds.append(switch_to_configuration(SYSTEM_PROFILE, Action.BOOT, systemd=systemd))
+        cmds.append(switch_to_configuration(running, Action.TEST, systemd=systemd))
+    return tuple(cmds)

@@ -7,14 +7,17 @@ wait on a hidden password prompt.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..errors import CommandFailed, HostUnreachable, NixtasksError, UsageError
 from ..models import Command, Target
@@ -42,12 +45,31 @@ def short_control_dir() -> str:
     return tempfile.mkdtemp(prefix="nixtasks-", dir=base)
 
 
-class Runner:
-    """Runs commands for real. `dry_run` prints commands that change something instead."""
+class Runner(Protocol):
+    """What the layers above ask of a runner; `ShRunner` runs for real, `RecordingRunner`
+    (tests) returns scripted results and records the order of the steps."""
+
+    dry_run: bool
+    echo: Echo
+    warnings: list[str]
+    ssh_options: tuple[str, ...]
+
+    def run(self, cmd: Command, target: Target, *, label: str | None = None, stream: bool = False,
+            echo_stdout: bool = True, check: bool = True, timeout: float | None = None,
+            fresh: bool = False) -> Result: ...
+
+    def failure(self, cmd: Command, target: Target, where: str, result: Result) -> NixtasksError: ...
+
+    def close(self) -> None: ...
+
+
+class ShRunner:
+    """Runs commands for real. `dry_run` prints commands that change something instead.
+    With `verbose`, every argv is logged before it runs."""
 
     def __init__(self, *, ssh_config: str | None = None, ssh_extra: Sequence[str] = (), dry_run: bool = False,
-                 echo: Echo | None = None) -> None:
-        self.dry_run = dry_run
+                 echo: Echo | None = None, verbose: bool = False) -> None:
+        self.dry_run, self.verbose = dry_run, verbose
         self.echo: Echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
         # NIX_SSHOPTS as nixos-rebuild honours it, then the inventory's options.
         try:
@@ -60,6 +82,9 @@ class Runner:
                              "spaces; put that setting in an ssh config file (ssh_config) instead")
         self.control_dir = short_control_dir()
         self.ssh_options = commands.ssh_options(self.control_dir, extra, ssh_config)
+        # A new connection, not the multiplexed one: it proves that the host accepts new
+        # connections (the watchdog's confirmation), or gets past a master that died.
+        self.fresh_ssh_options = commands.ssh_options(None, (*extra, "-o", "ControlPath=none"), ssh_config)
         self.warnings: list[str] = []
         self._used: set[Target] = set()
         self._lock = threading.Lock()
@@ -67,9 +92,10 @@ class Runner:
     # -- public ---------------------------------------------------------------------------
 
     def run(self, cmd: Command, target: Target, *, label: str | None = None, stream: bool = False,
-            echo_stdout: bool = True, check: bool = True, timeout: float | None = None) -> Result:
+            echo_stdout: bool = True, check: bool = True, timeout: float | None = None,
+            fresh: bool = False) -> Result:
         """Run `cmd` on `target`. With `stream`, each output line is echoed with the label."""
-        argv = self.argv(cmd, target)
+        argv = self.argv(cmd, target, fresh=fresh)
         if cmd.changes and self.dry_run:
             self.echo(f"would run{f' on {label}' if label else ''}: {shlex.join(argv)}")
             return Result(0, "", "")
@@ -79,9 +105,11 @@ class Runner:
             raise self.failure(cmd, target, label or str(target), result)
         return result
 
-    def argv(self, cmd: Command, target: Target) -> tuple[str, ...]:
+    def argv(self, cmd: Command, target: Target, *, fresh: bool = False) -> tuple[str, ...]:
         if target.is_local:
             return commands.local_argv(cmd, target)
+        if fresh:
+            return commands.ssh_argv(cmd, target, self.fresh_ssh_options)
         with self._lock:
             self._used.add(target)
         return commands.ssh_argv(cmd, target, self.ssh_options)
@@ -92,7 +120,7 @@ class Runner:
             self._execute(commands.close_master(target, self.ssh_options), None, quiet=True)
         shutil.rmtree(self.control_dir, ignore_errors=True)
 
-    def __enter__(self) -> Runner:
+    def __enter__(self) -> ShRunner:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -127,14 +155,27 @@ class Runner:
             if label is not None and not quiet:
                 self.echo(f"[{label}] {line.rstrip()}")
 
+        if self.verbose and not quiet:
+            self.echo(f"+ {shlex.join(argv)}")
         try:
             program = sh.Command(argv[0])
         except sh.CommandNotFound as exc:
             raise NixtasksError(f"{argv[0]} is not installed or not on PATH; install it and try again") from exc
         try:
+            # Its own process group: Ctrl-C on the terminal reaches nixtasks alone, which decides
+            # what stops (a build) and what finishes (an activation under way).
             proc = program(*argv[1:], _env=self.nix_env(), _out=on_out, _err=on_err, _tty_out=False,
-                           _ok_code=list(range(256)), _decode_errors="replace", _in=stdin, _return_cmd=True,
-                           _timeout=timeout)
+                           _ok_code=list(range(256)), _decode_errors="replace", _in=stdin, _bg=True,
+                           _bg_exc=False, _new_group=True, _timeout=timeout)
+            try:
+                proc.wait()
+            except KeyboardInterrupt:  # only the main thread sees it: stop this command, then go on
+                with contextlib.suppress(Exception):
+                    proc.signal_group(signal.SIGINT)
+                    proc.wait(timeout=5)
+                with contextlib.suppress(Exception):
+                    proc.kill_group()
+                raise
         except sh.TimeoutException:  # like timeout(1)
             return Result(124, "".join(out), "".join(err) + f"timed out after {timeout:g} s")
         except sh.SignalException as exc:  # killed by a signal: report it like a shell would

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from nixtasks.host.runner import Runner
+from nixtasks.host.runner import ShRunner
 from nixtasks.models import LOCAL, Command, Target
 
 from .conftest import STATE, labctl
@@ -205,7 +205,7 @@ def test_hostile_input_is_refused_or_quoted(fleet):
 def test_hostile_arguments_reach_the_host_verbatim(lab):
     """Over real ssh + sudo: every argument arrives as one word and runs nothing."""
     words = ("a; touch /tmp/pwned", "$(touch /tmp/pwned)", "`id`", "two words", "it's", 'say "hi"', "new\nline", "")
-    with Runner(ssh_config=str(STATE / "ssh/config")) as runner:
+    with ShRunner(ssh_config=str(STATE / "ssh/config")) as runner:
         for target in (Target("web2", "deploy", sudo=True), Target("web1", "root")):
             out = runner.run(Command(("printf", "[%s]", *words), sudo=True), target).stdout
             assert out == "".join(f"[{w}]" for w in words)

@@ -5,18 +5,18 @@ import pytest
 from nixtasks import inventory
 from nixtasks.cli import app
 from nixtasks.errors import UsageError
-from nixtasks.host.runner import Runner
+from nixtasks.host.runner import ShRunner
 
 
 def test_target_host_needs_a_host(tmp_path: Path):
     inv = inventory.load(env={}, cwd=tmp_path)
-    with Runner() as runner, pytest.raises(UsageError, match="--target-host needs --host"):
+    with ShRunner() as runner, pytest.raises(UsageError, match="--target-host needs --host"):
         app.resolve_hosts(inv, app.Options(target_host="root@web9"), runner)
 
 
 def test_ssh_options_with_spaces_are_refused():
     with pytest.raises(UsageError, match="contains a space"):
-        Runner(ssh_extra=("-o", "ProxyCommand=ssh -W %h:%p bastion"))
+        ShRunner(ssh_extra=("-o", "ProxyCommand=ssh -W %h:%p bastion"))
 
 
 def test_host_lists_and_reasons():

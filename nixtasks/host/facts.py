@@ -1,0 +1,83 @@
+"""A host's state, read in one round trip and parsed by a pure function: what runs, what
+boots and its generation, systemd, failed units, free space, who holds the deploy lock,
+and whether the watchdog reverted the last activation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..models import SYSTEM_PROFILE, Command, Host
+from . import commands
+from .generations import generation_of_profile_link
+from .runner import Runner
+from .space import available_bytes
+
+# Constant text: nothing from the user goes into it.
+FACTS_SCRIPT = f"""
+printf 'running\\t%s\\n' "$(readlink -e /run/current-system 2>/dev/null)"
+printf 'profile\\t%s\\n' "$(readlink {SYSTEM_PROFILE} 2>/dev/null)"
+printf 'profile-path\\t%s\\n' "$(readlink -e {SYSTEM_PROFILE} 2>/dev/null)"
+printf 'version\\t%s\\n' "$(cat /run/current-system/nixos-version 2>/dev/null)"
+printf 'revision\\t%s\\n' "$(cat /run/current-system/configuration-revision 2>/dev/null)"
+if [ -d /run/systemd/system ]; then
+  printf 'systemd\\tyes\\n'
+  printf 'state\\t%s\\n' "$(systemctl is-system-running 2>/dev/null)"
+  printf 'lock\\t%s\\n' "$(systemctl show --property=Description --value {commands.LOCK_UNIT} 2>/dev/null)"
+  systemctl --failed --plain --no-legend --no-pager 2>/dev/null | while read -r unit rest; do
+    printf 'failed\\t%s\\n' "$unit"
+  done
+fi
+printf 'reverted\\t%s\\n' "$(cat {commands.WATCHDOG_REVERTED} 2>/dev/null)"
+printf 'store-df\\t%s\\n' "$(df -Pk /nix/store 2>/dev/null | tail -n 1)"
+"""
+LOCK_PREFIX = "nixtasks-lock:"
+
+
+@dataclass(frozen=True)
+class Facts:
+    reachable: bool
+    running: str = ""  # /run/current-system, "" when nothing was activated
+    generation: int | None = None  # the profile's generation: what boots next
+    boot_path: str = ""  # the profile's system
+    version: str = ""
+    revision: str = ""
+    state: str = ""  # systemctl is-system-running
+    failed_units: tuple[str, ...] = ()
+    systemd: bool = False
+    lock_holder: str = ""  # "who=...,action=...": another deploy holds the host
+    reverted: str = ""  # "<epoch> <exit>": the watchdog reverted the last activation
+    store_free: int | None = None  # bytes free where /nix/store lives
+    error: str = ""  # why the host could not be read
+
+
+def parse_facts(text: str) -> Facts:
+    values: dict[str, str] = {}
+    failed: list[str] = []
+    for line in text.splitlines():
+        key, _, value = line.partition("\t")
+        if key == "failed" and value:
+            failed.append(value)
+        else:
+            values[key] = value
+    lock = values.get("lock", "")
+    return Facts(reachable=True, running=values.get("running", ""),
+                 generation=generation_of_profile_link(values.get("profile", "")),
+                 boot_path=values.get("profile-path", ""), version=values.get("version", ""),
+                 revision=values.get("revision", ""), state=values.get("state", ""), failed_units=tuple(failed),
+                 systemd=values.get("systemd") == "yes",
+                 lock_holder=lock.removeprefix(LOCK_PREFIX) if lock.startswith(LOCK_PREFIX) else "",
+                 reverted=values.get("reverted", ""),
+                 store_free=available_bytes("header\n" + values["store-df"]) if values.get("store-df") else None)
+
+
+def facts_command() -> Command:
+    return Command(("sh", "-c", FACTS_SCRIPT))
+
+
+def read_facts(host: Host, runner: Runner, *, fresh: bool = False) -> Facts:
+    """`fresh`: over a new ssh connection, not the multiplexed one (it may be dead)."""
+    cmd = facts_command()
+    result = runner.run(cmd, host.target, check=False, fresh=fresh)
+    if not result.ok:
+        return Facts(reachable=False, error=str(runner.failure(cmd, host.target, host.name, result)))
+    return parse_facts(result.stdout)
