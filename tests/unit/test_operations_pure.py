@@ -6,7 +6,8 @@ import pytest
 
 from nixtasks.actions import access, inspection, journal
 from nixtasks.errors import InventoryError, UsageError
-from nixtasks.host import facts, generations, space
+from nixtasks.host import facts as host_facts
+from nixtasks.host import generations, space
 from nixtasks.inventory import parse
 from nixtasks.models import Check, GitState
 
@@ -98,7 +99,7 @@ def test_journal_merge_keeps_one_copy_sorted_and_skips_damaged_lines(tmp_path: P
 
 
 def test_facts_and_drift():
-    facts = facts.parse_facts("running\t/nix/store/a\nprofile\tsystem-3-link\nprofile-path\t/nix/store/a\n"
+    facts = host_facts.parse_facts("running\t/nix/store/a\nprofile\tsystem-3-link\nprofile-path\t/nix/store/a\n"
                                 "revision\tabc\nfailed\tbroken.service\nstate\tdegraded\n")
     assert (facts.generation, facts.failed_units, facts.state) == (3, ("broken.service",), "degraded")
     assert inspection.compare(facts, "/nix/store/a") == "up to date"
