@@ -69,3 +69,11 @@ class DeployFailed(NixtasksError):
     def __init__(self, message: str, report: Report) -> None:
         super().__init__(message)
         self.report = report
+
+
+class Interrupted(NixtasksError):
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self, message: str, report: Report | None = None) -> None:
+        super().__init__(message)
+        self.report = report

@@ -18,7 +18,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .errors import InventoryError, UsageError
-from .models import LOCAL, Check, Host, Target
+from .models import LOCAL, Check, Host, Policy, Target
 
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # [user@]address; never starting with '-', so it can never become an ssh option.
@@ -57,6 +57,15 @@ class Inventory:
     root: Path  # relative paths are relative to this directory
     defaults: Defaults = Defaults()
     hosts: Mapping[str, HostEntry] = field(default_factory=dict)
+    policy: Policy = Policy()  # [policy]
+    tag_policies: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # [policy.tags.NAME]: overrides
+
+    def policy_for(self, tags: tuple[str, ...]) -> Policy:
+        """[policy], then the overrides of the first selected tag that has some."""
+        for tag in tags:
+            if tag in self.tag_policies:
+                return replace(self.policy, **self.tag_policies[tag])
+        return self.policy
 
     @property
     def flake(self) -> str:
@@ -125,12 +134,66 @@ def load(explicit: str | None = None, env: Mapping[str, str] | None = None, cwd:
 
 
 def parse(data: Mapping[str, Any], source: str, root: Path) -> Inventory:
-    check_keys(data, {"defaults", "hosts"}, source, "")
+    check_keys(data, {"defaults", "hosts", "policy"}, source, "")
     defaults = parse_defaults(data.get("defaults", {}), source)
     hosts_table = data.get("hosts", {})
     expect(isinstance(hosts_table, dict), source, "hosts", "expected a table of [hosts.<name>] sections")
     hosts = {name: parse_host(name, entry, source) for name, entry in hosts_table.items()}
-    return Inventory(source=source, root=root, defaults=defaults, hosts=hosts)
+    policy_table = data.get("policy", {})
+    expect(isinstance(policy_table, dict), source, "policy", "expected a table")
+    tags_table = policy_table.get("tags", {})
+    expect(isinstance(tags_table, dict), source, "policy.tags", "expected a table of [policy.tags.<tag>] sections")
+    policy = replace(Policy(), **policy_values(policy_table, source, "policy.", allow_tags=True))
+    tag_policies = {}
+    for tag, table in tags_table.items():
+        expect(isinstance(table, dict), source, f"policy.tags.{tag}", "expected a table")
+        tag_policies[tag] = policy_values(table, source, f"policy.tags.{tag}.")
+    return Inventory(source=source, root=root, defaults=defaults, hosts=hosts, policy=policy,
+                     tag_policies=tag_policies)
+
+
+POLICY_BOOLS = ("rollback_batch_on_failure", "checks", "rollback", "watchdog", "skip_unreachable")
+POLICY_SECONDS = {"pause": (0, 86400), "confirm_timeout": (1, 3600), "lock_timeout": (10, 7 * 86400)}
+
+
+def policy_values(table: Mapping[str, Any], source: str, prefix: str, allow_tags: bool = False) -> dict[str, Any]:
+    """The policy keys of one table, validated, as Policy field values."""
+    allowed = {*POLICY_BOOLS, *POLICY_SECONDS, "parallel", "batch_size", "batches", "max_fail_percentage"}
+    check_keys(table, allowed | ({"tags"} if allow_tags else set()), source, prefix)
+    values: dict[str, Any] = {}
+    for key in POLICY_BOOLS:
+        if key in table:
+            values[key] = boolean(table[key], source, f"{prefix}{key}")
+    for key, (lo, hi) in POLICY_SECONDS.items():
+        if key in table:
+            value = table[key]
+            expect(isinstance(value, (int, float)) and not isinstance(value, bool) and lo <= value <= hi, source,
+                   f"{prefix}{key}", f"expected seconds from {lo} to {hi}")
+            values[key] = float(value)
+    if "parallel" in table:
+        value = table["parallel"]
+        expect(isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1000, source,
+               f"{prefix}parallel", "expected a whole number of hosts from 1 to 1000")
+        values["parallel"] = value
+    if "max_fail_percentage" in table:
+        value = table["max_fail_percentage"]
+        expect(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 100, source,
+               f"{prefix}max_fail_percentage", "expected a percentage from 0 to 100")
+        values["max_fail_percentage"] = float(value)
+    expect(not ("batch_size" in table and "batches" in table), source, f"{prefix}batches",
+           "give batch_size or batches, not both")
+    for key in ("batch_size", "batches"):
+        if key in table:
+            raw = table[key]
+            items = raw if key == "batches" and isinstance(raw, list) else [raw]
+            expect(all(isinstance(i, (int, str)) and not isinstance(i, bool) for i in items) and bool(items),
+                   source, f"{prefix}{key}", 'expected a number of hosts or a percentage like 5 or "20%"'
+                   + (', or a list like [1, 5, "20%"]' if key == "batches" else ""))
+            try:
+                values["batches"] = parse_sizes(",".join(str(i) for i in items), f"{prefix}{key}")
+            except UsageError as exc:
+                raise InventoryError(source, f"{prefix}{key}", str(exc).split(": ", 1)[1]) from exc
+    return values
 
 
 def parse_defaults(table: Any, source: str) -> Defaults:
@@ -251,6 +314,23 @@ def env_bool(value: str, name: str) -> bool:
     if lowered in ("0", "false", "no", "off", ""):
         return False
     raise InventoryError("environment", name, f'expected 1 or 0, got "{value}"')
+
+
+BATCH_SIZE = re.compile(r"^([1-9][0-9]{0,5})(%?)$")
+
+
+def parse_sizes(spec: str, what: str = "--batches") -> tuple[str, ...]:
+    """`1,5,20%` -> ("1", "5", "20%"): each a number of hosts or a percentage of the selection."""
+    sizes = tuple(s.strip() for s in spec.split(",") if s.strip())
+    for size in sizes:
+        match = BATCH_SIZE.match(size)
+        if not match or (match[2] and int(match[1]) > 100):
+            raise UsageError(f"{what}: {size!r} is not a batch size; give a number of hosts like 5 or a "
+                             f"percentage like 20%, e.g. {what} 1,5,20%")
+    if not sizes:
+        raise UsageError(f"{what}: give at least one batch size, e.g. {what} 1,5,20%")
+    return sizes
+
 
 
 # --- resolving hosts ------------------------------------------------------------------

@@ -32,7 +32,20 @@ def approval_question(hp: HostPlan) -> str:
     return f"{VERBS[hp.action]} {where} to {store_name(hp.new_system)}?"
 
 
-def render(plan: Plan) -> str:
+def fleet_question(action: Action, names: list[str]) -> str:
+    """One question for the whole selection: "Switch web1, web2, db1 (3 hosts)?"."""
+    verb = {Action.BOOT: "Set the boot entry of"}.get(action, VERBS.get(action, action.value))
+    return f"{verb} {', '.join(names)} ({len(names)} host{'s' if len(names) != 1 else ''})?"
+
+
+def diff_summary(diff: str) -> str:
+    """`nix store diff-closures` in one line: how many changes, the first three."""
+    lines = [line.strip() for line in diff.strip().splitlines() if line.strip()]
+    more = f", and {len(lines) - 3} more (--diff shows all)" if len(lines) > 3 else ""
+    return f"{len(lines)} change(s): {'; '.join(lines[:3])}{more}"
+
+
+def render(plan: Plan, *, full_diff: bool = True) -> str:
     title = "rollback" if plan.git is None else plan.action.value
     lines = [f"Plan: {title} on {len(plan.hosts)} host(s)"]
     if plan.git is not None:
@@ -50,6 +63,8 @@ def render(plan: Plan) -> str:
         ]
         if hp.current_system == hp.new_system:
             lines.append("    diff:    none (the host already runs this system)")
+        elif hp.closure_diff.strip() and not full_diff:
+            lines.append(f"    diff:    {diff_summary(hp.closure_diff)}")
         elif hp.closure_diff.strip():
             lines.append("    diff:")
             lines += [f"      {d}" for d in hp.closure_diff.strip().splitlines()]
@@ -77,9 +92,29 @@ def render_git(git: GitState) -> list[str]:
 
 
 def render_report(report: Report) -> str:
+    """The closing table: host, outcome, generation before -> after, duration, what happened."""
     width = max([len(r.host) for r in report.results] + [4])
-    lines = [f"{'HOST'.ljust(width)}  OUTCOME   SYSTEM"]
+    outcome_width = max([len(r.outcome.value) for r in report.results] + [7])
+    lines = [f"{'HOST'.ljust(width)}  {'OUTCOME'.ljust(outcome_width)}  {'GENERATION':12}  {'TIME':>6}  SYSTEM"]
     for r in report.results:
-        lines.append(f"{r.host.ljust(width)}  {r.outcome.value.ljust(8)}  {store_name(r.new_system)}"
-                     + (f"  ({r.message})" if r.message else ""))
+        gens = "-" if r.previous_generation is None and r.generation is None else \
+            f"{r.previous_generation or '-'} -> {r.generation or '-'}"
+        took = f"{r.duration:.1f}s" if r.duration else "-"
+        lines.append(f"{r.host.ljust(width)}  {r.outcome.value.ljust(outcome_width)}  {gens:12}  {took:>6}  "
+                     f"{store_name(r.new_system)}" + (f"  ({r.message})" if r.message else ""))
     return "\n".join(lines)
+
+
+def report_json(report: Report) -> dict[str, object]:
+    """`--json`: the report with each host's seconds per stage."""
+    return {
+        "action": report.action.value if isinstance(report.action, Action) else report.action,
+        "ok": report.ok,
+        "interrupted": report.interrupted,
+        "hosts": [{
+            "host": r.host, "outcome": r.outcome.value, "message": r.message,
+            "system_before": r.previous_system, "system_after": r.new_system,
+            "generation_before": r.previous_generation, "generation_after": r.generation,
+            "duration": r.duration, "stages": {stage.value: seconds for stage, seconds in r.stages},
+        } for r in report.results],
+    }

@@ -7,18 +7,22 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 from .. import inventory
-from ..actions import access, deploy, gc, inspection, journal, rollback
-from ..errors import NixtasksError, UsageError
+from ..actions import access, inspection, journal, rollback
+from ..actions.plan import report_json
+from ..errors import NixtasksError, Refused, UsageError
+from ..fleet import engine, lock
 from ..host import commands
 from ..host.prompts import DRY_RUN, Prompter, prompter_for
 from ..host.runner import Runner, ShRunner
-from ..models import LOCAL, Action, Host, Report
+from ..models import LOCAL, Action, Host, Policy, Report
+from .render import progress_for
 
 
 @dataclass(frozen=True)
@@ -36,10 +40,83 @@ class Options:
     yes: bool = False
     reason: str = ""
     inventory: str | None = None
+    verbose: bool = False
+    json: bool = False
+    full_diff: bool = False
+    policy: PolicyFlags = field(default_factory=lambda: PolicyFlags())
+
+
+@dataclass(frozen=True)
+class PolicyFlags:
+    """The fleet options given on the command line; None: the inventory's [policy] decides."""
+
+    parallel: int | None = None
+    batch_size: str | None = None
+    batches: str | None = None
+    pause: float | None = None
+    max_fail_percentage: float | None = None
+    rollback_batch_on_failure: bool | None = None
+    checks: bool | None = None
+    rollback: bool | None = None
+    confirm_timeout: float | None = None
+    skip_unreachable: bool | None = None
+
+
+def number(value: str | None, flag: str, lowest: float = 0, *, whole: bool = True) -> Any:
+    """A number from the command line, or one clear error naming the option."""
+    if value is None:
+        return None
+    try:
+        parsed: float = int(value) if whole else float(value)
+    except ValueError:
+        kind = "a whole number" if whole else "a number of seconds"
+        raise UsageError(f"{flag}: {value!r} is not {kind}; e.g. {flag} {int(lowest) or 5}") from None
+    if parsed < lowest or parsed != parsed or parsed in (float("inf"), float("-inf")):
+        raise UsageError(f"{flag}: {value} is too small; give at least {lowest:g}")
+    return parsed
+
+
+def policy_flags(parallel: str | None, batch_size: str | None, batches: str | None, pause: str | None,
+                 max_fail_percentage: str | None, rollback_batch_on_failure: bool, no_checks: bool,
+                 no_rollback: bool, confirm_timeout: str | None, skip_unreachable: bool) -> PolicyFlags:
+    """The command line's fleet options, checked; an option not given stays None."""
+    return PolicyFlags(parallel=number(parallel, "--parallel", 1), batch_size=batch_size, batches=batches,
+                       pause=number(pause, "--pause", 0, whole=False),
+                       max_fail_percentage=number(max_fail_percentage, "--max-fail-percentage", 0, whole=False),
+                       rollback_batch_on_failure=True if rollback_batch_on_failure else None,
+                       checks=False if no_checks else None, rollback=False if no_rollback else None,
+                       confirm_timeout=number(confirm_timeout, "--confirm-timeout", 1, whole=False),
+                       skip_unreachable=True if skip_unreachable else None)
+
+
+def policy(inv: inventory.Inventory, opts: Options) -> Policy:
+    """[policy], then [policy.tags.TAG] of the selected tag, then the command line."""
+    flags = opts.policy
+    chosen = inv.policy_for(split_hosts(opts.tags))
+    values: dict[str, Any] = {k: v for k, v in asdict(flags).items()
+                              if v is not None and k not in ("batch_size", "batches")}
+    if flags.batch_size is not None and flags.batches is not None:
+        raise UsageError("give --batch-size or --batches, not both")
+    if flags.batch_size is not None:
+        values["batches"] = inventory.parse_sizes(flags.batch_size, "--batch-size")
+        if len(values["batches"]) != 1:
+            raise UsageError("--batch-size: give one size like 5 or 20%; for several, use --batches 1,5,20%")
+    if flags.batches is not None:
+        values["batches"] = inventory.parse_sizes(flags.batches, "--batches")
+    if values.get("parallel", 1) < 1:
+        raise UsageError("--parallel: at least 1 host at a time")
+    if not 0 <= values.get("max_fail_percentage", 0) <= 100:
+        raise UsageError("--max-fail-percentage: a percentage from 0 to 100")
+    if values.get("pause", 0) < 0:
+        raise UsageError("--pause: seconds, 0 or more")
+    if not 1 <= values.get("confirm_timeout", 30) <= 3600:
+        raise UsageError("--confirm-timeout: seconds from 1 to 3600")
+    return replace(chosen, **values)
 
 
 def echo(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    sys.stderr.write(line + "\n")  # one write: lines of parallel hosts never interleave
+    sys.stderr.flush()
 
 
 def split_hosts(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -102,7 +179,7 @@ def session(opts: Options) -> Iterator[tuple[inventory.Inventory, Runner, tuple[
     """The inventory, a runner (its ssh masters closed at the end) and the hosts to act on."""
     inv = inventory.load(opts.inventory)
     with ShRunner(ssh_config=inv.defaults.ssh_config, ssh_extra=inv.defaults.ssh_options,
-                dry_run=opts.dry_run, echo=echo) as runner:
+                  dry_run=opts.dry_run, echo=echo, verbose=opts.verbose) as runner:
         yield inv, runner, resolve_hosts(inv, opts, runner)
 
 
@@ -117,14 +194,33 @@ def reason(opts: Options) -> str:
 def run_action(action: Action, opts: Options) -> Report:
     why = reason(opts)
     with session(opts) as (inv, runner, hosts):
-        request = deploy.Request(action, hosts, inv.flake, opts.show_trace, inv.defaults.nix_options, why)
-        return deploy.execute(request, runner, prompter(opts), echo)
+        request = engine.DeployRequest(action, hosts, inv.flake, policy(inv, opts), opts.show_trace,
+                                       inv.defaults.nix_options, why, opts.full_diff)
+        return with_report(opts, lambda tools: engine.deploy(request, tools), runner)
 
 
 def run_rollback(opts: Options, generation: int | None, boot: bool) -> Report:
     why = reason(opts)
-    with session(opts) as (_inv, runner, hosts):
-        return rollback.execute(rollback.Request(hosts, generation, boot, why), runner, prompter(opts), echo)
+    with session(opts) as (inv, runner, hosts):
+        request = engine.RollbackRequest(hosts, generation, boot, policy(inv, opts), why, opts.full_diff)
+        return with_report(opts, lambda tools: engine.rollback(request, tools), runner)
+
+
+def with_report(opts: Options, run: Callable[[engine.Tools], Report], runner: Runner) -> Report:
+    """Run the engine with the live view (on a terminal) and print the report as JSON if asked,
+    also when the run failed."""
+    progress, live = progress_for(echo)
+    try:
+        with live:
+            report = run(engine.Tools(runner, prompter(opts), progress, echo))
+    except NixtasksError as exc:
+        failed = getattr(exc, "report", None)
+        if opts.json and isinstance(failed, Report):
+            print(json.dumps(report_json(failed), indent=2))
+        raise
+    if opts.json:
+        print(json.dumps(report_json(report), indent=2))
+    return report
 
 
 def run_generations(opts: Options, as_json: bool) -> None:
@@ -180,8 +276,30 @@ def run_history(opts: Options, as_json: bool) -> None:
 
 
 def run_gc(opts: Options, keep: int) -> None:
+    if keep < 1:
+        raise UsageError("--keep must be at least 1")
+    with session(opts) as (inv, runner, hosts):
+        with_report(opts, lambda tools: engine.gc(hosts, keep, policy(inv, opts), tools), runner)
+
+
+def run_unlock(opts: Options) -> None:
+    """Show who holds each host's deploy lock and remove it after a confirmation."""
     with session(opts) as (_inv, runner, hosts):
-        gc.gc(hosts, keep, runner, prompter(opts), echo)
+        asker = prompter(opts)
+        for host in hosts:
+            held_by = lock.holder(host, runner)
+            if not held_by:
+                echo(f"{host.name}: not locked")
+                continue
+            echo(f"{host.name}: locked by {held_by}")
+            if asker.confirm(f"Remove the deploy lock of {host.name} (held by {held_by})? Only if that deploy "
+                             "is gone"):
+                if not lock.release(host, runner):
+                    raise NixtasksError(f"{host.name}: the lock could not be removed; check `systemctl status "
+                                        f"nixtasks-lock.service` on the host")
+                echo(f"{host.name}: unlocked")
+            else:
+                raise Refused(f"{host.name}: the lock was kept")
 
 
 def run_doctor(opts: Options) -> None:

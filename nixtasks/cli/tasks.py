@@ -25,7 +25,24 @@ HELP = {
     "yes": "approve the activation (also YES=1 for make, NIXTASKS_YES=1)",
     "reason": "why this deploy happens (also REASON=... for make)",
     "inventory": "the inventory file (default: nixtasks.toml, or NIXTASKS_INVENTORY)",
+    "tag": "hosts with this tag from the inventory (repeat, or a comma list)",
+    "all": "every host in the inventory",
+    "verbose": "log every command nixtasks runs",
+    "json": "print the report as JSON on stdout (with seconds per stage)",
+    "diff": "show each host's whole closure diff in the plan, not its summary",
+    "parallel": "hosts activated at once within a batch (default 10)",
+    "batch-size": "hosts per batch: a number, or a percentage like 20%",
+    "batches": "batch sizes in order, the last repeating, like Ansible's serial: 1,5,20%",
+    "pause": "seconds to wait between batches",
+    "max-fail-percentage": "halt when more than this percentage of a batch fails (default 0)",
+    "rollback-batch-on-failure": "when a batch halts the deploy, roll back its healthy hosts too",
+    "no-checks": "skip the health checks after activation (the journal says so)",
+    "no-rollback": "leave a failed host as it is, for debugging",
+    "confirm-timeout": "seconds a host waits for the confirmation before its watchdog reverts it (default 30)",
+    "skip-unreachable": "report unreachable hosts as skipped instead of stopping",
 }
+FLEET = ("tag", "all", "verbose", "json", "diff", "parallel", "batch-size", "batches", "pause", "max-fail-percentage",
+         "rollback-batch-on-failure", "no-checks", "no-rollback", "confirm-timeout", "skip-unreachable")
 
 
 def reports_errors(body: Callable[..., Any]) -> Callable[..., Any]:
@@ -48,17 +65,25 @@ def reports_errors(body: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def action_task(action_name: str, doc: str) -> Any:
-    @task(name=action_name, iterable=["host"], help=HELP)
+    @task(name=action_name, iterable=["host", "tag"], help=HELP)
     @reports_errors
-    def run(c: Any, host: Any = None, target_host: str | None = None, build_host: str | None = None,
-            sudo: bool = False, no_sudo: bool = False, show_trace: bool = False, dry_run: bool = False,
-            yes: bool = False, reason: str = "", inventory: str | None = None) -> None:
+    def run(c: Any, host: Any = None, tag: Any = None, all: bool = False, target_host: str | None = None,
+            build_host: str | None = None, sudo: bool = False, no_sudo: bool = False, show_trace: bool = False,
+            dry_run: bool = False, yes: bool = False, reason: str = "", inventory: str | None = None,
+            verbose: bool = False, json: bool = False, diff: bool = False, parallel: str | None = None,
+            batch_size: str | None = None, batches: str | None = None, pause: str | None = None,
+            max_fail_percentage: str | None = None, rollback_batch_on_failure: bool = False,
+            no_checks: bool = False, no_rollback: bool = False, confirm_timeout: str | None = None,
+            skip_unreachable: bool = False) -> None:
         from ..models import Action
-        from .app import Options, run_action
+        from .app import Options, policy_flags, run_action
 
-        opts = Options(hosts=tuple(host or ()), target_host=target_host, build_host=build_host,
-                       sudo=sudo_choice(sudo, no_sudo), show_trace=show_trace, dry_run=dry_run, yes=yes,
-                       reason=reason, inventory=inventory)
+        flags = policy_flags(parallel, batch_size, batches, pause, max_fail_percentage, rollback_batch_on_failure,
+                             no_checks, no_rollback, confirm_timeout, skip_unreachable)
+        opts = Options(hosts=tuple(host or ()), tags=tuple(tag or ()), all_hosts=all, target_host=target_host,
+                       build_host=build_host, sudo=sudo_choice(sudo, no_sudo), show_trace=show_trace,
+                       dry_run=dry_run, yes=yes, reason=reason, inventory=inventory, verbose=verbose, json=json,
+                       full_diff=diff, policy=flags)
         run_action(Action(action_name), opts)
 
     run.__doc__ = doc
@@ -83,19 +108,29 @@ def help_for(*names: str, **extra: str) -> dict[str, str]:
     return {**{n: HELP[n] for n in names}, **extra}
 
 
-@task(iterable=["host"], help=help_for(
-    "host", "target-host", "sudo", "no-sudo", "dry-run", "yes", "reason", "inventory",
+@task(iterable=["host", "tag"], help=help_for(
+    "host", "target-host", "sudo", "no-sudo", "dry-run", "yes", "reason", "inventory", *FLEET,
     generation="roll back to this generation (default: the previous one)",
     boot="only make it the boot entry; activate at the next boot"))
 @reports_errors
-def rollback(c: Any, host: Any = None, generation: int = 0, boot: bool = False, target_host: str | None = None,
-             sudo: bool = False, no_sudo: bool = False, dry_run: bool = False, yes: bool = False, reason: str = "",
-             inventory: str | None = None) -> None:
+def rollback(c: Any, host: Any = None, tag: Any = None, all: bool = False, generation: str | None = None,
+             boot: bool = False, target_host: str | None = None, sudo: bool = False, no_sudo: bool = False,
+             dry_run: bool = False, yes: bool = False, reason: str = "", inventory: str | None = None,
+             verbose: bool = False, json: bool = False, diff: bool = False, parallel: str | None = None,
+             batch_size: str | None = None, batches: str | None = None, pause: str | None = None,
+             max_fail_percentage: str | None = None, rollback_batch_on_failure: bool = False,
+             no_checks: bool = False, no_rollback: bool = False, confirm_timeout: str | None = None,
+             skip_unreachable: bool = False) -> None:
     """Go back to the previous generation, or to --generation N, with plan, diff and approval."""
-    from .app import run_rollback
+    from dataclasses import replace
 
-    opts = options(host, target_host, sudo, no_sudo, dry_run, yes, reason, inventory)
-    run_rollback(opts, generation or None, boot)
+    from .app import number, policy_flags, run_rollback
+
+    flags = policy_flags(parallel, batch_size, batches, pause, max_fail_percentage, rollback_batch_on_failure,
+                         no_checks, no_rollback, confirm_timeout, skip_unreachable)
+    opts = replace(options(host, target_host, sudo, no_sudo, dry_run, yes, reason, inventory, tag, all),
+                   verbose=verbose, json=json, full_diff=diff, policy=flags)
+    run_rollback(opts, number(generation, "--generation", 1) if generation is not None else None, boot)
 
 
 @task(iterable=["host"], help=help_for("host", "target-host", "sudo", "no-sudo", "inventory",
@@ -144,15 +179,35 @@ def history(c: Any, host: Any = None, tag: Any = None, all: bool = False, json: 
 
 
 @task(iterable=["host", "tag"], help=help_for("host", "target-host", "sudo", "no-sudo", "dry-run", "yes", "inventory",
-                                              **SELECT, keep="how many of the newest generations to keep"))
+                                              "parallel", "json", "verbose", **SELECT,
+                                              keep="how many of the newest generations to keep (default 3)"))
 @reports_errors
-def gc(c: Any, host: Any = None, keep: int = 3, tag: Any = None, all: bool = False, target_host: str | None = None,
+def gc(c: Any, host: Any = None, keep: str = "3", tag: Any = None, all: bool = False, target_host: str | None = None,
        sudo: bool = False, no_sudo: bool = False, dry_run: bool = False, yes: bool = False,
-       inventory: str | None = None) -> None:
+       inventory: str | None = None, parallel: str | None = None, json: bool = False, verbose: bool = False) -> None:
     """Delete old generations (never the running or booting one) and collect garbage."""
-    from .app import run_gc
+    from dataclasses import replace
 
-    run_gc(options(host, target_host, sudo, no_sudo, dry_run, yes, inventory=inventory, tag=tag, all_hosts=all), keep)
+    from .app import number, policy_flags, run_gc
+
+    opts = options(host, target_host, sudo, no_sudo, dry_run, yes, inventory=inventory, tag=tag, all_hosts=all)
+    flags = policy_flags(parallel, None, None, None, None, False, False, False, None, False)
+    run_gc(replace(opts, json=json, verbose=verbose, policy=flags), number(keep, "--keep", 1))
+
+
+@task(iterable=["host", "tag"], help=help_for("host", "yes", "inventory", **SELECT))
+@reports_errors
+def unlock(c: Any, host: Any = None, tag: Any = None, all: bool = False, yes: bool = False,
+           inventory: str | None = None) -> None:
+    """Show who holds a host's deploy lock, and remove it after a confirmation."""
+    from .app import run_unlock
+
+    opts = options(host, yes=yes, inventory=inventory, tag=tag, all_hosts=all)
+    if not (opts.hosts or opts.tags or opts.all_hosts):
+        from ..errors import UsageError
+
+        raise UsageError("unlock needs --host NAME (or --tag, --all): which host's lock")
+    run_unlock(opts)
 
 
 @task(iterable=["host", "tag"], help=help_for("host", "target-host", "sudo", "no-sudo", "inventory", **SELECT))
@@ -182,4 +237,4 @@ test = action_task("test", "Build and activate now; leave the boot entry alone."
 dry_activate = action_task("dry-activate", "Build and show what activation would change.")
 
 ns = Collection(build, dry_build, switch, boot, test, dry_activate, rollback, generations, status, verify,
-                history, gc, doctor, sudoers)
+                history, gc, unlock, doctor, sudoers)

@@ -6,7 +6,7 @@ instead of waiting on a prompt nobody sees."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from ..errors import Refused
@@ -18,6 +18,9 @@ class Prompter(Protocol):
     can_ask: bool
 
     def confirm(self, question: str) -> bool: ...
+
+    def approve(self, question: str, names: Sequence[str]) -> tuple[str, ...]:
+        """One question for many hosts: the names approved (all, a chosen subset, or none)."""
 
 
 class AlwaysYes:
@@ -32,6 +35,10 @@ class AlwaysYes:
         print(f"{question} {self.note}", file=sys.stderr)
         return True
 
+    def approve(self, question: str, names: Sequence[str]) -> tuple[str, ...]:
+        self.confirm(question)
+        return tuple(names)
+
 
 DRY_RUN = AlwaysYes("(not asked: dry run)")
 
@@ -45,19 +52,30 @@ class NoTerminal:
         raise Refused(f"{question.rstrip('?')}: not approved, and there is no terminal to ask on; "
                       f"{HOW_TO_APPROVE}. Nothing was changed")
 
+    def approve(self, question: str, names: Sequence[str]) -> tuple[str, ...]:
+        self.confirm(question)
+        return ()
+
 
 class Scripted:
-    """Answers from a list, for tests."""
+    """Answers from a list, for tests: True, False, or (for `approve`) the names to approve."""
 
     can_ask = True
 
-    def __init__(self, answers: Iterable[bool]) -> None:
+    def __init__(self, answers: Iterable[bool | Sequence[str]]) -> None:
         self.answers = list(answers)
         self.questions: list[str] = []
 
     def confirm(self, question: str) -> bool:
         self.questions.append(question)
-        return self.answers.pop(0)
+        return bool(self.answers.pop(0))
+
+    def approve(self, question: str, names: Sequence[str]) -> tuple[str, ...]:
+        self.questions.append(question)
+        answer = self.answers.pop(0)
+        if isinstance(answer, bool):
+            return tuple(names) if answer else ()
+        return tuple(n for n in names if n in answer)
 
 
 class Questionary:
@@ -68,6 +86,21 @@ class Questionary:
 
         answer = questionary.confirm(question, default=False).unsafe_ask()  # Ctrl-C raises
         return bool(answer)
+
+    def approve(self, question: str, names: Sequence[str]) -> tuple[str, ...]:
+        if len(names) == 1:
+            return tuple(names) if self.confirm(question) else ()
+        import questionary
+
+        every, some, none = f"Yes, all {len(names)} hosts", "Choose hosts...", "No"
+        answer = questionary.select(question, choices=[none, every, some], default=none).unsafe_ask()
+        if answer == every:
+            return tuple(names)
+        if answer != some:
+            return ()
+        chosen = questionary.checkbox("Which hosts?", choices=[questionary.Choice(n, checked=False) for n in names]
+                                      ).unsafe_ask()
+        return tuple(n for n in names if n in (chosen or ()))
 
 
 def has_terminal() -> bool:

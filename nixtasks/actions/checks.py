@@ -1,0 +1,60 @@
+"""Health checks: an HTTP request from the deployer, or a unit or command on the host, each
+tried up to `retries` times, `interval` apart, every try bounded by `timeout`."""
+
+from __future__ import annotations
+
+import time
+
+from ..errors import CommandFailed, NixtasksError
+from ..host import commands
+from ..host.runner import Runner
+from ..models import LOCAL, Check, Host
+
+
+def ssh_address(host: Host, runner: Runner) -> str:
+    """The address ssh connects to (its config may map the name), for {address} in URLs."""
+    if host.target.is_local:
+        return "localhost"
+    result = runner.run(commands.ssh_resolve(host.target.ssh_destination, runner.ssh_options), LOCAL, check=False)
+    for line in result.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "hostname" and value:
+            return value
+    return host.target.address or host.name
+
+
+def run_check(check: Check, host: Host, address: str, runner: Runner) -> tuple[bool, str]:
+    """Try up to `retries` times, `interval` apart; each try bounded by `timeout`."""
+    detail = ""
+    for attempt in range(1, check.retries + 1):
+        ok, detail = try_check(check, host, address, runner)
+        if ok:
+            return True, f"ok{f' (try {attempt})' if attempt > 1 else ''}"
+        if attempt < check.retries:
+            time.sleep(check.interval)
+    return False, f"{detail} (after {check.retries} tries)"
+
+
+def try_check(check: Check, host: Host, address: str, runner: Runner) -> tuple[bool, str]:
+    if check.kind == "http":
+        url = check.spec.replace("{host}", host.name).replace("{address}", address)
+        if not url.startswith(("http://", "https://")):
+            raise NixtasksError(f"{host.name}: check URL {url!r} does not start with http(s)://")
+        result = runner.run(commands.http_get(url, check.timeout), LOCAL, check=False)
+        body, _, code = result.stdout.rpartition("\n")
+        if not result.ok:
+            return False, f"{url}: {result.stderr.strip() or f'curl exit {result.exit_code}'}"
+        if code != str(check.status):
+            return False, f"{url} answered {code}, expected {check.status}"
+        if check.contains and check.contains not in body:
+            return False, f"{url} answered {code} without {check.contains!r}"
+        return True, "ok"
+    cmd = commands.unit_active(check.spec) if check.kind == "unit" else commands.host_command(check.spec)
+    try:
+        result = runner.run(cmd, host.target, check=False, timeout=check.timeout)
+    except CommandFailed as exc:
+        return False, str(exc)
+    if result.ok:
+        return True, "ok"
+    out = (result.stdout.strip() or result.stderr.strip()).splitlines()
+    return False, f"exit {result.exit_code}{': ' + out[-1] if out else ''}"

@@ -1,0 +1,33 @@
+"""Batches as Ansible's `serial` makes them, and its failure threshold. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def batch_length(size: str, total: int) -> int:
+    """A percentage of the whole selection, rounded down, but never less than one host."""
+    if size.endswith("%"):
+        return max(1, total * int(size[:-1]) // 100)
+    return int(size)
+
+
+def split(items: Sequence[T], sizes: Sequence[str]) -> list[list[T]]:
+    """Consecutive batches; the last size repeats until every item has a batch."""
+    if not sizes:
+        return [list(items)] if items else []
+    batches: list[list[T]] = []
+    start = 0
+    while start < len(items):
+        length = batch_length(sizes[min(len(batches), len(sizes) - 1)], len(items))
+        batches.append(list(items[start:start + length]))
+        start += length
+    return batches
+
+
+def halts(failed: int, batch: int, max_fail_percentage: float) -> bool:
+    """More than `max_fail_percentage` of the batch failed (equalling it does not halt)."""
+    return batch > 0 and failed * 100 > max_fail_percentage * batch

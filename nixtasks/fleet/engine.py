@@ -1,0 +1,371 @@
+"""The fleet engine: every deploy and rollback, of one host or many, goes through here.
+
+Before anything changes: the refusal without a terminal, one evaluation and build, one
+probe per host (in parallel with the build), the unreachable hosts named, copies and
+closure diffs in parallel, one plan and one approval. Then batches: hosts of a batch in
+parallel, each through `pipeline.apply`, a halt when a batch fails beyond the threshold,
+Ctrl-C that lets running hosts finish, a journal record per host as soon as it is known,
+and one report whose exit code is never 0 after a failure or a rollback."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TypeVar
+
+from ..actions import deploy as steps
+from ..actions import gc as collection
+from ..actions import rollback as rollbacks
+from ..actions.journal import Journal, deployer_journal_path
+from ..actions.plan import approval_question, fleet_question, needs_approval, render, render_git, render_report
+from ..errors import DeployFailed, HostUnreachable, Interrupted, NixtasksError, Refused
+from ..host import gitstate
+from ..host.facts import Facts, read_facts
+from ..host.prompts import HOW_TO_APPROVE, Prompter
+from ..host.runner import Runner
+from ..models import Action, Host, HostPlan, HostResult, Outcome, Plan, Policy, Report, Stage
+from . import batches, lock, pipeline
+from .pipeline import Change, Context
+from .progress import Progress
+
+Echo = Callable[[str], None]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DeployRequest:
+    action: Action
+    hosts: tuple[Host, ...]
+    flake: str
+    policy: Policy = Policy()
+    show_trace: bool = False
+    nix_options: tuple[str, ...] = ()
+    reason: str = ""
+    full_diff: bool = False  # the whole closure diff per host, not its summary
+
+
+@dataclass(frozen=True)
+class RollbackRequest:
+    hosts: tuple[Host, ...]
+    generation: int | None = None  # None: the previous one
+    boot: bool = False
+    policy: Policy = Policy()
+    reason: str = ""
+    full_diff: bool = False
+
+
+@dataclass(frozen=True)
+class Tools:
+    """The effects one engine run uses."""
+
+    runner: Runner
+    prompter: Prompter
+    progress: Progress
+    echo: Echo
+    journal_path: Path | None = None
+
+
+# --- deploy ---------------------------------------------------------------------------------
+
+
+def deploy(req: DeployRequest, tools: Tools) -> Report:
+    runner, echo = tools.runner, tools.echo
+    git = gitstate.read(runner, req.flake)
+    for line in render_git(git):
+        echo(line)
+    journal = Journal(runner, tools.journal_path or deployer_journal_path(), git, req.reason, echo)
+    refuse_without_terminal(req.action.value, [h for h in req.hosts if needs_approval(req.action, h, git)],
+                            tools.prompter, journal)
+    build_req = steps.BuildRequest(req.action, req.hosts, req.flake, req.show_trace, req.nix_options)
+    if not req.action.activates:
+        built = steps.build(build_req, runner, echo)
+        return finish(Report(req.action, tuple(
+            HostResult(host=h.name, action=req.action, outcome=Outcome.OK,
+                       new_system=built[steps.key(h)].path if built else None) for h in req.hosts)), echo)
+    with ThreadPoolExecutor(max_workers=min(32, len(req.hosts))) as pool:
+        # The hosts are asked what they run while the systems build: both take a while.
+        probes = [pool.submit(read_facts, h, runner) for h in req.hosts]
+        started = time.monotonic()
+        built = steps.build(build_req, runner, echo)
+        build_seconds = round(time.monotonic() - started, 3)
+        facts = [p.result() for p in probes]
+    hosts, skipped = reachable(req.hosts, facts, req.policy, req.action, echo)
+
+    def prepare(host: Host, before: Facts) -> Change:
+        made = built[steps.key(host)]
+        steps.check_is_nixos(host, made, runner)
+        steps.check_space(host, made, req.action, before.store_free, runner)
+        started = time.monotonic()
+        steps.copy(host, made, runner)
+        seconds = round(time.monotonic() - started, 3)
+        diff = steps.closure_diff(host, before.running, made.path, runner)
+        return Change(host, req.action, made.path, before, diff=diff, copy_seconds=seconds)
+
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(hosts)))) as pool:
+        # Every host is checked (a NixOS closure, room for it) and copied before any activation.
+        changes = list(pool.map(lambda hf: prepare(*hf), hosts))
+    plans = tuple(HostPlan(c.host, c.action, c.system, c.before.running or None, c.diff, c.before.generation)
+                  for c in changes)
+    echo(render(Plan(req.action, plans, git, tuple(runner.warnings), req.reason), full_diff=req.full_diff))
+    echo(describe_policy(req.policy, len(changes)))
+    asking = [c for c in changes if needs_approval(req.action, c.host, git)]
+    question = (approval_question(plans[0]) if len(changes) == 1
+                else fleet_question(req.action, [c.host.name for c in asking]))
+    ctx = Context(runner, req.policy, tools.progress, req.action.value)
+    results, interrupted = approve_and_run(changes, asking, question, ctx, tools.prompter, journal)
+    timed = tuple(replace(r, stages=((Stage.BUILD, build_seconds), *r.stages)) for r in results)
+    return finish(Report(req.action, skipped + timed, interrupted=interrupted), echo)
+
+
+def reachable(hosts: Sequence[Host], facts: Sequence[Facts], policy: Policy, action: Action,
+              echo: Echo) -> tuple[list[tuple[Host, Facts]], tuple[HostResult, ...]]:
+    """Unreachable hosts stop the deploy before anything changes, unless they are skipped."""
+    down = [(h, f) for h, f in zip(hosts, facts) if not f.reachable]
+    if down and not policy.skip_unreachable:
+        names = ", ".join(h.name for h, _ in down)
+        raise HostUnreachable(names, (), f"{down[0][1].error}; nothing was changed on any host. Bring "
+                              f"{'it' if len(down) == 1 else 'them'} back, leave {'it' if len(down) == 1 else 'them'}"
+                              " out of the selection, or pass --skip-unreachable")
+    for host, fact in down:
+        echo(f"warning: {host.name}: unreachable, skipped (--skip-unreachable): {fact.error}")
+    skipped = tuple(HostResult(host=h.name, action=action, outcome=Outcome.SKIPPED,
+                               message=f"unreachable: {f.error}") for h, f in down)
+    if down and len(down) == len(hosts):
+        raise NixtasksError(f"no host of the selection can be reached ({', '.join(h.name for h, _ in down)}); "
+                            "nothing was changed")
+    return [(h, f) for h, f in zip(hosts, facts) if f.reachable], skipped
+
+
+def describe_policy(policy: Policy, count: int) -> str:
+    sizes = [len(b) for b in batches.split(range(count), policy.batches)]
+    text = (f"  batches:  {', '.join(str(s) for s in sizes)} host(s), {min(policy.parallel, max(sizes, default=1))} "
+            f"at a time; halt when more than {policy.max_fail_percentage:g}% of a batch fails")
+    if policy.pause and len(sizes) > 1:
+        text += f"; {policy.pause:g} s between batches"
+    text += f"\n  checks:   {'after each activation' if policy.checks else 'SKIPPED (--no-checks)'}"
+    text += f"; a failed host is {'rolled back' if policy.rollback else 'LEFT AS IT IS (--no-rollback)'}"
+    if policy.watchdog:
+        text += f"\n  watchdog: a remote host reverts by itself unless it confirms within {policy.confirm_timeout:g} s"
+    return text
+
+
+# --- rollback -------------------------------------------------------------------------------
+
+
+def rollback(req: RollbackRequest, tools: Tools) -> Report:
+    runner, echo = tools.runner, tools.echo
+    journal = Journal(runner, tools.journal_path or deployer_journal_path(), None, req.reason, echo)
+    refuse_without_terminal("rollback", [h for h in req.hosts if not h.is_local], tools.prompter, journal)
+    request = rollbacks.Request(req.hosts, req.generation, req.boot, req.reason)
+    with ThreadPoolExecutor(max_workers=min(32, len(req.hosts))) as pool:
+        facts = list(pool.map(lambda h: read_facts(h, runner), req.hosts))
+    action = Action.BOOT if req.boot else Action.SWITCH
+    hosts, skipped = reachable(req.hosts, facts, req.policy, action, echo)
+    with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+        # Every host's target is chosen before anything changes anywhere.
+        chosen = list(pool.map(lambda hf: rollbacks.prepare(hf[0], request, runner, echo), hosts))
+    changes = [Change(s.plan.host, action, s.target.path, f, generation=s.target.number, diff=s.plan.closure_diff)
+               for s, (_h, f) in zip(chosen, hosts)]
+    echo(render(Plan(action, tuple(s.plan for s in chosen), None, (), req.reason), full_diff=req.full_diff))
+    echo(describe_policy(req.policy, len(changes)))
+    asking = [c for c in changes if not c.host.is_local]
+    question = (rollbacks.question(chosen[0]) if len(changes) == 1
+                else f"Roll back {', '.join(c.host.name for c in asking)} ({len(asking)} hosts)?")
+    ctx = Context(runner, req.policy, tools.progress, "rollback")
+    results, interrupted = approve_and_run(changes, asking, question, ctx, tools.prompter, journal)
+    return finish(Report("rollback", skipped + results, interrupted=interrupted), echo)
+
+
+# --- approval, batches, report --------------------------------------------------------------
+
+
+def refuse_without_terminal(verb: str, asking: Sequence[Host], prompter: Prompter, journal: Journal) -> None:
+    """No terminal and no approval: refuse before anything is built or changed."""
+    if asking and not prompter.can_ask:
+        for host in asking:
+            journal.write(host, verb, "refused", on_host=False, message="no terminal and no approval")
+        raise Refused(f"{verb} on {', '.join(h.name for h in asking)} needs an approval and there is no "
+                      f"terminal to ask on; {HOW_TO_APPROVE}. Nothing was changed")
+
+
+def approve_and_run(changes: Sequence[Change], asking: Sequence[Change], question: str, ctx: Context,
+                    prompter: Prompter, journal: Journal) -> tuple[tuple[HostResult, ...], bool]:
+    """One approval for the hosts that need one, then the batches. Returns the results and
+    whether Ctrl-C stopped the run."""
+    approved = set(prompter.approve(question, [c.host.name for c in asking])) if asking else set()
+    go, declined = [], []
+    for change in changes:
+        if change in asking and change.host.name not in approved:
+            declined.append(pipeline.unchanged(change, Outcome.DECLINED, "declined; nothing changed"))
+            if change.action.changes_host:
+                journal.write_result(change.host, ctx.verb, declined[-1])
+        else:
+            go.append(change)
+
+    def work(change: Change) -> HostResult:
+        result = pipeline.apply(change, ctx)
+        ctx.progress.done(result)
+        if change.action.changes_host:  # at once: an interruption later must not lose this record
+            journal.write_result(change.host, ctx.verb, result)
+        return result
+
+    def halted_batch(batch: Sequence[Change], results: Sequence[HostResult]) -> list[HostResult]:
+        """rollback_batch_on_failure: the healthy hosts of the batch that halted go back too."""
+        failed = ", ".join(r.host for r in results if r.failed)
+        out = []
+        for change, result in zip(batch, results):
+            if result.outcome is Outcome.OK and change.action.changes_host:
+                clock = pipeline.Clock(change.host.name, ctx.progress)
+                back = pipeline.roll_back(change, ctx, clock, f"ok, but its batch failed ({failed})",
+                                          why=f"its batch failed ({failed})")
+                journal.write_result(change.host, ctx.verb, back)
+                out.append(back)
+            else:
+                out.append(result)
+        return out
+
+    results, interrupted = run_batches(go, work, ctx.policy, ctx.runner.echo, halted_batch,
+                                       lambda c, why: pipeline.unchanged(c, Outcome.NOT_STARTED, why))
+    for change, result in zip(go, results):
+        if result.outcome is Outcome.NOT_STARTED and change.action.changes_host:
+            journal.write_result(change.host, ctx.verb, result)
+    return tuple(declined) + tuple(results), interrupted
+
+
+def run_batches(items: Sequence[T], work: Callable[[T], HostResult], policy: Policy, echo: Echo,
+                on_halt: Callable[[Sequence[T], Sequence[HostResult]], list[HostResult]],
+                not_started: Callable[[T, str], HostResult]) -> tuple[list[HostResult], bool]:
+    """Batches one after another, the hosts of a batch in parallel (at most `policy.parallel`).
+    Ctrl-C: nothing new starts, running hosts finish (with their checks and rollback)."""
+    stop = threading.Event()
+    halted = ""
+    results: list[HostResult] = []
+
+    def guarded(item: T) -> HostResult:
+        return not_started(item, "interrupted before it started") if stop.is_set() else work(item)
+
+    with ThreadPoolExecutor(max_workers=max(1, policy.parallel)) as pool:
+        for number, batch in enumerate(batches.split(items, policy.batches), start=1):
+            if stop.is_set() or halted:
+                why = "interrupted before it started" if stop.is_set() else halted
+                results += [not_started(i, why) for i in batch]
+                continue
+            if number > 1 and policy.pause:
+                echo(f"pausing {policy.pause:g} s before batch {number}")
+                if not interruptible_sleep(policy.pause, stop, echo):
+                    results += [not_started(i, "interrupted before it started") for i in batch]
+                    continue
+            futures = [pool.submit(guarded, item) for item in batch]
+            done = wait_all(futures, stop, echo)
+            failed = sum(1 for r in done if r.failed)
+            if batches.halts(failed, len(batch), policy.max_fail_percentage):
+                halted = (f"not started: batch {number} failed ({failed} of {len(batch)} host(s), more than "
+                          f"{policy.max_fail_percentage:g}%)")
+                echo(f"halting: {failed} of {len(batch)} host(s) of batch {number} failed")
+                if policy.rollback_batch_on_failure:
+                    done = on_halt(batch, done)
+            results += done
+    return results, stop.is_set()
+
+
+def wait_all(futures: list[Future[HostResult]], stop: threading.Event, echo: Echo) -> list[HostResult]:
+    while True:
+        try:
+            wait_for(futures)
+            return [f.result() for f in futures]
+        except KeyboardInterrupt:
+            if not stop.is_set():
+                echo("interrupted: no new host starts; the hosts under way finish their activation and checks "
+                     "(or are rolled back)")
+            stop.set()
+
+
+def interruptible_sleep(seconds: float, stop: threading.Event, echo: Echo) -> bool:
+    try:
+        time.sleep(seconds)
+        return True
+    except KeyboardInterrupt:
+        echo("interrupted: no new host starts")
+        stop.set()
+        return False
+
+
+def finish(report: Report, echo: Echo) -> Report:
+    echo(render_report(report))
+    if report.interrupted:
+        raise Interrupted(f"interrupted; {summary(report)}", report)
+    failed = report.failed()
+    if failed:
+        first = failed[0]
+        more = f" ({len(failed) - 1} more host(s) failed)" if len(failed) > 1 else ""
+        raise DeployFailed(f"{first.host}: {first.outcome.value}: {first.message}{more}", report)
+    stopped = [r.host for r in report.results if r.outcome is Outcome.NOT_STARTED]
+    if stopped:
+        raise DeployFailed(f"not started: {', '.join(stopped)}", report)
+    declined = [r.host for r in report.results if r.outcome is Outcome.DECLINED]
+    if declined:
+        raise Refused(f"not approved for {', '.join(declined)}; nothing was changed there")
+    return report
+
+
+def summary(report: Report) -> str:
+    counts: dict[str, int] = {}
+    for r in report.results:
+        counts[r.outcome.value] = counts.get(r.outcome.value, 0) + 1
+    return ", ".join(f"{n} {outcome}" for outcome, n in counts.items())
+
+
+
+# --- gc -------------------------------------------------------------------------------------
+
+
+def gc(hosts: tuple[Host, ...], keep: int, policy: Policy, tools: Tools) -> Report:
+    """Old generations deleted and garbage collected, with the deploys' approval, lock and report."""
+    runner, echo = tools.runner, tools.echo
+    journal = Journal(runner, tools.journal_path or deployer_journal_path(), None, "", echo)
+    if not runner.dry_run:
+        refuse_without_terminal("gc", hosts, tools.prompter, journal)
+    with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+        chosen = list(pool.map(lambda h: collection.choose(h, keep, runner), hosts))
+        facts = list(pool.map(lambda h: read_facts(h, runner), hosts))
+    for step in chosen:
+        echo(collection.describe(step, keep))
+    names = [h.name for h in hosts]
+    question = (f"Delete {len(chosen[0].doomed)} generation(s) on {names[0]} and collect garbage?" if len(names) == 1
+                else f"Delete old generations and collect garbage on {', '.join(names)} ({len(names)} hosts)?")
+    approved = set(tools.prompter.approve(question, names))
+    declined = tuple(HostResult(host=s.host.name, action="gc", outcome=Outcome.DECLINED, message="declined")
+                     for s in chosen if s.host.name not in approved)
+    for step in chosen:
+        if step.host.name not in approved:
+            journal.write(step.host, "gc", "declined", message="declined; nothing deleted")
+    systemd = {h.name: f.systemd for h, f in zip(hosts, facts)}
+
+    def work(step: collection.GcStep) -> HostResult:
+        host = step.host
+        if systemd[host.name] and not runner.dry_run:
+            refused = lock.take(host, "gc", policy.lock_timeout, runner)
+            if refused:
+                result = HostResult(host=host.name, action="gc", outcome=Outcome.LOCKED,
+                                    message=f"{refused}; nothing deleted")
+                journal.write(host, "gc", result.outcome.value, message=result.message)
+                return result
+        try:
+            result = collection.collect(step, runner, echo)
+        finally:
+            if systemd[host.name] and not runner.dry_run:
+                lock.release(host, runner)
+        if not runner.dry_run:
+            journal.write(host, "gc", result.outcome.value, message=result.message)
+        return result
+
+    go = [s for s in chosen if s.host.name in approved]
+    results, interrupted = run_batches(go, work, replace(policy, batches=()), echo, lambda _b, r: list(r),
+                                       lambda s, why: HostResult(host=s.host.name, action="gc",
+                                                                 outcome=Outcome.NOT_STARTED, message=why))
+    return finish(Report("gc", declined + tuple(results), interrupted=interrupted), echo)

@@ -1,0 +1,31 @@
+"""Is a host healthy after its activation? The inventory's checks (as `verify` runs them),
+and no unit failing that did not fail before the deploy."""
+
+from __future__ import annotations
+
+from ..actions.checks import run_check, ssh_address
+from ..host.facts import Facts, read_facts
+from ..host.runner import Runner
+from ..models import Host
+
+
+def new_failed_units(before: Facts, after: Facts) -> list[str]:
+    return sorted(set(after.failed_units) - set(before.failed_units))
+
+
+def problems(host: Host, before: Facts, runner: Runner) -> list[str]:
+    """Every problem found, first the failing checks; empty when the host is healthy."""
+    found: list[str] = []
+    address = ssh_address(host, runner) if any(c.kind == "http" for c in host.checks) else ""
+    for check in host.checks:
+        ok, detail = run_check(check, host, address, runner)
+        if not ok:
+            found.append(f"check {check.describe()}: {detail}")
+    after = read_facts(host, runner)  # after the checks: a unit may fail while they retry
+    if not after.reachable:
+        found.append(f"the host stopped answering during its checks: {after.error}")
+    else:
+        failed = new_failed_units(before, after)
+        if failed:
+            found.append(f"units failed that did not fail before: {', '.join(failed)}")
+    return found

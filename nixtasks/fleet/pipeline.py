@@ -1,0 +1,217 @@
+"""One host's way through a deploy or a rollback, after the approval: take the lock, arm
+the watchdog, set the profile, activate, confirm over a fresh connection, run the health
+checks, roll back on failure, release the lock. Every outcome is confirmed by reading the
+host again before it is reported."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from ..errors import CommandFailed
+from ..host import commands
+from ..host.facts import Facts, read_facts
+from ..host.runner import Runner
+from ..models import SYSTEM_PROFILE, Action, Host, HostResult, Outcome, Policy, Stage
+from . import health, lock, watchdog
+from .progress import Progress
+
+
+@dataclass(frozen=True)
+class Change:
+    """One host's part of a deploy or rollback, decided before anything changes."""
+
+    host: Host
+    action: Action
+    system: str  # what the host runs (or boots, for boot) afterwards
+    before: Facts
+    generation: int | None = None  # a rollback: switch the profile to this existing generation
+    diff: str = ""
+    copy_seconds: float = 0.0
+
+    @property
+    def activation_path(self) -> str:
+        """A rollback activates the profile, as `nixos-rebuild --rollback` does."""
+        return SYSTEM_PROFILE if self.generation is not None else self.system
+
+
+@dataclass(frozen=True)
+class Context:
+    runner: Runner
+    policy: Policy
+    progress: Progress
+    verb: str  # what the journal and the lock call it: switch, boot, test, rollback
+
+
+@dataclass
+class Clock:
+    """Seconds per stage of one host, reported in the JSON report."""
+
+    host: str
+    progress: Progress
+    started: float = field(default_factory=time.monotonic)
+    stages: list[tuple[Stage, float]] = field(default_factory=list)
+
+    @contextlib.contextmanager
+    def stage(self, stage: Stage) -> Iterator[None]:
+        self.progress.stage(self.host, stage)
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.stages.append((stage, round(time.monotonic() - start, 3)))
+
+
+def outcome_result(ch: Change, outcome: Outcome, clock: Clock | None, message: str = "",
+                   after: Facts | None = None) -> HostResult:
+    """A result from what the host was seen to run afterwards (`after`), else from before."""
+    seen = after if after is not None and after.reachable else None
+    if seen is None:
+        system = None if after is not None else ch.before.running or None
+        generation = None if after is not None else ch.before.generation
+    else:
+        system = (seen.boot_path if ch.action is Action.BOOT else seen.running) or None
+        generation = seen.generation
+    stages: tuple[tuple[Stage, float], ...] = ((Stage.COPY, ch.copy_seconds),) if ch.copy_seconds else ()
+    if clock is not None:
+        stages += tuple(clock.stages)
+    return HostResult(host=ch.host.name, action=ch.action, outcome=outcome, new_system=system,
+                      previous_system=ch.before.running or None, message=message,
+                      previous_generation=ch.before.generation, generation=generation,
+                      duration=round(time.monotonic() - clock.started, 3) if clock else 0.0, stages=stages)
+
+
+def unchanged(ch: Change, outcome: Outcome, message: str) -> HostResult:
+    return outcome_result(ch, outcome, None, message)
+
+
+def apply(ch: Change, ctx: Context) -> HostResult:
+    """The whole way of one host. Never raises for a host's own failure: it is a result."""
+    clock = Clock(ch.host.name, ctx.progress)
+    if not ch.action.changes_host:  # dry-activate: nothing to lock, watch or check
+        try:
+            activate(ch, ctx)
+        except CommandFailed as exc:
+            return outcome_result(ch, Outcome.FAILED, clock, failure_text(ch, exc))
+        return outcome_result(ch, Outcome.OK, clock, "dry activation: nothing changed")
+    locking = ch.before.systemd
+    if locking:
+        with clock.stage(Stage.LOCK):
+            refused = lock.take(ch.host, ctx.verb, ctx.policy.lock_timeout, ctx.runner)
+        if refused:
+            return outcome_result(ch, Outcome.LOCKED, clock, f"{refused}; nothing changed. If that deployer is "
+                                  f"gone: invoke unlock --host {ch.host.name}")
+    try:
+        return apply_locked(ch, ctx, clock)
+    finally:
+        if locking and not lock.release(ch.host, ctx.runner):
+            ctx.runner.echo(f"warning: {ch.host.name}: could not release the deploy lock; it expires by itself "
+                            f"after {ctx.policy.lock_timeout:g} s, or: invoke unlock --host {ch.host.name}")
+
+
+def activate(ch: Change, ctx: Context) -> None:
+    host, runner = ch.host, ctx.runner
+    if ch.action.sets_profile:
+        profile = (commands.switch_generation(ch.generation) if ch.generation is not None
+                   else commands.set_profile(ch.system))
+        runner.run(profile, host.target, label=host.name, stream=True)
+    runner.run(commands.switch_to_configuration(ch.activation_path, ch.action, systemd=ch.before.systemd),
+               host.target, label=host.name, stream=True)
+
+
+def failure_text(ch: Change, exc: CommandFailed) -> str:
+    return f"{ch.action.value} failed (exit {exc.returncode}){': ' + exc.detail if exc.detail else ''}"
+
+
+def apply_locked(ch: Change, ctx: Context, clock: Clock) -> HostResult:
+    host, runner, policy = ch.host, ctx.runner, ctx.policy
+    armed = watchdog.wanted(host, ch.action, ch.before, policy)
+    failure = ""
+    with clock.stage(Stage.ACTIVATION):
+        try:
+            if armed:
+                watchdog.arm(host, ch.action, ch.before, policy, runner)
+            activate(ch, ctx)
+        except CommandFailed as exc:
+            failure = failure_text(ch, exc)
+    if armed:
+        with clock.stage(Stage.CONFIRM):
+            confirmed = watchdog.confirm(host, runner)
+        if confirmed != watchdog.Confirmation.CONFIRMED:
+            return watched_out(ch, ctx, clock, failure or "the host did not confirm over a new ssh connection")
+    if runner.dry_run:
+        return outcome_result(ch, Outcome.OK, clock, "dry run: nothing changed")
+    after = read_facts(host, runner)
+    if not after.reachable:
+        return outcome_result(ch, Outcome.FAILED, clock, f"{failure or ch.action.value + ' ran'}, but the host no "
+                              f"longer answers: {after.error}", after)
+    if not failure and ch.action.changes_running_system and after.running != ch.system:
+        failure = f"after {ch.action.value}, /run/current-system is {after.running or 'missing'}, not {ch.system}"
+    if not failure and ch.action.sets_profile and after.boot_path != ch.system:
+        failure = f"after {ch.action.value}, the boot profile is {after.boot_path or 'missing'}, not {ch.system}"
+    if not failure and policy.checks and ch.action.changes_running_system:
+        with clock.stage(Stage.CHECKS):
+            found = health.problems(host, ch.before, runner)
+        if found:
+            failure = found[0] + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
+    if not failure:
+        note = "checks skipped (--no-checks)" if not policy.checks and ch.action.changes_running_system else ""
+        return outcome_result(ch, Outcome.OK, clock, note, after)
+    if not policy.rollback:
+        return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; LEFT AS IT IS (--no-rollback): roll it back "
+                              f"with `invoke rollback --host {host.name}`", after)
+    with clock.stage(Stage.ROLLBACK):
+        return roll_back(ch, ctx, clock, failure)
+
+
+def watched_out(ch: Change, ctx: Context, clock: Clock, failure: str) -> HostResult:
+    """No confirmation: the watchdog reverts the host by itself. Wait, then see."""
+    ctx.runner.echo(f"[{ch.host.name}] no confirmation over a new connection ({failure}); the watchdog reverts "
+                    f"the host {ctx.policy.confirm_timeout:g} s after its activation; waiting for it")
+    with clock.stage(Stage.ROLLBACK):
+        reverted, after = watchdog.await_revert(ch.host, ch.before, ctx.policy, ctx.runner)
+    if reverted:
+        return outcome_result(ch, Outcome.REVERTED, clock, f"{failure}; the watchdog put back "
+                              f"{ch.before.running} by itself", after)
+    if after.reachable:
+        return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; the watchdog did not put back what ran "
+                              f"before (the host runs {after.running or 'nothing'}); check it by hand", after)
+    return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; the host still does not answer "
+                          f"{ctx.policy.confirm_timeout + watchdog.REVERT_GRACE:g} s after its activation: "
+                          f"{after.error}", after)
+
+
+def roll_back(ch: Change, ctx: Context, clock: Clock, failure: str, *, why: str = "") -> HostResult:
+    """Put the host back on what it ran and booted before, then see that it did."""
+    host, runner, before = ch.host, ctx.runner, ch.before
+    if not before.running and ch.action.changes_running_system:
+        return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; it ran no system before, so there is "
+                              "nothing to roll back to", read_facts(host, runner))
+    runner.echo(f"[{host.name}] {why or failure}: rolling back to "
+                f"{'generation ' + str(before.generation) if before.generation else before.running}")
+    try:
+        for cmd in commands.revert(before.generation, before.boot_path, before.running, ch.action,
+                                   systemd=before.systemd):
+            runner.run(cmd, host.target, label=host.name, stream=True)
+    except CommandFailed as exc:
+        return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; the rollback failed too ({exc}); check "
+                              f"the host by hand", read_facts(host, runner))
+    after = read_facts(host, runner)
+    wrong = []
+    if not after.reachable:
+        wrong.append(f"the host no longer answers ({after.error})")
+    else:
+        if ch.action.changes_running_system and after.running != before.running:
+            wrong.append(f"it runs {after.running or 'nothing'}, not {before.running}")
+        if ch.action.sets_profile and before.generation is not None and after.generation != before.generation:
+            wrong.append(f"it boots generation {after.generation}, not {before.generation}")
+    if wrong:
+        return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; the rollback did not put it back: "
+                              f"{'; '.join(wrong)}", after)
+    back = f"rolled back to generation {before.generation}" if before.generation else "rolled back"
+    if ctx.policy.checks and ch.action.changes_running_system:
+        again = health.problems(host, before, runner)
+        back += f"; after the rollback: {again[0]}" if again else ", whose checks pass"
+    return outcome_result(ch, Outcome.ROLLED_BACK, clock, f"{failure}; {back}", after)
