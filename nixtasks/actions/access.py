@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..host import commands, gitstate, space
 from ..host.runner import Runner
@@ -22,11 +22,14 @@ LOW_SPACE = 1024**3
 # matches across spaces and slashes, so `/nix/store/*/bin/...` would also allow
 # `/nix/store/../../bin/sh -c ...`.
 STORE, NUMBER, NUMBERS, ACTION = "\0store\0", "\0n\0", "\0ns\0", "\0action\0"
+GENERATION, OWNER = "\0gen\0", "\0owner\0"
 PATTERNS = {
     STORE: r"/nix/store/[0-9a-z]{32}-[-+._?0-9A-Za-z\=]+",  # a store path: no slash, no space
     NUMBER: "[0-9]+",
     NUMBERS: "[0-9]+( [0-9]+)*",
     ACTION: "(switch|boot|test|dry-activate)",
+    GENERATION: "([0-9]+|-)",
+    OWNER: "[-A-Za-z0-9@._:+=,]+",  # fleet/lock.py's owner text
 }
 
 
@@ -35,7 +38,12 @@ def root_commands() -> list[Command]:
     from the same builders the deploys use, so the snippet cannot fall behind them."""
     cmds = [commands.set_profile(STORE), commands.list_generations(), commands.switch_generation(0),
             commands.delete_generations([0]), commands.collect_garbage(), commands.journal_dir(HOST_JOURNAL),
-            commands.journal_append(HOST_JOURNAL, "")]
+            commands.journal_append(HOST_JOURNAL, ""), commands.release_lock(), commands.confirm_watchdog()]
+    lock = commands.take_lock(OWNER, 1)
+    cmds.append(replace(lock, argv=tuple(w.replace("RuntimeMaxSec=1", f"RuntimeMaxSec={NUMBER}")
+                                         for w in lock.argv)))
+    arm = commands.arm_watchdog(1, 1, STORE, STORE, Action.SWITCH)
+    cmds.append(replace(arm, argv=(*arm.argv[:4], NUMBER, GENERATION, STORE, STORE, ACTION)))
     for system in (STORE, SYSTEM_PROFILE):
         for systemd in (True, False):
             cmds.append(commands.switch_to_configuration(system, Action.SWITCH, systemd=systemd))
@@ -44,7 +52,11 @@ def root_commands() -> list[Command]:
 
 def literal(text: str) -> str:
     """Text matched as itself: regex specials in brackets, sudoers specials escaped."""
-    return "".join(f"[{c}]" if c in ".+*?()[]{}|^$" else f"\\{c}" if c in ",:=\\#!\"" else c for c in text)
+    # `$` in brackets must be escaped for sudoers' own parser, which ends a regex at a `$`.
+    # A backslash in brackets is literal to the regex, and `[\\]` is one to sudoers.
+    special = {"$": "[\\$]", "\\": "[\\\\]"}
+    return "".join(special.get(c) or (f"[{c}]" if c in ".+*?()[]{}|^" else f"\\{c}" if c in ",:=#!\"" else c)
+                   for c in text)
 
 
 def regex_word(word: str) -> str:

@@ -271,25 +271,34 @@ def lock_holder() -> Command:
 # The watchdog reverts unless the deployer confirms. It fires `timeout` seconds after it was
 # armed; if the activation is still running then, it waits for it to end and gives the
 # confirmation `timeout` seconds more. Whoever renames or removes the armed file first wins:
-# the confirmation (rm) or the revert (mv). One line each: sudoers matches them literally.
-# Arguments: $1 generation to put the profile back on (empty: leave the profile), $2 the
-# system that booted before, $3 the system that ran before, $4 the action, $5 the timeout.
-REVERT_SCRIPT = (
-    'PATH="$3/sw/bin:$PATH"; '
-    "if systemctl is-active -q nixtasks-switch-to-configuration.service; then "
-    "while systemctl is-active -q nixtasks-switch-to-configuration.service; do sleep 1; done; sleep \"$5\"; fi; "
-    f"mv {WATCHDOG_ARMED} {WATCHDOG_DIR}/watchdog-fired 2>/dev/null || exit 0; "
-    'echo "nixtasks watchdog: no confirmation within $5 s, reverting to $3"; '
-    'if [ -n "$1" ]; then nix-env -p /nix/var/nix/profiles/system --switch-generation "$1"; fi; '
-    'if [ "$4" = test ] || [ -z "$1" ]; then "$3/bin/switch-to-configuration" test; '
-    'elif [ "$2" = "$3" ]; then /nix/var/nix/profiles/system/bin/switch-to-configuration switch; '
-    'else /nix/var/nix/profiles/system/bin/switch-to-configuration boot; "$3/bin/switch-to-configuration" test; fi; '
-    f'echo "$(date +%s) $?" > {WATCHDOG_REVERTED}'
-)
+# the confirmation (rm) or the revert (mv). The script goes to a file on the host (systemd
+# would mangle `;` and `%` in a transient unit's command line), written by the one-line
+# ARM_SCRIPT; all of it is constant, so the sudoers snippet can match it literally. Arguments: $1 generation to put the profile back
+# on ("-": leave the profile), $2 the system that booted before, $3 the system that ran
+# before, $4 the action, $5 the timeout.
+WATCHDOG_SCRIPT = f"""#!/bin/sh
+PATH="$3/sw/bin:$PATH"
+if systemctl is-active -q nixtasks-switch-to-configuration.service; then
+  while systemctl is-active -q nixtasks-switch-to-configuration.service; do sleep 1; done
+  sleep "$5"
+fi
+mv {WATCHDOG_ARMED} {WATCHDOG_DIR}/watchdog-fired 2>/dev/null || exit 0
+echo "nixtasks watchdog: no confirmation within $5 s, reverting to $3"
+if [ "$1" != - ]; then nix-env -p {SYSTEM_PROFILE} --switch-generation "$1"; fi
+if [ "$4" = test ] || [ "$1" = - ]; then "$3/bin/switch-to-configuration" test
+elif [ "$2" = "$3" ]; then {SYSTEM_PROFILE}/bin/switch-to-configuration switch
+else {SYSTEM_PROFILE}/bin/switch-to-configuration boot; "$3/bin/switch-to-configuration" test
+fi
+status=$?
+echo "$(date +%s) $status" > {WATCHDOG_REVERTED}
+"""
+WATCHDOG_FILE = f"{WATCHDOG_DIR}/watchdog.sh"
 ARM_SCRIPT = (
-    f"mkdir -p {WATCHDOG_DIR} && rm -f {WATCHDOG_DIR}/watchdog-fired {WATCHDOG_REVERTED} && : > {WATCHDOG_ARMED} && "
+    f"mkdir -p {WATCHDOG_DIR} && rm -f {WATCHDOG_DIR}/watchdog-fired {WATCHDOG_REVERTED} && "
+    "printf '%s\\n' " + " ".join(f"'{line}'" for line in WATCHDOG_SCRIPT.splitlines()) + f" > {WATCHDOG_FILE} && "
+    f": > {WATCHDOG_ARMED} && "
     f"exec systemd-run --unit={WATCHDOG_UNIT} --quiet --collect --on-active=\"$1\" "
-    "--timer-property=AccuracySec=100ms -- /bin/sh -c \"$2\" nixtasks-watchdog \"$3\" \"$4\" \"$5\" \"$6\" \"$1\""
+    f"--timer-property=AccuracySec=100ms -- /bin/sh {WATCHDOG_FILE} \"$2\" \"$3\" \"$4\" \"$5\" \"$1\""
 )
 CONFIRM_SCRIPT = f"rm {WATCHDOG_ARMED} && systemctl stop {WATCHDOG_UNIT}.timer"
 
@@ -297,8 +306,8 @@ CONFIRM_SCRIPT = f"rm {WATCHDOG_ARMED} && systemctl stop {WATCHDOG_UNIT}.timer"
 def arm_watchdog(timeout: float, generation: int | None, booted: str, running: str, action: Action) -> Command:
     """Arm the host's watchdog: unless confirmed, put back `generation` (the profile) and
     `running` (the running system) `timeout` seconds after the activation ends."""
-    return Command(("sh", "-c", ARM_SCRIPT, "nixtasks-arm", str(int(timeout)), REVERT_SCRIPT,
-                    "" if generation is None else str(generation), booted or running, running, action.value),
+    return Command(("sh", "-c", ARM_SCRIPT, "nixtasks-arm", str(int(timeout)),
+                    "-" if generation is None else str(generation), booted or running, running, action.value),
                    sudo=True, changes=True)
 
 
