@@ -183,9 +183,18 @@ class ShRunner:
         return Result(proc.exit_code, "".join(out), "".join(err))
 
     def failure(self, cmd: Command, target: Target, where: str, result: Result) -> NixtasksError:
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        errors = [line for line in lines if line.startswith("error:")]
-        detail = (errors or lines or [""])[-1].removeprefix("error: ").strip()
-        if not target.is_local and result.exit_code == 255:
-            return HostUnreachable(where, cmd.argv, detail)
-        return CommandFailed(where, cmd.argv, result.exit_code, detail)
+        return failure_of(cmd, target, where, result)
+
+
+def failure_of(cmd: Command, target: Target, where: str, result: Result) -> NixtasksError:
+    """The error for a failed command: its last `error:` line (or last line), and exit 255
+    over ssh as an unreachable host."""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    # Not the last line (often "restarting the following units: ..."), but the one that
+    # says what failed, as "Activation script snippet 'x' failed (1)" does.
+    failing = [line for line in lines if "failed" in line.lower() or "error" in line.lower()]
+    detail = (errors or failing or lines or [""])[-1].removeprefix("error: ").strip()
+    if not target.is_local and result.exit_code == 255:
+        return HostUnreachable(where, cmd.argv, detail)
+    return CommandFailed(where, cmd.argv, result.exit_code, detail)

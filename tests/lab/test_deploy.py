@@ -165,17 +165,18 @@ def test_failing_activation_exits_non_zero_with_the_hosts_error(fleet):
     proc = fleet.invoke("switch", "--host", "web1", "--yes")
     assert proc.returncode == 1, proc.stderr
     errors = error_lines(proc)
-    assert len(errors) == 1 and errors[0].startswith("error: web1: switch failed"), proc.stderr
-    assert "[web1]" in proc.stderr and "failed" in proc.stderr
+    assert len(errors) == 1 and errors[0].startswith("error: web1: failed: switch failed (exit 2)"), proc.stderr
+    assert "Activation script snippet 'nixtasks-fail' failed" in errors[0]  # the failing line, not the last one
+    assert "nothing to roll back to" in errors[0]  # the host ran no system before
 
 
-def test_activation_stops_at_the_first_failure(fleet):
+def test_batches_of_one_stop_at_the_first_failure(fleet):
     fleet.set_knobs("web1", fail_activation=True)
-    proc = fleet.invoke("switch", "--host", "web1,web2,db1", "--yes")
+    proc = fleet.invoke("switch", "--host", "web1,web2,db1", "--yes", "--batch-size", "1")
     assert proc.returncode == 1, proc.stderr
     for host in ("web2", "db1"):
         assert fleet.lab.current_system(host) == "" and fleet.lab.profile(host) == "", proc.stderr
-    assert proc.stderr.count("not attempted after a failure") == 2
+    assert proc.stderr.count("not started: batch 1 failed") == 2
 
 
 def test_unreachable_host_is_one_clear_error(fleet):

@@ -1,0 +1,94 @@
+"""A runner that runs nothing: it records each step and answers from a script. Unit tests
+use it to check the order of the engine's steps (lock before profile, watchdog before
+activation, rollback after a failed check) without root or a lab; the lab proves the
+behaviour for real."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..errors import NixtasksError
+from ..models import Command, Target
+from . import commands
+from .facts import FACTS_SCRIPT
+from .runner import Result, failure_of
+
+OK = Result(0, "", "")
+
+
+def step_of(cmd: Command) -> str:
+    """A short name for what a command does on a host: lock, arm, set-profile, activate switch..."""
+    argv = cmd.argv
+    if commands.ARM_SCRIPT in argv:
+        return "arm"
+    if commands.CONFIRM_SCRIPT in argv:
+        return "confirm"
+    if FACTS_SCRIPT in argv:
+        return "facts"
+    if argv[0] == "systemd-run" and f"--unit={commands.LOCK_UNIT}" in argv:
+        return "lock"
+    if argv[:2] == ("systemctl", "stop") and commands.LOCK_UNIT in argv:
+        return "unlock"
+    if argv[:2] == ("systemctl", "show") and commands.LOCK_UNIT in argv:
+        return "lock-holder"
+    for i, word in enumerate(argv):
+        if word.endswith("/bin/switch-to-configuration"):
+            return f"activate {argv[i + 1]}"
+    if argv[0] == "nix-env" and "--set" in argv:
+        return "set-profile"
+    if argv[0] == "nix-env" and "--switch-generation" in argv:
+        return f"switch-generation {argv[-1]}"
+    if argv[0] == "curl":
+        return "http"
+    if argv[:2] == ("systemctl", "is-active"):
+        return "unit"
+    if argv[0] == "tee" or (argv[0] == "mkdir" and "nixtasks" in argv[-1]):
+        return "journal"
+    if argv[:2] == ("ssh", "-G"):
+        return "ssh-resolve"
+    return " ".join(argv[:2])
+
+
+@dataclass(frozen=True)
+class Call:
+    step: str
+    target: Target
+    fresh: bool
+    cmd: Command
+
+
+Responder = Callable[[str, Command, Target, bool], Result]
+
+
+class RecordingRunner:
+    def __init__(self, respond: Responder | None = None, *, dry_run: bool = False) -> None:
+        self.respond: Responder = respond or (lambda step, cmd, target, fresh: OK)
+        self.dry_run = dry_run
+        self.calls: list[Call] = []
+        self.echoed: list[str] = []
+        self.warnings: list[str] = []
+        self.ssh_options: tuple[str, ...] = ()
+
+    def echo(self, line: str) -> None:
+        self.echoed.append(line)
+
+    def run(self, cmd: Command, target: Target, *, label: str | None = None, stream: bool = False,
+            echo_stdout: bool = True, check: bool = True, timeout: float | None = None,
+            fresh: bool = False) -> Result:
+        step = step_of(cmd)
+        self.calls.append(Call(step, target, fresh, cmd))
+        result = self.respond(step, cmd, target, fresh)
+        if check and not result.ok:
+            raise self.failure(cmd, target, label or str(target), result)
+        return result
+
+    def failure(self, cmd: Command, target: Target, where: str, result: Result) -> NixtasksError:
+        return failure_of(cmd, target, where, result)
+
+    def close(self) -> None:
+        return None
+
+    def steps(self, *, skip: tuple[str, ...] = ("journal", "lock-holder")) -> list[str]:
+        """The steps in order, fresh connections marked with a `*`."""
+        return [c.step + ("*" if c.fresh else "") for c in self.calls if c.step not in skip]

@@ -1,0 +1,159 @@
+"""The order of one host's steps in the fleet engine, with a recording runner: lock before
+the profile, the watchdog before activation, the confirmation over a fresh connection,
+checks, a rollback after a failure, the lock released at the end."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from nixtasks.fleet import pipeline, watchdog
+from nixtasks.fleet.progress import PlainProgress
+from nixtasks.host.facts import parse_facts
+from nixtasks.host.recording import OK, RecordingRunner
+from nixtasks.host.runner import Result
+from nixtasks.models import SYSTEM_PROFILE, Action, Check, Command, Host, Outcome, Policy, Stage, Target
+
+OLD, NEW = "/nix/store/" + "a" * 32 + "-nixos-system-web1-1.0", "/nix/store/" + "b" * 32 + "-nixos-system-web1-1.1"
+WEB1 = Host("web1", "web1", Target("web1", "root"), checks=(Check("unit", "app.service", retries=1),))
+
+
+@dataclass
+class FakeHost:
+    """Just enough of a NixOS host: generations, what runs, and what goes wrong."""
+
+    generations: dict[int, str] = field(default_factory=lambda: {1: OLD})
+    profile: int = 1
+    running: str = OLD
+    fail: set[str] = field(default_factory=set)  # steps that fail (exit 1; "confirm" fails with 255)
+    healthy: set[str] = field(default_factory=lambda: {OLD, NEW})
+    reverted: str = ""
+
+    def facts(self) -> str:
+        return (f"running\t{self.running}\nprofile\tsystem-{self.profile}-link\n"
+                f"profile-path\t{self.generations[self.profile]}\nsystemd\tyes\nstate\trunning\n"
+                f"reverted\t{self.reverted}\nstore-df\t/dev/x 100 50 1000000 5% /nix/store\n")
+
+    def __call__(self, step: str, cmd: Command, target: Target, fresh: bool) -> Result:
+        if step in self.fail and not (step.startswith("activate") and NEW not in " ".join(cmd.argv)):
+            return Result(255 if step == "confirm" else 1, "", f"error: {step} broke")
+        if step == "facts":
+            return Result(0, self.facts(), "")
+        if step == "set-profile":
+            self.profile = max(self.generations) + 1
+            self.generations[self.profile] = cmd.argv[-1]
+        elif step.startswith("switch-generation"):
+            self.profile = int(step.split()[1])
+        elif step.startswith("activate"):
+            path = next(a for a in cmd.argv if a.endswith("/bin/switch-to-configuration")).rsplit("/bin/", 1)[0]
+            if step in ("activate switch", "activate test"):
+                self.running = self.generations[self.profile] if path == SYSTEM_PROFILE else path
+        elif step == "unit":
+            return OK if self.running in self.healthy else Result(3, "failed", "")
+        return OK
+
+
+def change(host: FakeHost, action: Action = Action.SWITCH, target: Host = WEB1) -> pipeline.Change:
+    before = parse_facts(host.facts())
+    return pipeline.Change(target, action, NEW, before)
+
+
+def apply(fake: FakeHost, policy: Policy = Policy(), action: Action = Action.SWITCH, target: Host = WEB1):
+    runner = RecordingRunner(fake)
+    ctx = pipeline.Context(runner, policy, PlainProgress(runner.echo), action.value)
+    return pipeline.apply(change(fake, action, target), ctx), runner
+
+
+def test_a_good_switch_locks_arms_activates_confirms_checks_and_unlocks():
+    fake = FakeHost()
+    result, runner = apply(fake)
+    assert runner.steps() == ["lock", "arm", "set-profile", "activate switch", "confirm*",
+                              "facts", "unit", "facts", "unlock"]
+    assert result.outcome is Outcome.OK and not result.failed
+    assert (result.previous_generation, result.generation, result.new_system) == (1, 2, NEW)
+    assert [s for s, _ in result.stages] == [Stage.LOCK, Stage.ACTIVATION, Stage.CONFIRM, Stage.CHECKS]
+
+
+def test_a_failing_check_rolls_the_host_back_and_checks_again():
+    fake = FakeHost(healthy={OLD})
+    result, runner = apply(fake)
+    steps = runner.steps()
+    assert steps[steps.index("unit"):] == ["unit", "facts", "switch-generation 1", "activate switch", "facts",
+                                           "unit", "facts", "unlock"]
+    assert result.outcome is Outcome.ROLLED_BACK and result.failed
+    assert "check unit app.service" in result.message and "rolled back to generation 1" in result.message
+    assert "whose checks pass" in result.message
+    assert (fake.running, fake.profile) == (OLD, 1)
+    activations = [c.cmd.argv for c in runner.calls if c.step == "activate switch"]
+    assert f"{SYSTEM_PROFILE}/bin/switch-to-configuration" in activations[-1]  # the profile, like --rollback
+
+
+def test_a_failed_activation_is_rolled_back_after_the_watchdog_is_disarmed():
+    fake = FakeHost(fail={"activate switch"})
+    result, runner = apply(fake)
+    steps = runner.steps()
+    assert steps.index("confirm*") < steps.index("switch-generation 1")  # our rollback, not the watchdog's
+    assert result.outcome is Outcome.ROLLED_BACK
+    assert result.message.startswith("switch failed (exit 1): activate switch broke")
+    assert fake.profile == 1
+
+
+def test_a_locked_host_is_left_alone():
+    fake = FakeHost(fail={"lock"})
+    result, runner = apply(fake)
+    assert runner.steps() == ["lock"]
+    assert result.outcome is Outcome.LOCKED and result.failed
+    assert "invoke unlock --host web1" in result.message
+
+
+def test_no_rollback_leaves_a_failed_host_loudly():
+    fake = FakeHost(healthy={OLD})
+    result, runner = apply(fake, Policy(rollback=False))
+    assert not any(s.startswith("switch-generation") for s in runner.steps())
+    assert result.outcome is Outcome.FAILED and "LEFT AS IT IS (--no-rollback)" in result.message
+    assert fake.running == NEW
+
+
+def test_no_checks_skips_them_and_says_so():
+    result, runner = apply(FakeHost(healthy={OLD}), Policy(checks=False))
+    assert "unit" not in runner.steps()
+    assert result.outcome is Outcome.OK and result.message == "checks skipped (--no-checks)"
+
+
+def test_a_host_that_cannot_confirm_is_reported_reverted_by_its_watchdog(monkeypatch):
+    monkeypatch.setattr(watchdog, "POLL_INTERVAL", 0)
+    fake = FakeHost(fail={"confirm"})
+
+    def respond(step: str, cmd: Command, target: Target, fresh: bool) -> Result:
+        if step == "facts" and fresh:  # by the time a new connection gets through, it reverted
+            fake.running, fake.profile, fake.reverted = OLD, 1, "1700000000 0"
+        return fake(step, cmd, target, fresh)
+
+    runner = RecordingRunner(respond)
+    ctx = pipeline.Context(runner, Policy(confirm_timeout=1), PlainProgress(runner.echo), "switch")
+    result = pipeline.apply(change(fake), ctx)
+    assert runner.steps() == ["lock", "arm", "set-profile", "activate switch", "confirm*", "facts*", "unlock"]
+    assert result.outcome is Outcome.REVERTED and result.failed
+    assert result.new_system == OLD
+
+
+def test_local_hosts_and_test_activations_get_no_watchdog_and_no_profile():
+    local = Host("box", "box", Target(sudo=False))
+    _result, runner = apply(FakeHost(), action=Action.TEST, target=local)
+    assert "arm" not in runner.steps() and "set-profile" not in runner.steps()
+    assert runner.steps()[:2] == ["lock", "activate test"]
+
+
+def test_boot_sets_the_profile_and_runs_no_checks():
+    fake = FakeHost()
+    result, runner = apply(fake, action=Action.BOOT)
+    assert runner.steps() == ["lock", "set-profile", "activate boot", "facts", "unlock"]
+    assert result.outcome is Outcome.OK and fake.running == OLD and fake.profile == 2
+
+
+@pytest.mark.parametrize("action", [Action.SWITCH, Action.TEST])
+def test_nothing_to_roll_back_to_on_a_host_that_never_ran_a_system(action):
+    fake = FakeHost(running="", healthy=set())
+    result, _runner = apply(fake, action=action)
+    assert result.outcome is Outcome.FAILED and "nothing to roll back to" in result.message
