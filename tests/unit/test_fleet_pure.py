@@ -8,7 +8,7 @@ import pytest
 from nixtasks import inventory
 from nixtasks.actions import plan
 from nixtasks.cli import app
-from nixtasks.errors import InventoryError, UsageError
+from nixtasks.errors import DeployFailed, InventoryError, UsageError
 from nixtasks.fleet import batches, engine
 from nixtasks.host.facts import parse_facts
 from nixtasks.models import Action, HostResult, Outcome, Policy, Report, Stage
@@ -115,11 +115,11 @@ def test_the_report_table_and_json():
 
 def test_a_rollback_never_exits_0():
     report = Report(Action.SWITCH, (result("web1", Outcome.ROLLED_BACK),))
-    with pytest.raises(Exception) as err:
+    with pytest.raises(DeployFailed) as err:
         engine.finish(report, lambda line: None)
-    assert getattr(err.value, "exit_code", 0) == 1
+    assert err.value.exit_code == 1
     reverted = Report(Action.SWITCH, (result("web1", Outcome.REVERTED),))
-    with pytest.raises(Exception):
+    with pytest.raises(DeployFailed):
         engine.finish(reverted, lambda line: None)
 
 

@@ -59,7 +59,10 @@ def change(host: FakeHost, action: Action = Action.SWITCH, target: Host = WEB1) 
     return pipeline.Change(target, action, NEW, before)
 
 
-def apply(fake: FakeHost, policy: Policy = Policy(), action: Action = Action.SWITCH, target: Host = WEB1):
+DEFAULT = Policy()
+
+
+def apply(fake: FakeHost, policy: Policy = DEFAULT, action: Action = Action.SWITCH, target: Host = WEB1):
     runner = RecordingRunner(fake)
     ctx = pipeline.Context(runner, policy, PlainProgress(runner.echo), action.value)
     return pipeline.apply(change(fake, action, target), ctx), runner
