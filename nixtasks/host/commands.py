@@ -274,8 +274,8 @@ def lock_holder() -> Command:
 # the confirmation (rm) or the revert (mv). The script goes to a file on the host (systemd
 # would mangle `;` and `%` in a transient unit's command line), written by the one-line
 # ARM_SCRIPT; all of it is constant, so the sudoers snippet can match it literally.
-# Arguments: $1 generation to put the profile back on ("-": leave the profile), $2 the system that booted before, $3 the system that ran
-# before, $4 the action, $5 the timeout.
+# Arguments: $1 generation to put the profile back on ("-": leave the profile), $2 the
+# system that booted before, $3 the system that ran before, $4 the action, $5 the timeout.
 WATCHDOG_SCRIPT = f"""#!/bin/sh
 PATH="$3/sw/bin:$PATH"
 if systemctl is-active -q nixtasks-switch-to-configuration.service; then
