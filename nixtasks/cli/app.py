@@ -58,6 +58,7 @@ class PolicyFlags:
     rollback_batch_on_failure: bool | None = None
     checks: bool | None = None
     rollback: bool | None = None
+    watchdog: bool | None = None
     confirm_timeout: float | None = None
     skip_unreachable: bool | None = None
 
@@ -76,15 +77,18 @@ def number(value: str | None, flag: str, lowest: float = 0, *, whole: bool = Tru
     return parsed
 
 
-def policy_flags(parallel: str | None, batch_size: str | None, batches: str | None, pause: str | None,
-                 max_fail_percentage: str | None, rollback_batch_on_failure: bool, no_checks: bool,
-                 no_rollback: bool, confirm_timeout: str | None, skip_unreachable: bool) -> PolicyFlags:
+def policy_flags(*, parallel: str | None = None, batch_size: str | None = None, batches: str | None = None,
+                 pause: str | None = None, max_fail_percentage: str | None = None,
+                 rollback_batch_on_failure: bool = False, no_checks: bool = False, no_rollback: bool = False,
+                 no_watchdog: bool = False, confirm_timeout: str | None = None,
+                 skip_unreachable: bool = False) -> PolicyFlags:
     """The command line's fleet options, checked; an option not given stays None."""
     return PolicyFlags(parallel=number(parallel, "--parallel", 1), batch_size=batch_size, batches=batches,
                        pause=number(pause, "--pause", 0, whole=False),
                        max_fail_percentage=number(max_fail_percentage, "--max-fail-percentage", 0, whole=False),
                        rollback_batch_on_failure=True if rollback_batch_on_failure else None,
                        checks=False if no_checks else None, rollback=False if no_rollback else None,
+                       watchdog=False if no_watchdog else None,
                        confirm_timeout=number(confirm_timeout, "--confirm-timeout", 1, whole=False),
                        skip_unreachable=True if skip_unreachable else None)
 

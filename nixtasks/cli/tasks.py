@@ -38,11 +38,12 @@ HELP = {
     "rollback-batch-on-failure": "when a batch halts the deploy, roll back its healthy hosts too",
     "no-checks": "skip the health checks after activation (the journal says so)",
     "no-rollback": "leave a failed host as it is, for debugging",
+    "no-watchdog": "activate remote hosts without the watchdog that reverts a host cut off by its activation",
     "confirm-timeout": "seconds a host waits for the confirmation before its watchdog reverts it (default 30)",
     "skip-unreachable": "report unreachable hosts as skipped instead of stopping",
 }
 FLEET = ("tag", "all", "verbose", "json", "diff", "parallel", "batch-size", "batches", "pause", "max-fail-percentage",
-         "rollback-batch-on-failure", "no-checks", "no-rollback", "confirm-timeout", "skip-unreachable")
+         "rollback-batch-on-failure", "no-checks", "no-rollback", "no-watchdog", "confirm-timeout", "skip-unreachable")
 
 
 def reports_errors(body: Callable[..., Any]) -> Callable[..., Any]:
@@ -73,13 +74,16 @@ def action_task(action_name: str, doc: str) -> Any:
             verbose: bool = False, json: bool = False, diff: bool = False, parallel: str | None = None,
             batch_size: str | None = None, batches: str | None = None, pause: str | None = None,
             max_fail_percentage: str | None = None, rollback_batch_on_failure: bool = False,
-            no_checks: bool = False, no_rollback: bool = False, confirm_timeout: str | None = None,
-            skip_unreachable: bool = False) -> None:
+            no_checks: bool = False, no_rollback: bool = False, no_watchdog: bool = False,
+            confirm_timeout: str | None = None, skip_unreachable: bool = False) -> None:
         from ..models import Action
         from .app import Options, policy_flags, run_action
 
-        flags = policy_flags(parallel, batch_size, batches, pause, max_fail_percentage, rollback_batch_on_failure,
-                             no_checks, no_rollback, confirm_timeout, skip_unreachable)
+        flags = policy_flags(parallel=parallel, batch_size=batch_size, batches=batches, pause=pause,
+                             max_fail_percentage=max_fail_percentage,
+                             rollback_batch_on_failure=rollback_batch_on_failure, no_checks=no_checks,
+                             no_rollback=no_rollback, no_watchdog=no_watchdog, confirm_timeout=confirm_timeout,
+                             skip_unreachable=skip_unreachable)
         opts = Options(hosts=tuple(host or ()), tags=tuple(tag or ()), all_hosts=all, target_host=target_host,
                        build_host=build_host, sudo=sudo_choice(sudo, no_sudo), show_trace=show_trace,
                        dry_run=dry_run, yes=yes, reason=reason, inventory=inventory, verbose=verbose, json=json,
@@ -119,15 +123,18 @@ def rollback(c: Any, host: Any = None, tag: Any = None, all: bool = False, gener
              verbose: bool = False, json: bool = False, diff: bool = False, parallel: str | None = None,
              batch_size: str | None = None, batches: str | None = None, pause: str | None = None,
              max_fail_percentage: str | None = None, rollback_batch_on_failure: bool = False,
-             no_checks: bool = False, no_rollback: bool = False, confirm_timeout: str | None = None,
-             skip_unreachable: bool = False) -> None:
+             no_checks: bool = False, no_rollback: bool = False, no_watchdog: bool = False,
+             confirm_timeout: str | None = None, skip_unreachable: bool = False) -> None:
     """Go back to the previous generation, or to --generation N, with plan, diff and approval."""
     from dataclasses import replace
 
     from .app import number, policy_flags, run_rollback
 
-    flags = policy_flags(parallel, batch_size, batches, pause, max_fail_percentage, rollback_batch_on_failure,
-                         no_checks, no_rollback, confirm_timeout, skip_unreachable)
+    flags = policy_flags(parallel=parallel, batch_size=batch_size, batches=batches, pause=pause,
+                         max_fail_percentage=max_fail_percentage,
+                         rollback_batch_on_failure=rollback_batch_on_failure, no_checks=no_checks,
+                         no_rollback=no_rollback, no_watchdog=no_watchdog, confirm_timeout=confirm_timeout,
+                         skip_unreachable=skip_unreachable)
     opts = replace(options(host, target_host, sudo, no_sudo, dry_run, yes, reason, inventory, tag, all),
                    verbose=verbose, json=json, full_diff=diff, policy=flags)
     run_rollback(opts, number(generation, "--generation", 1) if generation is not None else None, boot)
@@ -191,7 +198,7 @@ def gc(c: Any, host: Any = None, keep: str = "3", tag: Any = None, all: bool = F
     from .app import number, policy_flags, run_gc
 
     opts = options(host, target_host, sudo, no_sudo, dry_run, yes, inventory=inventory, tag=tag, all_hosts=all)
-    flags = policy_flags(parallel, None, None, None, None, False, False, False, None, False)
+    flags = policy_flags(parallel=parallel)
     run_gc(replace(opts, json=json, verbose=verbose, policy=flags), number(keep, "--keep", 1))
 
 

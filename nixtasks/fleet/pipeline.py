@@ -127,12 +127,17 @@ def failure_text(ch: Change, exc: CommandFailed) -> str:
 
 def apply_locked(ch: Change, ctx: Context, clock: Clock) -> HostResult:
     host, runner, policy = ch.host, ctx.runner, ctx.policy
-    armed = watchdog.wanted(host, ch.action, ch.before, policy)
+    armed = False
     failure = ""
     with clock.stage(Stage.ACTIVATION):
-        try:
-            if armed:
+        if watchdog.wanted(host, ch.action, ch.before, policy):
+            try:
                 watchdog.arm(host, ch.action, ch.before, policy, runner)
+                armed = True
+            except CommandFailed as exc:  # nothing changed yet: do not activate unwatched
+                return outcome_result(ch, Outcome.FAILED, clock, f"could not arm the watchdog, so nothing was "
+                                      f"activated: {exc}; or deploy without it: --no-watchdog")
+        try:
             activate(ch, ctx)
         except CommandFailed as exc:
             failure = failure_text(ch, exc)

@@ -44,8 +44,9 @@ def test_policy_from_inventory_tag_and_command_line(tmp_path: Path):
     assert inv.policy == Policy(parallel=4, batches=("1", "50%"), max_fail_percentage=10, confirm_timeout=20)
     assert inv.policy_for(("web",)) == Policy(parallel=4, batches=("2",), max_fail_percentage=10,
                                               confirm_timeout=20, pause=5)
-    opts = app.Options(tags=("web",), policy=app.policy_flags("8", None, "1,3", None, None, True, True, False,
-                                                              None, True))
+    flags = app.policy_flags(parallel="8", batches="1,3", rollback_batch_on_failure=True, no_checks=True,
+                             skip_unreachable=True)
+    opts = app.Options(tags=("web",), policy=flags)
     chosen = app.policy(inv, opts)
     assert (chosen.parallel, chosen.batches, chosen.pause, chosen.checks, chosen.rollback) == (8, ("1", "3"), 5,
                                                                                                False, True)
@@ -77,13 +78,14 @@ def test_bad_policy_keys_name_the_key(tmp_path: Path, text: str, key: str):
 def test_bad_fleet_options_are_one_clear_error(args, message):
     parallel, size, sizes, pause, fail = args
     with pytest.raises(UsageError) as err:
-        app.policy_flags(parallel, size, sizes, pause, fail, False, False, False, None, False)
+        app.policy_flags(parallel=parallel, batch_size=size, batches=sizes, pause=pause,
+                         max_fail_percentage=fail)
     assert str(err.value).startswith(message)
 
 
 def test_batch_size_and_batches_together_are_refused(tmp_path: Path):
     inv = inventory.load(env={}, cwd=tmp_path)
-    opts = app.Options(policy=app.policy_flags(None, "1", "1,2", None, None, False, False, False, None, False))
+    opts = app.Options(policy=app.policy_flags(batch_size="1", batches="1,2"))
     with pytest.raises(UsageError, match="not both"):
         app.policy(inv, opts)
 

@@ -1,0 +1,273 @@
+"""The fleet engine end to end on eight lab hosts: selection by tag, batches, health checks
+and rollback, the watchdog, locks, Ctrl-C and unreachable hosts. Every test looks at the
+hosts' real state (/run/current-system, the profile, the lock, the journal)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, Lab, labctl
+
+EXTRA = ("web3", "web4", "app1", "app2", "app3")
+ALL = ("web1", "web2", "db1", *EXTRA)
+WEB = ("web1", "web2", "web3", "web4")
+
+
+class Fleet8:
+    def __init__(self, lab: Lab, path: Path) -> None:
+        self.lab, self.path = lab, path
+        self.journal = lab.workspace / "fleet8-journal.jsonl"
+
+    def env(self) -> dict[str, str]:
+        return {**self.lab.env, "NIXTASKS_JOURNAL": str(self.journal), "NIXTASKS_YES": "", "NIXTASKS_REASON": ""}
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(["git", "-C", str(self.path), *args], check=True, text=True,
+                              capture_output=True).stdout
+
+    def knobs(self, **per_host: dict[str, object]) -> None:
+        data = json.loads((self.path / "hosts.json").read_text())
+        for host, knobs in per_host.items():
+            target = data["defaults"] if host == "defaults" else data["hosts"].setdefault(host, {})
+            target.update(knobs)
+        (self.path / "hosts.json").write_text(json.dumps(data, indent=2) + "\n")
+        self.git("commit", "-qam", f"knobs {per_host}")
+
+    def invoke(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=self.path, text=True, capture_output=True,
+                              env=self.env(), stdin=subprocess.DEVNULL, timeout=timeout)
+
+    def start(self, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
+        """invoke in the background; its stderr lines collect in the returned list."""
+        proc = subprocess.Popen([sys.executable, "-m", "invoke", *args], cwd=self.path, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env(),
+                                stdin=subprocess.DEVNULL)
+        lines: list[str] = []
+        assert proc.stderr is not None
+        stream = proc.stderr
+        threading.Thread(target=lambda: lines.extend(iter(stream.readline, "")), daemon=True).start()
+        return proc, lines
+
+    def release(self, host: str) -> str:
+        status, body = self.lab.health(host)
+        return json.loads(body)["release"] if status == 200 else f"http {status}"
+
+    def records(self) -> list[dict[str, object]]:
+        if not self.journal.exists():
+            return []
+        return [json.loads(line) for line in self.journal.read_text().splitlines()]
+
+    def locked(self, host: str) -> bool:
+        return self.lab.exec(host, "systemctl", "is-active", "nixtasks-lock.service", check=False).returncode == 0
+
+    def deploy_all(self) -> None:
+        proc = self.invoke("switch", "--all", "--yes")
+        assert proc.returncode == 0, proc.stderr
+
+
+def wait_for(lines: list[str], text: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(text in line for line in list(lines)):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"never saw {text!r} in:\n{''.join(lines)}")
+
+
+@pytest.fixture(scope="module")
+def eight_hosts(lab: Lab) -> Iterator[Path]:
+    labctl("up", *EXTRA)
+    path = lab.workspace / "fleet8"
+    subprocess.run([str(REPO / "examples" / "make-repo"), str(path)], check=True)
+    with (path / "nixtasks.toml").open("a") as inv:
+        for host in EXTRA:
+            tag = "web" if host.startswith("web") else "app"
+            inv.write(f'\n[hosts.{host}]\ntarget = "root@{host}"\ntags = ["{tag}"]\n')
+    data = json.loads((path / "hosts.json").read_text())
+    data["hosts"].update({h: {} for h in EXTRA})
+    (path / "hosts.json").write_text(json.dumps(data, indent=2) + "\n")
+    subprocess.run(["git", "-C", str(path), "commit", "-qam", "eight hosts"], check=True)
+    subprocess.run(["git", "-C", str(path), "tag", "eight"], check=True)
+    try:
+        yield path
+    finally:
+        labctl("down", *EXTRA, check=False)
+
+
+@pytest.fixture
+def fleet8(lab: Lab, eight_hosts: Path) -> Fleet8:
+    fl = Fleet8(lab, eight_hosts)
+    fl.git("reset", "-q", "--hard", "eight")
+    fl.git("clean", "-qfd")
+    labctl("reset", *ALL)
+    fl.journal.unlink(missing_ok=True)
+    return fl
+
+
+def test_make_tag_switches_the_tagged_hosts_only(fleet8):
+    proc = subprocess.run(["make", f"INVOKE={sys.executable} -m invoke", "tag/web/switch", "YES=1"], cwd=fleet8.path,
+                          text=True, capture_output=True, env=fleet8.env(), stdin=subprocess.DEVNULL, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "Switch web1, web2, web3, web4 (4 hosts)? yes" in proc.stderr  # one question naming every host
+    assert proc.stderr.count("Plan: switch on 4 host(s)") == 1
+    for host in WEB:
+        assert fleet8.release(host) == "1.0" and fleet8.lab.current_system(host) == fleet8.lab.profile(host) != ""
+    for host in ("db1", "app1", "app2", "app3"):
+        assert fleet8.lab.current_system(host) == ""
+    assert sorted(r["host"] for r in fleet8.records()) == sorted(WEB)
+    assert not any(fleet8.locked(h) for h in WEB)  # every lock released
+
+
+def test_a_failing_activation_in_the_second_batch_is_rolled_back_and_halts(fleet8):
+    fleet8.deploy_all()
+    before = {h: fleet8.lab.current_system(h) for h in ALL}
+    fleet8.knobs(defaults={"release": "1.1"}, web4={"fail_activation": True})
+    # Batches of 2 in the order given: web1 web2 | db1 web4 | web3 app1 | app2 app3
+    order = ["web1", "web2", "db1", "web4", "web3", "app1", "app2", "app3"]
+    proc = fleet8.invoke("switch", "--host", ",".join(order), "--batch-size", "2", "--yes", "--json")
+    assert proc.returncode == 1, proc.stderr
+    report = {h["host"]: h for h in json.loads(proc.stdout)["hosts"]}
+    assert [report[h]["outcome"] for h in order] == ["ok"] * 3 + ["rolled back"] + ["not started"] * 4
+    assert "Activation script snippet 'nixtasks-fail' failed" in report["web4"]["message"]
+    assert fleet8.lab.current_system("web4") == before["web4"] == fleet8.lab.profile("web4")
+    assert fleet8.release("web4") == "1.0"
+    for host in ("web3", "app1", "app2", "app3"):  # later batches untouched
+        assert fleet8.lab.current_system(host) == before[host] and fleet8.release(host) == "1.0"
+    for host in ("web1", "web2", "db1"):
+        assert fleet8.release(host) == "1.1"
+    assert set(report["web1"]["stages"]) >= {"build", "copy", "activation", "checks"}
+    outcomes = {r["host"]: r["outcome"] for r in fleet8.records()}
+    assert outcomes["web4"] == "rolled back" and outcomes["app3"] == "not started"
+    assert "error: web4: rolled back" in proc.stderr
+
+
+def test_a_failing_health_check_is_rolled_back_while_the_others_stay_new(fleet8):
+    fleet8.deploy_all()
+    fleet8.knobs(defaults={"release": "1.1"}, web2={"healthy": False})
+    proc = fleet8.invoke("switch", "--tag", "web", "--yes")
+    assert proc.returncode == 1, proc.stderr
+    assert fleet8.release("web2") == "1.0"
+    assert all(fleet8.release(h) == "1.1" for h in ("web1", "web3", "web4"))
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "web2: rolled back: check http" in errors[0] and "answered 500" in errors[0]
+    on_host = fleet8.lab.exec("web2", "cat", "/var/lib/nixtasks/journal.jsonl").stdout
+    assert '"outcome": "rolled back"' in on_host
+
+
+def test_rollback_batch_on_failure_takes_the_healthy_hosts_back_too(fleet8):
+    fleet8.deploy_all()
+    fleet8.knobs(defaults={"release": "1.1"}, web2={"healthy": False})
+    proc = fleet8.invoke("switch", "--tag", "web", "--yes", "--rollback-batch-on-failure")
+    assert proc.returncode == 1, proc.stderr
+    assert all(fleet8.release(h) == "1.0" for h in WEB), proc.stderr
+    assert "its batch failed (web2)" in proc.stderr
+
+
+def test_no_rollback_leaves_the_failed_host_loudly(fleet8):
+    fleet8.deploy_all()
+    fleet8.knobs(defaults={"release": "1.1"}, web1={"healthy": False})
+    proc = fleet8.invoke("switch", "--host", "web1", "--yes", "--no-rollback")
+    assert proc.returncode == 1 and "LEFT AS IT IS (--no-rollback)" in proc.stderr, proc.stderr
+    assert fleet8.release("web1") == "http 500"
+
+
+def test_a_host_cut_off_by_its_activation_reverts_by_itself(fleet8):
+    fleet8.deploy_all()
+    good = fleet8.lab.current_system("web3")
+    fleet8.knobs(defaults={"release": "1.1"}, web3={"break_network": True})
+    started = time.monotonic()
+    proc = fleet8.invoke("switch", "--host", "web3,web4", "--yes", "--confirm-timeout", "5")
+    took = time.monotonic() - started
+    assert proc.returncode == 1, proc.stderr
+    assert "web3  reverted by the watchdog" in proc.stderr
+    assert fleet8.lab.current_system("web3") == good == fleet8.lab.profile("web3")
+    assert fleet8.release("web3") == "1.0" and fleet8.release("web4") == "1.1"  # reachable again, by itself
+    assert took < 90, f"{took:.0f} s"
+    assert {r["host"]: r["outcome"] for r in fleet8.records()}["web3"] == "reverted by the watchdog"
+
+
+def test_two_deploys_to_one_host_do_not_interleave(fleet8):
+    fleet8.deploy_all()
+    fleet8.knobs(defaults={"release": "1.1"}, web1={"activation_seconds": 4})
+    first, lines = fleet8.start("switch", "--host", "web1", "--yes")
+    wait_for(lines, "[web1] activation")
+    second = fleet8.invoke("switch", "--host", "web1,web2", "--yes")
+    assert first.wait(timeout=120) == 0, "".join(lines)
+    assert second.returncode == 1, second.stderr
+    assert "web1  locked" in second.stderr and "locked by another deploy (who=" in second.stderr
+    assert "action=switch" in second.stderr
+    assert fleet8.release("web1") == "1.1" and fleet8.release("web2") == "1.1"  # the other host went on
+    assert not fleet8.locked("web1")
+
+
+def test_a_dead_deployers_lock_is_named_and_unlock_removes_it(fleet8):
+    fleet8.deploy_all()
+    fleet8.knobs(defaults={"release": "1.1"}, web1={"activation_seconds": 3})
+    first, lines = fleet8.start("switch", "--host", "web1", "--yes")
+    wait_for(lines, "[web1] activation")
+    first.kill()  # a deployer that dies holds its lock
+    first.wait()
+    assert fleet8.locked("web1")
+    proc = fleet8.invoke("test", "--host", "web1", "--yes")
+    assert proc.returncode == 1 and "invoke unlock --host web1" in proc.stderr, proc.stderr
+    assert fleet8.invoke("unlock", "--host", "web1").returncode == 3  # asks first; no terminal
+    proc = fleet8.invoke("unlock", "--host", "web1", "--yes")
+    assert proc.returncode == 0 and "web1: locked by who=" in proc.stderr, proc.stderr
+    assert not fleet8.locked("web1")
+    assert fleet8.invoke("switch", "--host", "web1", "--yes").returncode == 0
+
+
+def test_sigint_lets_the_running_host_finish_and_starts_no_other(fleet8):
+    fleet8.deploy_all()
+    fleet8.knobs(defaults={"release": "1.1", "activation_seconds": 2})
+    proc, lines = fleet8.start("switch", "--all", "--yes", "--batch-size", "1")
+    wait_for(lines, "[web1] activation")
+    os.kill(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 130, "".join(lines)
+    text = "".join(lines)
+    assert "interrupted" in text and "error: interrupted" in text
+    assert fleet8.release("web1") == "1.1"  # finished its activation and checks
+    for host in ALL[1:]:
+        assert fleet8.release(host) == "1.0"
+    outcomes = {r["host"]: r["outcome"] for r in fleet8.records() if r["git_revision"]}
+    assert outcomes["web1"] == "ok" and all(outcomes[h] == "not started" for h in ALL[1:]), outcomes
+    assert not any(fleet8.locked(h) for h in ALL)
+
+
+def test_an_unreachable_host_stops_the_deploy_unless_skipped(fleet8):
+    fleet8.deploy_all()
+    fleet8.knobs(defaults={"release": "1.1"})
+    fleet8.lab.exec("app2", "ip", "link", "set", "lab0", "down")
+    try:
+        proc = fleet8.invoke("switch", "--tag", "app", "--yes")
+        assert proc.returncode == 1, proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and errors[0].startswith("error: app2: cannot reach the host"), proc.stderr
+        assert "--skip-unreachable" in errors[0]
+        assert fleet8.release("app1") == "1.0" and fleet8.release("app3") == "1.0"  # nothing changed
+        proc = fleet8.invoke("switch", "--tag", "app", "--yes", "--skip-unreachable")
+        assert proc.returncode == 0, proc.stderr
+        assert "app2  skipped" in proc.stderr
+        assert fleet8.release("app1") == "1.1" and fleet8.release("app3") == "1.1"
+    finally:
+        fleet8.lab.exec("app2", "ip", "link", "set", "lab0", "up")
+
+
+def test_fleet_rollback_by_tag(fleet8):
+    fleet8.deploy_all()
+    fleet8.knobs(defaults={"release": "1.1"})
+    assert fleet8.invoke("switch", "--tag", "app", "--yes").returncode == 0
+    proc = fleet8.invoke("rollback", "--tag", "app", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert "Roll back app1, app2, app3 (3 hosts)? yes" in proc.stderr
+    assert all(fleet8.release(h) == "1.0" for h in ("app1", "app2", "app3"))
