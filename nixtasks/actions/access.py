@@ -80,7 +80,8 @@ def sudoers(user: str) -> str:
     alias = ", \\\n    ".join(lines)
     return (f"# nixtasks: what {user} may run as root, and nothing else (sudo -n, no password).\n"
             f"# Needs sudo 1.9.10 or newer (regular expressions in arguments). Note that a user Nix\n"
-            f"# trusts (trusted-users) can add any store path, which is root-equivalent by itself.\n"
+            f"# trusts (trusted-users) can add any store path, which is root-equivalent by itself, and\n"
+            f"# the watchdog's script (run as root) is given on standard input, which sudo cannot check.\n"
             f"Cmnd_Alias NIXTASKS = \\\n    {alias}\n"
             f"{user} ALL=(root) NOPASSWD: NIXTASKS\n")
 

@@ -122,7 +122,8 @@ def activate(ch: Change, ctx: Context) -> None:
 
 
 def failure_text(ch: Change, exc: CommandFailed) -> str:
-    return f"{ch.action.value} failed (exit {exc.returncode}){': ' + exc.detail if exc.detail else ''}"
+    what = f"rollback to generation {ch.generation}" if ch.generation is not None else ch.action.value
+    return f"{what} failed (exit {exc.returncode}){': ' + exc.detail if exc.detail else ''}"
 
 
 def apply_locked(ch: Change, ctx: Context, clock: Clock) -> HostResult:

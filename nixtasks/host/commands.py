@@ -272,8 +272,8 @@ def lock_holder() -> Command:
 # armed; if the activation is still running then, it waits for it to end and gives the
 # confirmation `timeout` seconds more. Whoever renames or removes the armed file first wins:
 # the confirmation (rm) or the revert (mv). The script goes to a file on the host (systemd
-# would mangle `;` and `%` in a transient unit's command line), written by the one-line
-# ARM_SCRIPT; all of it is constant, so the sudoers snippet can match it literally.
+# would mangle `;` and `%` in a transient unit's command line) on the standard input of the
+# one-line ARM_SCRIPT: sudo matches at most about 1000 characters of a command's arguments.
 # Arguments: $1 generation to put the profile back on ("-": leave the profile), $2 the
 # system that booted before, $3 the system that ran before, $4 the action, $5 the timeout.
 WATCHDOG_SCRIPT = f"""#!/bin/sh
@@ -294,10 +294,8 @@ echo "$(date +%s) $status" > {WATCHDOG_REVERTED}
 """
 WATCHDOG_FILE = f"{WATCHDOG_DIR}/watchdog.sh"
 ARM_SCRIPT = (
-    f"mkdir -p {WATCHDOG_DIR} && rm -f {WATCHDOG_DIR}/watchdog-fired {WATCHDOG_REVERTED} && "
-    "printf '%s\\n' " + " ".join(f"'{line}'" for line in WATCHDOG_SCRIPT.splitlines()) + f" > {WATCHDOG_FILE} && "
-    f": > {WATCHDOG_ARMED} && "
-    f"exec systemd-run --unit={WATCHDOG_UNIT} --quiet --collect --on-active=\"$1\" "
+    f"mkdir -p {WATCHDOG_DIR} && rm -f {WATCHDOG_DIR}/watchdog-fired {WATCHDOG_REVERTED} && cat > {WATCHDOG_FILE} && "
+    f": > {WATCHDOG_ARMED} && exec systemd-run --unit={WATCHDOG_UNIT} --quiet --collect --on-active=\"$1\" "
     f"--timer-property=AccuracySec=100ms -- /bin/sh {WATCHDOG_FILE} \"$2\" \"$3\" \"$4\" \"$5\" \"$1\""
 )
 CONFIRM_SCRIPT = f"rm {WATCHDOG_ARMED} && systemctl stop {WATCHDOG_UNIT}.timer"
@@ -308,7 +306,7 @@ def arm_watchdog(timeout: float, generation: int | None, booted: str, running: s
     `running` (the running system) `timeout` seconds after the activation ends."""
     return Command(("sh", "-c", ARM_SCRIPT, "nixtasks-arm", str(int(timeout)),
                     "-" if generation is None else str(generation), booted or running, running, action.value),
-                   sudo=True, changes=True)
+                   sudo=True, changes=True, stdin=WATCHDOG_SCRIPT)
 
 
 def confirm_watchdog() -> Command:

@@ -71,19 +71,20 @@ def test_rollback_boot_only_sets_the_boot_entry(fleet):
     assert fleet.lab.current_system("web1") == second and fleet.lab.profile("web1") == first
 
 
-def test_rollback_whose_activation_fails_leaves_one_consistent_generation(fleet):
+def test_a_rollback_whose_activation_fails_is_put_back_where_it_was(fleet):
     deploy(fleet, "web1")
     fleet.set_knobs("web1", fail_activation=True)
-    assert deploy(fleet, "web1").returncode == 1  # generation 2 is a bad one
-    bad = fleet.build("web1")
+    assert deploy(fleet, "web1", "--no-rollback").returncode == 1  # generation 2 is a bad one
     fleet.set_knobs("web1", fail_activation=False, release="1.1")
     assert deploy(fleet, "web1").returncode == 0  # generation 3
+    good = fleet.build("web1")
     proc = fleet.invoke("rollback", "--host", "web1", "--generation", "2", "--yes")
     assert proc.returncode == 1, proc.stderr
     error = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
-    assert len(error) == 1 and "rollback to generation 2 failed" in error[0], proc.stderr
-    assert "runs generation 2 and boots it" in error[0]
-    assert fleet.lab.current_system("web1") == bad == fleet.lab.profile("web1")
+    assert len(error) == 1 and "rollback to generation 2 failed (exit 2)" in error[0], proc.stderr
+    assert "rolled back to generation 3" in error[0]
+    assert fleet.lab.current_system("web1") == good == fleet.lab.profile("web1")
+    assert '"release": "1.1"' in fleet.lab.health("web1")[1]
 
 
 def test_verify_clean_then_a_failed_unit_then_unhealthy(fleet):
@@ -93,14 +94,14 @@ def test_verify_clean_then_a_failed_unit_then_unhealthy(fleet):
     assert "web1: ok" in proc.stdout and "check http" in proc.stdout
 
     fleet.set_knobs("web1", failed_units=["broken"])
-    deploy(fleet, "web1")
+    deploy(fleet, "web1", "--no-rollback")  # left broken, for verify to find
     proc = fleet.invoke("verify", "--host", "web1")
     assert proc.returncode == 1
     assert "failed units: broken.service" in proc.stdout
     assert "broken" in proc.stdout  # the error journal's last lines are shown
 
     fleet.set_knobs("web1", failed_units=[], healthy=False)
-    deploy(fleet, "web1")
+    deploy(fleet, "web1", "--no-rollback")
     proc = fleet.invoke("verify", "--host", "web1")
     assert proc.returncode == 1
     assert "answered 500, expected 200" in proc.stdout and "(after 2 tries)" in proc.stdout
@@ -135,7 +136,7 @@ def test_history_records_deploys_refusals_failures_and_rollbacks(fleet):
     deploy(fleet, "web1", "--reason", "first")
     fleet.invoke("switch", "--host", "web1")  # refused: no terminal
     fleet.set_knobs("web1", fail_activation=True)
-    deploy(fleet, "web1")
+    deploy(fleet, "web1", "--no-rollback")
     fleet.invoke("rollback", "--host", "web1", "--yes")
     records = [r for r in fleet.invoke_json("history", "--host", "web1") if r["host"] == "web1"]
     outcomes = [(r["action"], r["outcome"]) for r in records][-4:]
