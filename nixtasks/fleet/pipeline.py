@@ -128,6 +128,11 @@ def failure_text(ch: Change, exc: CommandFailed) -> str:
 
 def apply_locked(ch: Change, ctx: Context, clock: Clock) -> HostResult:
     host, runner, policy = ch.host, ctx.runner, ctx.policy
+    if ch.before.watchdog_pending:
+        return outcome_result(ch, Outcome.FAILED, clock, "the watchdog of an earlier deploy that was never "
+                              "confirmed is still pending on the host (it puts back the system that ran before "
+                              "that deploy); nothing changed. Wait until it is done, about "
+                              f"{policy.confirm_timeout:g} s after that activation, then deploy again")
     armed = False
     failure = ""
     with clock.stage(Stage.ACTIVATION):

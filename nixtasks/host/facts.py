@@ -23,6 +23,9 @@ if [ -d /run/systemd/system ]; then
   printf 'systemd\\tyes\\n'
   printf 'state\\t%s\\n' "$(systemctl is-system-running 2>/dev/null)"
   printf 'lock\\t%s\\n' "$(systemctl show --property=Description --value {commands.LOCK_UNIT} 2>/dev/null)"
+  if systemctl is-active -q {commands.WATCHDOG_UNIT}.timer {commands.WATCHDOG_UNIT}.service; then
+    printf 'watchdog\\tpending\\n'
+  fi
   systemctl --failed --plain --no-legend --no-pager 2>/dev/null | while read -r unit rest; do
     printf 'failed\\t%s\\n' "$unit"
   done
@@ -46,6 +49,7 @@ class Facts:
     systemd: bool = False
     lock_holder: str = ""  # "who=...,action=...": another deploy holds the host
     reverted: str = ""  # "<epoch> <exit>": the watchdog reverted the last activation
+    watchdog_pending: bool = False  # an earlier deploy's watchdog was never confirmed and may still revert
     store_free: int | None = None  # bytes free where /nix/store lives
     error: str = ""  # why the host could not be read
 
@@ -66,7 +70,7 @@ def parse_facts(text: str) -> Facts:
                  revision=values.get("revision", ""), state=values.get("state", ""), failed_units=tuple(failed),
                  systemd=values.get("systemd") == "yes",
                  lock_holder=lock.removeprefix(LOCK_PREFIX) if lock.startswith(LOCK_PREFIX) else "",
-                 reverted=values.get("reverted", ""),
+                 reverted=values.get("reverted", ""), watchdog_pending=values.get("watchdog") == "pending",
                  store_free=available_bytes("header\n" + values["store-df"]) if values.get("store-df") else None)
 
 

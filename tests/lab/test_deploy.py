@@ -119,13 +119,16 @@ def test_no_approval_and_no_terminal_refuses_at_once(fleet):
     assert proc.returncode == 3
 
 
-def run_in_terminal(fleet, args: list[str], answer: bytes) -> tuple[int, str]:
-    """Run invoke on a pseudo-terminal and answer the questionary prompt."""
+def run_in_terminal(fleet, args: list[str], answer: bytes,
+                    script: tuple[tuple[bytes, bytes], ...] | None = None) -> tuple[int, str]:
+    """Run invoke on a pseudo-terminal and answer the questionary prompt (or, with `script`,
+    each prompt as its text appears)."""
+    steps = list(script or ((b"(y/N)", answer),))
     primary, secondary = os.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "invoke", *args], cwd=fleet.path, env=fleet.lab.env,
                             stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True)
     os.close(secondary)
-    seen, answered = b"", False
+    seen = b""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         ready, _, _ = select.select([primary], [], [], 0.2)
@@ -137,9 +140,9 @@ def run_in_terminal(fleet, args: list[str], answer: bytes) -> tuple[int, str]:
             if not chunk:
                 break
             seen += chunk
-            if not answered and b"(y/N)" in seen:
-                os.write(primary, answer)
-                answered = True
+            if steps and steps[0][0] in seen:
+                time.sleep(0.3)  # let the prompt finish drawing before typing
+                os.write(primary, steps.pop(0)[1])
         elif proc.poll() is not None:
             break
     code = proc.wait(timeout=30)
@@ -152,6 +155,17 @@ def test_declining_the_prompt_changes_nothing(fleet):
     assert "Switch web1 (root@web1) to nixos-system-web1-1.0?" in screen
     assert code == 3, screen
     unchanged(fleet, "web1")
+
+
+def test_one_question_for_the_fleet_and_a_chosen_subset(fleet):
+    down, enter = b"\x1b[B", b"\r"
+    code, screen = run_in_terminal(fleet, ["switch", "--host", "web1,web2,db1"], b"", script=(
+        (b"Switch web1, web2, db1 (3 hosts)?", down + down + enter),  # No / Yes, all / Choose hosts...
+        (b"Which hosts?", b" " + enter)))  # tick the first host only
+    assert code == 3, screen  # the others were not approved
+    assert fleet.lab.current_system("web1") == fleet.build("web1"), screen
+    unchanged(fleet, "web2")
+    unchanged(fleet, "db1")
 
 
 def test_accepting_the_prompt_switches(fleet):

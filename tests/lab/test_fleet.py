@@ -210,21 +210,28 @@ def test_two_deploys_to_one_host_do_not_interleave(fleet8):
     assert not fleet8.locked("web1")
 
 
-def test_a_dead_deployers_lock_is_named_and_unlock_removes_it(fleet8):
+def test_a_dead_deployers_lock_is_named_its_watchdog_reverts_and_unlock_frees_the_host(fleet8):
     fleet8.deploy_all()
-    fleet8.knobs(defaults={"release": "1.1"}, web1={"activation_seconds": 3})
-    first, lines = fleet8.start("switch", "--host", "web1", "--yes")
+    fleet8.knobs(defaults={"release": "1.1"}, web1={"activation_seconds": 2})
+    first, lines = fleet8.start("switch", "--host", "web1", "--yes", "--confirm-timeout", "3")
     wait_for(lines, "[web1] activation")
-    first.kill()  # a deployer that dies holds its lock
+    first.kill()  # a deployer that dies holds its lock, and never confirms
     first.wait()
     assert fleet8.locked("web1")
     proc = fleet8.invoke("test", "--host", "web1", "--yes")
     assert proc.returncode == 1 and "invoke unlock --host web1" in proc.stderr, proc.stderr
+    deadline = time.monotonic() + 60  # the unconfirmed activation is reverted by the host itself
+    while fleet8.lab.exec("web1", "test", "-e", "/run/nixtasks/watchdog-reverted", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "the watchdog never reverted web1"
+        time.sleep(0.5)
+    assert fleet8.release("web1") == "1.0"
     assert fleet8.invoke("unlock", "--host", "web1").returncode == 3  # asks first; no terminal
     proc = fleet8.invoke("unlock", "--host", "web1", "--yes")
     assert proc.returncode == 0 and "web1: locked by who=" in proc.stderr, proc.stderr
     assert not fleet8.locked("web1")
-    assert fleet8.invoke("switch", "--host", "web1", "--yes").returncode == 0
+    proc = fleet8.invoke("switch", "--host", "web1", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert fleet8.release("web1") == "1.1"
 
 
 def test_sigint_lets_the_running_host_finish_and_starts_no_other(fleet8):

@@ -160,3 +160,13 @@ def test_nothing_to_roll_back_to_on_a_host_that_never_ran_a_system(action):
     fake = FakeHost(running="", healthy=set())
     result, _runner = apply(fake, action=action)
     assert result.outcome is Outcome.FAILED and "nothing to roll back to" in result.message
+
+
+def test_a_pending_watchdog_of_an_earlier_deploy_changes_nothing():
+    fake = FakeHost()
+    runner = RecordingRunner(fake)
+    before = parse_facts(fake.facts() + "watchdog\tpending\n")
+    ctx = pipeline.Context(runner, Policy(), PlainProgress(runner.echo), "switch")
+    result = pipeline.apply(pipeline.Change(WEB1, Action.SWITCH, NEW, before), ctx)
+    assert runner.steps() == ["lock", "unlock"]
+    assert result.outcome is Outcome.FAILED and "never confirmed" in result.message
