@@ -76,6 +76,14 @@ def build(req: BuildRequest, runner: Runner, echo: Echo) -> dict[tuple[str, Targ
     return built
 
 
+def given(path: str, runner: Runner) -> Built:
+    """A system built earlier (a staged plan): it must still be in this machine's store."""
+    if not runner.dry_run and not runner.run(commands.path_is_valid(path), LOCAL, check=False).ok:
+        raise NixtasksError(f"{path} is no longer in this machine's Nix store (garbage-collected?); "
+                            "stage the plan again")
+    return Built(path, LOCAL)
+
+
 # --- per host, before anything changes ------------------------------------------------------
 
 

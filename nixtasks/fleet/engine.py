@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, replace
@@ -28,7 +28,7 @@ from ..host import gitstate
 from ..host.facts import Facts, read_facts
 from ..host.prompts import HOW_TO_APPROVE, Prompter
 from ..host.runner import Runner
-from ..models import Action, Host, HostPlan, HostResult, Outcome, Plan, Policy, Report, Stage
+from ..models import Action, GitState, Host, HostPlan, HostResult, Outcome, Plan, Policy, Report, Stage
 from . import batches, lock, pipeline
 from .pipeline import Change, Context
 from .progress import Progress
@@ -73,30 +73,71 @@ class Tools:
 # --- deploy ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A deploy up to its plan: built, every host probed, copied and diffed; nothing activated."""
+
+    request: DeployRequest
+    git: GitState
+    journal: Journal
+    changes: tuple[Change, ...]
+    skipped: tuple[HostResult, ...] = ()
+    build_seconds: float = 0.0
+
+    def only(self, names: Sequence[str]) -> tuple[Change, ...]:
+        return tuple(c for c in self.changes if c.host.name in names)
+
+
 def deploy(req: DeployRequest, tools: Tools) -> Report:
-    runner, echo = tools.runner, tools.echo
-    git = gitstate.read(runner, req.flake)
+    """Build, plan, one approval, then every host through the pipeline in batches."""
+    if not req.action.activates:
+        return build_only(req, tools)
+    prep = prepare(req, tools)
+    show_plan(prep, tools)
+    go, declined = approve(prep, prep.changes, tools)
+    results, interrupted = activate(prep, go, req.policy, tools)
+    return finish(report(prep, declined + results, interrupted), tools.echo)
+
+
+def build_only(req: DeployRequest, tools: Tools) -> Report:
+    """build and dry-build: one evaluation, nothing copied or activated."""
+    read_git(req, tools)  # shows uncommitted and untracked files
+    built = steps.build(steps.BuildRequest(req.action, req.hosts, req.flake, req.show_trace, req.nix_options),
+                        tools.runner, tools.echo)
+    return finish(Report(req.action, tuple(
+        HostResult(host=h.name, action=req.action, outcome=Outcome.OK,
+                   new_system=built[steps.key(h)].path if built else None) for h in req.hosts)), tools.echo)
+
+
+def read_git(req: DeployRequest, tools: Tools) -> GitState:
+    git = gitstate.read(tools.runner, req.flake)
     for line in render_git(git):
-        echo(line)
+        tools.echo(line)
+    return git
+
+
+def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None = None) -> Prepared:
+    """Everything before the plan: the refusal without a terminal, the git check, one evaluation
+    and build (or, with `systems`, the store paths of a staged plan: no evaluation), every host
+    probed while that runs, unreachable hosts named, then the NixOS and space checks, copies and
+    closure diffs in parallel. Changes nothing a host runs or boots."""
+    runner, echo = tools.runner, tools.echo
+    git = read_git(req, tools)
     journal = Journal(runner, tools.journal_path or deployer_journal_path(), git, req.reason, echo)
     refuse_without_terminal(req.action.value, [h for h in req.hosts if needs_approval(req.action, h, git)],
                             tools.prompter, journal)
     build_req = steps.BuildRequest(req.action, req.hosts, req.flake, req.show_trace, req.nix_options)
-    if not req.action.activates:
-        built = steps.build(build_req, runner, echo)
-        return finish(Report(req.action, tuple(
-            HostResult(host=h.name, action=req.action, outcome=Outcome.OK,
-                       new_system=built[steps.key(h)].path if built else None) for h in req.hosts)), echo)
     with ThreadPoolExecutor(max_workers=min(32, len(req.hosts))) as pool:
         # The hosts are asked what they run while the systems build: both take a while.
         probes = [pool.submit(read_facts, h, runner) for h in req.hosts]
         started = time.monotonic()
-        built = steps.build(build_req, runner, echo)
+        built = (steps.build(build_req, runner, echo) if systems is None
+                 else {steps.key(h): steps.given(systems[h.name], runner) for h in req.hosts})
         build_seconds = round(time.monotonic() - started, 3)
         facts = [p.result() for p in probes]
     hosts, skipped = reachable(req.hosts, facts, req.policy, req.action, echo)
 
-    def prepare(host: Host, before: Facts) -> Change:
+    def one(host: Host, before: Facts) -> Change:
         made = built[steps.key(host)]
         steps.check_is_nixos(host, made, runner)
         steps.check_space(host, made, req.action, before.store_free, runner)
@@ -108,18 +149,41 @@ def deploy(req: DeployRequest, tools: Tools) -> Report:
 
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(hosts)))) as pool:
         # Every host is checked (a NixOS closure, room for it) and copied before any activation.
-        changes = list(pool.map(lambda hf: prepare(*hf), hosts))
+        changes = tuple(pool.map(lambda hf: one(*hf), hosts))
+    return Prepared(req, git, journal, changes, skipped, build_seconds)
+
+
+def show_plan(prep: Prepared, tools: Tools, policy: Policy | None = None) -> None:
+    req = prep.request
     plans = tuple(HostPlan(c.host, c.action, c.system, c.before.running or None, c.diff, c.before.generation)
-                  for c in changes)
-    echo(render(Plan(req.action, plans, git, tuple(runner.warnings), req.reason), full_diff=req.full_diff))
-    echo(describe_policy(req.policy, len(changes)))
-    asking = [c for c in changes if needs_approval(req.action, c.host, git)]
-    question = (approval_question(plans[0]) if len(changes) == 1
-                else fleet_question(req.action, [c.host.name for c in asking]))
-    ctx = Context(runner, req.policy, tools.progress, req.action.value)
-    results, interrupted = approve_and_run(changes, asking, question, ctx, tools.prompter, journal)
-    timed = tuple(replace(r, stages=((Stage.BUILD, build_seconds), *r.stages)) for r in results)
-    return finish(Report(req.action, skipped + timed, interrupted=interrupted), echo)
+                  for c in prep.changes)
+    tools.echo(render(Plan(req.action, plans, prep.git, tuple(tools.runner.warnings), req.reason),
+                      full_diff=req.full_diff))
+    tools.echo(describe_policy(policy or req.policy, len(prep.changes)))
+
+
+def approve(prep: Prepared, changes: Sequence[Change], tools: Tools, question: str | None = None,
+            verb: str | None = None) -> tuple[list[Change], tuple[HostResult, ...]]:
+    """One question for the hosts of `changes` that need an approval: those approved, and
+    the declined ones as results (journalled)."""
+    asking = [c for c in changes if needs_approval(c.action, c.host, prep.git)]
+    if question is None:
+        question = (approval_question(HostPlan(changes[0].host, changes[0].action, changes[0].system, None))
+                    if len(changes) == 1 else fleet_question(prep.request.action, [c.host.name for c in asking]))
+    return ask(changes, asking, question, tools.prompter, prep.journal, verb or prep.request.action.value)
+
+
+def activate(prep: Prepared, changes: Sequence[Change], policy: Policy, tools: Tools,
+             verb: str | None = None) -> tuple[tuple[HostResult, ...], bool]:
+    ctx = Context(tools.runner, policy, tools.progress, verb or prep.request.action.value)
+    return run_changes(changes, ctx, prep.journal)
+
+
+def report(prep: Prepared, results: Sequence[HostResult], interrupted: bool,
+           action: Action | str | None = None) -> Report:
+    timed = tuple(replace(r, stages=((Stage.BUILD, prep.build_seconds), *r.stages)) if r.stages else r
+                  for r in results)
+    return Report(action or prep.request.action, prep.skipped + timed, interrupted=interrupted)
 
 
 def reachable(hosts: Sequence[Host], facts: Sequence[Facts], policy: Policy, action: Action,
@@ -176,9 +240,9 @@ def rollback(req: RollbackRequest, tools: Tools) -> Report:
     asking = [c for c in changes if not c.host.is_local]
     question = (rollbacks.question(chosen[0]) if len(changes) == 1
                 else f"Roll back {', '.join(c.host.name for c in asking)} ({len(asking)} hosts)?")
-    ctx = Context(runner, req.policy, tools.progress, "rollback")
-    results, interrupted = approve_and_run(changes, asking, question, ctx, tools.prompter, journal)
-    return finish(Report("rollback", skipped + results, interrupted=interrupted), echo)
+    go, declined = ask(changes, asking, question, tools.prompter, journal, "rollback")
+    results, interrupted = run_changes(go, Context(runner, req.policy, tools.progress, "rollback"), journal)
+    return finish(Report("rollback", skipped + declined + results, interrupted=interrupted), echo)
 
 
 # --- approval, batches, report --------------------------------------------------------------
@@ -193,19 +257,25 @@ def refuse_without_terminal(verb: str, asking: Sequence[Host], prompter: Prompte
                       f"terminal to ask on; {HOW_TO_APPROVE}. Nothing was changed")
 
 
-def approve_and_run(changes: Sequence[Change], asking: Sequence[Change], question: str, ctx: Context,
-                    prompter: Prompter, journal: Journal) -> tuple[tuple[HostResult, ...], bool]:
-    """One approval for the hosts that need one, then the batches. Returns the results and
-    whether Ctrl-C stopped the run."""
+def ask(changes: Sequence[Change], asking: Sequence[Change], question: str, prompter: Prompter, journal: Journal,
+        verb: str) -> tuple[list[Change], tuple[HostResult, ...]]:
+    """One question for the hosts that need an approval: the approved changes (and those that
+    need none), and the declined ones as results, journalled at once."""
     approved = set(prompter.approve(question, [c.host.name for c in asking])) if asking else set()
     go, declined = [], []
     for change in changes:
         if change in asking and change.host.name not in approved:
             declined.append(pipeline.unchanged(change, Outcome.DECLINED, "declined; nothing changed"))
             if change.action.changes_host:
-                journal.write_result(change.host, ctx.verb, declined[-1])
+                journal.write_result(change.host, verb, declined[-1])
         else:
             go.append(change)
+    return go, tuple(declined)
+
+
+def run_changes(changes: Sequence[Change], ctx: Context, journal: Journal) -> tuple[tuple[HostResult, ...], bool]:
+    """Every change through the pipeline, in the policy's batches. Returns the results and
+    whether Ctrl-C stopped the run."""
 
     def work(change: Change) -> HostResult:
         result = pipeline.apply(change, ctx)
@@ -220,21 +290,33 @@ def approve_and_run(changes: Sequence[Change], asking: Sequence[Change], questio
         out = []
         for change, result in zip(batch, results):
             if result.outcome is Outcome.OK and change.action.changes_host:
-                clock = pipeline.Clock(change.host.name, ctx.progress)
-                back = pipeline.roll_back(change, ctx, clock, f"ok, but its batch failed ({failed})",
-                                          why=f"its batch failed ({failed})")
+                back = roll_back_one(change, ctx, f"ok, but its batch failed ({failed})")
                 journal.write_result(change.host, ctx.verb, back)
                 out.append(back)
             else:
                 out.append(result)
         return out
 
-    results, interrupted = run_batches(go, work, ctx.policy, ctx.runner.echo, halted_batch,
+    results, interrupted = run_batches(changes, work, ctx.policy, ctx.runner.echo, halted_batch,
                                        lambda c, why: pipeline.unchanged(c, Outcome.NOT_STARTED, why))
-    for change, result in zip(go, results):
+    for change, result in zip(changes, results):
         if result.outcome is Outcome.NOT_STARTED and change.action.changes_host:
             journal.write_result(change.host, ctx.verb, result)
-    return tuple(declined) + tuple(results), interrupted
+    return tuple(results), interrupted
+
+
+def roll_back_one(change: Change, ctx: Context, failure: str) -> HostResult:
+    """A host that went out fine goes back anyway (its batch or its canary soak failed): under
+    its lock, to what it ran before."""
+    clock = pipeline.Clock(change.host.name, ctx.progress)
+    refused = lock.take(change.host, ctx.verb, ctx.policy.lock_timeout, ctx.runner) if change.before.systemd else None
+    if refused:
+        return pipeline.outcome_result(change, Outcome.FAILED, clock, f"{failure}; could not roll it back: {refused}")
+    try:
+        return pipeline.roll_back(change, ctx, clock, failure)
+    finally:
+        if change.before.systemd:
+            lock.release(change.host, ctx.runner)
 
 
 def run_batches(items: Sequence[T], work: Callable[[T], HostResult], policy: Policy, echo: Echo,

@@ -61,6 +61,10 @@ def realise(drvs: Sequence[str], *, dry_run: bool = False, nix_options: Sequence
     return Command(("nix-store", "--realise", *flags, *nix_options, "--", *drvs))
 
 
+def path_is_valid(path: str) -> Command:
+    return Command(("nix-store", "--check-validity", "--", path))
+
+
 def is_nixos_system(path: str) -> Command:
     return Command(("test", "-f", f"{path}/nixos-version"))
 
