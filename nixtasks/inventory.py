@@ -49,6 +49,16 @@ class HostEntry:
     config: str | None = None
     local: bool = False
     checks: tuple[Check, ...] = ()
+    canary: bool = False
+
+
+@dataclass(frozen=True)
+class BlueGreen:
+    """[blue_green]: the two groups (tags) and how traffic moves between them."""
+
+    groups: tuple[str, ...] = ()  # two tags, e.g. ("blue", "green")
+    switch_traffic: str = ""  # run on the deployer: {to} the group, {hosts} its hosts (space-separated)
+    reboot_timeout: float = 300.0  # seconds a rebooted host gets to answer again
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,7 @@ class Inventory:
     hosts: Mapping[str, HostEntry] = field(default_factory=dict)
     policy: Policy = Policy()  # [policy]
     tag_policies: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # [policy.tags.NAME]: overrides
+    blue_green: BlueGreen = BlueGreen()
 
     def policy_for(self, tags: tuple[str, ...]) -> Policy:
         """[policy], then the overrides of the first selected tag that has some."""
@@ -134,7 +145,7 @@ def load(explicit: str | None = None, env: Mapping[str, str] | None = None, cwd:
 
 
 def parse(data: Mapping[str, Any], source: str, root: Path) -> Inventory:
-    check_keys(data, {"defaults", "hosts", "policy"}, source, "")
+    check_keys(data, {"defaults", "hosts", "policy", "blue_green"}, source, "")
     defaults = parse_defaults(data.get("defaults", {}), source)
     hosts_table = data.get("hosts", {})
     expect(isinstance(hosts_table, dict), source, "hosts", "expected a table of [hosts.<name>] sections")
@@ -149,7 +160,27 @@ def parse(data: Mapping[str, Any], source: str, root: Path) -> Inventory:
         expect(isinstance(table, dict), source, f"policy.tags.{tag}", "expected a table")
         tag_policies[tag] = policy_values(table, source, f"policy.tags.{tag}.")
     return Inventory(source=source, root=root, defaults=defaults, hosts=hosts, policy=policy,
-                     tag_policies=tag_policies)
+                     tag_policies=tag_policies, blue_green=parse_blue_green(data.get("blue_green", {}), source))
+
+
+def parse_blue_green(table: Any, source: str) -> BlueGreen:
+    expect(isinstance(table, dict), source, "blue_green", "expected a table")
+    check_keys(table, {"groups", "switch_traffic", "reboot_timeout"}, source, "blue_green.")
+    values: dict[str, Any] = {}
+    if "groups" in table:
+        groups = strings(table["groups"], source, "blue_green.groups")
+        expect(len(groups) == 2 and groups[0] != groups[1] and all(HOST_NAME.match(g) for g in groups), source,
+               "blue_green.groups", 'expected two different tags like ["blue", "green"]')
+        values["groups"] = groups
+    if "switch_traffic" in table:
+        values["switch_traffic"] = string(table["switch_traffic"], source, "blue_green.switch_traffic",
+                                          'a command like "./lb-switch {to} {hosts}"')
+    if "reboot_timeout" in table:
+        value = table["reboot_timeout"]
+        expect(isinstance(value, (int, float)) and not isinstance(value, bool) and 5 <= value <= 3600, source,
+               "blue_green.reboot_timeout", "expected seconds from 5 to 3600")
+        values["reboot_timeout"] = float(value)
+    return BlueGreen(**values)
 
 
 POLICY_BOOLS = ("rollback_batch_on_failure", "checks", "rollback", "watchdog", "skip_unreachable")
@@ -261,7 +292,8 @@ def parse_host(name: str, entry: Any, source: str) -> HostEntry:
     expect(bool(HOST_NAME.match(name)), source, key,
            "expected a host name of letters, digits, '.', '_' and '-' (at most 63 characters)")
     expect(isinstance(entry, dict), source, key, "expected a table")
-    check_keys(entry, {"target", "tags", "build_host", "sudo", "config", "local", "checks"}, source, f"{key}.")
+    check_keys(entry, {"target", "tags", "build_host", "sudo", "config", "local", "checks", "canary"}, source,
+               f"{key}.")
     values: dict[str, Any] = {"name": name}
     if "target" in entry:
         values["target"] = target(entry["target"], source, f"{key}.target")
@@ -271,6 +303,8 @@ def parse_host(name: str, entry: Any, source: str) -> HostEntry:
         values["sudo"] = boolean(entry["sudo"], source, f"{key}.sudo")
     if "local" in entry:
         values["local"] = boolean(entry["local"], source, f"{key}.local")
+    if "canary" in entry:
+        values["canary"] = boolean(entry["canary"], source, f"{key}.canary")
     if "config" in entry:
         config = string(entry["config"], source, f"{key}.config", "a configuration name")
         expect(bool(HOST_NAME.match(config)), source, f"{key}.config",
@@ -367,7 +401,7 @@ def resolve_host(inv: Inventory, name: str, *, target_host: str | None = None, b
     build_spec = build_host or entry.build_host or inv.defaults.build_host
     builder = None if build_spec in (None, LOCALHOST) else parse_target(build_spec, inv.defaults.ssh_user, use_sudo)
     return Host(name=name, config=entry.config or name, target=host_target, build_host=builder, tags=entry.tags,
-                checks=inv.defaults.checks + entry.checks)
+                checks=inv.defaults.checks + entry.checks, canary=entry.canary or "canary" in entry.tags)
 
 
 def resolve_local(inv: Inventory, hostname: str, *, build_host: str | None = None,

@@ -69,6 +69,7 @@ class Host:
     build_host: Target | None = None  # None: build on this machine
     tags: tuple[str, ...] = ()
     checks: tuple[Check, ...] = ()
+    canary: bool = False  # goes first in a canary deploy (`canary = true`, or the tag "canary")
 
     @property
     def is_local(self) -> bool:
@@ -156,6 +157,7 @@ class Stage(enum.Enum):
     COPY = "copy"
     LOCK = "lock"
     ACTIVATION = "activation"
+    REBOOT = "reboot"
     CONFIRM = "confirm"
     CHECKS = "checks"
     ROLLBACK = "rollback"

@@ -113,13 +113,17 @@ def read_local(path: Path) -> list[Record]:
 
 
 def render(records: list[Record]) -> str:
-    lines = [f"{'TIME':25}  {'HOST':10}  {'ACTION':9}  {'OUTCOME':11}  {'GEN':9}  {'GIT':13}  WHO / WHY"]
+    action_width = max([len(r.action) for r in records] + [6])
+    outcome_width = max([len(r.outcome) for r in records] + [7])
+    lines = [f"{'TIME':25}  {'HOST':10}  {'ACTION':{action_width}}  {'OUTCOME':{outcome_width}}  {'GEN':9}  "
+             f"{'GIT':13}  WHO / WHY"]
     for r in records:
         gens = "-" if r.before_generation is None and r.after_generation is None else \
             f"{r.before_generation or '-'}→{r.after_generation or '-'}"
         git = (r.git_revision or "-")[:12] + ("*" if r.git_dirty else "")
         why = r.operator + (f": {r.reason}" if r.reason else "") + (f" ({r.message})" if r.message else "")
-        line = f"{r.time:25}  {r.host:10}  {r.action:9}  {r.outcome:11}  {gens:9}  {git:13}  {why}"
+        line = (f"{r.time:25}  {r.host:10}  {r.action:{action_width}}  {r.outcome:{outcome_width}}  {gens:9}  "
+                f"{git:13}  {why}")
         lines.append(printable(line))
     return "\n".join(lines)
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from .. import inventory
@@ -319,3 +320,108 @@ def run_doctor(opts: Options) -> None:
 def print_sudoers(user: str) -> None:
     inventory.user(user, "--user", "value")
     print(access.sudoers(user), end="")
+
+
+# --- recipes ---------------------------------------------------------------------------------
+
+
+def needs_selection(opts: Options, recipe: str) -> None:
+    if not (opts.hosts or opts.tags or opts.all_hosts):
+        raise UsageError(f"{recipe} needs hosts: --host NAME, --tag TAG or --all (make {recipe} HOSTS=... or TAG=...)")
+
+
+def run_recipe(opts: Options, recipe: Callable[[engine.DeployRequest, engine.Tools], Report],
+               action: Action = Action.SWITCH) -> Report:
+    why = reason(opts)
+    with session(opts) as (inv, runner, hosts):
+        request = engine.DeployRequest(action, hosts, inv.flake, policy(inv, opts), opts.show_trace,
+                                       inv.defaults.nix_options, why, opts.full_diff)
+        return with_report(opts, lambda tools: recipe(request, tools), runner)
+
+
+def run_canary(opts: Options, canaries: str | None, soak: str | None) -> Report:
+    from ..recipes import canary
+
+    needs_selection(opts, "canary")
+    named = split_hosts((canaries,)) if canaries else ()
+    seconds = number(soak, "--soak", 0, whole=False) or 0.0
+    return run_recipe(opts, lambda req, tools: canary.canary(req, tools, named, seconds))
+
+
+def run_rolling(opts: Options) -> Report:
+    from ..recipes import rolling
+
+    needs_selection(opts, "rolling")
+    return run_recipe(opts, rolling.rolling)
+
+
+def run_blue_green(opts: Options, to: str | None) -> Report:
+    from ..recipes import blue_green
+
+    inv = inventory.load(opts.inventory)
+    groups = inv.blue_green.groups
+    if not to:
+        raise UsageError(f"blue-green needs --to GROUP, the idle group to deploy to"
+                         f"{' (' + ' or '.join(groups) + ')' if groups else ''}")
+    if groups and to not in groups:
+        raise UsageError(f"--to {to}: not one of the groups in [blue_green] groups ({', '.join(groups)})")
+    if opts.hosts or opts.tags or opts.all_hosts:
+        raise UsageError("blue-green deploys the group given by --to; leave out --host, --tag and --all")
+    settings = inv.blue_green
+    return run_recipe(replace(opts, tags=(to,)), lambda req, tools: blue_green.blue_green(
+        req, tools, to, settings.switch_traffic, settings.reboot_timeout))
+
+
+def run_update_deploy(opts: Options, inputs: tuple[str, ...], message: str, soak: str | None) -> Report:
+    from ..recipes import update_deploy
+
+    needs_selection(opts, "update-deploy")
+    if not message.strip() or any(ord(ch) < 32 for ch in message):
+        raise UsageError("--message: one line of text, like \"chore: update flake inputs\"")
+    seconds = number(soak, "--soak", 0, whole=False) or 0.0
+    names = split_hosts(inputs)
+    return run_recipe(opts, lambda req, tools: update_deploy.update_deploy(req, tools, names, message, seconds))
+
+
+def run_stage(opts: Options, plan_file: str, action: str) -> None:
+    from ..recipes import stage
+
+    needs_selection(opts, "stage")
+    try:
+        chosen = Action(action)
+    except ValueError:
+        raise UsageError(f"--action {action!r}: stage plans a switch, boot or test") from None
+    if chosen not in (Action.SWITCH, Action.BOOT, Action.TEST):
+        raise UsageError(f"--action {action}: stage plans a switch, boot or test")
+    why = reason(opts)
+    with session(opts) as (inv, runner, hosts):
+        request = engine.DeployRequest(chosen, hosts, inv.flake, policy(inv, opts), opts.show_trace,
+                                       inv.defaults.nix_options, why, True)
+        progress, _live = progress_for(echo)
+        # Staging changes nothing a host runs, so it never asks.
+        tools = engine.Tools(runner, DRY_RUN if opts.dry_run else prompter_for(True), progress, echo)
+        stage.stage(request, tools, Path(plan_file))
+
+
+def run_apply(opts: Options, plan_file: str | None) -> Report:
+    from ..recipes import stage
+
+    plan_file = plan_file or "nixtasks-plan.json"
+    path = Path(plan_file)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"{plan_file}: cannot read the plan ({exc.strerror}); make one with `invoke stage`") from None
+    plan = stage.parse_plan(text, plan_file)
+    if opts.hosts or opts.tags or opts.all_hosts:
+        raise UsageError("apply deploys the hosts of its plan; leave out --host, --tag and --all")
+    return run_recipe(replace(opts, hosts=tuple(plan.hosts)), lambda req, tools: stage.apply(req, tools, plan),
+                      plan.action)
+
+
+def run_emergency(opts: Options, follow: str | None) -> Report:
+    from ..recipes import emergency
+
+    needs_selection(opts, "emergency")
+    seconds = number(follow, "--follow", 0, whole=False)
+    return run_recipe(opts, lambda req, tools: emergency.emergency(req, tools, 60.0 if seconds is None else seconds))

@@ -65,36 +65,6 @@ def reports_errors(body: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def action_task(action_name: str, doc: str) -> Any:
-    @task(name=action_name, iterable=["host", "tag"], help=HELP)
-    @reports_errors
-    def run(c: Any, host: Any = None, tag: Any = None, all: bool = False, target_host: str | None = None,
-            build_host: str | None = None, sudo: bool = False, no_sudo: bool = False, show_trace: bool = False,
-            dry_run: bool = False, yes: bool = False, reason: str = "", inventory: str | None = None,
-            verbose: bool = False, json: bool = False, diff: bool = False, parallel: str | None = None,
-            batch_size: str | None = None, batches: str | None = None, pause: str | None = None,
-            max_fail_percentage: str | None = None, rollback_batch_on_failure: bool = False,
-            no_checks: bool = False, no_rollback: bool = False, no_watchdog: bool = False,
-            confirm_timeout: str | None = None, skip_unreachable: bool = False) -> None:
-        from ..models import Action
-        from .app import Options, policy_flags, run_action
-
-        flags = policy_flags(parallel=parallel, batch_size=batch_size, batches=batches, pause=pause,
-                             max_fail_percentage=max_fail_percentage,
-                             rollback_batch_on_failure=rollback_batch_on_failure, no_checks=no_checks,
-                             no_rollback=no_rollback, no_watchdog=no_watchdog, confirm_timeout=confirm_timeout,
-                             skip_unreachable=skip_unreachable)
-        opts = Options(hosts=tuple(host or ()), tags=tuple(tag or ()), all_hosts=all, target_host=target_host,
-                       build_host=build_host, sudo=sudo_choice(sudo, no_sudo), show_trace=show_trace,
-                       dry_run=dry_run, yes=yes, reason=reason, inventory=inventory, verbose=verbose, json=json,
-                       full_diff=diff, policy=flags)
-        run_action(Action(action_name), opts)
-
-    run.__doc__ = doc
-    run.body.__doc__ = doc
-    return run
-
-
 def sudo_choice(sudo: bool, no_sudo: bool) -> bool | None:
     return True if sudo else False if no_sudo else None
 
@@ -112,32 +82,77 @@ def help_for(*names: str, **extra: str) -> dict[str, str]:
     return {**{n: HELP[n] for n in names}, **extra}
 
 
-@task(iterable=["host", "tag"], help=help_for(
-    "host", "target-host", "sudo", "no-sudo", "dry-run", "yes", "reason", "inventory", *FLEET,
-    generation="roll back to this generation (default: the previous one)",
-    boot="only make it the boot entry; activate at the next boot"))
-@reports_errors
-def rollback(c: Any, host: Any = None, tag: Any = None, all: bool = False, generation: str | None = None,
-             boot: bool = False, target_host: str | None = None, sudo: bool = False, no_sudo: bool = False,
-             dry_run: bool = False, yes: bool = False, reason: str = "", inventory: str | None = None,
-             verbose: bool = False, json: bool = False, diff: bool = False, parallel: str | None = None,
-             batch_size: str | None = None, batches: str | None = None, pause: str | None = None,
-             max_fail_percentage: str | None = None, rollback_batch_on_failure: bool = False,
-             no_checks: bool = False, no_rollback: bool = False, no_watchdog: bool = False,
-             confirm_timeout: str | None = None, skip_unreachable: bool = False) -> None:
-    """Go back to the previous generation, or to --generation N, with plan, diff and approval."""
-    from dataclasses import replace
+# Every deploy-like task (the actions, rollback and the recipes) takes these, with these defaults.
+# Numbers are taken as text and checked by cli/app.py, so a bad value is one `error:` line.
+DEPLOY_PARAMS: dict[str, Any] = {
+    "host": None, "tag": None, "all": False, "target_host": None, "build_host": None, "sudo": False,
+    "no_sudo": False, "show_trace": False, "dry_run": False, "yes": False, "reason": "", "inventory": None,
+    "verbose": False, "json": False, "diff": False, "parallel": None, "batch_size": None, "batches": None,
+    "pause": None, "max_fail_percentage": None, "rollback_batch_on_failure": False, "no_checks": False,
+    "no_rollback": False, "no_watchdog": False, "confirm_timeout": None, "skip_unreachable": False,
+}
+POLICY_PARAMS = ("parallel", "batch_size", "batches", "pause", "max_fail_percentage", "rollback_batch_on_failure",
+                 "no_checks", "no_rollback", "no_watchdog", "confirm_timeout", "skip_unreachable")
 
-    from .app import number, policy_flags, run_rollback
 
-    flags = policy_flags(parallel=parallel, batch_size=batch_size, batches=batches, pause=pause,
-                         max_fail_percentage=max_fail_percentage,
-                         rollback_batch_on_failure=rollback_batch_on_failure, no_checks=no_checks,
-                         no_rollback=no_rollback, no_watchdog=no_watchdog, confirm_timeout=confirm_timeout,
-                         skip_unreachable=skip_unreachable)
-    opts = replace(options(host, target_host, sudo, no_sudo, dry_run, yes, reason, inventory, tag, all),
-                   verbose=verbose, json=json, full_diff=diff, policy=flags)
-    run_rollback(opts, number(generation, "--generation", 1) if generation is not None else None, boot)
+def deploy_task(name: str, doc: str, run: Callable[[Any, dict[str, Any]], None], skip: tuple[str, ...] = (),
+                positional: tuple[str, ...] = (), iterable: tuple[str, ...] = (), **extra: tuple[Any, str]) -> Any:
+    """A task with every deploy option (less `skip`) and its own `extra` ones ({name: (default,
+    help)}); `run(options, extra values)` does the work."""
+    import inspect
+
+    names = {k: v for k, v in DEPLOY_PARAMS.items() if k not in skip}
+    defaults = {**names, **{k: v[0] for k, v in extra.items()}}
+    params = [inspect.Parameter("c", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    ordered = [*positional, *(k for k in defaults if k not in positional)]  # positional ones first
+    params += [inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=defaults[k]) for k in ordered]
+
+    def body(c: Any, **kwargs: Any) -> None:
+        from .app import Options, policy_flags
+
+        values = {**defaults, **kwargs}
+        flags = policy_flags(**{k: values[k] for k in POLICY_PARAMS if k in values})
+        opts = Options(hosts=tuple(values.get("host") or ()), tags=tuple(values.get("tag") or ()),
+                       all_hosts=values.get("all", False),
+                       target_host=values.get("target_host"), build_host=values.get("build_host"),
+                       sudo=sudo_choice(values.get("sudo", False), values.get("no_sudo", False)),
+                       show_trace=values.get("show_trace", False), dry_run=values.get("dry_run", False),
+                       yes=values.get("yes", False), reason=values["reason"], inventory=values["inventory"],
+                       verbose=values["verbose"], json=values["json"], full_diff=values.get("diff", False),
+                       policy=flags)
+        run(opts, {k: values[k] for k in extra})
+
+    body.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    body.__name__ = name.replace("-", "_")
+    body.__doc__ = doc
+    helps = {k.replace("_", "-"): HELP[k.replace("_", "-")] for k in names if k.replace("_", "-") in HELP}
+    helps.update({k.replace("_", "-"): v[1] for k, v in extra.items()})
+    return task(name=name, iterable=["host", "tag", *iterable], positional=list(positional), auto_shortflags=False,
+                help=helps)(reports_errors(body))
+
+
+def action_task(action_name: str, doc: str) -> Any:
+    def run(opts: Any, _extra: dict[str, Any]) -> None:
+        from ..models import Action
+        from .app import run_action
+
+        run_action(Action(action_name), opts)
+
+    return deploy_task(action_name, doc, run)
+
+
+def run_rollback_task(opts: Any, extra: dict[str, Any]) -> None:
+    from .app import number, run_rollback
+
+    generation = number(extra["generation"], "--generation", 1) if extra["generation"] is not None else None
+    run_rollback(opts, generation, extra["boot"])
+
+
+rollback = deploy_task(
+    "rollback", "Go back to the previous generation, or to --generation N, with plan, diff and approval.",
+    run_rollback_task, skip=("build_host", "show_trace"),
+    generation=(None, "roll back to this generation (default: the previous one)"),
+    boot=(False, "only make it the boot entry; activate at the next boot"))
 
 
 @task(iterable=["host"], help=help_for("host", "target-host", "sudo", "no-sudo", "inventory",
@@ -236,6 +251,45 @@ def sudoers(c: Any, user: str = "deploy") -> None:
     print_sudoers(user)
 
 
+def recipe(name: str) -> Callable[[Any, dict[str, Any]], None]:
+    """The cli/app.py runner of a recipe, imported when the task runs."""
+
+    def run(opts: Any, extra: dict[str, Any]) -> None:
+        from . import app
+
+        getattr(app, f"run_{name.replace('-', '_')}")(opts, *extra.values())
+
+    return run
+
+
+SOAK = (None, "seconds to keep checking the canary hosts before the second approval (default 0)")
+canary = deploy_task(
+    "canary", "Canary hosts first (switch, checks, soak, rollback on failure), a second approval, then the rest.",
+    recipe("canary"), canary=(None, "the canary host(s), a comma list (default: the inventory's canary hosts)"),
+    soak=SOAK)
+rolling = deploy_task(
+    "rolling", "One host at a time (or --batch-size/--batches), checks after each, halt on the first failure.",
+    recipe("rolling"))
+blue_green = deploy_task(
+    "blue-green", "Boot the new system on the idle group, reboot it, check it, then switch traffic to it.",
+    recipe("blue-green"), skip=("host", "tag", "all"), to=(None, "the idle group (an inventory tag) to deploy to"))
+update_deploy = deploy_task(
+    "update-deploy", "nix flake update, build, one approval, commit flake.lock, then a canary or rolling deploy.",
+    recipe("update-deploy"), iterable=("input",), input=(None, "update only this input (repeat, or a comma list)"),
+    message=("chore: update flake inputs", "the commit message of the flake.lock commit"), soak=SOAK)
+stage = deploy_task(
+    "stage", "Build the selection, copy it, show each closure diff, and write a plan file for `apply`.",
+    recipe("stage"), skip=("yes",), plan=("nixtasks-plan.json", "the plan file to write"),
+    action=("switch", "what apply will do: switch, boot or test"))
+apply = deploy_task(
+    "apply", "Deploy exactly the store paths of a staged plan file, after one approval.", recipe("apply"),
+    skip=("host", "tag", "all", "build_host", "show_trace"), positional=("plan",),
+    plan=(None, "the plan file `invoke stage` wrote (default: nixtasks-plan.json)"))
+emergency = deploy_task(
+    "emergency", "A fix out fast: build, test-activate with the watchdog, check, ask, switch, follow the journal.",
+    recipe("emergency"), follow=(None, "seconds to follow the hosts' warnings and errors afterwards (default 60)"))
+
+
 build = action_task("build", "Build the system closure; activate nothing.")
 dry_build = action_task("dry-build", "Show what would be built or fetched; build nothing.")
 switch = action_task("switch", "Build, set the boot profile and activate now.")
@@ -243,5 +297,6 @@ boot = action_task("boot", "Build and set the boot profile; activate at the next
 test = action_task("test", "Build and activate now; leave the boot entry alone.")
 dry_activate = action_task("dry-activate", "Build and show what activation would change.")
 
-ns = Collection(build, dry_build, switch, boot, test, dry_activate, rollback, generations, status, verify,
-                history, gc, unlock, doctor, sudoers)
+ns = Collection(build, dry_build, switch, boot, test, dry_activate, rollback, canary, rolling, blue_green,
+                update_deploy, stage, apply, emergency, generations, status, verify, history, gc, unlock, doctor,
+                sudoers)

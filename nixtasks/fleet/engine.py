@@ -29,7 +29,7 @@ from ..host.facts import Facts, read_facts
 from ..host.prompts import HOW_TO_APPROVE, Prompter
 from ..host.runner import Runner
 from ..models import Action, GitState, Host, HostPlan, HostResult, Outcome, Plan, Policy, Report, Stage
-from . import batches, lock, pipeline
+from . import batches, follow, health, hooks, lock, pipeline, reboot
 from .pipeline import Change, Context
 from .progress import Progress
 
@@ -83,6 +83,7 @@ class Prepared:
     changes: tuple[Change, ...]
     skipped: tuple[HostResult, ...] = ()
     build_seconds: float = 0.0
+    warnings: tuple[str, ...] = ()  # what Nix warned while this deploy built
 
     def only(self, names: Sequence[str]) -> tuple[Change, ...]:
         return tuple(c for c in self.changes if c.host.name in names)
@@ -122,6 +123,7 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
     probed while that runs, unreachable hosts named, then the NixOS and space checks, copies and
     closure diffs in parallel. Changes nothing a host runs or boots."""
     runner, echo = tools.runner, tools.echo
+    warned = len(runner.warnings)
     git = read_git(req, tools)
     journal = Journal(runner, tools.journal_path or deployer_journal_path(), git, req.reason, echo)
     refuse_without_terminal(req.action.value, [h for h in req.hosts if needs_approval(req.action, h, git)],
@@ -150,14 +152,14 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(hosts)))) as pool:
         # Every host is checked (a NixOS closure, room for it) and copied before any activation.
         changes = tuple(pool.map(lambda hf: one(*hf), hosts))
-    return Prepared(req, git, journal, changes, skipped, build_seconds)
+    return Prepared(req, git, journal, changes, skipped, build_seconds, tuple(runner.warnings[warned:]))
 
 
 def show_plan(prep: Prepared, tools: Tools, policy: Policy | None = None) -> None:
     req = prep.request
     plans = tuple(HostPlan(c.host, c.action, c.system, c.before.running or None, c.diff, c.before.generation)
                   for c in prep.changes)
-    tools.echo(render(Plan(req.action, plans, prep.git, tuple(tools.runner.warnings), req.reason),
+    tools.echo(render(Plan(req.action, plans, prep.git, prep.warnings, req.reason),
                       full_diff=req.full_diff))
     tools.echo(describe_policy(policy or req.policy, len(prep.changes)))
 
@@ -451,3 +453,52 @@ def gc(hosts: tuple[Host, ...], keep: int, policy: Policy, tools: Tools) -> Repo
                                        lambda s, why: HostResult(host=s.host.name, action="gc",
                                                                  outcome=Outcome.NOT_STARTED, message=why))
     return finish(Report("gc", declined + tuple(results), interrupted=interrupted), echo)
+
+
+# --- steps the recipes combine --------------------------------------------------------------
+
+
+def not_started(changes: Sequence[Change], why: str, journal: Journal, verb: str) -> tuple[HostResult, ...]:
+    """Hosts a recipe stops before (a failed canary): reported and journalled as not started."""
+    results = tuple(pipeline.unchanged(c, Outcome.NOT_STARTED, why) for c in changes)
+    for change, result in zip(changes, results):
+        journal.write_result(change.host, verb, result)
+    return results
+
+
+def soak(prep: Prepared, changes: Sequence[Change], seconds: float, policy: Policy, tools: Tools,
+         verb: str) -> tuple[HostResult, ...]:
+    """Keep checking hosts that went out for `seconds`; if one turns unhealthy, every one of
+    them is rolled back. Returns the rollbacks (none when they stayed healthy)."""
+    tools.echo(f"soak: checking {', '.join(c.host.name for c in changes)} for {seconds:g} s")
+    found = health.soak([(c.host, c.before) for c in changes], seconds, tools.runner, tools.echo)
+    if not found:
+        tools.echo("soak: healthy all along")
+        return ()
+    ctx = Context(tools.runner, policy, tools.progress, verb)
+    why = "; ".join(f"{host}: {problem}" for host, problem in found.items())
+    backs = tuple(roll_back_one(c, ctx, f"unhealthy during the soak ({why})") for c in changes)
+    for change, back in zip(changes, backs):
+        prep.journal.write_result(change.host, verb, back)
+    return backs
+
+
+def reboot_into_new(prep: Prepared, changes: Sequence[Change], policy: Policy, timeout: float,
+                    tools: Tools, verb: str) -> tuple[HostResult, ...]:
+    """Hosts whose boot entry is the new system: rebooted, waited for, checked; one that fails is
+    booted back into its old entry."""
+    results = reboot.reboot_into(changes, Context(tools.runner, policy, tools.progress, verb), timeout)
+    for change, result in zip(changes, results):
+        tools.progress.done(result)
+        prep.journal.write_result(change.host, verb, result)
+    return results
+
+
+def follow_journals(hosts: Sequence[Host], seconds: float, tools: Tools) -> None:
+    tools.echo(f"following the warnings and errors of {', '.join(h.name for h in hosts)} for {seconds:g} s "
+               "(Ctrl-C ends it)")
+    follow.follow(hosts, seconds, tools.runner)
+
+
+def switch_traffic(template: str, to: str, hosts: Sequence[str], tools: Tools) -> None:
+    hooks.switch_traffic(template, to, hosts, tools.runner)

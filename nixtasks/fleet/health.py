@@ -1,7 +1,10 @@
-"""Is a host healthy after its activation? The inventory's checks (as `verify` runs them),
-and no unit failing that did not fail before the deploy."""
+"""Is a host healthy after its activation, and does it stay so (a canary's soak)? The
+inventory's checks (as `verify` runs them), and no unit failing that did not fail before."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
 
 from ..actions.checks import run_check, ssh_address
 from ..host.facts import Facts, read_facts
@@ -29,3 +32,20 @@ def problems(host: Host, before: Facts, runner: Runner) -> list[str]:
         if failed:
             found.append(f"units failed that did not fail before: {', '.join(failed)}")
     return found
+
+
+def soak(hosts: Sequence[tuple[Host, Facts]], seconds: float, runner: Runner, echo: Callable[[str], None],
+         interval: float = 5.0) -> dict[str, str]:
+    """Keep checking hosts for `seconds`: {host: its first problem}; empty when they stayed healthy."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found: dict[str, str] = {}
+        for host, before in hosts:
+            problem = problems(host, before, runner)
+            if problem:
+                found[host.name] = problem[0]
+        left = deadline - time.monotonic()
+        if found or left <= 0:
+            return found
+        echo(f"soak: {', '.join(h.name for h, _ in hosts)} healthy; {left:.0f} s to go")
+        time.sleep(min(interval, left))

@@ -336,3 +336,52 @@ def revert(generation: int | None, booted: str, running: str, action: Action, *,
         cmds.append(switch_to_configuration(SYSTEM_PROFILE, Action.BOOT, systemd=systemd))
         cmds.append(switch_to_configuration(running, Action.TEST, systemd=systemd))
     return tuple(cmds)
+
+
+# --- recipes: reboots, journals, the flake's lock file, hooks --------------------------------
+
+
+def boot_id() -> Command:
+    """Changes at every boot: a host that answers with the old one has not rebooted yet."""
+    return Command(("cat", "/proc/sys/kernel/random/boot_id"))
+
+
+def reboot() -> Command:
+    return Command(("systemctl", "reboot"), sudo=True, changes=True)
+
+
+def follow_journal() -> Command:
+    """New warnings and errors of the host's journal as they come (root: the whole journal)."""
+    return Command(("journalctl", "--follow", "--priority=warning", "--lines=0", "--no-pager", "--quiet"),
+                   sudo=True)
+
+
+def flake_update(flake: str, inputs: Sequence[str] = (), nix_options: Sequence[str] = ()) -> Command:
+    """All inputs (`nix flake update`), or the named ones (`--update-input`, which Nix 2.8 has)."""
+    if not inputs:
+        return Command(("nix", *NIX_FEATURES, "flake", "update", *nix_options, flake), changes=True)
+    named = [arg for name in inputs for arg in ("--update-input", name)]
+    return Command(("nix", *NIX_FEATURES, "flake", "lock", *named, *nix_options, flake), changes=True)
+
+
+def git_show(repo: str, revision: str, path: str) -> Command:
+    """A file as committed at `revision` (`path` relative to the repository's top)."""
+    return Command(("git", "-C", repo, "show", f"{revision}:{path}"))
+
+
+def git_diff(repo: str, path: str) -> Command:
+    return Command(("git", "-C", repo, "--no-pager", "diff", "--", path))
+
+
+def git_file_status(repo: str, path: str) -> Command:
+    return Command(("git", "-C", repo, "status", "--porcelain", "--", path))
+
+
+def git_commit_file(repo: str, path: str, message: str) -> Command:
+    """Commit that file alone, whatever else is staged."""
+    return Command(("git", "-C", repo, "commit", "--quiet", "--only", "-m", message, "--", path), changes=True)
+
+
+def local_hook(command: str) -> Command:
+    """A command from the inventory (the operator wrote it), run by this machine's shell."""
+    return Command(("sh", "-c", command), changes=True)

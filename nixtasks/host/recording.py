@@ -89,6 +89,9 @@ class RecordingRunner:
     def close(self) -> None:
         return None
 
+    def stop_all(self) -> None:
+        return None
+
     def steps(self, *, skip: tuple[str, ...] = ("journal", "lock-holder")) -> list[str]:
         """The steps in order, fresh connections marked with a `*`."""
         return [c.step + ("*" if c.fresh else "") for c in self.calls if c.step not in skip]

@@ -17,7 +17,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import CommandFailed, HostUnreachable, NixtasksError, UsageError
 from ..models import Command, Target
@@ -60,6 +60,9 @@ class Runner(Protocol):
 
     def failure(self, cmd: Command, target: Target, where: str, result: Result) -> NixtasksError: ...
 
+    def stop_all(self) -> None:
+        """Stop every command still running (Ctrl-C ends a journal follow)."""
+
     def close(self) -> None: ...
 
 
@@ -88,6 +91,7 @@ class ShRunner:
         self.warnings: list[str] = []
         self._used: set[Target] = set()
         self._lock = threading.Lock()
+        self._running: dict[int, Any] = {}  # id -> sh's RunningCommand (not hashable)
 
     # -- public ---------------------------------------------------------------------------
 
@@ -167,6 +171,8 @@ class ShRunner:
             proc = program(*argv[1:], _env=self.nix_env(), _out=on_out, _err=on_err, _tty_out=False,
                            _ok_code=list(range(256)), _decode_errors="replace", _in=stdin, _bg=True,
                            _bg_exc=False, _new_group=True, _timeout=timeout)
+            with self._lock:
+                self._running[id(proc)] = proc
             try:
                 proc.wait()
             except KeyboardInterrupt:  # only the main thread sees it: stop this command, then go on
@@ -176,6 +182,9 @@ class ShRunner:
                 with contextlib.suppress(Exception):
                     proc.kill_group()
                 raise
+            finally:
+                with self._lock:
+                    self._running.pop(id(proc), None)
         except sh.TimeoutException:  # like timeout(1)
             return Result(124, "".join(out), "".join(err) + f"timed out after {timeout:g} s")
         except sh.SignalException as exc:  # killed by a signal: report it like a shell would
@@ -184,6 +193,13 @@ class ShRunner:
 
     def failure(self, cmd: Command, target: Target, where: str, result: Result) -> NixtasksError:
         return failure_of(cmd, target, where, result)
+
+    def stop_all(self) -> None:
+        with self._lock:
+            running = list(self._running.values())
+        for proc in running:
+            with contextlib.suppress(Exception):
+                proc.signal_group(signal.SIGTERM)
 
 
 def failure_of(cmd: Command, target: Target, where: str, result: Result) -> NixtasksError:

@@ -98,7 +98,7 @@ def test_local_host(tmp_path):
     ('[defaults]\nssh_user = "Root!"\n', 'nixtasks.toml: defaults.ssh_user: expected a user name like "deploy"'),
     ('[defaults]\nbuild_host = "a b"\n', 'nixtasks.toml: defaults.build_host: expected a string like "deploy@web1"'),
     ('[defaults]\nsudo = 1\n', "nixtasks.toml: defaults.sudo: expected true or false"),
-    ('[defautls]\n', "nixtasks.toml: defautls: unknown key; expected one of defaults, hosts"),
+    ('[defautls]\n', "nixtasks.toml: defautls: unknown key; expected one of blue_green, defaults, hosts, policy"),
     ('hosts = 3\n', "nixtasks.toml: hosts: expected a table of [hosts.<name>] sections"),
 ])
 def test_each_mistake_names_file_key_and_expectation(tmp_path, text, message):

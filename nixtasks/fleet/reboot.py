@@ -1,0 +1,90 @@
+"""Reboots as a fleet step (blue-green): reboot, wait until the host answers with a new boot
+id and runs what its boot entry holds, run its checks; on failure, set the boot entry back
+and reboot once more. Checks never run before the boot id changed (morph's users learned
+that health checks can pass before a reboot has happened)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from ..errors import CommandFailed
+from ..host import commands
+from ..host.facts import Facts, read_facts
+from ..host.runner import Runner
+from ..models import Action, Host, HostResult, Outcome, Stage
+from . import health
+from .pipeline import Change, Clock, Context, outcome_result
+
+POLL = 1.0
+
+
+def current_boot_id(host: Host, runner: Runner) -> str:
+    return runner.run(commands.boot_id(), host.target, label=host.name).stdout.strip()
+
+
+def reboot_and_wait(host: Host, runner: Runner, timeout: float) -> tuple[Facts, str]:
+    """Reboot, then wait for a new boot id and a booted systemd. Returns the host's facts, and
+    a problem ("" when it came back)."""
+    before = current_boot_id(host, runner)
+    runner.run(commands.reboot(), host.target, label=host.name, check=False)  # the connection may drop
+    deadline = time.monotonic() + timeout
+    facts = Facts(reachable=False, error="not asked yet")
+    while time.monotonic() < deadline:
+        time.sleep(POLL)
+        answer = runner.run(commands.boot_id(), host.target, check=False, fresh=True)
+        if not answer.ok or answer.stdout.strip() in ("", before):
+            continue
+        facts = read_facts(host, runner, fresh=True)
+        if facts.reachable and facts.state not in ("initializing", "starting"):
+            return facts, ""
+    if facts.reachable:
+        return facts, f"rebooted, but systemd is still {facts.state or 'not running'} after {timeout:g} s"
+    return facts, f"did not answer with a new boot id within {timeout:g} s of its reboot"
+
+
+def reboot_into(changes: Sequence[Change], ctx: Context, timeout: float) -> tuple[HostResult, ...]:
+    """Every host (booted into its new system by a `boot` deploy) rebooted in parallel and
+    checked; a host that fails gets its old boot entry back and is rebooted into it."""
+    with ThreadPoolExecutor(max_workers=max(1, min(ctx.policy.parallel, len(changes)))) as pool:
+        return tuple(pool.map(lambda c: reboot_one(c, ctx, timeout), changes))
+
+
+def reboot_one(change: Change, ctx: Context, timeout: float) -> HostResult:
+    host, runner = change.host, ctx.runner
+    clock = Clock(host.name, ctx.progress)
+    with clock.stage(Stage.REBOOT):
+        facts, problem = reboot_and_wait(host, runner, timeout)
+    if not problem and facts.running != change.system:
+        problem = f"after its reboot it runs {facts.running or 'nothing'}, not {change.system}"
+    if not problem and ctx.policy.checks:
+        with clock.stage(Stage.CHECKS):
+            found = health.problems(host, change.before, runner)
+        problem = found[0] if found else ""
+    if not problem:
+        return outcome_result(change, Outcome.OK, clock, "rebooted into the new system; its checks pass", facts)
+    if not ctx.policy.rollback:
+        return outcome_result(change, Outcome.FAILED, clock, f"{problem}; LEFT AS IT IS (--no-rollback)", facts)
+    with clock.stage(Stage.ROLLBACK):
+        return boot_back(change, ctx, clock, problem, timeout)
+
+
+def boot_back(change: Change, ctx: Context, clock: Clock, problem: str, timeout: float) -> HostResult:
+    """The old boot entry back, and a reboot into it."""
+    host, runner, before = change.host, ctx.runner, change.before
+    runner.echo(f"[{host.name}] {problem}: setting the boot entry back to generation {before.generation} and "
+                "rebooting into it")
+    try:
+        for cmd in commands.revert(before.generation, before.boot_path, before.running, Action.BOOT,
+                                   systemd=before.systemd):
+            runner.run(cmd, host.target, label=host.name, stream=True)
+    except CommandFailed as exc:
+        return outcome_result(change, Outcome.FAILED, clock, f"{problem}; setting the boot entry back failed "
+                              f"({exc}); check the host by hand")
+    facts, again = reboot_and_wait(host, runner, timeout)
+    if again or facts.running != before.boot_path:
+        return outcome_result(change, Outcome.FAILED, clock, f"{problem}; after booting the old entry: "
+                              f"{again or 'it runs ' + (facts.running or 'nothing')}; check the host by hand", facts)
+    return outcome_result(change, Outcome.ROLLED_BACK, clock, f"{problem}; booted back into generation "
+                          f"{before.generation}", facts)

@@ -1,0 +1,41 @@
+"""blue-green: `boot` the new system on the idle group, reboot it, wait until it answers
+running the new system, check it, then, after an approval that names the group, run the
+inventory's `switch_traffic` on the deployer. A group that does not come back, or fails its
+checks, is booted back into its previous generation, and traffic is never switched."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..errors import Refused
+from ..fleet import engine
+from ..models import Action, Report
+
+
+def blue_green(req: engine.DeployRequest, tools: engine.Tools, to: str, switch_traffic: str,
+               reboot_timeout: float) -> Report:
+    boot = replace(req, action=Action.BOOT)
+    prep = engine.prepare(boot, tools)
+    names = [c.host.name for c in prep.changes]
+    engine.show_plan(prep, tools)
+    tools.echo(f"  blue-green: boot the new system on {to} ({', '.join(names)}), reboot, check; then switch "
+               f"traffic to {to}" + ("" if switch_traffic else " (no switch_traffic in [blue_green]: by hand)"))
+    go, declined = engine.approve(prep, prep.changes, tools, question=(
+        f"Boot the new system on {to} ({', '.join(names)}) and reboot {'it' if len(names) == 1 else 'them'}?"),
+        verb="blue-green")
+    results, interrupted = engine.activate(prep, go, req.policy, tools, verb="blue-green")
+    if interrupted or declined or any(r.failed for r in results):
+        return engine.finish(engine.report(prep, declined + results, interrupted, "blue-green"), tools.echo)
+    booted = [c for c, r in zip(go, results) if r.outcome.value == "ok"]
+    rebooted = engine.reboot_into_new(prep, booted, req.policy, reboot_timeout, tools, "blue-green")
+    if any(r.failed for r in rebooted):
+        tools.echo(f"traffic stays where it is: {to} did not come back healthy")
+        return engine.finish(engine.report(prep, rebooted, False, "blue-green"), tools.echo)
+    if switch_traffic:
+        if not tools.prompter.confirm(f"{to} ({', '.join(names)}) runs the new system and is healthy. Switch "
+                                      f"traffic to {to}?"):
+            engine.finish(engine.report(prep, rebooted, False, "blue-green"), tools.echo)
+            raise Refused(f"traffic was not switched to {to}; {to} runs the new system, the other group the old")
+        engine.switch_traffic(switch_traffic, to, names, tools)
+        tools.echo(f"traffic switched to {to}; the other group is left for a later run")
+    return engine.finish(engine.report(prep, rebooted, False, "blue-green"), tools.echo)

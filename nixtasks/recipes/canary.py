@@ -1,0 +1,62 @@
+"""canary: the canary hosts first (switch, checks, rollback on failure), a soak that keeps
+checking them, a second approval that names the rest, then the rest as a rolling deploy. A
+bad release stops at the canary, which is rolled back; the other hosts never see it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from ..errors import UsageError
+from ..fleet import engine
+from ..models import Report
+from . import rolling
+
+
+def choose(req: engine.DeployRequest, named: Sequence[str]) -> tuple[str, ...]:
+    """--canary NAME, else the selection's hosts marked `canary = true` or tagged canary."""
+    selected = [h.name for h in req.hosts]
+    if named:
+        unknown = [n for n in named if n not in selected]
+        if unknown:
+            raise UsageError(f"--canary {', '.join(unknown)}: not in the selection ({', '.join(selected)})")
+        return tuple(named)
+    marked = tuple(h.name for h in req.hosts if h.canary)
+    if not marked:
+        raise UsageError("no canary host in the selection: mark one with `canary = true` in its [hosts.NAME], "
+                         "tag it canary, or pass --canary NAME")
+    return marked
+
+
+def canary(req: engine.DeployRequest, tools: engine.Tools, named: Sequence[str] = (), soak: float = 0.0) -> Report:
+    names = choose(req, named)
+    prep = engine.prepare(req, tools)
+    first = prep.only(names)
+    rest = tuple(c for c in prep.changes if c.host.name not in names)
+    rest_policy = rolling.policy(req.policy)
+    engine.show_plan(prep, tools, rest_policy)
+    tools.echo(f"  canary:   {', '.join(names)} first{f', then {soak:g} s of checks' if soak else ''}; "
+               f"then, after a second approval, {', '.join(c.host.name for c in rest) or 'no other host'}")
+    verb = req.action.value
+    go, declined = engine.approve(prep, first, tools, question=(
+        f"Canary: {req.action.value} {', '.join(names)} first ({len(first)} host{'s' if len(first) != 1 else ''})?"))
+    results, interrupted = engine.activate(prep, go, replace(req.policy, batches=()), tools)
+    done = declined + results
+    if interrupted or declined or any(r.failed for r in results):
+        why = "interrupted" if interrupted else "the canary was not approved" if declined else "the canary failed"
+        skipped = engine.not_started(rest, f"not started: {why}", prep.journal, verb)
+        return engine.finish(engine.report(prep, done + skipped, interrupted), tools.echo)
+    if soak:
+        backs = engine.soak(prep, go, soak, req.policy, tools, verb)
+        if backs:
+            skipped = engine.not_started(rest, "not started: the canary turned unhealthy during its soak",
+                                         prep.journal, verb)
+            return engine.finish(engine.report(prep, backs + skipped, False), tools.echo)
+    if not rest:
+        return engine.finish(engine.report(prep, done, False), tools.echo)
+    tools.echo(f"canary: {', '.join(names)} healthy on the new system")
+    go_rest, declined_rest = engine.approve(prep, rest, tools, question=(
+        f"The canary is healthy. {req.action.value.capitalize()} the rest: "
+        f"{', '.join(c.host.name for c in rest)} ({len(rest)} host{'s' if len(rest) != 1 else ''})?"))
+    more, interrupted = engine.activate(prep, go_rest, rest_policy, tools)
+    return engine.finish(engine.report(prep, done + declined_rest + more, interrupted), tools.echo)

@@ -1,0 +1,107 @@
+"""stage and apply: the staged deployment, made exact. `stage` builds the selection, copies
+it, shows each host's closure diff and writes a plan file (the git revision, and per host the
+store path and the system it runs now). `apply PLANFILE` deploys exactly those store paths,
+without evaluating again, after one approval, and refuses when a host no longer runs the
+system the plan saw (someone deployed in between)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..errors import NixtasksError, UsageError
+from ..fleet import engine
+from ..inventory import HOST_NAME
+from ..models import Action, Report
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class StagedHost:
+    system: str  # what apply activates
+    running: str  # what the host ran when the plan was made ("" for nothing)
+    generation: int | None
+
+
+@dataclass(frozen=True)
+class StagedPlan:
+    action: Action
+    git_revision: str | None
+    git_dirty: bool
+    created: str
+    hosts: dict[str, StagedHost]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"version": VERSION, "action": self.action.value, "git_revision": self.git_revision,
+                "git_dirty": self.git_dirty, "created": self.created,
+                "hosts": {name: {"system": h.system, "running": h.running, "generation": h.generation}
+                          for name, h in self.hosts.items()}}
+
+
+def parse_plan(text: str, source: str) -> StagedPlan:
+    """A plan file, checked field by field: it names store paths that will be activated."""
+    def bad(what: str) -> UsageError:
+        return UsageError(f"{source}: {what}; make a new one with `invoke stage`")
+
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise bad(f"not a plan file ({exc})") from exc
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        raise bad(f"not a version {VERSION} plan file")
+    try:
+        action = Action(data.get("action"))
+    except ValueError as exc:
+        raise bad(f"unknown action {data.get('action')!r}") from exc
+    if action not in (Action.SWITCH, Action.BOOT, Action.TEST):
+        raise bad(f"{action.value} is not something apply does")
+    hosts = data.get("hosts")
+    if not isinstance(hosts, dict) or not hosts:
+        raise bad("it names no hosts")
+    staged = {}
+    for name, entry in hosts.items():
+        if not isinstance(name, str) or not HOST_NAME.match(name) or not isinstance(entry, dict):
+            raise bad(f"host {name!r} is not valid")
+        system, running, generation = entry.get("system"), entry.get("running"), entry.get("generation")
+        if not isinstance(system, str) or not system.startswith("/nix/store/") or "/" in system[11:]:
+            raise bad(f"{name}: {system!r} is not a store path")
+        if not isinstance(running, str) or not (generation is None or isinstance(generation, int)):
+            raise bad(f"{name}: what it ran is not recorded")
+        staged[name] = StagedHost(system, running, generation)
+    return StagedPlan(action, data.get("git_revision"), bool(data.get("git_dirty")), str(data.get("created")), staged)
+
+
+def stage(req: engine.DeployRequest, tools: engine.Tools, plan_file: Path) -> StagedPlan:
+    prep = engine.prepare(replace(req, full_diff=True), tools)
+    engine.show_plan(prep, tools)
+    plan = StagedPlan(req.action, prep.git.revision, prep.git.dirty,
+                      datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                      {c.host.name: StagedHost(c.system, c.before.running, c.before.generation) for c in prep.changes})
+    plan_file.write_text(json.dumps(plan.as_json(), indent=2) + "\n")
+    if prep.skipped:
+        tools.echo(f"warning: not in the plan (unreachable): {', '.join(r.host for r in prep.skipped)}")
+    tools.echo(f"plan written to {plan_file}: {len(plan.hosts)} host(s), each closure already on its host. "
+               f"Apply exactly these systems with: invoke apply {plan_file}")
+    return plan
+
+
+def apply(req: engine.DeployRequest, tools: engine.Tools, plan: StagedPlan) -> Report:
+    """`req.hosts` are the plan's hosts, resolved from the inventory."""
+    req = replace(req, action=plan.action)
+    prep = engine.prepare(req, tools, systems={name: h.system for name, h in plan.hosts.items()})
+    stale = [f"{c.host.name} ran {plan.hosts[c.host.name].running or 'nothing'} when the plan was made and runs "
+             f"{c.before.running or 'nothing'} now" for c in prep.changes
+             if c.before.running != plan.hosts[c.host.name].running]
+    if stale:
+        raise NixtasksError(f"{'; '.join(stale)}: someone deployed in between, so the plan is stale; nothing was "
+                            "changed on any host. Stage it again: invoke stage")
+    tools.echo(f"applying the plan of {plan.created} (git {(plan.git_revision or 'none')[:12]}"
+               f"{', dirty' if plan.git_dirty else ''}): exactly its store paths, nothing evaluated")
+    engine.show_plan(prep, tools)
+    go, declined = engine.approve(prep, prep.changes, tools)
+    results, interrupted = engine.activate(prep, go, req.policy, tools)
+    return engine.finish(engine.report(prep, declined + results, interrupted), tools.echo)
