@@ -214,7 +214,7 @@ def test_a_dead_deployers_lock_is_named_its_watchdog_reverts_and_unlock_frees_th
     fleet8.deploy_all()
     fleet8.knobs(defaults={"release": "1.1"}, web1={"activation_seconds": 2})
     first, lines = fleet8.start("switch", "--host", "web1", "--yes", "--confirm-timeout", "3")
-    wait_for(lines, "[web1] activation")
+    wait_for(lines, "activation: sleeping")  # armed, profile set, switch-to-configuration under way
     first.kill()  # a deployer that dies holds its lock, and never confirms
     first.wait()
     assert fleet8.locked("web1")
