@@ -145,10 +145,6 @@ class Outcome(enum.Enum):
     LOCKED = "locked"  # another deploy holds the host's lock
     NOT_STARTED = "not started"  # a batch before halted the deploy, or Ctrl-C
 
-    @property
-    def changed_nothing(self) -> bool:
-        return self in (Outcome.SKIPPED, Outcome.DECLINED, Outcome.LOCKED, Outcome.NOT_STARTED)
-
 
 class Stage(enum.Enum):
     """Where a host is in the pipeline; timed per host in the report."""

@@ -194,6 +194,19 @@ def watched_out(ch: Change, ctx: Context, clock: Clock, failure: str) -> HostRes
                           f"{after.error}", after)
 
 
+def revert(ch: Change, action: Action, runner: Runner) -> str:
+    """The host's profile, boot entry and (unless `boot`) running system back to before `ch`;
+    "" when that worked, else what failed."""
+    before = ch.before
+    try:
+        for cmd in commands.revert(before.generation, before.boot_path, before.running, action,
+                                   systemd=before.systemd):
+            runner.run(cmd, ch.host.target, label=ch.host.name, stream=True)
+    except CommandFailed as exc:
+        return str(exc)
+    return ""
+
+
 def roll_back(ch: Change, ctx: Context, clock: Clock, failure: str, *, why: str = "") -> HostResult:
     """Put the host back on what it ran and booted before, then see that it did."""
     host, runner, before = ch.host, ctx.runner, ch.before
@@ -202,12 +215,9 @@ def roll_back(ch: Change, ctx: Context, clock: Clock, failure: str, *, why: str 
                               "nothing to roll back to", read_facts(host, runner))
     runner.echo(f"[{host.name}] {why or failure}: rolling back to "
                 f"{'generation ' + str(before.generation) if before.generation else before.running}")
-    try:
-        for cmd in commands.revert(before.generation, before.boot_path, before.running, ch.action,
-                                   systemd=before.systemd):
-            runner.run(cmd, host.target, label=host.name, stream=True)
-    except CommandFailed as exc:
-        return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; the rollback failed too ({exc}); check "
+    broken = revert(ch, ch.action, runner)
+    if broken:
+        return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; the rollback failed too ({broken}); check "
                               f"the host by hand", read_facts(host, runner))
     after = read_facts(host, runner)
     wrong = []

@@ -9,13 +9,12 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from ..errors import CommandFailed
 from ..host import commands
 from ..host.facts import Facts, read_facts
 from ..host.runner import Runner
 from ..models import Action, Host, HostResult, Outcome, Stage
 from . import health
-from .pipeline import Change, Clock, Context, outcome_result
+from .pipeline import Change, Clock, Context, outcome_result, revert
 
 POLL = 1.0
 
@@ -75,13 +74,10 @@ def boot_back(change: Change, ctx: Context, clock: Clock, problem: str, timeout:
     host, runner, before = change.host, ctx.runner, change.before
     runner.echo(f"[{host.name}] {problem}: setting the boot entry back to generation {before.generation} and "
                 "rebooting into it")
-    try:
-        for cmd in commands.revert(before.generation, before.boot_path, before.running, Action.BOOT,
-                                   systemd=before.systemd):
-            runner.run(cmd, host.target, label=host.name, stream=True)
-    except CommandFailed as exc:
+    broken = revert(change, Action.BOOT, runner)
+    if broken:
         return outcome_result(change, Outcome.FAILED, clock, f"{problem}; setting the boot entry back failed "
-                              f"({exc}); check the host by hand")
+                              f"({broken}); check the host by hand")
     facts, again = reboot_and_wait(host, runner, timeout)
     if again or facts.running != before.boot_path:
         return outcome_result(change, Outcome.FAILED, clock, f"{problem}; after booting the old entry: "

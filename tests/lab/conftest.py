@@ -170,7 +170,7 @@ def fleet_repo(lab: Lab) -> Path:
 def fleet(lab: Lab, fleet_repo: Path) -> Fleet:
     """Freshly booted hosts and the default knobs, committed."""
     subprocess.run(["git", "-C", str(fleet_repo), "checkout", "-q", "--", "."], check=True)
-    subprocess.run(["git", "-C", str(fleet_repo), "clean", "-qfd"], check=True)
+    subprocess.run(["git", "-C", str(fleet_repo), "clean", "-qfdx"], check=True)
     fl = Fleet(lab, fleet_repo)
     if json.loads((fleet_repo / "hosts.json").read_text()) != DEFAULT_KNOBS:
         (fleet_repo / "hosts.json").write_text(json.dumps(DEFAULT_KNOBS, indent=2) + "\n")

@@ -108,7 +108,7 @@ def eight_hosts(lab: Lab) -> Iterator[Path]:
 def fleet8(lab: Lab, eight_hosts: Path) -> Fleet8:
     fl = Fleet8(lab, eight_hosts)
     fl.git("reset", "-q", "--hard", "eight")
-    fl.git("clean", "-qfd")
+    fl.git("clean", "-qfdx")
     labctl("reset", *ALL)
     fl.journal.unlink(missing_ok=True)
     return fl
