@@ -163,13 +163,15 @@ class Fleet:
 def fleet_repo(lab: Lab) -> Path:
     path = lab.workspace / "fleet"
     subprocess.run([str(REPO / "examples" / "make-repo"), str(path)], check=True)
+    subprocess.run(["git", "-C", str(path), "tag", "base"], check=True)
     return path
 
 
 @pytest.fixture
 def fleet(lab: Lab, fleet_repo: Path) -> Fleet:
-    """Freshly booted hosts and the default knobs, committed."""
-    subprocess.run(["git", "-C", str(fleet_repo), "checkout", "-q", "--", "."], check=True)
+    """Freshly booted hosts and the repository as make-repo made it (a test's commits, such as
+    update-deploy's, are gone)."""
+    subprocess.run(["git", "-C", str(fleet_repo), "reset", "-q", "--hard", "base"], check=True)
     subprocess.run(["git", "-C", str(fleet_repo), "clean", "-qfdx"], check=True)
     fl = Fleet(lab, fleet_repo)
     if json.loads((fleet_repo / "hosts.json").read_text()) != DEFAULT_KNOBS:
