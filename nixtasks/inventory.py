@@ -184,7 +184,7 @@ def parse_blue_green(table: Any, source: str) -> BlueGreen:
 
 
 POLICY_BOOLS = ("rollback_batch_on_failure", "checks", "rollback", "watchdog", "skip_unreachable")
-POLICY_SECONDS = {"pause": (0, 86400), "confirm_timeout": (1, 3600), "lock_timeout": (10, 7 * 86400)}
+POLICY_SECONDS = {"pause": (0, 86400), "confirm_timeout": (1, 3600), "lock_timeout": (300, 7 * 86400)}
 
 
 def policy_values(table: Mapping[str, Any], source: str, prefix: str, allow_tags: bool = False) -> dict[str, Any]:

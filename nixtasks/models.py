@@ -205,5 +205,5 @@ class Policy:
     rollback: bool = True  # roll a failed host back
     watchdog: bool = True  # arm the connectivity watchdog before activating a remote host
     confirm_timeout: float = 30.0  # seconds the watchdog waits for the confirmation
-    lock_timeout: float = 1800.0  # seconds after which a dead deployer's lock expires
+    lock_timeout: float = 3600.0  # seconds after which a dead deployer's lock expires
     skip_unreachable: bool = False  # report unreachable hosts as skipped instead of stopping

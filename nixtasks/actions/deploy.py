@@ -76,12 +76,13 @@ def build(req: BuildRequest, runner: Runner, echo: Echo) -> dict[tuple[str, Targ
     return built
 
 
-def given(path: str, runner: Runner) -> Built:
-    """A system built earlier (a staged plan): it must still be in this machine's store."""
-    if not runner.dry_run and not runner.run(commands.path_is_valid(path), LOCAL, check=False).ok:
-        raise NixtasksError(f"{path} is no longer in this machine's Nix store (garbage-collected?); "
+def given(host: Host, path: str, runner: Runner) -> Built:
+    """A system staged earlier: `stage` copied it to the host, so it must still be there (it
+    need not be on this machine, nor was it, if a build host built it)."""
+    if not runner.dry_run and not runner.run(commands.path_is_valid(path), host.target, check=False).ok:
+        raise NixtasksError(f"{host.name}: the staged {path} is no longer on the host (garbage-collected?); "
                             "stage the plan again")
-    return Built(path, LOCAL)
+    return Built(path, host.target)
 
 
 # --- per host, before anything changes ------------------------------------------------------

@@ -9,6 +9,7 @@ and one report whose exit code is never 0 after a failure or a rollback."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +36,7 @@ from .progress import Progress
 
 Echo = Callable[[str], None]
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -133,14 +135,13 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
         # The hosts are asked what they run while the systems build: both take a while.
         probes = [pool.submit(read_facts, h, runner) for h in req.hosts]
         started = time.monotonic()
-        built = (steps.build(build_req, runner, echo) if systems is None
-                 else {steps.key(h): steps.given(systems[h.name], runner) for h in req.hosts})
+        built = steps.build(build_req, runner, echo) if systems is None else {}
         build_seconds = round(time.monotonic() - started, 3)
         facts = [p.result() for p in probes]
     hosts, skipped = reachable(req.hosts, facts, req.policy, req.action, echo)
 
     def one(host: Host, before: Facts) -> Change:
-        made = built[steps.key(host)]
+        made = built[steps.key(host)] if systems is None else steps.given(host, systems[host.name], runner)
         steps.check_is_nixos(host, made, runner)
         steps.check_space(host, made, req.action, before.store_free, runner)
         started = time.monotonic()
@@ -162,6 +163,18 @@ def show_plan(prep: Prepared, tools: Tools, policy: Policy | None = None) -> Non
     tools.echo(render(Plan(req.action, plans, prep.git, prep.warnings, req.reason),
                       full_diff=req.full_diff))
     tools.echo(describe_policy(policy or req.policy, len(prep.changes)))
+
+
+def gate(prep: Prepared, changes: Sequence[Change], tools: Tools, question: str,
+         verb: str | None = None) -> tuple[list[Change], tuple[HostResult, ...], bool]:
+    """A recipe's later approval: like `approve`, and Ctrl-C at the question is an answer (no
+    host approved, the run interrupted), so the report of what already went out is kept."""
+    try:
+        go, declined = approve(prep, changes, tools, question, verb)
+    except KeyboardInterrupt:
+        why = "interrupted at the question"
+        return [], not_started(changes, why, prep.journal, verb or prep.request.action.value), True
+    return go, declined, False
 
 
 def approve(prep: Prepared, changes: Sequence[Change], tools: Tools, question: str | None = None,
@@ -280,7 +293,11 @@ def run_changes(changes: Sequence[Change], ctx: Context, journal: Journal) -> tu
     whether Ctrl-C stopped the run."""
 
     def work(change: Change) -> HostResult:
-        result = pipeline.apply(change, ctx)
+        try:
+            result = pipeline.apply(change, ctx)
+        except Exception as exc:  # noqa: BLE001 (an unforeseen error must not lose the host's record)
+            result = pipeline.unchanged(change, Outcome.FAILED, f"nixtasks stopped on this host with an unexpected "
+                                        f"error ({exc!r}); what it runs now is not known: check it by hand")
         ctx.progress.done(result)
         if change.action.changes_host:  # at once: an interruption later must not lose this record
             journal.write_result(change.host, ctx.verb, result)
@@ -311,14 +328,12 @@ def roll_back_one(change: Change, ctx: Context, failure: str) -> HostResult:
     """A host that went out fine goes back anyway (its batch or its canary soak failed): under
     its lock, to what it ran before."""
     clock = pipeline.Clock(change.host.name, ctx.progress)
-    refused = lock.take(change.host, ctx.verb, ctx.policy.lock_timeout, ctx.runner) if change.before.systemd else None
-    if refused:
-        return pipeline.outcome_result(change, Outcome.FAILED, clock, f"{failure}; could not roll it back: {refused}")
-    try:
+    with lock.held(change.host, ctx.verb, ctx.policy.lock_timeout, ctx.runner,
+                   systemd=change.before.systemd) as refused:
+        if refused:
+            return pipeline.outcome_result(change, Outcome.FAILED, clock,
+                                           f"{failure}; could not roll it back: {refused}")
         return pipeline.roll_back(change, ctx, clock, failure)
-    finally:
-        if change.before.systemd:
-            lock.release(change.host, ctx.runner)
 
 
 def run_batches(items: Sequence[T], work: Callable[[T], HostResult], policy: Policy, echo: Echo,
@@ -352,12 +367,13 @@ def run_batches(items: Sequence[T], work: Callable[[T], HostResult], policy: Pol
                           f"{policy.max_fail_percentage:g}%)")
                 echo(f"halting: {failed} of {len(batch)} host(s) of batch {number} failed")
                 if policy.rollback_batch_on_failure:
-                    done = on_halt(batch, done)
+                    done = shielded(functools.partial(on_halt, batch, done), stop, echo)
             results += done
     return results, stop.is_set()
 
 
-def wait_all(futures: list[Future[HostResult]], stop: threading.Event, echo: Echo) -> list[HostResult]:
+def wait_all(futures: list[Future[R]], stop: threading.Event, echo: Echo) -> list[R]:
+    """Wait for every future; Ctrl-C meanwhile is noted in `stop`, not raised: what runs finishes."""
     while True:
         try:
             wait_for(futures)
@@ -367,6 +383,13 @@ def wait_all(futures: list[Future[HostResult]], stop: threading.Event, echo: Ech
                 echo("interrupted: no new host starts; the hosts under way finish their activation and checks "
                      "(or are rolled back)")
             stop.set()
+
+
+def shielded(work: Callable[[], R], stop: threading.Event, echo: Echo) -> R:
+    """Run `work` to its end even through Ctrl-C (rollbacks, reboots): the interruption is
+    noted in `stop` for the caller."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return wait_all([pool.submit(work)], stop, echo)[0]
 
 
 def interruptible_sleep(seconds: float, stop: threading.Event, echo: Echo) -> bool:
@@ -432,18 +455,13 @@ def gc(hosts: tuple[Host, ...], keep: int, policy: Policy, tools: Tools) -> Repo
 
     def work(step: collection.GcStep) -> HostResult:
         host = step.host
-        if systemd[host.name] and not runner.dry_run:
-            refused = lock.take(host, "gc", policy.lock_timeout, runner)
+        with lock.held(host, "gc", policy.lock_timeout, runner,
+                       systemd=systemd[host.name] and not runner.dry_run) as refused:
             if refused:
                 result = HostResult(host=host.name, action="gc", outcome=Outcome.LOCKED,
                                     message=f"{refused}; nothing deleted")
-                journal.write(host, "gc", result.outcome.value, message=result.message)
-                return result
-        try:
-            result = collection.collect(step, runner, echo)
-        finally:
-            if systemd[host.name] and not runner.dry_run:
-                lock.release(host, runner)
+            else:
+                result = collection.collect(step, runner, echo)
         if not runner.dry_run:
             journal.write(host, "gc", result.outcome.value, message=result.message)
         return result
@@ -467,27 +485,33 @@ def not_started(changes: Sequence[Change], why: str, journal: Journal, verb: str
 
 
 def soak(prep: Prepared, changes: Sequence[Change], seconds: float, policy: Policy, tools: Tools,
-         verb: str) -> tuple[HostResult, ...]:
+         verb: str) -> tuple[tuple[HostResult, ...], bool]:
     """Keep checking hosts that went out for `seconds`; if one turns unhealthy, every one of
-    them is rolled back. Returns the rollbacks (none when they stayed healthy)."""
+    them is rolled back. Returns the rollbacks (none when they stayed healthy), and whether
+    Ctrl-C ended the soak (the hosts stay as they are)."""
     tools.echo(f"soak: checking {', '.join(c.host.name for c in changes)} for {seconds:g} s")
-    found = health.soak([(c.host, c.before) for c in changes], seconds, tools.runner, tools.echo)
+    stop = threading.Event()
+    found = shielded(lambda: health.soak([(c.host, c.before) for c in changes], seconds, tools.runner, tools.echo,
+                                         stop=stop), stop, tools.echo)
     if not found:
-        tools.echo("soak: healthy all along")
-        return ()
+        tools.echo("soak: interrupted" if stop.is_set() else "soak: healthy all along")
+        return (), stop.is_set()
     ctx = Context(tools.runner, policy, tools.progress, verb)
     why = "; ".join(f"{host}: {problem}" for host, problem in found.items())
-    backs = tuple(roll_back_one(c, ctx, f"unhealthy during the soak ({why})") for c in changes)
+    backs = tuple(shielded(lambda: [roll_back_one(c, ctx, f"unhealthy during the soak ({why})") for c in changes],
+                           stop, tools.echo))
     for change, back in zip(changes, backs):
         prep.journal.write_result(change.host, verb, back)
-    return backs
+    return backs, stop.is_set()
 
 
 def reboot_into_new(prep: Prepared, changes: Sequence[Change], policy: Policy, timeout: float,
                     tools: Tools, verb: str) -> tuple[HostResult, ...]:
     """Hosts whose boot entry is the new system: rebooted, waited for, checked; one that fails is
     booted back into its old entry."""
-    results = reboot.reboot_into(changes, Context(tools.runner, policy, tools.progress, verb), timeout)
+    stop = threading.Event()
+    results = shielded(lambda: reboot.reboot_into(changes, Context(tools.runner, policy, tools.progress, verb),
+                                                  timeout), stop, tools.echo)
     for change, result in zip(changes, results):
         tools.progress.done(result)
         prep.journal.write_result(change.host, verb, result)

@@ -3,6 +3,7 @@ inventory's checks (as `verify` runs them), and no unit failing that did not fai
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -18,6 +19,11 @@ def new_failed_units(before: Facts, after: Facts) -> list[str]:
 
 def problems(host: Host, before: Facts, runner: Runner) -> list[str]:
     """Every problem found, first the failing checks; empty when the host is healthy."""
+    return examine(host, before, runner)[0]
+
+
+def examine(host: Host, before: Facts, runner: Runner) -> tuple[list[str], Facts]:
+    """The problems, and the host's facts as read after the checks."""
     found: list[str] = []
     address = ssh_address(host, runner) if any(c.kind == "http" for c in host.checks) else ""
     for check in host.checks:
@@ -31,14 +37,15 @@ def problems(host: Host, before: Facts, runner: Runner) -> list[str]:
         failed = new_failed_units(before, after)
         if failed:
             found.append(f"units failed that did not fail before: {', '.join(failed)}")
-    return found
+    return found, after
 
 
 def soak(hosts: Sequence[tuple[Host, Facts]], seconds: float, runner: Runner, echo: Callable[[str], None],
-         interval: float = 5.0) -> dict[str, str]:
-    """Keep checking hosts for `seconds`: {host: its first problem}; empty when they stayed healthy."""
+         interval: float = 5.0, stop: threading.Event | None = None) -> dict[str, str]:
+    """Keep checking hosts for `seconds` (or until `stop` is set): {host: its first problem};
+    empty when they stayed healthy."""
     deadline = time.monotonic() + seconds
-    while True:
+    while not (stop and stop.is_set()):
         found: dict[str, str] = {}
         for host, before in hosts:
             problem = problems(host, before, runner)
@@ -48,4 +55,8 @@ def soak(hosts: Sequence[tuple[Host, Facts]], seconds: float, runner: Runner, ec
         if found or left <= 0:
             return found
         echo(f"soak: {', '.join(h.name for h, _ in hosts)} healthy; {left:.0f} s to go")
-        time.sleep(min(interval, left))
+        if stop:
+            stop.wait(min(interval, left))
+        else:
+            time.sleep(min(interval, left))
+    return {}

@@ -8,9 +8,9 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from ..errors import CommandFailed
+from ..errors import CommandFailed, NixtasksError
 from ..host import commands
 from ..host.facts import Facts, read_facts
 from ..host.runner import Runner
@@ -96,19 +96,14 @@ def apply(ch: Change, ctx: Context) -> HostResult:
         except CommandFailed as exc:
             return outcome_result(ch, Outcome.FAILED, clock, failure_text(ch, exc))
         return outcome_result(ch, Outcome.OK, clock, "dry activation: nothing changed")
-    locking = ch.before.systemd
-    if locking:
+    with contextlib.ExitStack() as held:
         with clock.stage(Stage.LOCK):
-            refused = lock.take(ch.host, ctx.verb, ctx.policy.lock_timeout, ctx.runner)
+            refused = held.enter_context(lock.held(ch.host, ctx.verb, ctx.policy.lock_timeout, ctx.runner,
+                                                   systemd=ch.before.systemd))
         if refused:
             return outcome_result(ch, Outcome.LOCKED, clock, f"{refused}; nothing changed. If that deployer is "
                                   f"gone: invoke unlock --host {ch.host.name}")
-    try:
         return apply_locked(ch, ctx, clock)
-    finally:
-        if locking and not lock.release(ch.host, ctx.runner):
-            ctx.runner.echo(f"warning: {ch.host.name}: could not release the deploy lock; it expires by itself "
-                            f"after {ctx.policy.lock_timeout:g} s, or: invoke unlock --host {ch.host.name}")
 
 
 def activate(ch: Change, ctx: Context) -> None:
@@ -126,13 +121,28 @@ def failure_text(ch: Change, exc: CommandFailed) -> str:
     return f"{what} failed (exit {exc.returncode}){': ' + exc.detail if exc.detail else ''}"
 
 
+def changed_since_plan(ch: Change, now: Facts) -> str:
+    """Under the lock, the host read again: the plan is only good for what it saw."""
+    if not now.reachable:
+        return f"the host no longer answers: {now.error}"
+    if now.watchdog_pending:
+        return ("the watchdog of an earlier deploy that was never confirmed is still pending on the host (it puts "
+                "back the system that ran before that deploy); wait until it is done, then deploy again")
+    if (now.running, now.generation) != (ch.before.running, ch.before.generation):
+        return (f"it changed since the plan (it runs {now.running or 'nothing'}, boots generation {now.generation}; "
+                f"the plan saw {ch.before.running or 'nothing'}, generation {ch.before.generation}): someone deployed "
+                "in between; deploy again")
+    return ""
+
+
 def apply_locked(ch: Change, ctx: Context, clock: Clock) -> HostResult:
     host, runner, policy = ch.host, ctx.runner, ctx.policy
-    if ch.before.watchdog_pending:
-        return outcome_result(ch, Outcome.FAILED, clock, "the watchdog of an earlier deploy that was never "
-                              "confirmed is still pending on the host (it puts back the system that ran before "
-                              "that deploy); nothing changed. Wait until it is done, about "
-                              f"{policy.confirm_timeout:g} s after that activation, then deploy again")
+    if not runner.dry_run:
+        now = read_facts(host, runner)
+        stale = changed_since_plan(ch, now)
+        if stale:
+            return outcome_result(ch, Outcome.FAILED, clock, f"{stale}; nothing changed")
+        ch = replace(ch, before=now)  # the failed units to compare with are those of now
     armed = False
     failure = ""
     with clock.stage(Stage.ACTIVATION):
@@ -154,22 +164,19 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock) -> HostResult:
             return watched_out(ch, ctx, clock, failure or "the host did not confirm over a new ssh connection")
     if runner.dry_run:
         return outcome_result(ch, Outcome.OK, clock, "dry run: nothing changed")
-    after = read_facts(host, runner)
-    if not after.reachable:
-        return outcome_result(ch, Outcome.FAILED, clock, f"{failure or ch.action.value + ' ran'}, but the host no "
-                              f"longer answers: {after.error}", after)
-    if not failure and ch.action.changes_running_system and after.running != ch.system:
-        failure = f"after {ch.action.value}, /run/current-system is {after.running or 'missing'}, not {ch.system}"
-    if not failure and ch.action.sets_profile and after.boot_path != ch.system:
-        failure = f"after {ch.action.value}, the boot profile is {after.boot_path or 'missing'}, not {ch.system}"
-    if not failure and policy.checks and ch.action.changes_running_system:
-        with clock.stage(Stage.CHECKS):
-            found = health.problems(host, ch.before, runner)
-        if found:
-            failure = found[0] + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
+    after = None
+    if not failure:
+        try:
+            failure, after = verify_and_check(ch, ctx, clock)
+        except NixtasksError as exc:  # e.g. a check that cannot run here: the host is not known to be good
+            failure = f"the checks could not run: {exc}"
+    after = after or read_facts(host, runner)
     if not failure:
         note = "checks skipped (--no-checks)" if not policy.checks and ch.action.changes_running_system else ""
         return outcome_result(ch, Outcome.OK, clock, note, after)
+    if not after.reachable:
+        return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; the host no longer answers: {after.error}",
+                              after)
     if not policy.rollback:
         return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; LEFT AS IT IS (--no-rollback): roll it back "
                               f"with `invoke rollback --host {host.name}`", after)
@@ -177,21 +184,34 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock) -> HostResult:
         return roll_back(ch, ctx, clock, failure)
 
 
+def verify_and_check(ch: Change, ctx: Context, clock: Clock) -> tuple[str, Facts]:
+    """After a good activation: the host runs (and boots) the new system, and passes its
+    checks. Returns what is wrong ("" for nothing) and the host's facts as last read."""
+    after = read_facts(ch.host, ctx.runner)
+    if not after.reachable:
+        return f"{ch.action.value} ran, but the host no longer answers: {after.error}", after
+    if ch.action.changes_running_system and after.running != ch.system:
+        return f"after {ch.action.value}, /run/current-system is {after.running or 'missing'}, not {ch.system}", after
+    if ch.action.sets_profile and after.boot_path != ch.system:
+        return f"after {ch.action.value}, the boot profile is {after.boot_path or 'missing'}, not {ch.system}", after
+    if ctx.policy.checks and ch.action.changes_running_system:
+        with clock.stage(Stage.CHECKS):
+            found, after = health.examine(ch.host, ch.before, ctx.runner)
+        if found:
+            return found[0] + (f" (and {len(found) - 1} more)" if len(found) > 1 else ""), after
+    return "", after
+
+
 def watched_out(ch: Change, ctx: Context, clock: Clock, failure: str) -> HostResult:
     """No confirmation: the watchdog reverts the host by itself. Wait, then see."""
     ctx.runner.echo(f"[{ch.host.name}] no confirmation over a new connection ({failure}); the watchdog reverts "
                     f"the host {ctx.policy.confirm_timeout:g} s after its activation; waiting for it")
     with clock.stage(Stage.ROLLBACK):
-        reverted, after = watchdog.await_revert(ch.host, ch.before, ctx.policy, ctx.runner)
-    if reverted:
+        wrong, after = watchdog.await_revert(ch.host, ch.before, ctx.policy, ctx.runner)
+    if not wrong:
         return outcome_result(ch, Outcome.REVERTED, clock, f"{failure}; the watchdog put back "
                               f"{ch.before.running} by itself", after)
-    if after.reachable:
-        return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; the watchdog did not put back what ran "
-                              f"before (the host runs {after.running or 'nothing'}); check it by hand", after)
-    return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; the host still does not answer "
-                          f"{ctx.policy.confirm_timeout + watchdog.REVERT_GRACE:g} s after its activation: "
-                          f"{after.error}", after)
+    return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; {wrong}; check the host by hand", after)
 
 
 def revert(ch: Change, action: Action, runner: Runner) -> str:

@@ -13,7 +13,7 @@ from ..host import commands
 from ..host.facts import Facts, read_facts
 from ..host.runner import Runner
 from ..models import Action, Host, HostResult, Outcome, Stage
-from . import health
+from . import health, lock
 from .pipeline import Change, Clock, Context, outcome_result, revert
 
 POLL = 1.0
@@ -51,20 +51,40 @@ def reboot_into(changes: Sequence[Change], ctx: Context, timeout: float) -> tupl
 
 
 def reboot_one(change: Change, ctx: Context, timeout: float) -> HostResult:
+    """Under the host's lock: the lock unit is gone with the reboot, so it is taken again once
+    the host is back, for its checks and, if need be, the boot back."""
     host, runner = change.host, ctx.runner
     clock = Clock(host.name, ctx.progress)
+    refused, _mine = lock.take(host, "blue-green", ctx.policy.lock_timeout, runner)
+    if refused:
+        return outcome_result(change, Outcome.LOCKED, clock, f"{refused}; not rebooted (it boots the new system "
+                              "at its next boot)")
     with clock.stage(Stage.REBOOT):
         facts, problem = reboot_and_wait(host, runner, timeout)
+    if problem:  # no lock to take on a host that did not come back
+        return after_reboot(change, ctx, clock, facts, problem, timeout)
+    with lock.held(host, "blue-green", ctx.policy.lock_timeout, runner) as refused:
+        if refused:
+            return outcome_result(change, Outcome.LOCKED, clock, f"rebooted into the new system, but {refused} "
+                                  "before its checks ran", facts)
+        return after_reboot(change, ctx, clock, facts, problem, timeout)
+
+
+def after_reboot(change: Change, ctx: Context, clock: Clock, facts: Facts, problem: str,
+                 timeout: float) -> HostResult:
     if not problem and facts.running != change.system:
         problem = f"after its reboot it runs {facts.running or 'nothing'}, not {change.system}"
     if not problem and ctx.policy.checks:
         with clock.stage(Stage.CHECKS):
-            found = health.problems(host, change.before, runner)
+            found = health.problems(change.host, change.before, ctx.runner)
         problem = found[0] if found else ""
     if not problem:
         return outcome_result(change, Outcome.OK, clock, "rebooted into the new system; its checks pass", facts)
     if not ctx.policy.rollback:
         return outcome_result(change, Outcome.FAILED, clock, f"{problem}; LEFT AS IT IS (--no-rollback)", facts)
+    if not facts.reachable:
+        return outcome_result(change, Outcome.FAILED, clock, f"{problem}; it cannot be booted back from here: "
+                              "check the host by hand (its old generation is still in the boot menu)", facts)
     with clock.stage(Stage.ROLLBACK):
         return boot_back(change, ctx, clock, problem, timeout)
 

@@ -14,6 +14,9 @@ from ..models import Action, Host, Policy
 # After the deadline, how long the host gets to revert and answer again.
 REVERT_GRACE = 60.0
 POLL_INTERVAL = 2.0
+# How long an activation whose ssh session died may keep running before nixtasks stops
+# waiting to confirm it (the watchdog itself waits for it as long as it takes).
+ACTIVATION_LIMIT = 1800.0
 
 
 def wanted(host: Host, action: Action, before: Facts, policy: Policy) -> bool:
@@ -34,21 +37,43 @@ class Confirmation:
     FIRED = "fired"  # the watchdog already took its turn
 
 
-def confirm(host: Host, runner: Runner) -> str:
-    result = runner.run(commands.confirm_watchdog(), host.target, check=False, fresh=True)
-    if result.ok or runner.dry_run:
-        return Confirmation.CONFIRMED
-    return Confirmation.UNREACHABLE if result.exit_code == 255 else Confirmation.FIRED
+def confirm(host: Host, runner: Runner, limit: float = ACTIVATION_LIMIT) -> str:
+    """Confirm over a new connection; while an activation still runs on the host (its ssh
+    session died, the unit did not), wait for it to end first."""
+    deadline = time.monotonic() + limit
+    while True:
+        result = runner.run(commands.confirm_watchdog(), host.target, check=False, fresh=True)
+        if result.ok or runner.dry_run:
+            return Confirmation.CONFIRMED
+        if result.exit_code == commands.CONFIRM_BUSY and time.monotonic() < deadline:
+            time.sleep(POLL_INTERVAL)
+            continue
+        return Confirmation.FIRED if result.exit_code not in (255, commands.CONFIRM_BUSY) else Confirmation.UNREACHABLE
 
 
-def await_revert(host: Host, before: Facts, policy: Policy, runner: Runner) -> tuple[bool, Facts]:
-    """Wait for the host to answer again after the watchdog's deadline. (True, facts) when it
-    reverted by itself to what it ran before; (False, facts) otherwise."""
+def await_revert(host: Host, before: Facts, policy: Policy, runner: Runner) -> tuple[str, Facts]:
+    """Wait for the host to answer again after the watchdog's deadline. Returns "" when it
+    reverted by itself to what it ran and booted before, else what is wrong; and its facts."""
     deadline = time.monotonic() + policy.confirm_timeout + REVERT_GRACE
     facts = Facts(reachable=False, error="not asked yet")
     while time.monotonic() < deadline:
         facts = read_facts(host, runner, fresh=True)
         if facts.reachable and facts.reverted:
-            return facts.running == before.running, facts
+            return reverted_wrong(before, facts), facts
         time.sleep(POLL_INTERVAL)
-    return False, facts
+    if facts.reachable:
+        return f"the watchdog did not revert it (it runs {facts.running or 'nothing'})", facts
+    return (f"the host still does not answer {policy.confirm_timeout + REVERT_GRACE:g} s after its activation: "
+            f"{facts.error}"), facts
+
+
+def reverted_wrong(before: Facts, after: Facts) -> str:
+    """What the watchdog's revert did not put back ("" for nothing): its exit status, the
+    running system, the boot generation."""
+    status = after.reverted.split()[-1] if after.reverted.split() else "?"
+    wrong = [] if status == "0" else [f"its revert failed (exit {status})"]
+    if after.running != before.running:
+        wrong.append(f"it runs {after.running or 'nothing'}, not {before.running}")
+    if before.generation is not None and after.generation != before.generation:
+        wrong.append(f"it boots generation {after.generation}, not {before.generation}")
+    return "; ".join(wrong)

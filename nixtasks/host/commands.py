@@ -15,6 +15,7 @@ NIX_FEATURES = ("--extra-experimental-features", "nix-command flakes")
 REMOTE_PATH = ("/run/wrappers/bin:/run/current-system/sw/bin:/nix/var/nix/profiles/default/bin:"
                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 ACTIVATION_UNIT = "nixtasks-switch-to-configuration"
+ACTIVATION_DONE = "/run/nixtasks/activation-done"
 
 
 def nix_eval_systems(flake: str, configs: Sequence[str], *, show_trace: bool = False,
@@ -91,9 +92,12 @@ def switch_to_configuration(path: str, action: Action, *, systemd: bool) -> Comm
     keeps two activations on one host from running at once."""
     argv: tuple[str, ...] = (f"{path}/bin/switch-to-configuration", action.value)
     if systemd:
+        # When it ended, for the watchdog, which gives the confirmation its time from then on
+        # ("-": a missing /run/nixtasks is not a failure of the activation).
+        done = f"--property=ExecStopPost=-/bin/sh -c ': > {ACTIVATION_DONE}'"
         argv = ("systemd-run", "-E", "LOCALE_ARCHIVE", "-E", "NIXOS_INSTALL_BOOTLOADER", "--collect",
                 "--no-ask-password", "--pipe", "--quiet", "--wait", "--service-type=exec",
-                f"--unit={ACTIVATION_UNIT}", *argv)
+                f"--unit={ACTIVATION_UNIT}", done, *argv)
     # Even dry-activate runs on the host: --dry-run prints it instead.
     return Command(argv, sudo=True, changes=True)
 
@@ -264,45 +268,69 @@ def take_lock(owner: str, ttl: float) -> Command:
                     "sleep", "infinity"), sudo=True, changes=True)
 
 
-def release_lock() -> Command:
-    return Command(("systemctl", "stop", LOCK_UNIT), sudo=True, changes=True)
+# Not ours (any more) or gone (a reboot): nothing to release.
+RELEASE_SCRIPT = (f'[ "$(systemctl show --property=Description --value {LOCK_UNIT})" = "nixtasks-lock:$1" ] || exit 0; '
+                  f"systemctl stop {LOCK_UNIT}")
+
+
+def release_lock(owner: str | None = None) -> Command:
+    """Stop the lock unit; with `owner`, only if it is still that owner's (a lock that
+    expired and was taken by another deploy is theirs)."""
+    if owner is None:
+        return Command(("systemctl", "stop", LOCK_UNIT), sudo=True, changes=True)
+    return Command(("sh", "-c", RELEASE_SCRIPT, "nixtasks-unlock", owner), sudo=True, changes=True)
 
 
 def lock_holder() -> Command:
     return Command(("systemctl", "show", "--property=Description", "--property=ActiveState", LOCK_UNIT))
 
 
-# The watchdog reverts unless the deployer confirms. It fires `timeout` seconds after it was
-# armed; if the activation is still running then, it waits for it to end and gives the
-# confirmation `timeout` seconds more. Whoever renames or removes the armed file first wins:
-# the confirmation (rm) or the revert (mv). The script goes to a file on the host (systemd
-# would mangle `;` and `%` in a transient unit's command line) on the standard input of the
+# The watchdog reverts unless the deployer confirms within `timeout` seconds after the
+# activation ended (the activation unit touches ACTIVATION_DONE when it stops). Its timer
+# fires `timeout` seconds after arming; the script then waits for a running activation to
+# end, and for the rest of the confirmation's time; an activation that has not even started
+# gets one more `timeout`. Whoever renames or removes the armed file first wins: the
+# confirmation (rm) or the revert (mv). The script goes to a file on the host (systemd
+# mangles `;` and `%` in a transient unit's command line) on the standard input of the
 # one-line ARM_SCRIPT: sudo matches at most about 1000 characters of a command's arguments.
 # Arguments: $1 generation to put the profile back on ("-": leave the profile), $2 the
 # system that booted before, $3 the system that ran before, $4 the action, $5 the timeout.
+# It stops at the first step that fails, and writes "<time> <exit status>" when done.
 WATCHDOG_SCRIPT = f"""#!/bin/sh
 PATH="$3/sw/bin:$PATH"
-if systemctl is-active -q nixtasks-switch-to-configuration.service; then
-  while systemctl is-active -q nixtasks-switch-to-configuration.service; do sleep 1; done
-  sleep "$5"
+after_activation() {{
+  while systemctl is-active -q {ACTIVATION_UNIT}.service; do sleep 1; done
+  [ -e {ACTIVATION_DONE} ] || return 1
+  left=$(( $(stat -c %Y {ACTIVATION_DONE}) + $5 - $(date +%s) ))
+  if [ "$left" -gt 0 ]; then sleep "$left"; fi
+  return 0
+}}
+after_activation || {{ sleep "$5"; after_activation; }}
+mv {WATCHDOG_DIR}/watchdog-armed {WATCHDOG_DIR}/watchdog-fired 2>/dev/null || exit 0
+echo "nixtasks watchdog: no confirmation within $5 s of the activation, reverting to $3"
+status=0
+if [ "$1" != - ]; then nix-env -p {SYSTEM_PROFILE} --switch-generation "$1" || status=$?; fi
+if [ "$status" = 0 ]; then
+  if [ "$4" = test ] || [ "$1" = - ]; then "$3/bin/switch-to-configuration" test || status=$?
+  elif [ "$2" = "$3" ]; then {SYSTEM_PROFILE}/bin/switch-to-configuration switch || status=$?
+  else {SYSTEM_PROFILE}/bin/switch-to-configuration boot && "$3/bin/switch-to-configuration" test || status=$?
+  fi
 fi
-mv {WATCHDOG_ARMED} {WATCHDOG_DIR}/watchdog-fired 2>/dev/null || exit 0
-echo "nixtasks watchdog: no confirmation within $5 s, reverting to $3"
-if [ "$1" != - ]; then nix-env -p {SYSTEM_PROFILE} --switch-generation "$1"; fi
-if [ "$4" = test ] || [ "$1" = - ]; then "$3/bin/switch-to-configuration" test
-elif [ "$2" = "$3" ]; then {SYSTEM_PROFILE}/bin/switch-to-configuration switch
-else {SYSTEM_PROFILE}/bin/switch-to-configuration boot; "$3/bin/switch-to-configuration" test
-fi
-status=$?
 echo "$(date +%s) $status" > {WATCHDOG_REVERTED}
 """
 WATCHDOG_FILE = f"{WATCHDOG_DIR}/watchdog.sh"
+# The armed file exists only once the timer does: a failed arm leaves nothing to fire.
 ARM_SCRIPT = (
-    f"mkdir -p {WATCHDOG_DIR} && rm -f {WATCHDOG_DIR}/watchdog-fired {WATCHDOG_REVERTED} && cat > {WATCHDOG_FILE} && "
-    f": > {WATCHDOG_ARMED} && exec systemd-run --unit={WATCHDOG_UNIT} --quiet --collect --on-active=\"$1\" "
-    f"--timer-property=AccuracySec=100ms -- /bin/sh {WATCHDOG_FILE} \"$2\" \"$3\" \"$4\" \"$5\" \"$1\""
+    f"mkdir -p {WATCHDOG_DIR} && rm -f {WATCHDOG_DIR}/watchdog-fired {WATCHDOG_REVERTED} {ACTIVATION_DONE} && "
+    f"cat > {WATCHDOG_FILE} && systemd-run --unit={WATCHDOG_UNIT} --quiet --collect --on-active=\"$1\" "
+    f"--timer-property=AccuracySec=100ms -- /bin/sh {WATCHDOG_FILE} \"$2\" \"$3\" \"$4\" \"$5\" \"$1\" && "
+    f": > {WATCHDOG_ARMED}"
 )
-CONFIRM_SCRIPT = f"rm {WATCHDOG_ARMED} && systemctl stop {WATCHDOG_UNIT}.timer"
+# Exit 3 while an activation still runs (its ssh session died, the unit did not): confirming
+# then would disarm the watchdog before the activation could break anything.
+CONFIRM_SCRIPT = (f"if systemctl is-active -q {ACTIVATION_UNIT}.service; then exit 3; fi; rm {WATCHDOG_ARMED} && "
+                  f"{{ systemctl stop {WATCHDOG_UNIT}.timer {WATCHDOG_UNIT}.service 2>/dev/null || true; }}")
+CONFIRM_BUSY = 3
 
 
 def arm_watchdog(timeout: float, generation: int | None, booted: str, running: str, action: Action) -> Command:

@@ -28,7 +28,7 @@ def step_of(cmd: Command) -> str:
         return "facts"
     if argv[0] == "systemd-run" and f"--unit={commands.LOCK_UNIT}" in argv:
         return "lock"
-    if argv[:2] == ("systemctl", "stop") and commands.LOCK_UNIT in argv:
+    if (argv[:2] == ("systemctl", "stop") and commands.LOCK_UNIT in argv) or commands.RELEASE_SCRIPT in argv:
         return "unlock"
     if argv[:2] == ("systemctl", "show") and commands.LOCK_UNIT in argv:
         return "lock-holder"

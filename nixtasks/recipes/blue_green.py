@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..errors import Refused
+from ..errors import NixtasksError, Refused
 from ..fleet import engine
 from ..models import Action, Report
 
@@ -28,12 +28,20 @@ def blue_green(req: engine.DeployRequest, tools: engine.Tools, to: str, switch_t
         return engine.finish(engine.report(prep, declined + results, interrupted, "blue-green"), tools.echo)
     booted = [c for c, r in zip(go, results) if r.outcome.value == "ok"]
     rebooted = engine.reboot_into_new(prep, booted, req.policy, reboot_timeout, tools, "blue-green")
-    if any(r.failed for r in rebooted):
-        tools.echo(f"traffic stays where it is: {to} did not come back healthy")
-        return engine.finish(engine.report(prep, rebooted, False, "blue-green"), tools.echo)
+    if any(r.failed for r in rebooted) or prep.skipped:
+        missing = f" ({', '.join(r.host for r in prep.skipped)} could not be reached)" if prep.skipped else ""
+        tools.echo(f"traffic stays where it is: {to} did not come back healthy as a whole{missing}")
+        report = engine.report(prep, rebooted, False, "blue-green")
+        engine.finish(report, tools.echo)
+        raise NixtasksError(f"traffic was not switched to {to}: {', '.join(r.host for r in prep.skipped)} could "
+                            "not be reached")  # finish() raised already when a host failed
     if switch_traffic:
-        if not tools.prompter.confirm(f"{to} ({', '.join(names)}) runs the new system and is healthy. Switch "
-                                      f"traffic to {to}?"):
+        try:
+            switch = tools.prompter.confirm(f"{to} ({', '.join(names)}) runs the new system and is healthy. Switch "
+                                            f"traffic to {to}?")
+        except KeyboardInterrupt:
+            switch = False
+        if not switch:
             engine.finish(engine.report(prep, rebooted, False, "blue-green"), tools.echo)
             raise Refused(f"traffic was not switched to {to}; {to} runs the new system, the other group the old")
         engine.switch_traffic(switch_traffic, to, names, tools)

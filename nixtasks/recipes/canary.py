@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from ..errors import UsageError
 from ..fleet import engine
-from ..models import Report
+from ..models import HostResult, Report
 from . import rolling
 
 
@@ -34,29 +34,36 @@ def canary(req: engine.DeployRequest, tools: engine.Tools, named: Sequence[str] 
     first = prep.only(names)
     rest = tuple(c for c in prep.changes if c.host.name not in names)
     rest_policy = rolling.policy(req.policy)
+    verb = req.action.value
     engine.show_plan(prep, tools, rest_policy)
     tools.echo(f"  canary:   {', '.join(names)} first{f', then {soak:g} s of checks' if soak else ''}; "
                f"then, after a second approval, {', '.join(c.host.name for c in rest) or 'no other host'}")
-    verb = req.action.value
+
+    def stop(done: tuple[HostResult, ...], why: str, interrupted: bool = False) -> Report:
+        skipped = engine.not_started(rest, f"not started: {why}", prep.journal, verb)
+        return engine.finish(engine.report(prep, done + skipped, interrupted), tools.echo)
+
+    unreached = [r.host for r in prep.skipped if r.host in names]
+    if unreached:  # a canary that cannot be reached proves nothing about the release
+        return stop((), f"the canary {', '.join(unreached)} could not be reached")
     go, declined = engine.approve(prep, first, tools, question=(
-        f"Canary: {req.action.value} {', '.join(names)} first ({len(first)} host{'s' if len(first) != 1 else ''})?"))
+        f"Canary: {verb} {', '.join(names)} first ({len(first)} host{'s' if len(first) != 1 else ''})?"))
     results, interrupted = engine.activate(prep, go, replace(req.policy, batches=()), tools)
     done = declined + results
     if interrupted or declined or any(r.failed for r in results):
-        why = "interrupted" if interrupted else "the canary was not approved" if declined else "the canary failed"
-        skipped = engine.not_started(rest, f"not started: {why}", prep.journal, verb)
-        return engine.finish(engine.report(prep, done + skipped, interrupted), tools.echo)
+        return stop(done, "interrupted" if interrupted else "the canary was not approved" if declined
+                    else "the canary failed", interrupted)
     if soak:
-        backs = engine.soak(prep, go, soak, req.policy, tools, verb)
+        backs, interrupted = engine.soak(prep, go, soak, req.policy, tools, verb)
         if backs:
-            skipped = engine.not_started(rest, "not started: the canary turned unhealthy during its soak",
-                                         prep.journal, verb)
-            return engine.finish(engine.report(prep, backs + skipped, False), tools.echo)
+            return stop(backs, "the canary turned unhealthy during its soak", interrupted)
+        if interrupted:
+            return stop(done, "interrupted during the soak", True)
     if not rest:
         return engine.finish(engine.report(prep, done, False), tools.echo)
     tools.echo(f"canary: {', '.join(names)} healthy on the new system")
-    go_rest, declined_rest = engine.approve(prep, rest, tools, question=(
-        f"The canary is healthy. {req.action.value.capitalize()} the rest: "
+    go_rest, declined_rest, interrupted = engine.gate(prep, rest, tools, question=(
+        f"The canary is healthy. {verb.capitalize()} the rest: "
         f"{', '.join(c.host.name for c in rest)} ({len(rest)} host{'s' if len(rest) != 1 else ''})?"))
-    more, interrupted = engine.activate(prep, go_rest, rest_policy, tools)
-    return engine.finish(engine.report(prep, done + declined_rest + more, interrupted), tools.echo)
+    more, stopped = engine.activate(prep, go_rest, rest_policy, tools)
+    return engine.finish(engine.report(prep, done + declined_rest + more, interrupted or stopped), tools.echo)

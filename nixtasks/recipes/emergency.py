@@ -19,16 +19,18 @@ def emergency(req: engine.DeployRequest, tools: engine.Tools, follow: float) -> 
     prep = engine.prepare(test, tools)
     names = ", ".join(c.host.name for c in prep.changes)
     engine.show_plan(prep, tools)
+    guards = ", ".join(g for g, on in (("watchdog", req.policy.watchdog), ("checks", req.policy.checks)) if on)
     go, declined = engine.approve(prep, prep.changes, tools, verb="emergency-test", question=(
-        f"EMERGENCY: test-activate {names} (the boot entry stays; watchdog and checks on)?"))
+        f"EMERGENCY: test-activate {names} (the boot entry stays; {guards or 'NO watchdog, NO checks'})?"))
     tested, interrupted = engine.activate(prep, go, req.policy, tools, verb="emergency-test")
     if interrupted or declined or any(r.failed for r in tested):
         return engine.finish(engine.report(prep, declined + tested, interrupted, "emergency"), tools.echo)
     # The same systems, now made the boot entry; a failure goes back to what ran before the test.
     switches = [replace(c, action=Action.SWITCH) for c, r in zip(go, tested) if r.outcome is Outcome.OK]
-    go_switch, declined_switch = engine.approve(prep, switches, tools, verb="emergency-switch", question=(
+    go_switch, declined_switch, interrupted = engine.gate(prep, switches, tools, verb="emergency-switch", question=(
         f"EMERGENCY: {names} passed the test activation and its checks. Switch (make it the boot entry)?"))
-    switched, interrupted = engine.activate(prep, go_switch, req.policy, tools, verb="emergency-switch")
+    switched, stopped = engine.activate(prep, go_switch, req.policy, tools, verb="emergency-switch")
+    interrupted = interrupted or stopped
     report = engine.report(prep, declined_switch + switched, interrupted, "emergency")
     if follow and switched and not report.failed() and not interrupted:
         engine.follow_journals([c.host for c in go_switch], follow, tools)

@@ -93,9 +93,11 @@ def apply(req: engine.DeployRequest, tools: engine.Tools, plan: StagedPlan) -> R
     """`req.hosts` are the plan's hosts, resolved from the inventory."""
     req = replace(req, action=plan.action)
     prep = engine.prepare(req, tools, systems={name: h.system for name, h in plan.hosts.items()})
-    stale = [f"{c.host.name} ran {plan.hosts[c.host.name].running or 'nothing'} when the plan was made and runs "
-             f"{c.before.running or 'nothing'} now" for c in prep.changes
-             if c.before.running != plan.hosts[c.host.name].running]
+    stale = [f"{c.host.name} ran {plan.hosts[c.host.name].running or 'nothing'} (boot generation "
+             f"{plan.hosts[c.host.name].generation}) when the plan was made and runs {c.before.running or 'nothing'} "
+             f"(boot generation {c.before.generation}) now" for c in prep.changes
+             if (c.before.running, c.before.generation) != (plan.hosts[c.host.name].running,
+                                                            plan.hosts[c.host.name].generation)]
     if stale:
         raise NixtasksError(f"{'; '.join(stale)}: someone deployed in between, so the plan is stale; nothing was "
                             "changed on any host. Stage it again: invoke stage")

@@ -29,11 +29,13 @@ class FakeHost:
     fail: set[str] = field(default_factory=set)  # steps that fail (exit 1; "confirm" fails with 255)
     healthy: set[str] = field(default_factory=lambda: {OLD, NEW})
     reverted: str = ""
+    pending: bool = False  # an earlier deploy's watchdog
 
     def facts(self) -> str:
         return (f"running\t{self.running}\nprofile\tsystem-{self.profile}-link\n"
                 f"profile-path\t{self.generations[self.profile]}\nsystemd\tyes\nstate\trunning\n"
-                f"reverted\t{self.reverted}\nstore-df\t/dev/x 100 50 1000000 5% /nix/store\n")
+                f"reverted\t{self.reverted}\nstore-df\t/dev/x 100 50 1000000 5% /nix/store\n"
+                + ("watchdog\tpending\n" if self.pending else ""))
 
     def __call__(self, step: str, cmd: Command, target: Target, fresh: bool) -> Result:
         if step in self.fail and not (step.startswith("activate") and NEW not in " ".join(cmd.argv)):
@@ -71,7 +73,7 @@ def apply(fake: FakeHost, policy: Policy = DEFAULT, action: Action = Action.SWIT
 def test_a_good_switch_locks_arms_activates_confirms_checks_and_unlocks():
     fake = FakeHost()
     result, runner = apply(fake)
-    assert runner.steps() == ["lock", "arm", "set-profile", "activate switch", "confirm*",
+    assert runner.steps() == ["lock", "facts", "arm", "set-profile", "activate switch", "confirm*",
                               "facts", "unit", "facts", "unlock"]
     assert result.outcome is Outcome.OK and not result.failed
     assert (result.previous_generation, result.generation, result.new_system) == (1, 2, NEW)
@@ -84,6 +86,7 @@ def test_a_failing_check_rolls_the_host_back_and_checks_again():
     steps = runner.steps()
     assert steps[steps.index("unit"):] == ["unit", "facts", "switch-generation 1", "activate switch", "facts",
                                            "unit", "facts", "unlock"]
+    assert steps[:2] == ["lock", "facts"]  # read again under the lock
     assert result.outcome is Outcome.ROLLED_BACK and result.failed
     assert "check unit app.service" in result.message and "rolled back to generation 1" in result.message
     assert "whose checks pass" in result.message
@@ -136,7 +139,8 @@ def test_a_host_that_cannot_confirm_is_reported_reverted_by_its_watchdog(monkeyp
     runner = RecordingRunner(respond)
     ctx = pipeline.Context(runner, Policy(confirm_timeout=1), PlainProgress(runner.echo), "switch")
     result = pipeline.apply(change(fake), ctx)
-    assert runner.steps() == ["lock", "arm", "set-profile", "activate switch", "confirm*", "facts*", "unlock"]
+    assert runner.steps() == ["lock", "facts", "arm", "set-profile", "activate switch", "confirm*", "facts*",
+                              "unlock"]
     assert result.outcome is Outcome.REVERTED and result.failed
     assert result.new_system == OLD
 
@@ -145,13 +149,13 @@ def test_local_hosts_and_test_activations_get_no_watchdog_and_no_profile():
     local = Host("box", "box", Target(sudo=False))
     _result, runner = apply(FakeHost(), action=Action.TEST, target=local)
     assert "arm" not in runner.steps() and "set-profile" not in runner.steps()
-    assert runner.steps()[:2] == ["lock", "activate test"]
+    assert runner.steps()[:3] == ["lock", "facts", "activate test"]
 
 
 def test_boot_sets_the_profile_and_runs_no_checks():
     fake = FakeHost()
     result, runner = apply(fake, action=Action.BOOT)
-    assert runner.steps() == ["lock", "set-profile", "activate boot", "facts", "unlock"]
+    assert runner.steps() == ["lock", "facts", "set-profile", "activate boot", "facts", "unlock"]
     assert result.outcome is Outcome.OK and fake.running == OLD and fake.profile == 2
 
 
@@ -165,8 +169,36 @@ def test_nothing_to_roll_back_to_on_a_host_that_never_ran_a_system(action):
 def test_a_pending_watchdog_of_an_earlier_deploy_changes_nothing():
     fake = FakeHost()
     runner = RecordingRunner(fake)
-    before = parse_facts(fake.facts() + "watchdog\tpending\n")
     ctx = pipeline.Context(runner, Policy(), PlainProgress(runner.echo), "switch")
-    result = pipeline.apply(pipeline.Change(WEB1, Action.SWITCH, NEW, before), ctx)
-    assert runner.steps() == ["lock", "unlock"]
+    planned = change(fake)
+    fake.pending = True  # seen under the lock, after the plan was made
+    result = pipeline.apply(planned, ctx)
+    assert runner.steps() == ["lock", "facts", "unlock"]
     assert result.outcome is Outcome.FAILED and "never confirmed" in result.message
+
+
+def test_a_host_changed_since_the_plan_is_left_alone():
+    fake = FakeHost()
+    runner = RecordingRunner(fake)
+    ctx = pipeline.Context(runner, Policy(), PlainProgress(runner.echo), "switch")
+    planned = change(fake)
+    fake.generations[2], fake.profile, fake.running = "/nix/store/" + "c" * 32 + "-other", 2, "/nix/store/other"
+    result = pipeline.apply(planned, ctx)
+    assert runner.steps() == ["lock", "facts", "unlock"]
+    assert result.outcome is Outcome.FAILED and "someone deployed in between" in result.message
+
+
+def test_a_revert_that_left_the_boot_entry_is_not_reported_reverted(monkeypatch):
+    monkeypatch.setattr(watchdog, "POLL_INTERVAL", 0)
+    fake = FakeHost(fail={"confirm"})
+
+    def respond(step: str, cmd: Command, target: Target, fresh: bool) -> Result:
+        if step == "facts" and fresh:  # it runs the old system again, but still boots the new one
+            fake.running, fake.reverted = OLD, "1700000000 1"
+        return fake(step, cmd, target, fresh)
+
+    runner = RecordingRunner(respond)
+    ctx = pipeline.Context(runner, Policy(confirm_timeout=1), PlainProgress(runner.echo), "switch")
+    result = pipeline.apply(change(fake), ctx)
+    assert result.outcome is Outcome.FAILED
+    assert "its revert failed (exit 1)" in result.message and "boots generation 2, not 1" in result.message
