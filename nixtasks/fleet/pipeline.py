@@ -30,6 +30,9 @@ class Change:
     generation: int | None = None  # a rollback: switch the profile to this existing generation
     diff: str = ""
     copy_seconds: float = 0.0
+    # What the host runs when its turn comes, if not `before.running`: an emergency's switch
+    # follows its own test activation, and still rolls back to what ran before that.
+    expect_running: str | None = None
 
     @property
     def activation_path(self) -> str:
@@ -128,9 +131,10 @@ def changed_since_plan(ch: Change, now: Facts) -> str:
     if now.watchdog_pending:
         return ("the watchdog of an earlier deploy that was never confirmed is still pending on the host (it puts "
                 "back the system that ran before that deploy); wait until it is done, then deploy again")
-    if (now.running, now.generation) != (ch.before.running, ch.before.generation):
+    expected = ch.before.running if ch.expect_running is None else ch.expect_running
+    if (now.running, now.generation) != (expected, ch.before.generation):
         return (f"it changed since the plan (it runs {now.running or 'nothing'}, boots generation {now.generation}; "
-                f"the plan saw {ch.before.running or 'nothing'}, generation {ch.before.generation}): someone deployed "
+                f"the plan saw {expected or 'nothing'}, generation {ch.before.generation}): someone deployed "
                 "in between; deploy again")
     return ""
 
@@ -142,7 +146,8 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock) -> HostResult:
         stale = changed_since_plan(ch, now)
         if stale:
             return outcome_result(ch, Outcome.FAILED, clock, f"{stale}; nothing changed")
-        ch = replace(ch, before=now)  # the failed units to compare with are those of now
+        if ch.expect_running is None:
+            ch = replace(ch, before=now)  # the failed units to compare with are those of now
     armed = False
     failure = ""
     with clock.stage(Stage.ACTIVATION):

@@ -413,3 +413,8 @@ def git_commit_file(repo: str, path: str, message: str) -> Command:
 def local_hook(command: str) -> Command:
     """A command from the inventory (the operator wrote it), run by this machine's shell."""
     return Command(("sh", "-c", command), changes=True)
+
+
+def git_tracked_files(repo: str) -> Command:
+    """The files git tracks below `repo`, relative to it, NUL-separated."""
+    return Command(("git", "-C", repo, "ls-files", "-z", "--", "."))

@@ -26,7 +26,8 @@ def emergency(req: engine.DeployRequest, tools: engine.Tools, follow: float) -> 
     if interrupted or declined or any(r.failed for r in tested):
         return engine.finish(engine.report(prep, declined + tested, interrupted, "emergency"), tools.echo)
     # The same systems, now made the boot entry; a failure goes back to what ran before the test.
-    switches = [replace(c, action=Action.SWITCH) for c, r in zip(go, tested) if r.outcome is Outcome.OK]
+    switches = [replace(c, action=Action.SWITCH, expect_running=c.system) for c, r in zip(go, tested)
+                if r.outcome is Outcome.OK]
     go_switch, declined_switch, interrupted = engine.gate(prep, switches, tools, verb="emergency-switch", question=(
         f"EMERGENCY: {names} passed the test activation and its checks. Switch (make it the boot entry)?"))
     switched, stopped = engine.activate(prep, go_switch, req.policy, tools, verb="emergency-switch")
