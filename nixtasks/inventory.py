@@ -37,6 +37,7 @@ class Defaults:
     ssh_options: tuple[str, ...] = ()
     nix_options: tuple[str, ...] = ()
     checks: tuple[Check, ...] = ()  # for every host
+    allow_secrets: tuple[str, ...] = ()  # files (or dirs/) the secrets guard lets through, relative to the flake
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,8 @@ def policy_values(table: Mapping[str, Any], source: str, prefix: str, allow_tags
 
 def parse_defaults(table: Any, source: str) -> Defaults:
     expect(isinstance(table, dict), source, "defaults", "expected a table")
-    fields = {"flake", "ssh_user", "sudo", "build_host", "ssh_config", "ssh_options", "nix_options", "checks"}
+    fields = {"flake", "ssh_user", "sudo", "build_host", "ssh_config", "ssh_options", "nix_options", "checks",
+              "allow_secrets"}
     check_keys(table, fields, source, "defaults.")
     values: dict[str, Any] = {}
     for key in ("flake", "ssh_config"):
@@ -241,7 +243,7 @@ def parse_defaults(table: Any, source: str) -> Defaults:
         values["build_host"] = target(table["build_host"], source, "defaults.build_host")
     if "sudo" in table:
         values["sudo"] = boolean(table["sudo"], source, "defaults.sudo")
-    for key in ("ssh_options", "nix_options"):
+    for key in ("ssh_options", "nix_options", "allow_secrets"):
         if key in table:
             values[key] = strings(table[key], source, f"defaults.{key}")
     if "checks" in table:

@@ -66,8 +66,9 @@ def build(req: BuildRequest, runner: Runner, echo: Echo) -> dict[tuple[str, Targ
             if not builder.is_local:
                 runner.run(commands.nix_copy_derivations(drvs, to=builder), LOCAL)
             where = "build" if builder.is_local else f"build@{builder}"
-            runner.run(commands.realise(drvs, nix_options=req.nix_options if builder.is_local else ()), builder,
-                       label=where, stream=True, echo_stdout=False)
+            root = f"{runner.gc_roots}/{len(built)}" if builder.is_local and runner.gc_roots else None
+            runner.run(commands.realise(drvs, nix_options=req.nix_options if builder.is_local else (), add_root=root),
+                       builder, label=where, stream=True, echo_stdout=False)
         built.update({(c, builder): Built(systems[c][1], builder) for c in names})
     if runner.warnings:
         echo(f"Nix warned {len(runner.warnings)} time(s) while building:")

@@ -44,6 +44,7 @@ class Options:
     verbose: bool = False
     json: bool = False
     full_diff: bool = False
+    allow_secrets: tuple[str, ...] = ()
     policy: PolicyFlags = field(default_factory=lambda: PolicyFlags())
 
 
@@ -200,7 +201,8 @@ def run_action(action: Action, opts: Options) -> Report:
     why = reason(opts)
     with session(opts) as (inv, runner, hosts):
         request = engine.DeployRequest(action, hosts, inv.flake, policy(inv, opts), opts.show_trace,
-                                       inv.defaults.nix_options, why, opts.full_diff)
+                                       inv.defaults.nix_options, why, opts.full_diff,
+                                       inv.defaults.allow_secrets + opts.allow_secrets)
         return with_report(opts, lambda tools: engine.deploy(request, tools), runner)
 
 
@@ -335,7 +337,8 @@ def run_recipe(opts: Options, recipe: Callable[[engine.DeployRequest, engine.Too
     why = reason(opts)
     with session(opts) as (inv, runner, hosts):
         request = engine.DeployRequest(action, hosts, inv.flake, policy(inv, opts), opts.show_trace,
-                                       inv.defaults.nix_options, why, opts.full_diff)
+                                       inv.defaults.nix_options, why, opts.full_diff,
+                                       inv.defaults.allow_secrets + opts.allow_secrets)
         return with_report(opts, lambda tools: recipe(request, tools), runner)
 
 
@@ -396,7 +399,8 @@ def run_stage(opts: Options, plan_file: str, action: str) -> None:
     why = reason(opts)
     with session(opts) as (inv, runner, hosts):
         request = engine.DeployRequest(chosen, hosts, inv.flake, policy(inv, opts), opts.show_trace,
-                                       inv.defaults.nix_options, why, True)
+                                       inv.defaults.nix_options, why, True,
+                                       inv.defaults.allow_secrets + opts.allow_secrets)
         progress, _live = progress_for(echo)
         # Staging changes nothing a host runs, so it never asks.
         tools = engine.Tools(runner, DRY_RUN if opts.dry_run else prompter_for(True), progress, echo)
@@ -425,3 +429,65 @@ def run_emergency(opts: Options, follow: str | None) -> Report:
     needs_selection(opts, "emergency")
     seconds = number(follow, "--follow", 0, whole=False)
     return run_recipe(opts, lambda req, tools: emergency.emergency(req, tools, 60.0 if seconds is None else seconds))
+
+
+# --- adopting nixtasks in a flake repository ----------------------------------------------
+
+
+def flake_configurations(runner: Runner, flake: str = ".") -> list[str]:
+    result = runner.run(commands.nix_eval_config_names(str(Path(flake).resolve())), LOCAL, label="eval",
+                        stream=True, echo_stdout=False)
+    try:
+        names = json.loads(result.stdout or "[]")
+    except ValueError as exc:
+        raise NixtasksError(f"the flake's nixosConfigurations could not be listed: {result.stdout[:100]!r}") from exc
+    return [n for n in names if isinstance(n, str) and inventory.HOST_NAME.match(n)]
+
+
+def write_new(path: Path, text: str) -> bool:
+    """Write a file that does not exist yet; never overwrite one."""
+    if path.exists():
+        echo(f"kept {path} (it exists; nixtasks never overwrites a file)")
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    echo(f"wrote {path}")
+    return True
+
+
+def inventory_text(names: list[str]) -> str:
+    hosts = "".join(f'\n[hosts.{n}]\ntarget = "{n}"            # [user@]address to ssh to\n' for n in names)
+    return ('# nixtasks inventory: see https://pypi.org/project/nixtasks/ (README: "Inventory reference")\n'
+            '[defaults]\nflake = "."\n# ssh_user = "deploy"   # non-root users get `sudo -n` for the steps that need '
+            'root\n# checks = [ { http = "http://{address}/health" }, { unit = "sshd.service" } ]\n' + hosts)
+
+
+def run_init() -> None:
+    """tasks.py, the thin Makefile and nixtasks.toml for the flake repository here."""
+    from importlib.resources import files
+
+    if not Path("flake.nix").is_file():
+        raise UsageError("no flake.nix here: run `nixtasks init` at the top of your flake repository")
+    with ShRunner(echo=echo) as runner:
+        names = flake_configurations(runner)
+    write_new(Path("tasks.py"), "# nixtasks' tasks: `invoke --list` shows them.\n"
+                                "from nixtasks.tasks import ns  # noqa: F401\n")
+    write_new(Path("Makefile"), files("nixtasks.cli").joinpath("user.mk").read_text())
+    write_new(Path("nixtasks.toml"), inventory_text(names))
+    echo(f"hosts from the flake's nixosConfigurations: {', '.join(names) or 'none'}")
+    echo("next: set each host's target in nixtasks.toml, then `invoke doctor --all`, then a first "
+         "`invoke build --all` (nothing is activated without your approval)")
+
+
+def run_ci_workflow(path: str | None) -> None:
+    """A GitHub Actions workflow that builds every host's system on push and pull request."""
+    from ..actions import ci
+
+    if not Path("flake.nix").is_file():
+        raise UsageError("no flake.nix here: run it at the top of your flake repository")
+    with ShRunner(echo=echo) as runner:
+        names = flake_configurations(runner)
+    if not names:
+        raise UsageError("the flake has no nixosConfigurations to build")
+    if write_new(Path(path or ci.PATH), ci.workflow(names)):
+        echo("it builds every host on push and pull request, and never deploys; commit it to turn it on")

@@ -41,6 +41,7 @@ HELP = {
     "no-watchdog": "activate remote hosts without the watchdog that reverts a host cut off by its activation",
     "confirm-timeout": "seconds a host waits for the confirmation before its watchdog reverts it (default 30)",
     "skip-unreachable": "report unreachable hosts as skipped instead of stopping",
+    "allow-secret": "a file the secrets guard lets into the Nix store on purpose (repeat)",
 }
 FLEET = ("tag", "all", "verbose", "json", "diff", "parallel", "batch-size", "batches", "pause", "max-fail-percentage",
          "rollback-batch-on-failure", "no-checks", "no-rollback", "no-watchdog", "confirm-timeout", "skip-unreachable")
@@ -90,6 +91,7 @@ DEPLOY_PARAMS: dict[str, Any] = {
     "verbose": False, "json": False, "diff": False, "parallel": None, "batch_size": None, "batches": None,
     "pause": None, "max_fail_percentage": None, "rollback_batch_on_failure": False, "no_checks": False,
     "no_rollback": False, "no_watchdog": False, "confirm_timeout": None, "skip_unreachable": False,
+    "allow_secret": None,
 }
 POLICY_PARAMS = ("parallel", "batch_size", "batches", "pause", "max_fail_percentage", "rollback_batch_on_failure",
                  "no_checks", "no_rollback", "no_watchdog", "confirm_timeout", "skip_unreachable")
@@ -119,7 +121,7 @@ def deploy_task(name: str, doc: str, run: Callable[[Any, dict[str, Any]], None],
                        show_trace=values.get("show_trace", False), dry_run=values.get("dry_run", False),
                        yes=values.get("yes", False), reason=values["reason"], inventory=values["inventory"],
                        verbose=values["verbose"], json=values["json"], full_diff=values.get("diff", False),
-                       policy=flags)
+                       allow_secrets=tuple(values.get("allow_secret") or ()), policy=flags)
         run(opts, {k: values[k] for k in extra})
 
     body.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -127,6 +129,7 @@ def deploy_task(name: str, doc: str, run: Callable[[Any, dict[str, Any]], None],
     body.__doc__ = doc
     helps = {k.replace("_", "-"): HELP[k.replace("_", "-")] for k in names if k.replace("_", "-") in HELP}
     helps.update({k.replace("_", "-"): v[1] for k, v in extra.items()})
+    iterable += ("allow_secret",) if "allow_secret" in names else ()
     return task(name=name, iterable=["host", "tag", *iterable], positional=list(positional), auto_shortflags=False,
                 help=helps)(reports_errors(body))
 
@@ -297,6 +300,24 @@ boot = action_task("boot", "Build and set the boot profile; activate at the next
 test = action_task("test", "Build and activate now; leave the boot entry alone.")
 dry_activate = action_task("dry-activate", "Build and show what activation would change.")
 
+@task
+@reports_errors
+def init(c: Any) -> None:
+    """Write tasks.py, the thin Makefile and nixtasks.toml (hosts from the flake) here; never overwrites."""
+    from .app import run_init
+
+    run_init()
+
+
+@task(help={"path": "where to write it (default: .github/workflows/nixtasks-build.yml)"})
+@reports_errors
+def ci_workflow(c: Any, path: str | None = None) -> None:
+    """Write a GitHub Actions workflow that builds every host on push and pull request (never deploys)."""
+    from .app import run_ci_workflow
+
+    run_ci_workflow(path)
+
+
 ns = Collection(build, dry_build, switch, boot, test, dry_activate, rollback, canary, rolling, blue_green,
                 update_deploy, stage, apply, emergency, generations, status, verify, history, gc, unlock, doctor,
-                sudoers)
+                sudoers, init, ci_workflow)

@@ -22,6 +22,7 @@ from typing import TypeVar
 from ..actions import deploy as steps
 from ..actions import gc as collection
 from ..actions import rollback as rollbacks
+from ..actions import secrets
 from ..actions.journal import Journal, deployer_journal_path
 from ..actions.plan import approval_question, fleet_question, needs_approval, render, render_git, render_report
 from ..errors import DeployFailed, HostUnreachable, Interrupted, NixtasksError, Refused
@@ -49,6 +50,7 @@ class DeployRequest:
     nix_options: tuple[str, ...] = ()
     reason: str = ""
     full_diff: bool = False  # the whole closure diff per host, not its summary
+    allow_secrets: tuple[str, ...] = ()  # files the secrets guard lets through
 
 
 @dataclass(frozen=True)
@@ -113,9 +115,11 @@ def build_only(req: DeployRequest, tools: Tools) -> Report:
 
 
 def read_git(req: DeployRequest, tools: Tools) -> GitState:
+    """The flake's git state, shown; and no plaintext secret in what the build would copy."""
     git = gitstate.read(tools.runner, req.flake)
     for line in render_git(git):
         tools.echo(line)
+    secrets.guard(gitstate.flake_dir(req.flake) if git.revision else None, req.allow_secrets, tools.runner)
     return git
 
 

@@ -22,7 +22,9 @@ for link in {SYSTEM_PROFILE}-*-link; do
   v=$(cat "$p/nixos-version" 2>/dev/null)
   r=$(cat "$p/configuration-revision" 2>/dev/null)
   k=$(readlink -f "$p/kernel" 2>/dev/null)
-  printf 'gen\\t%s\\t%s\\t%s\\t%s\\t%s\\n' "$n" "$p" "$v" "$r" "$k"
+  kv=$(ls "$p/kernel-modules/lib/modules" 2>/dev/null | head -n 1)
+  sp=$(ls "$p/specialisation" 2>/dev/null | tr '\\n' ' ')
+  printf 'gen\\t%s\\t%s\\t%s\\t%s\\t%s\\t%s\\t%s\\n' "$n" "$p" "$v" "$r" "$k" "$kv" "$sp"
 done
 printf 'running\\t%s\\n' "$(readlink -f /run/current-system 2>/dev/null)"
 printf 'booted-kernel\\t%s\\n' "$(readlink -f /run/booted-system/kernel 2>/dev/null)"
@@ -39,9 +41,15 @@ class Generation:
     kernel: str = ""
     boots: bool = False  # the profile points here: the next boot runs it
     running: bool = False  # /run/current-system is this generation's system
+    kernel_version: str = ""
+    specialisations: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, object]:
-        return {"number": self.number, "date": self.date, "path": self.path, "nixos_version": self.version,
+        """nixos-rebuild list-generations --json's fields (so jq scripts keep working), and ours."""
+        return {"generation": self.number, "date": self.date, "nixosVersion": self.version,
+                "kernelVersion": self.kernel_version or "Unknown", "configurationRevision": self.revision,
+                "specialisations": list(self.specialisations), "current": self.boots,
+                "number": self.number, "path": self.path, "nixos_version": self.version,
                 "configuration_revision": self.revision or None, "boots": self.boots, "running": self.running}
 
 
@@ -73,8 +81,8 @@ def parse(list_output: str, details_output: str) -> HostGenerations:
     running = booted_kernel = ""
     for line in details_output.splitlines():
         fields = line.split("\t")
-        if fields[0] == "gen" and len(fields) == 6 and fields[1].isdigit():
-            details[int(fields[1])] = fields[2:]
+        if fields[0] == "gen" and len(fields) in (6, 8) and fields[1].isdigit():
+            details[int(fields[1])] = (fields[2:] + ["", ""])[:6]  # 6 fields: no kernel version, specialisations
         elif fields[0] == "running" and len(fields) == 2:
             running = fields[1]
         elif fields[0] == "booted-kernel" and len(fields) == 2:
@@ -82,9 +90,10 @@ def parse(list_output: str, details_output: str) -> HostGenerations:
     gens = []
     for number in sorted(listed, reverse=True):
         date, current = listed[number]
-        path, version, revision, kernel = details.get(number, ["", "", "", ""])
+        path, version, revision, kernel, kernel_version, specs = details.get(number, [""] * 6)
         gens.append(Generation(number, date, path, version, revision, kernel, boots=current,
-                               running=bool(path) and path == running))
+                               running=bool(path) and path == running, kernel_version=kernel_version,
+                               specialisations=tuple(specs.split())))
     return HostGenerations(tuple(gens), running, booted_kernel)
 
 

@@ -69,6 +69,7 @@ class RecordingRunner:
         self.echoed: list[str] = []
         self.warnings: list[str] = []
         self.ssh_options: tuple[str, ...] = ()
+        self.gc_roots: str | None = None
 
     def echo(self, line: str) -> None:
         self.echoed.append(line)

@@ -53,6 +53,7 @@ class Runner(Protocol):
     echo: Echo
     warnings: list[str]
     ssh_options: tuple[str, ...]
+    gc_roots: str | None  # where builds get their garbage-collector roots for the length of a run
 
     def run(self, cmd: Command, target: Target, *, label: str | None = None, stream: bool = False,
             echo_stdout: bool = True, check: bool = True, timeout: float | None = None,
@@ -84,6 +85,8 @@ class ShRunner:
             raise UsageError(f"ssh option {spaced[0]!r} contains a space, and nix copy splits its ssh options on "
                              "spaces; put that setting in an ssh config file (ssh_config) instead")
         self.control_dir = short_control_dir()
+        self.gc_roots: str | None = os.path.join(self.control_dir, "roots")  # removed with the directory
+        os.mkdir(self.gc_roots)
         self.ssh_options = commands.ssh_options(self.control_dir, extra, ssh_config)
         # A new connection, not the multiplexed one: it proves that the host accepts new
         # connections (the watchdog's confirmation), or gets past a master that died.

@@ -1,0 +1,63 @@
+# nixtasks: a thin Makefile for a flake repository. Every target delegates to invoke
+# (tasks.py: `from nixtasks.tasks import ns`). `make help` lists them.
+INVOKE ?= invoke
+# Passed through the environment, never through a shell command line.
+# YES=1 and REASON=... win over the same NIXTASKS_* variables in the environment.
+# $(value ...) takes them verbatim, and unexport keeps make from expanding them itself
+# when it would export them: make must never run a $(...) inside a reason.
+unexport YES REASON HOSTS TAG TO PLAN
+export NIXTASKS_YES := $(or $(value YES),$(NIXTASKS_YES))
+export NIXTASKS_REASON := $(or $(value REASON),$(NIXTASKS_REASON))
+q = '$(subst ','\'',$(1))'
+ACTIONS := switch boot test build dry-build dry-activate rollback
+
+RECIPES := canary rolling blue-green update-deploy stage apply emergency
+# HOSTS=web1,web2 and TAG=web select hosts for the recipes, taken verbatim and quoted.
+select = $(if $(value HOSTS),--host $(call q,$(value HOSTS))) $(if $(value TAG),--tag $(call q,$(value TAG)))
+plan = $(call q,$(or $(value PLAN),nixtasks-plan.json))
+
+.PHONY: help $(ACTIONS) $(RECIPES)
+
+help::
+	@echo "make switch            build this machine's system, set the boot profile, activate now"
+	@echo "make boot              build and set the boot profile; activate at the next boot"
+	@echo "make test              build and activate now; leave the boot entry alone"
+	@echo "make build             build the system closure; activate nothing"
+	@echo "make dry-build         show what would be built or fetched; build nothing"
+	@echo "make dry-activate      build and show what activation would change"
+	@echo "make rollback          go back to the previous generation (invoke rollback --generation N for another)"
+	@echo "make host/NAME/ACTION  any ACTION above for host NAME, e.g. make host/web1/switch"
+	@echo "make tag/TAG/ACTION    for every host tagged TAG, e.g. make tag/web/switch"
+	@echo "make fleet/ACTION      for every host in the inventory, e.g. make fleet/switch"
+	@echo "make canary HOSTS=...  canary hosts first, a soak and a second approval, then the rest"
+	@echo "make rolling TAG=web   one host at a time, checks after each, halt on the first failure"
+	@echo "make blue-green TO=blue  boot and reboot the idle group, check it, then switch traffic to it"
+	@echo "make update-deploy TAG=web  nix flake update, build, one approval, commit flake.lock, deploy"
+	@echo "make stage HOSTS=...   build, copy, diff and write a plan file (PLAN=, default nixtasks-plan.json)"
+	@echo "make apply             deploy exactly the staged plan (PLAN=...)"
+	@echo "make emergency HOSTS=web1 REASON='...'  test-activate, check, ask, switch, follow the journal"
+	@echo "    YES=1 approves, REASON='...' records why, HOSTS=a,b and TAG=t select hosts"
+
+$(ACTIONS):
+	$(INVOKE) $@
+
+host/%:
+	$(INVOKE) $(call q,$(notdir $*)) --host $(call q,$(patsubst %/,%,$(dir $*)))
+
+tag/%:
+	$(INVOKE) $(call q,$(notdir $*)) --tag $(call q,$(patsubst %/,%,$(dir $*)))
+
+fleet/%:
+	$(INVOKE) $(call q,$*) --all
+
+canary rolling update-deploy emergency:
+	$(INVOKE) $@ $(select)
+
+blue-green:
+	$(INVOKE) blue-green $(if $(value TO),--to $(call q,$(value TO)))
+
+stage:
+	$(INVOKE) stage $(select) --plan $(plan)
+
+apply:
+	$(INVOKE) apply $(plan)

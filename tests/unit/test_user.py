@@ -1,0 +1,82 @@
+"""What a new user meets: the secrets guard, the CI workflow, the `nixtasks` command's
+errors, and generations in nixos-rebuild's JSON shape."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from nixtasks.actions import ci, secrets
+from nixtasks.host import generations
+
+KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+
+
+def test_plaintext_secrets_are_found_with_file_and_line():
+    found = secrets.scan_text("keys/host.key", "# a key\n" + KEY)
+    assert found == [secrets.Finding("keys/host.key", 2, "a private key")]
+    age = "AGE-SECRET-KEY-1" + "Q" * 58
+    assert secrets.scan_text("k.txt", age)[0].what == "an age secret key"
+    nix = 'users.users.alice.password = "hunter2";\nusers.users.bob.hashedPassword = "$6$abc";\n'
+    assert [(f.line, f.what.split(" (")[0]) for f in secrets.scan_text("configuration.nix", nix)] == [
+        (1, "a cleartext password")]
+    assert secrets.scan_text("notes.md", 'password = "x";') == []  # only Nix files
+
+
+def test_encrypted_files_are_fine():
+    assert secrets.scan_text("s.age", "-----BEGIN AGE ENCRYPTED FILE-----\nYWdl\n") == []
+    assert secrets.scan_text("secrets.yaml", "db: ENC[AES256_GCM,data:abc]\nsops:\n    mac: x\n") == []
+
+
+def test_the_guard_reads_only_tracked_files_and_honours_allowed_ones(tmp_path: Path):
+    (tmp_path / "host.key").write_text(KEY)
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir" / "other.key").write_text(KEY)
+    assert [f.path for f in secrets.scan(tmp_path, ["host.key", "dir/other.key"], ())] == ["host.key", "dir/other.key"]
+    assert secrets.scan(tmp_path, ["host.key", "dir/other.key"], ("host.key", "dir/")) == []
+    assert secrets.scan(tmp_path, ["missing.key"], ()) == []
+
+
+def test_the_ci_workflow_is_valid_yaml_that_builds_every_host_and_never_deploys():
+    data = yaml.safe_load(ci.workflow(["web1", "db1"]))
+    assert set(data["on"]) == {"push", "pull_request"}
+    job = data["jobs"]["build"]
+    assert job["strategy"]["matrix"]["host"] == ["web1", "db1"]
+    runs = [step["run"] for step in job["steps"] if "run" in step]
+    assert runs == [ci.build_command("${{ matrix.host }}")]
+    assert not any(word in runs[0] for word in ("switch", "deploy", "invoke", "ssh"))
+
+
+def test_the_nixtasks_command_gives_one_error_line_and_exit_2_for_bad_arguments(tmp_path: Path):
+    for argv in (["switch", "--bogus"], ["rollback", "--host", "web1", "--generation", "abc"],
+                 ["gc", "--keep", "many"]):
+        proc = subprocess.run([sys.executable, "-c", "from nixtasks.cli.program import main; main()", *argv],
+                              cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), (argv, proc.stderr)
+        assert "Traceback" not in proc.stderr
+
+
+def test_generations_json_has_nixos_rebuilds_fields():
+    listed = "   1   2026-11-01 10:00:00   \n   2   2026-11-02 11:00:00   (current)\n"
+    details = ("gen\t1\t/nix/store/a-s\t24.05\tabc\t/nix/store/k/bzImage\t6.6.30\t\n"
+               "gen\t2\t/nix/store/b-s\t24.11\tdef\t/nix/store/k/bzImage\t6.6.31\tlow-power vm\n"
+               "running\t/nix/store/b-s\n")
+    found = generations.parse(listed, details)
+    newest = found.generations[0].as_json()
+    assert {k: newest[k] for k in ("generation", "date", "nixosVersion", "kernelVersion", "configurationRevision",
+                                   "specialisations", "current")} == {
+        "generation": 2, "date": "2026-11-02 11:00:00", "nixosVersion": "24.11", "kernelVersion": "6.6.31",
+        "configurationRevision": "def", "specialisations": ["low-power", "vm"], "current": True}
+    assert found.generations[1].as_json()["current"] is False
+
+
+@pytest.mark.parametrize("spec", ["1e9", "-3"])
+def test_keep_must_be_a_positive_whole_number(spec):
+    from nixtasks.cli import app
+    from nixtasks.errors import UsageError
+
+    with pytest.raises(UsageError):
+        app.number(spec, "--keep", 1)
