@@ -9,14 +9,16 @@ from collections.abc import Sequence
 PATH = ".github/workflows/nixtasks-build.yml"
 
 
-def build_command(config: str) -> str:
-    """What the workflow runs for one host; tests run the same text."""
-    return f'nix build --no-link --print-build-logs ".#nixosConfigurations.\\"{config}\\".config.system.build.toplevel"'
+def build_command(config: str, flake: str = ".") -> str:
+    """What the workflow runs for one host, from the repository's top (`flake` is the flake's
+    directory relative to it); tests run the same text."""
+    return (f'nix build --no-link --print-build-logs '
+            f'"{flake}#nixosConfigurations.\\"{config}\\".config.system.build.toplevel"')
 
 
-def workflow(configs: Sequence[str]) -> str:
+def workflow(configs: Sequence[str], flake: str = ".") -> str:
     hosts = json.dumps(list(configs))
-    command = build_command("${{ matrix.host }}")
+    command = build_command("${{ matrix.host }}", flake)
     return f"""# Written by `nixtasks ci-workflow`. It builds every host's NixOS system on each push and pull
 # request, and never deploys: deploying stays a manual, approved step (`make fleet/switch`).
 name: nixtasks build

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import inventory
-from ..actions import access, inspection, journal, rollback
+from ..actions import access, inspection, journal, rollback, secrets
 from ..actions.plan import report_json
 from ..errors import NixtasksError, Refused, UsageError
 from ..fleet import engine, lock
-from ..host import commands
+from ..host import commands, gitstate
 from ..host.prompts import DRY_RUN, Prompter, prompter_for
 from ..host.runner import Runner, ShRunner
 from ..models import LOCAL, Action, Host, Policy, Report
@@ -161,7 +161,8 @@ def resolve_hosts(inv: inventory.Inventory, opts: Options, runner: Runner) -> tu
     for name in names:
         inventory.check_host_name(name)
     unknown = [n for n in names if n not in inv.hosts]
-    if unknown:
+    if unknown:  # evaluating copies the flake into the store: the secrets guard first
+        secrets.guard(inv.flake, inv.defaults.allow_secrets + opts.allow_secrets, runner)
         check_flake_defines(inv, unknown, runner)
     return tuple(inventory.resolve_host(inv, n, target_host=opts.target_host, build_host=opts.build_host,
                                         sudo=opts.sudo) for n in names)
@@ -441,7 +442,10 @@ def flake_configurations(runner: Runner, flake: str = ".") -> list[str]:
         names = json.loads(result.stdout or "[]")
     except ValueError as exc:
         raise NixtasksError(f"the flake's nixosConfigurations could not be listed: {result.stdout[:100]!r}") from exc
-    return [n for n in names if isinstance(n, str) and inventory.HOST_NAME.match(n)]
+    usable = [n for n in names if isinstance(n, str) and inventory.HOST_NAME.match(n)]
+    if len(usable) < len(names):
+        echo(f"warning: left out (not a host name nixtasks accepts): {', '.join(map(str, set(names) - set(usable)))}")
+    return usable
 
 
 def write_new(path: Path, text: str) -> bool:
@@ -456,7 +460,8 @@ def write_new(path: Path, text: str) -> bool:
 
 
 def inventory_text(names: list[str]) -> str:
-    hosts = "".join(f'\n[hosts.{n}]\ntarget = "{n}"            # [user@]address to ssh to\n' for n in names)
+    hosts = "".join(f'\n[hosts.{json.dumps(n) if "." in n else n}]\ntarget = "{n}"  # [user@]address to ssh to\n'
+                    for n in names)
     return ('# nixtasks inventory: see https://pypi.org/project/nixtasks/ (README: "Inventory reference")\n'
             '[defaults]\nflake = "."\n# ssh_user = "deploy"   # non-root users get `sudo -n` for the steps that need '
             'root\n# checks = [ { http = "http://{address}/health" }, { unit = "sshd.service" } ]\n' + hosts)
@@ -480,14 +485,20 @@ def run_init() -> None:
 
 
 def run_ci_workflow(path: str | None) -> None:
-    """A GitHub Actions workflow that builds every host's system on push and pull request."""
+    """A GitHub Actions workflow that builds every host's system on push and pull request. It
+    goes to the repository's top (GitHub reads workflows only there), building the flake in
+    its directory."""
     from ..actions import ci
 
     if not Path("flake.nix").is_file():
-        raise UsageError("no flake.nix here: run it at the top of your flake repository")
+        raise UsageError("no flake.nix here: run it in your flake's directory")
     with ShRunner(echo=echo) as runner:
         names = flake_configurations(runner)
+        top = gitstate.toplevel(runner, str(Path.cwd()))
     if not names:
         raise UsageError("the flake has no nixosConfigurations to build")
-    if write_new(Path(path or ci.PATH), ci.workflow(names)):
-        echo("it builds every host on push and pull request, and never deploys; commit it to turn it on")
+    rel = os.path.relpath(Path.cwd(), top) if top else "."
+    target = Path(path) if path else Path(top or ".") / ci.PATH
+    if write_new(target, ci.workflow(names, "." if rel == "." else f"./{rel}")):
+        echo("it builds every host on push and pull request (on x86_64 runners), and never deploys; commit it to "
+             "turn it on")

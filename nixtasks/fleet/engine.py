@@ -119,7 +119,7 @@ def read_git(req: DeployRequest, tools: Tools) -> GitState:
     git = gitstate.read(tools.runner, req.flake)
     for line in render_git(git):
         tools.echo(line)
-    secrets.guard(gitstate.flake_dir(req.flake) if git.revision else None, req.allow_secrets, tools.runner)
+    secrets.guard(req.flake, req.allow_secrets, tools.runner)
     return git
 
 
@@ -510,16 +510,17 @@ def soak(prep: Prepared, changes: Sequence[Change], seconds: float, policy: Poli
 
 
 def reboot_into_new(prep: Prepared, changes: Sequence[Change], policy: Policy, timeout: float,
-                    tools: Tools, verb: str) -> tuple[HostResult, ...]:
+                    tools: Tools, verb: str) -> tuple[tuple[HostResult, ...], bool]:
     """Hosts whose boot entry is the new system: rebooted, waited for, checked; one that fails is
-    booted back into its old entry."""
+    booted back into its old entry. Returns the results, and whether Ctrl-C came meanwhile (the
+    reboots under way were let finish)."""
     stop = threading.Event()
     results = shielded(lambda: reboot.reboot_into(changes, Context(tools.runner, policy, tools.progress, verb),
                                                   timeout), stop, tools.echo)
     for change, result in zip(changes, results):
         tools.progress.done(result)
         prep.journal.write_result(change.host, verb, result)
-    return results
+    return results, stop.is_set()
 
 
 def follow_journals(hosts: Sequence[Host], seconds: float, tools: Tools) -> None:

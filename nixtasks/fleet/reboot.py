@@ -20,7 +20,9 @@ POLL = 1.0
 
 
 def current_boot_id(host: Host, runner: Runner) -> str:
-    return runner.run(commands.boot_id(), host.target, label=host.name).stdout.strip()
+    """"" when it cannot be read: then any boot id that answers later counts as new."""
+    result = runner.run(commands.boot_id(), host.target, check=False)
+    return result.stdout.strip() if result.ok else ""
 
 
 def reboot_and_wait(host: Host, runner: Runner, timeout: float) -> tuple[Facts, str]:
@@ -46,8 +48,15 @@ def reboot_and_wait(host: Host, runner: Runner, timeout: float) -> tuple[Facts, 
 def reboot_into(changes: Sequence[Change], ctx: Context, timeout: float) -> tuple[HostResult, ...]:
     """Every host (booted into its new system by a `boot` deploy) rebooted in parallel and
     checked; a host that fails gets its old boot entry back and is rebooted into it."""
+    def one(change: Change) -> HostResult:
+        try:
+            return reboot_one(change, ctx, timeout)
+        except Exception as exc:  # noqa: BLE001 (one host's surprise must not lose the others' records)
+            return outcome_result(change, Outcome.FAILED, None, f"the reboot step stopped with an unexpected error "
+                                  f"({exc!r}); what the host runs and boots is not known: check it by hand")
+
     with ThreadPoolExecutor(max_workers=max(1, min(ctx.policy.parallel, len(changes)))) as pool:
-        return tuple(pool.map(lambda c: reboot_one(c, ctx, timeout), changes))
+        return tuple(pool.map(one, changes))
 
 
 def reboot_one(change: Change, ctx: Context, timeout: float) -> HostResult:

@@ -419,5 +419,5 @@ def local_hook(command: str) -> Command:
 
 
 def git_tracked_files(repo: str) -> Command:
-    """The files git tracks below `repo`, relative to it, NUL-separated."""
-    return Command(("git", "-C", repo, "ls-files", "-z", "--", "."))
+    """The files git tracks in the repository (run at its top), with submodules, NUL-separated."""
+    return Command(("git", "-C", repo, "ls-files", "-z", "--recurse-submodules"))

@@ -18,7 +18,8 @@ printf 'running\\t%s\\n' "$(readlink -e /run/current-system 2>/dev/null)"
 printf 'profile\\t%s\\n' "$(readlink {SYSTEM_PROFILE} 2>/dev/null)"
 printf 'profile-path\\t%s\\n' "$(readlink -e {SYSTEM_PROFILE} 2>/dev/null)"
 printf 'version\\t%s\\n' "$(cat /run/current-system/nixos-version 2>/dev/null)"
-printf 'revision\\t%s\\n' "$(cat /run/current-system/configuration-revision 2>/dev/null)"
+printf 'revision\\t%s\\n' "$(/run/current-system/sw/bin/nixos-version --configuration-revision 2>/dev/null || \\
+  cat /run/current-system/configuration-revision 2>/dev/null)"
 if [ -d /run/systemd/system ]; then
   printf 'systemd\\tyes\\n'
   printf 'state\\t%s\\n' "$(systemctl is-system-running 2>/dev/null)"

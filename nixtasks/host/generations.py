@@ -20,7 +20,7 @@ for link in {SYSTEM_PROFILE}-*-link; do
   n=${{link#{SYSTEM_PROFILE}-}}; n=${{n%-link}}
   p=$(readlink -f "$link")
   v=$(cat "$p/nixos-version" 2>/dev/null)
-  r=$(cat "$p/configuration-revision" 2>/dev/null)
+  r=$("$p/sw/bin/nixos-version" --configuration-revision 2>/dev/null || cat "$p/configuration-revision" 2>/dev/null)
   k=$(readlink -f "$p/kernel" 2>/dev/null)
   kv=$(ls "$p/kernel-modules/lib/modules" 2>/dev/null | head -n 1)
   sp=$(ls "$p/specialisation" 2>/dev/null | tr '\\n' ' ')
@@ -46,8 +46,8 @@ class Generation:
 
     def as_json(self) -> dict[str, object]:
         """nixos-rebuild list-generations --json's fields (so jq scripts keep working), and ours."""
-        return {"generation": self.number, "date": self.date, "nixosVersion": self.version,
-                "kernelVersion": self.kernel_version or "Unknown", "configurationRevision": self.revision,
+        return {"generation": self.number, "date": self.date, "nixosVersion": self.version or "Unknown",
+                "kernelVersion": self.kernel_version or "Unknown", "configurationRevision": self.revision or "Unknown",
                 "specialisations": list(self.specialisations), "current": self.boots,
                 "number": self.number, "path": self.path, "nixos_version": self.version,
                 "configuration_revision": self.revision or None, "boots": self.boots, "running": self.running}

@@ -27,7 +27,9 @@ def blue_green(req: engine.DeployRequest, tools: engine.Tools, to: str, switch_t
     if interrupted or declined or any(r.failed for r in results):
         return engine.finish(engine.report(prep, declined + results, interrupted, "blue-green"), tools.echo)
     booted = [c for c, r in zip(go, results) if r.outcome.value == "ok"]
-    rebooted = engine.reboot_into_new(prep, booted, req.policy, reboot_timeout, tools, "blue-green")
+    rebooted, interrupted = engine.reboot_into_new(prep, booted, req.policy, reboot_timeout, tools, "blue-green")
+    if interrupted:  # traffic is never switched after Ctrl-C
+        return engine.finish(engine.report(prep, rebooted, True, "blue-green"), tools.echo)
     if any(r.failed for r in rebooted) or prep.skipped:
         missing = f" ({', '.join(r.host for r in prep.skipped)} could not be reached)" if prep.skipped else ""
         tools.echo(f"traffic stays where it is: {to} did not come back healthy as a whole{missing}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..actions import lockfile
+from ..actions import lockfile, secrets
 from ..errors import Refused
 from ..fleet import engine
 from ..host.prompts import HOW_TO_APPROVE, AlwaysYes
@@ -28,6 +28,7 @@ def update_deploy(req: engine.DeployRequest, tools: engine.Tools, inputs: tuple[
                       f"there is no terminal to ask on; {HOW_TO_APPROVE}. Nothing was changed")
     lockfile.refuse_uncommitted(directory, runner)
     lockfile.check_inputs(directory, inputs)
+    secrets.guard(req.flake, req.allow_secrets, runner)  # `nix flake update` copies the flake too
     before = lockfile.read_lock(directory)
     committed = updated = False
     try:  # until flake.lock is committed, every way out puts it back as it was

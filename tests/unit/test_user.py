@@ -80,3 +80,31 @@ def test_keep_must_be_a_positive_whole_number(spec):
 
     with pytest.raises(UsageError):
         app.number(spec, "--keep", 1)
+
+
+def test_wireguard_and_nix_signing_keys_are_secrets_but_public_keys_are_not():
+    wireguard = 'networking.wireguard.interfaces.wg0.privateKey = "' + "A" * 42 + 'E=";'
+    assert secrets.scan_text("wg.nix", wireguard)[0].what.startswith("a WireGuard private key")
+    signing = "cache.example.org-1:" + "B" * 86 + "=="
+    assert secrets.scan_text("keys.txt", signing)[0].what == "a Nix signing key"
+    public = "cache.example.org-1:" + "C" * 43 + "="
+    assert secrets.scan_text("flake.nix", f'trusted-public-keys = [ "{public}" ];') == []
+
+
+def test_a_symlink_to_a_key_is_not_what_the_store_gets(tmp_path: Path):
+    (tmp_path / "real.key").write_text(KEY)
+    (tmp_path / "link.key").symlink_to(tmp_path / "real.key")
+    assert [f.path for f in secrets.scan(tmp_path, ["link.key", "real.key"], ())] == ["real.key"]
+
+
+def test_init_quotes_host_names_with_dots_so_the_inventory_loads(tmp_path: Path):
+    from nixtasks import inventory
+    from nixtasks.cli import app
+
+    (tmp_path / "nixtasks.toml").write_text(app.inventory_text(["db.prod", "web1"]))
+    loaded = inventory.load(env={}, cwd=tmp_path)
+    assert sorted(loaded.hosts) == ["db.prod", "web1"] and loaded.hosts["db.prod"].target == "db.prod"
+
+
+def test_the_workflow_builds_a_flake_in_a_subdirectory_from_the_top():
+    assert ci.build_command("web1", "./infra").startswith('nix build --no-link --print-build-logs "./infra#')
