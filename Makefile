@@ -1,10 +1,11 @@
 # nixtasks' own Makefile: the user targets (examples/Makefile) plus the project's.
 include examples/Makefile
 
-.PHONY: setup check demo lab-up lab-down lab-status
+.PHONY: setup check demo bench lab-up lab-down lab-status
 
 help::
 	@echo "make demo              bring up the lab and deploy the example fleet to it"
+	@echo "make bench             fleet switch against the sequential loop, 1 to 32 hosts (about 6 min)"
 	@echo "make check             lint, type-check and run every test (lab tests need root)"
 	@echo "make lab-up            boot the lab hosts (web1 web2 db1)"
 	@echo "make lab-down          power the lab off and remove everything it made"
@@ -19,6 +20,10 @@ check: setup
 
 demo: setup
 	scripts/demo
+
+bench: setup
+	python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q --disable-pip-version-check -e ".[bench]"
+	benchmarks/bench
 
 lab-up: setup
 	lab/labctl up
