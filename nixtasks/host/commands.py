@@ -96,8 +96,8 @@ def switch_to_configuration(path: str, action: Action, *, systemd: bool) -> Comm
     argv: tuple[str, ...] = (f"{path}/bin/switch-to-configuration", action.value)
     if systemd:
         # When it ended, for the watchdog, which gives the confirmation its time from then on
-        # ("-": a missing /run/nixtasks is not a failure of the activation).
-        done = f"--property=ExecStopPost=-/bin/sh -c ': > {ACTIVATION_DONE}'"
+        # ("-": if that cannot be written, the activation has still not failed).
+        done = f"--property=ExecStopPost=-/bin/sh -c 'mkdir -p {WATCHDOG_DIR} && : > {ACTIVATION_DONE}'"
         argv = ("systemd-run", "-E", "LOCALE_ARCHIVE", "-E", "NIXOS_INSTALL_BOOTLOADER", "--collect",
                 "--no-ask-password", "--pipe", "--quiet", "--wait", "--service-type=exec",
                 f"--unit={ACTIVATION_UNIT}", done, *argv)

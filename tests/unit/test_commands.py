@@ -61,7 +61,7 @@ def test_activation_through_systemd_run():
     assert cmd.argv == (
         "systemd-run", "-E", "LOCALE_ARCHIVE", "-E", "NIXOS_INSTALL_BOOTLOADER", "--collect", "--no-ask-password",
         "--pipe", "--quiet", "--wait", "--service-type=exec", "--unit=nixtasks-switch-to-configuration",
-        "--property=ExecStopPost=-/bin/sh -c ': > /run/nixtasks/activation-done'",
+        "--property=ExecStopPost=-/bin/sh -c 'mkdir -p /run/nixtasks && : > /run/nixtasks/activation-done'",
         f"{PATH}/bin/switch-to-configuration", "switch")
     assert cmd.sudo and cmd.changes
 

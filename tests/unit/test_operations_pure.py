@@ -138,7 +138,7 @@ def test_sudoers_snippet_uses_anchored_regexes_never_wildcards():
     assert "--switch-generation [0-9]+$" in text and "--delete-generations [0-9]+( [0-9]+)*$" in text
     assert "tee -a /var/lib/nixtasks/journal[.]jsonl$" in text
     assert (f"--unit\\=nixtasks-switch-to-configuration --property\\=ExecStopPost\\=-/bin/sh -c "
-            f"'\\: > /run/nixtasks/activation-done' {store}/bin/switch-to-configuration "
+            f"'mkdir -p /run/nixtasks && \\: > /run/nixtasks/activation-done' {store}/bin/switch-to-configuration "
             "(switch|boot|test|dry-activate)$") in text
     assert "*" not in text.replace("[0-9]+( [0-9]+)*", "")
     assert access.literal("a,b:c=d(e).") == "a\\,b\\:c\\=d[(]e[)][.]"
