@@ -40,8 +40,6 @@ def show_generations(hosts: tuple[Host, ...], runner: Runner) -> dict[str, HostG
 class Step:
     plan: HostPlan
     target: Generation
-    boot_before: Generation | None  # the boot entry before the rollback
-    running_before: Generation | None  # the generation whose system was running, if any
 
 
 def prepare(host: Host, req: Request, runner: Runner, echo: Echo) -> Step:
@@ -58,8 +56,7 @@ def prepare(host: Host, req: Request, runner: Runner, echo: Echo) -> Step:
     if gens.running_path and gens.running_path != target.path and not runner.dry_run:
         diff = runner.run(commands.diff_closures(gens.running_path, target.path), host.target, check=False).stdout
     plan = HostPlan(host, action, target.path, gens.running_path or None, diff, boot.number if boot else None)
-    running = next((g for g in gens.generations if g.running), None)
-    return Step(plan, target, boot, running)
+    return Step(plan, target)
 
 
 def question(step: Step) -> str:

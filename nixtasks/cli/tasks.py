@@ -43,8 +43,6 @@ HELP = {
     "skip-unreachable": "report unreachable hosts as skipped instead of stopping",
     "allow-secret": "a file the secrets guard lets into the Nix store on purpose (repeat)",
 }
-FLEET = ("tag", "all", "verbose", "json", "diff", "parallel", "batch-size", "batches", "pause", "max-fail-percentage",
-         "rollback-batch-on-failure", "no-checks", "no-rollback", "no-watchdog", "confirm-timeout", "skip-unreachable")
 
 
 def reports_errors(body: Callable[..., Any]) -> Callable[..., Any]:

@@ -220,7 +220,7 @@ def reachable(hosts: Sequence[Host], facts: Sequence[Facts], policy: Policy, act
                                message=f"unreachable: {f.error}") for h, f in down)
     if down and len(down) == len(hosts):
         raise NixtasksError(f"no host of the selection can be reached ({', '.join(h.name for h, _ in down)}); "
-                            "nothing was changed")
+                            "nothing was changed; check ssh to them with `invoke doctor --all`")
     return [(h, f) for h, f in zip(hosts, facts) if f.reachable], skipped
 
 

@@ -170,10 +170,6 @@ def generation_details() -> Command:
     return Command(("sh", "-c", DETAILS_SCRIPT))
 
 
-def profile_link() -> Command:
-    return Command(("readlink", SYSTEM_PROFILE))
-
-
 def switch_generation(number: int) -> Command:
     return Command(("nix-env", "-p", SYSTEM_PROFILE, "--switch-generation", str(number)), sudo=True, changes=True)
 
@@ -393,11 +389,6 @@ def flake_update(flake: str, inputs: Sequence[str] = (), nix_options: Sequence[s
         return Command(("nix", *NIX_FEATURES, "flake", "update", *nix_options, flake), changes=True)
     named = [arg for name in inputs for arg in ("--update-input", name)]
     return Command(("nix", *NIX_FEATURES, "flake", "lock", *named, *nix_options, flake), changes=True)
-
-
-def git_show(repo: str, revision: str, path: str) -> Command:
-    """A file as committed at `revision` (`path` relative to the repository's top)."""
-    return Command(("git", "-C", repo, "show", f"{revision}:{path}"))
 
 
 def git_diff(repo: str, path: str) -> Command:

@@ -4,6 +4,7 @@ checks, a rollback after a failure, the lock released at the end."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -166,24 +167,26 @@ def test_nothing_to_roll_back_to_on_a_host_that_never_ran_a_system(action):
     assert result.outcome is Outcome.FAILED and "nothing to roll back to" in result.message
 
 
-def test_a_pending_watchdog_of_an_earlier_deploy_changes_nothing():
-    fake = FakeHost()
+def apply_after(fake: FakeHost, meanwhile: Callable[[FakeHost], None]):
+    """Plan against `fake`, let `meanwhile` change it (another deployer), then apply."""
     runner = RecordingRunner(fake)
     ctx = pipeline.Context(runner, Policy(), PlainProgress(runner.echo), "switch")
     planned = change(fake)
-    fake.pending = True  # seen under the lock, after the plan was made
-    result = pipeline.apply(planned, ctx)
+    meanwhile(fake)
+    return pipeline.apply(planned, ctx), runner
+
+
+def test_a_pending_watchdog_of_an_earlier_deploy_changes_nothing():
+    result, runner = apply_after(FakeHost(), lambda fake: setattr(fake, "pending", True))
     assert runner.steps() == ["lock", "facts", "unlock"]
     assert result.outcome is Outcome.FAILED and "never confirmed" in result.message
 
 
 def test_a_host_changed_since_the_plan_is_left_alone():
-    fake = FakeHost()
-    runner = RecordingRunner(fake)
-    ctx = pipeline.Context(runner, Policy(), PlainProgress(runner.echo), "switch")
-    planned = change(fake)
-    fake.generations[2], fake.profile, fake.running = "/nix/store/" + "c" * 32 + "-other", 2, "/nix/store/other"
-    result = pipeline.apply(planned, ctx)
+    def other_deploy(fake: FakeHost) -> None:
+        fake.generations[2], fake.profile, fake.running = "/nix/store/" + "c" * 32 + "-other", 2, "/nix/store/other"
+
+    result, runner = apply_after(FakeHost(), other_deploy)
     assert runner.steps() == ["lock", "facts", "unlock"]
     assert result.outcome is Outcome.FAILED and "someone deployed in between" in result.message
 
