@@ -22,7 +22,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 LABCTL = REPO / "lab" / "labctl"
 HOSTS = ("web1", "web2", "db1")
-STATE = Path(os.environ.get("NIXTASKS_LAB_DIR", "/var/lib/nixtasks-lab"))
+LAB_ID = os.environ.get("NIXTASKS_LAB_ID", "0")  # as labctl names its lab
+SUFFIX = "" if LAB_ID == "0" else LAB_ID
+STATE = Path(os.environ.get("NIXTASKS_LAB_DIR", f"/var/lib/nixtasks-lab{SUFFIX}"))
 TOOLS = ("systemd-nspawn", "debootstrap", "nix", "ssh", "ssh-keygen", "nsenter", "ip", "git", "make")
 
 
@@ -68,7 +70,7 @@ class Lab:
         return proc
 
     def address(self, host: str) -> str:
-        return f"10.250.0.{10 + json.loads((STATE / 'hosts.json').read_text())['hosts'][host]}"
+        return f"10.250.{LAB_ID}.{10 + json.loads((STATE / 'hosts.json').read_text())['hosts'][host]}"
 
     def current_system(self, host: str) -> str:
         return self.exec(host, "readlink", "-e", "/run/current-system", check=False).stdout.strip()

@@ -8,7 +8,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from .conftest import STATE, labctl
+from .conftest import LAB_ID, STATE, SUFFIX, labctl
 
 EXTRA = [f"h{i:02d}" for i in range(1, 14)]  # with web1, web2 and db1: 16 hosts
 
@@ -16,10 +16,10 @@ EXTRA = [f"h{i:02d}" for i in range(1, 14)]  # with web1, web2 and db1: 16 hosts
 def lab_leftovers() -> list[str]:
     left = []
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    left += [f"netns {n}" for n in re.findall(r"^(lab-\S+)", netns, flags=re.M)]
+    left += [f"netns {n}" for n in re.findall(rf"^(lab{SUFFIX}-\S+)", netns, flags=re.M)]
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
-    left += [f"link {n}" for n in re.findall(r"^\d+: (lab-br0|labv\d+)[@:]", links, flags=re.M)]
-    left += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob("*/nixtasks-lab")]
+    left += [f"link {n}" for n in re.findall(rf"^\d+: (lab-br{LAB_ID}|lab{SUFFIX}v\d+)[@:]", links, flags=re.M)]
+    left += [f"cgroup {p}" for p in Path("/sys/fs/cgroup").glob(f"*/nixtasks-lab{SUFFIX}")]
     if STATE.exists():
         left.append(f"directory {STATE}")
     for proc in Path("/proc").glob("[0-9]*"):
