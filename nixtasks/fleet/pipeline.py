@@ -8,13 +8,15 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
+from ..actions.journal import Journal
 from ..errors import CommandFailed, NixtasksError
 from ..host import commands
 from ..host.facts import Facts, read_facts
 from ..host.runner import Runner
-from ..models import SYSTEM_PROFILE, Action, Host, HostResult, Outcome, Policy, Stage
+from ..models import SYSTEM_PROFILE, Action, Command, Host, HostResult, Outcome, Policy, Stage
 from . import health, lock, watchdog
 from .progress import Progress
 
@@ -46,6 +48,7 @@ class Context:
     policy: Policy
     progress: Progress
     verb: str  # what the journal and the lock call it: switch, boot, test, rollback
+    journal: Journal | None = None  # given: `apply` journals each host's result itself
 
 
 @dataclass
@@ -99,28 +102,51 @@ def apply(ch: Change, ctx: Context) -> HostResult:
         except CommandFailed as exc:
             return outcome_result(ch, Outcome.FAILED, clock, failure_text(ch, exc))
         return outcome_result(ch, Outcome.OK, clock, "dry activation: nothing changed")
+    lease: lock.Lease | None = None
+    record: list[Command] = []
     with contextlib.ExitStack() as held:
         with clock.stage(Stage.LOCK):
-            refused = held.enter_context(lock.held(ch.host, ctx.verb, ctx.policy.lock_timeout, ctx.runner,
-                                                   systemd=ch.before.systemd))
+            if ch.before.systemd and not ctx.runner.dry_run:  # the lock and a fresh look, in one round trip
+                lease = held.enter_context(lock.held_reading(ch.host, ctx.verb, ctx.policy.lock_timeout,
+                                                             ctx.runner))
+                refused = lease.refused
+            else:
+                refused = held.enter_context(lock.held(ch.host, ctx.verb, ctx.policy.lock_timeout, ctx.runner,
+                                                       systemd=ch.before.systemd))
         if refused:
-            return outcome_result(ch, Outcome.LOCKED, clock, f"{refused}; nothing changed. If that deployer is "
-                                  f"gone: invoke unlock --host {ch.host.name}")
-        return apply_locked(ch, ctx, clock)
+            result = outcome_result(ch, Outcome.LOCKED, clock, f"{refused}; nothing changed. If that deployer "
+                                    f"is gone: invoke unlock --host {ch.host.name}")
+        else:
+            result = apply_locked(ch, ctx, clock, lease.facts if lease else None)
+        if ctx.journal is not None:  # journalled at once, under the lock, sent with its release
+            _record, record = ctx.journal.prepare_result(ch.host, ctx.verb, result)
+            if lease is not None and not refused:
+                lease.before_release = record
+    if ctx.journal is not None and record:
+        if lease is not None and not refused:
+            results = lease.before_results
+        else:  # no lock was held: the record goes alone
+            results = ctx.runner.run_all(record, ch.host.target, check=False)
+        ctx.journal.written(ch.host, results, len(record))
+    return result
+
+
+def activation_commands(ch: Change) -> list[Command]:
+    """The profile (switch, boot) and the activation, in the order they run."""
+    profile = (commands.switch_generation(ch.generation) if ch.generation is not None
+               else commands.set_profile(ch.system))
+    return [*([profile] if ch.action.sets_profile else []),
+            commands.switch_to_configuration(ch.activation_path, ch.action, systemd=ch.before.systemd)]
 
 
 def activate(ch: Change, ctx: Context) -> None:
-    host, runner = ch.host, ctx.runner
-    if ch.action.sets_profile:
-        profile = (commands.switch_generation(ch.generation) if ch.generation is not None
-                   else commands.set_profile(ch.system))
-        runner.run(profile, host.target, label=host.name, stream=True)
-    runner.run(commands.switch_to_configuration(ch.activation_path, ch.action, systemd=ch.before.systemd),
-               host.target, label=host.name, stream=True)
+    ctx.runner.run_all(activation_commands(ch), ch.host.target, label=ch.host.name, stream=True)
 
 
-def failure_text(ch: Change, exc: CommandFailed) -> str:
+def failure_text(ch: Change, exc: NixtasksError) -> str:
     what = f"rollback to generation {ch.generation}" if ch.generation is not None else ch.action.value
+    if not isinstance(exc, CommandFailed):
+        return f"{what} failed: {exc}"
     return f"{what} failed (exit {exc.returncode}){': ' + exc.detail if exc.detail else ''}"
 
 
@@ -139,29 +165,33 @@ def changed_since_plan(ch: Change, now: Facts) -> str:
     return ""
 
 
-def apply_locked(ch: Change, ctx: Context, clock: Clock) -> HostResult:
+def apply_locked(ch: Change, ctx: Context, clock: Clock, now: Facts | None = None) -> HostResult:
     host, runner, policy = ch.host, ctx.runner, ctx.policy
     if not runner.dry_run:
-        now = read_facts(host, runner)
+        now = now or read_facts(host, runner)
         stale = changed_since_plan(ch, now)
         if stale:
             return outcome_result(ch, Outcome.FAILED, clock, f"{stale}; nothing changed")
         if ch.expect_running is None:
             ch = replace(ch, before=now)  # the failed units to compare with are those of now
-    armed = False
     failure = ""
     with clock.stage(Stage.ACTIVATION):
-        if watchdog.wanted(host, ch.action, ch.before, policy):
-            try:
-                watchdog.arm(host, ch.action, ch.before, policy, runner)
-                armed = True
-            except CommandFailed as exc:  # nothing changed yet: do not activate unwatched
+        # Watchdog, profile and activation in one round trip, in that order; the first that
+        # fails ends it, so a watchdog that could not be armed leaves nothing activated.
+        armed = watchdog.wanted(host, ch.action, ch.before, policy)
+        steps = [watchdog.arm_command(ch.action, ch.before, policy)] if armed else []
+        steps += activation_commands(ch)
+        results = runner.run_all(steps, host.target, label=host.name, stream=True, check=False)
+        if not results[-1].ok:
+            exc = runner.failure(steps[len(results) - 1], host.target, host.name, results[-1])
+            if armed and len(results) == 1:
                 return outcome_result(ch, Outcome.FAILED, clock, f"could not arm the watchdog, so nothing was "
                                       f"activated: {exc}; or deploy without it: --no-watchdog")
-        try:
-            activate(ch, ctx)
-        except CommandFailed as exc:
             failure = failure_text(ch, exc)
+    # The checks start while the confirmation's new connection is being made: both only
+    # read. Nothing acts on their result before the confirmation is in (our rollback must
+    # not race the watchdog's); without one, the checks are left to end by themselves.
+    checks = start_checks(ch, ctx) if not failure and not runner.dry_run else None
     if armed:
         with clock.stage(Stage.CONFIRM):
             confirmed = watchdog.confirm(host, runner)
@@ -170,11 +200,9 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock) -> HostResult:
     if runner.dry_run:
         return outcome_result(ch, Outcome.OK, clock, "dry run: nothing changed")
     after = None
-    if not failure:
-        try:
-            failure, after = verify_and_check(ch, ctx, clock)
-        except NixtasksError as exc:  # e.g. a check that cannot run here: the host is not known to be good
-            failure = f"the checks could not run: {exc}"
+    if checks is not None:
+        failure, after, stages = checks.result()
+        clock.stages.extend(stages)
     after = after or read_facts(host, runner)
     if not failure:
         note = "checks skipped (--no-checks)" if not policy.checks and ch.action.changes_running_system else ""
@@ -189,21 +217,44 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock) -> HostResult:
         return roll_back(ch, ctx, clock, failure)
 
 
+def start_checks(ch: Change, ctx: Context) -> Future[tuple[str, Facts | None, list[tuple[Stage, float]]]]:
+    """`verify_and_check` in a thread of its own, timed on a clock of its own (a confirmation
+    that fails leaves it behind): what is wrong, the facts, and its stages."""
+
+    def run() -> tuple[str, Facts | None, list[tuple[Stage, float]]]:
+        clock = Clock(ch.host.name, ctx.progress)
+        try:
+            failure, after = verify_and_check(ch, ctx, clock)
+        except NixtasksError as exc:  # e.g. a check that cannot run here: the host is not known to be good
+            return f"the checks could not run: {exc}", None, clock.stages
+        return failure, after, clock.stages
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"checks-{ch.host.name}")
+    try:
+        return pool.submit(run)
+    finally:
+        pool.shutdown(wait=False)
+
+
 def verify_and_check(ch: Change, ctx: Context, clock: Clock) -> tuple[str, Facts]:
     """After a good activation: the host runs (and boots) the new system, and passes its
     checks. Returns what is wrong ("" for nothing) and the host's facts as last read."""
-    after = read_facts(ch.host, ctx.runner)
+    found: list[str] = []
+    if ctx.policy.checks and ch.action.changes_running_system:
+        # The checks first, then one look at the host for all of it: what it runs and boots,
+        # and the units that failed meanwhile.
+        with clock.stage(Stage.CHECKS):
+            found, after = health.examine(ch.host, ch.before, ctx.runner)
+    else:
+        after = read_facts(ch.host, ctx.runner)
     if not after.reachable:
         return f"{ch.action.value} ran, but the host no longer answers: {after.error}", after
     if ch.action.changes_running_system and after.running != ch.system:
         return f"after {ch.action.value}, /run/current-system is {after.running or 'missing'}, not {ch.system}", after
     if ch.action.sets_profile and after.boot_path != ch.system:
         return f"after {ch.action.value}, the boot profile is {after.boot_path or 'missing'}, not {ch.system}", after
-    if ctx.policy.checks and ch.action.changes_running_system:
-        with clock.stage(Stage.CHECKS):
-            found, after = health.examine(ch.host, ch.before, ctx.runner)
-        if found:
-            return found[0] + (f" (and {len(found) - 1} more)" if len(found) > 1 else ""), after
+    if found:
+        return found[0] + (f" (and {len(found) - 1} more)" if len(found) > 1 else ""), after
     return "", after
 
 

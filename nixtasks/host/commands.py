@@ -136,6 +136,24 @@ def ssh_argv(cmd: Command, target: Target, ssh_options: Sequence[str]) -> tuple[
     return ("ssh", *ssh_options, target.ssh_destination, "--", *(shlex.quote(a) for a in remote))
 
 
+def ssh_batch_argv(cmds: Sequence[Command], target: Target, ssh_options: Sequence[str],
+                   marker: str, *, keep_going: bool = False) -> tuple[str, ...]:
+    """Several commands in one ssh session, in a POSIX `sh` whatever the login shell is: each
+    as its own quoted argv (with sudo where it needs it, so sudoers matches it alone), its
+    exit status printed after `marker`, and the first failure ends the batch (unless
+    `keep_going`: then every command runs). At most one
+    command has standard input (the batch's); the others read /dev/null, so none can eat it."""
+    assert sum(1 for c in cmds if c.stdin) <= 1, "at most one command of a batch reads standard input"
+    steps = []
+    for i, cmd in enumerate(cmds):
+        remote = " ".join(shlex.quote(a) for a in on_host(cmd, sudo=cmd.sudo and target.sudo))
+        if not cmd.stdin:
+            remote += " </dev/null"
+        status = f"printf '%s{i} %d\\n' {shlex.quote(marker)} \"$s\""
+        steps.append(f'{remote}; s=$?; {status}' + ('' if keep_going else '; [ "$s" = 0 ] || exit "$s"'))
+    return ("ssh", *ssh_options, target.ssh_destination, "--", "sh", "-c", shlex.quote("\n".join(steps)))
+
+
 def local_argv(cmd: Command, target: Target) -> tuple[str, ...]:
     """On this machine: commands that need root get sudo -n and the same clean env."""
     return on_host(cmd, sudo=target.sudo) if cmd.sudo else cmd.argv

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from nixtasks.actions.journal import Journal, read_local
 from nixtasks.fleet import pipeline, watchdog
 from nixtasks.fleet.progress import PlainProgress
 from nixtasks.host.facts import parse_facts
@@ -74,19 +75,33 @@ def apply(fake: FakeHost, policy: Policy = DEFAULT, action: Action = Action.SWIT
 def test_a_good_switch_locks_arms_activates_confirms_checks_and_unlocks():
     fake = FakeHost()
     result, runner = apply(fake)
-    assert runner.steps() == ["lock", "facts", "arm", "set-profile", "activate switch", "confirm*",
-                              "facts", "unit", "facts", "unlock"]
+    assert runner.steps() == ["lock", "facts", "arm", "set-profile", "activate switch", "confirm*", "unlock"]
+    assert runner.steps(checks=True) == ["unit", "facts"]  # beside the confirmation, after the activation
     assert result.outcome is Outcome.OK and not result.failed
     assert (result.previous_generation, result.generation, result.new_system) == (1, 2, NEW)
     assert [s for s, _ in result.stages] == [Stage.LOCK, Stage.ACTIVATION, Stage.CONFIRM, Stage.CHECKS]
+
+
+def test_a_good_switch_costs_six_round_trips_with_its_journal_record(tmp_path):
+    runner = RecordingRunner(FakeHost())
+    journal = Journal(runner, tmp_path / "journal.jsonl")
+    ctx = pipeline.Context(runner, DEFAULT, PlainProgress(runner.echo), "switch", journal)
+    result = pipeline.apply(change(FakeHost()), ctx)
+    assert result.outcome is Outcome.OK
+    # lock+facts, arm+profile+activation, the confirmation, the check, facts, journal+unlock
+    assert runner.round_trips(WEB1.target) == 6
+    last = [c.step for c in runner.calls if c.trip == runner.trips]
+    assert last == ["journal", "journal", "unlock"]  # the record is on the host before the lock goes
+    assert [r.outcome for r in read_local(tmp_path / "journal.jsonl")] == ["ok"]
 
 
 def test_a_failing_check_rolls_the_host_back_and_checks_again():
     fake = FakeHost(healthy={OLD})
     result, runner = apply(fake)
     steps = runner.steps()
-    assert steps[steps.index("unit"):] == ["unit", "facts", "switch-generation 1", "activate switch", "facts",
-                                           "unit", "facts", "unlock"]
+    assert runner.steps(checks=True) == ["unit", "facts"]
+    assert steps[steps.index("confirm*"):] == ["confirm*", "switch-generation 1", "activate switch", "facts",
+                                               "unit", "facts", "unlock"]  # the rollback, after the watchdog is off
     assert steps[:2] == ["lock", "facts"]  # read again under the lock
     assert result.outcome is Outcome.ROLLED_BACK and result.failed
     assert "check unit app.service" in result.message and "rolled back to generation 1" in result.message
@@ -141,7 +156,7 @@ def test_a_host_that_cannot_confirm_is_reported_reverted_by_its_watchdog(monkeyp
     ctx = pipeline.Context(runner, Policy(confirm_timeout=1), PlainProgress(runner.echo), "switch")
     result = pipeline.apply(change(fake), ctx)
     assert runner.steps() == ["lock", "facts", "arm", "set-profile", "activate switch", "confirm*", "facts*",
-                              "unlock"]
+                              "unlock"]  # no rollback of ours: the watchdog's turn
     assert result.outcome is Outcome.REVERTED and result.failed
     assert result.new_system == OLD
 
@@ -156,7 +171,8 @@ def test_local_hosts_and_test_activations_get_no_watchdog_and_no_profile():
 def test_boot_sets_the_profile_and_runs_no_checks():
     fake = FakeHost()
     result, runner = apply(fake, action=Action.BOOT)
-    assert runner.steps() == ["lock", "facts", "set-profile", "activate boot", "facts", "unlock"]
+    assert runner.steps() == ["lock", "facts", "set-profile", "activate boot", "unlock"]
+    assert runner.steps(checks=True) == ["facts"]  # the boot entry is verified, no checks run
     assert result.outcome is Outcome.OK and fake.running == OLD and fake.profile == 2
 
 
