@@ -151,7 +151,7 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
         started = time.monotonic()
         steps.copy(host, made, runner)
         seconds = round(time.monotonic() - started, 3)
-        diff = steps.closure_diff(host, before.running, made.path, runner)
+        diff = steps.closure_diff(host, before.running, made, runner)
         return Change(host, req.action, made.path, before, diff=diff, copy_seconds=seconds)
 
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(hosts)))) as pool:

@@ -54,3 +54,22 @@ def test_a_batch_cut_off_before_its_first_marker_fails_as_ssh_did():
 def test_a_marker_printed_by_a_command_without_the_secret_is_output():
     results = split_batch(run_remote([Command(("echo", "@@nixtasks-other@@0 0"))]), MARKER, 1)
     assert results == [Result(0, "@@nixtasks-other@@0 0\n", "")]
+
+
+def test_on_this_machine_a_batch_runs_in_turn_and_stops_at_the_first_failure():
+    from nixtasks.host.runner import ShRunner
+    from nixtasks.models import LOCAL
+
+    cmds = [Command(("echo", "one")), Command(("false",)), Command(("echo", "three"))]
+    with ShRunner(echo=lambda line: None) as runner:
+        assert [r.exit_code for r in runner.run_all(cmds, LOCAL, check=False)] == [0, 1]
+        assert [r.stdout for r in runner.run_all(cmds, LOCAL, check=False, keep_going=True)] == ["one\n", "", "three\n"]
+
+
+def test_keep_going_runs_every_command_of_a_remote_batch():
+    argv = commands.ssh_batch_argv([Command(("false",)), Command(("echo", "after"))], Target("web1", "root"),
+                                   (), MARKER, keep_going=True)
+    proc = subprocess.run(["sh", "-c", " ".join(argv[argv.index("--") + 1:])], text=True, capture_output=True,
+                          timeout=10)
+    results = split_batch(Result(proc.returncode, proc.stdout, proc.stderr), MARKER, 2, keep_going=True)
+    assert [(r.exit_code, r.stdout) for r in results] == [(1, ""), (0, "after\n")]
