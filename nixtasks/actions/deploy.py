@@ -134,12 +134,11 @@ def closure_diff(host: Host, current: str, new: Built, runner: Runner) -> str:
     now has both."""
     if not current or current == new.path or runner.dry_run:
         return ""
-    cmd = commands.diff_closures(current, new.path)
     if new.at.is_local:
-        here = runner.run(cmd, LOCAL, check=False)
-        if here.ok:
+        here = runner.run(commands.diff_closures(current, new.path, substitute=False), LOCAL, check=False)
+        if here.ok or host.is_local:
             return here.stdout
-    return runner.run(cmd, host.target, check=False).stdout
+    return runner.run(commands.diff_closures(current, new.path), host.target, check=False).stdout
 
 
 def unique(items: Iterable[T]) -> list[T]:

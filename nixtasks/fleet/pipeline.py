@@ -6,9 +6,9 @@ host again before it is reported."""
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
 from ..actions.journal import Journal
@@ -184,25 +184,30 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock, now: Facts | None = Non
         results = runner.run_all(steps, host.target, label=host.name, stream=True, check=False)
         if not results[-1].ok:
             exc = runner.failure(steps[len(results) - 1], host.target, host.name, results[-1])
-            if armed and len(results) == 1:
+            if armed and len(results) == 1 and not results[0].cut_off:
                 return outcome_result(ch, Outcome.FAILED, clock, f"could not arm the watchdog, so nothing was "
                                       f"activated: {exc}; or deploy without it: --no-watchdog")
             failure = failure_text(ch, exc)
+            if results[-1].cut_off:  # ssh gave up: the host may have gone on with the rest
+                failure += "; the connection was lost before the host said how it went"
     # The checks start while the confirmation's new connection is being made: both only
     # read. Nothing acts on their result before the confirmation is in (our rollback must
-    # not race the watchdog's); without one, the checks are left to end by themselves.
-    checks = start_checks(ch, ctx) if not failure and not runner.dry_run else None
+    # not race the watchdog's); without one, the checks are stopped.
+    checks = Checks(ch, ctx) if not failure and not runner.dry_run else None
     if armed:
         with clock.stage(Stage.CONFIRM):
             confirmed = watchdog.confirm(host, runner)
         if confirmed != watchdog.Confirmation.CONFIRMED:
+            if checks is not None:
+                checks.stop.set()
             return watched_out(ch, ctx, clock, failure or "the host did not confirm over a new ssh connection")
     if runner.dry_run:
         return outcome_result(ch, Outcome.OK, clock, "dry run: nothing changed")
     after = None
     if checks is not None:
-        failure, after, stages = checks.result()
-        clock.stages.extend(stages)
+        ctx.progress.stage(host.name, Stage.CHECKS)
+        failure, after = checks.result()
+        clock.stages.extend(checks.clock.stages)
     after = after or read_facts(host, runner)
     if not failure:
         note = "checks skipped (--no-checks)" if not policy.checks and ch.action.changes_running_system else ""
@@ -217,26 +222,45 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock, now: Facts | None = Non
         return roll_back(ch, ctx, clock, failure)
 
 
-def start_checks(ch: Change, ctx: Context) -> Future[tuple[str, Facts | None, list[tuple[Stage, float]]]]:
-    """`verify_and_check` in a thread of its own, timed on a clock of its own (a confirmation
-    that fails leaves it behind): what is wrong, the facts, and its stages."""
+class Unseen:
+    """The progress of work shown by someone else: the checks thread's stages are timed, and
+    the host's line shows the confirmation, then the checks, from the host's own thread."""
 
-    def run() -> tuple[str, Facts | None, list[tuple[Stage, float]]]:
-        clock = Clock(ch.host.name, ctx.progress)
+    def stage(self, host: str, stage: Stage | str) -> None:
+        return None
+
+    def done(self, result: HostResult) -> None:
+        return None
+
+
+class Checks:
+    """`verify_and_check` in a thread of its own (a daemon: a deploy whose confirmation failed
+    does not wait for it at exit), timed on a clock of its own, stopped early by `stop`."""
+
+    def __init__(self, ch: Change, ctx: Context) -> None:
+        self.clock = Clock(ch.host.name, Unseen())
+        self.stop = threading.Event()
+        self._outcome: tuple[str, Facts | None] = ("the checks did not finish", None)
+        self._thread = threading.Thread(target=self._run, args=(ch, ctx), name=f"checks-{ch.host.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, ch: Change, ctx: Context) -> None:
         try:
-            failure, after = verify_and_check(ch, ctx, clock)
+            self._outcome = verify_and_check(ch, ctx, self.clock, self.stop)
         except NixtasksError as exc:  # e.g. a check that cannot run here: the host is not known to be good
-            return f"the checks could not run: {exc}", None, clock.stages
-        return failure, after, clock.stages
+            self._outcome = (f"the checks could not run: {exc}", None)
+        except Exception as exc:  # noqa: BLE001 (the host's thread reports it; it must not vanish here)
+            self._outcome = (f"the checks stopped with an unexpected error ({exc!r})", None)
 
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"checks-{ch.host.name}")
-    try:
-        return pool.submit(run)
-    finally:
-        pool.shutdown(wait=False)
+    def result(self) -> tuple[str, Facts | None]:
+        """What is wrong ("" for nothing) and the facts read after the checks."""
+        self._thread.join()
+        return self._outcome
 
 
-def verify_and_check(ch: Change, ctx: Context, clock: Clock) -> tuple[str, Facts]:
+def verify_and_check(ch: Change, ctx: Context, clock: Clock,
+                     stop: threading.Event | None = None) -> tuple[str, Facts]:
     """After a good activation: the host runs (and boots) the new system, and passes its
     checks. Returns what is wrong ("" for nothing) and the host's facts as last read."""
     found: list[str] = []
@@ -244,7 +268,7 @@ def verify_and_check(ch: Change, ctx: Context, clock: Clock) -> tuple[str, Facts
         # The checks first, then one look at the host for all of it: what it runs and boots,
         # and the units that failed meanwhile.
         with clock.stage(Stage.CHECKS):
-            found, after = health.examine(ch.host, ch.before, ctx.runner)
+            found, after = health.examine(ch.host, ch.before, ctx.runner, stop)
     else:
         after = read_facts(ch.host, ctx.runner)
     if not after.reachable:

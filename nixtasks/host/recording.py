@@ -74,6 +74,7 @@ class RecordingRunner:
         self.ssh_options: tuple[str, ...] = ()
         self.gc_roots: str | None = None
         self.trips = 0
+        self._lock = threading.Lock()  # the checks run in a thread of their own
 
     def echo(self, line: str) -> None:
         self.echoed.append(line)
@@ -81,15 +82,14 @@ class RecordingRunner:
     def run(self, cmd: Command, target: Target, *, label: str | None = None, stream: bool = False,
             echo_stdout: bool = True, check: bool = True, timeout: float | None = None,
             fresh: bool = False) -> Result:
-        self.trips += 1
-        return self._answer(cmd, target, fresh, label, check)
+        return self._answer(cmd, target, fresh, label, check, self._trip())
 
     def run_all(self, cmds: Sequence[Command], target: Target, *, label: str | None = None, stream: bool = False,
                 check: bool = True, timeout: float | None = None, keep_going: bool = False) -> list[Result]:
-        self.trips += 1
+        trip = self._trip()
         results = []
         for cmd in cmds:
-            results.append(self._answer(cmd, target, False, label, check=False))
+            results.append(self._answer(cmd, target, False, label, False, trip))
             if not results[-1].ok and not keep_going:
                 break
         failed = next((i for i, r in enumerate(results) if not r.ok), None)
@@ -97,10 +97,17 @@ class RecordingRunner:
             raise self.failure(cmds[failed], target, label or str(target), results[failed])
         return results
 
-    def _answer(self, cmd: Command, target: Target, fresh: bool, label: str | None, check: bool) -> Result:
+    def _trip(self) -> int:
+        with self._lock:
+            self.trips += 1
+            return self.trips
+
+    def _answer(self, cmd: Command, target: Target, fresh: bool, label: str | None, check: bool,
+                trip: int) -> Result:
         step = step_of(cmd)
         checks = threading.current_thread().name.startswith("checks-")
-        self.calls.append(Call(step, target, fresh, cmd, self.trips, checks))
+        with self._lock:
+            self.calls.append(Call(step, target, fresh, cmd, trip, checks))
         result = self.respond(step, cmd, target, fresh)
         if check and not result.ok:
             raise self.failure(cmd, target, label or str(target), result)

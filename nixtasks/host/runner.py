@@ -32,6 +32,9 @@ class Result:
     exit_code: int
     stdout: str
     stderr: str
+    # A batch ended (ssh gave up, say) before this command said how it went: the host may
+    # still have run it, and the commands after it.
+    cut_off: bool = False
 
     @property
     def ok(self) -> bool:
@@ -247,19 +250,21 @@ class ShRunner:
 
 def split_batch(raw: Result, marker: str, count: int, *, keep_going: bool = False) -> list[Result]:
     """The results of a batch from its output: each command's stdout ends at its marker line
-    (`<marker><index> <status>`). The batch stopped at the first command without a marker
-    (ssh failed, or the command killed its shell: then its status is the batch's), or, unless
+    (`<marker><index> <status>`). The batch stopped at the first command without a whole
+    marker line (ssh failed, or the command killed its shell: then its status is the batch's,
+    and it is `cut_off`: the host may still have run it and what followed), or, unless
     `keep_going`, at the first that failed. stderr is not told apart per command: it goes
     with the last command, whose failure it explains."""
     results: list[Result] = []
     rest = raw.stdout
-    for _ in range(count):
+    for index in range(count):
         before, found, after = rest.partition(marker)
-        if not found:
-            results.append(Result(raw.exit_code if raw.exit_code else 1, before, raw.stderr))
+        status, newline, rest = after.partition("\n")
+        words = status.split()
+        if not (found and newline and len(words) == 2 and words == [str(index), words[1]] and words[1].isdigit()):
+            results.append(Result(raw.exit_code if raw.exit_code else 1, before, raw.stderr, cut_off=True))
             return results
-        status, _, rest = after.partition("\n")
-        code = int(status.split()[-1]) if status.split() and status.split()[-1].isdigit() else 1
+        code = int(words[1])
         results.append(Result(code, before, ""))
         if code != 0 and not keep_going:
             break

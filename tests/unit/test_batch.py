@@ -48,7 +48,15 @@ def test_the_first_failure_ends_the_batch_with_its_status_and_stderr():
 
 def test_a_batch_cut_off_before_its_first_marker_fails_as_ssh_did():
     results = split_batch(Result(255, "", "ssh: connect to host web1 port 22: Connection refused\n"), MARKER, 2)
-    assert results == [Result(255, "", "ssh: connect to host web1 port 22: Connection refused\n")]
+    assert results == [Result(255, "", "ssh: connect to host web1 port 22: Connection refused\n", cut_off=True)]
+
+
+def test_a_status_line_cut_in_half_is_no_status():
+    """ssh gave up while the marker line was on its way: the host may have gone on."""
+    cut = Result(255, f"one\n{MARKER}0 0\npartial{MARKER}1", "Timeout, server web1 not responding.\n")
+    results = split_batch(cut, MARKER, 3)
+    assert [(r.exit_code, r.cut_off) for r in results] == [(0, False), (255, True)]
+    assert results[1].stdout == "partial"
 
 
 def test_a_marker_printed_by_a_command_without_the_secret_is_output():

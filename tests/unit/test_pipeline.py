@@ -11,6 +11,7 @@ import pytest
 
 from nixtasks.actions.journal import Journal, read_local
 from nixtasks.fleet import pipeline, watchdog
+from nixtasks.fleet.pipeline import Checks
 from nixtasks.fleet.progress import PlainProgress
 from nixtasks.host.facts import parse_facts
 from nixtasks.host.recording import OK, RecordingRunner
@@ -221,3 +222,53 @@ def test_a_revert_that_left_the_boot_entry_is_not_reported_reverted(monkeypatch)
     result = pipeline.apply(change(fake), ctx)
     assert result.outcome is Outcome.FAILED
     assert "its revert failed (exit 1)" in result.message and "boots generation 2, not 1" in result.message
+
+
+def test_an_arm_whose_connection_was_lost_is_not_reported_as_nothing_activated():
+    """ssh gave up during the batch: the host may have armed, set the profile and activated
+    anyway. The confirmation (over a new connection) and the rollback find out."""
+    fake = FakeHost()
+
+    def respond(step: str, cmd: Command, target: Target, fresh: bool) -> Result:
+        if step == "arm":
+            return Result(255, "", "Timeout, server web1 not responding.", cut_off=True)
+        return fake(step, cmd, target, fresh)
+
+    runner = RecordingRunner(respond)
+    ctx = pipeline.Context(runner, DEFAULT, PlainProgress(runner.echo), "switch")
+    result = pipeline.apply(change(fake), ctx)
+    assert "nothing was activated" not in result.message
+    assert "the connection was lost before the host said how it went" in result.message
+    steps = runner.steps()
+    assert steps.index("confirm*") < steps.index("switch-generation 1")
+    assert result.outcome is Outcome.ROLLED_BACK and fake.running == OLD
+
+
+def test_an_arm_that_failed_on_the_host_activates_nothing():
+    fake = FakeHost(fail={"arm"})
+    result, runner = apply(fake)
+    assert result.outcome is Outcome.FAILED and "could not arm the watchdog, so nothing was activated" in result.message
+    assert runner.steps() == ["lock", "facts", "arm", "unlock"]
+
+
+def test_no_confirmation_stops_the_checks(monkeypatch):
+    monkeypatch.setattr(watchdog, "POLL_INTERVAL", 0)
+    fake = FakeHost(fail={"confirm"}, reverted="1700000000 0")  # the revert's record: already there
+    started: list[Checks] = []
+
+    class Seen(Checks):
+        def __init__(self, ch: pipeline.Change, ctx: pipeline.Context) -> None:
+            super().__init__(ch, ctx)
+            started.append(self)
+
+    def respond(step: str, cmd: Command, target: Target, fresh: bool) -> Result:
+        if step == "facts" and fresh:  # by the time a new connection gets through, it reverted
+            fake.running, fake.profile = OLD, 1
+        return fake(step, cmd, target, fresh)
+
+    monkeypatch.setattr(pipeline, "Checks", Seen)
+    runner = RecordingRunner(respond)
+    result = pipeline.apply(change(fake), pipeline.Context(runner, Policy(confirm_timeout=1),
+                                                           PlainProgress(runner.echo), "switch"))
+    assert result.outcome is Outcome.REVERTED
+    assert len(started) == 1 and started[0].stop.is_set()
