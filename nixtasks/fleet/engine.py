@@ -149,7 +149,7 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
         steps.check_is_nixos(host, made, runner)
         steps.check_space(host, made, req.action, before.store_free, runner)
         started = time.monotonic()
-        steps.copy(host, made, runner)
+        steps.copy(host, made, runner, timeout=req.policy.copy_timeout)
         seconds = round(time.monotonic() - started, 3)
         diff = steps.closure_diff(host, before.running, made.path, runner)
         return Change(host, req.action, made.path, before, diff=diff, copy_seconds=seconds)

@@ -114,9 +114,9 @@ def activate(ch: Change, ctx: Context) -> None:
     if ch.action.sets_profile:
         profile = (commands.switch_generation(ch.generation) if ch.generation is not None
                    else commands.set_profile(ch.system))
-        runner.run(profile, host.target, label=host.name, stream=True)
+        runner.run(profile, host.target, label=host.name, stream=True, timeout=ctx.policy.activation_timeout)
     runner.run(commands.switch_to_configuration(ch.activation_path, ch.action, systemd=ch.before.systemd),
-               host.target, label=host.name, stream=True)
+               host.target, label=host.name, stream=True, timeout=ctx.policy.activation_timeout)
 
 
 def failure_text(ch: Change, exc: CommandFailed) -> str:
