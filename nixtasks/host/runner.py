@@ -231,7 +231,9 @@ class ShRunner:
             finally:
                 with self._lock:
                     self._running.pop(id(proc), None)
-        except sh.TimeoutException:  # like timeout(1)
+        except sh.TimeoutException:  # like timeout(1), and what it started (nix copy's ssh) goes too
+            with contextlib.suppress(Exception):
+                proc.kill_group()
             setting = getattr(timeout, "setting", "")
             raise_it = f" (its limit: {setting}; raise it in [policy] for a slow host)" if setting else ""
             return Result(124, "".join(out), "".join(err) + f"\ntimed out after {timeout:g} s{raise_it}")
