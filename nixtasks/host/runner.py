@@ -252,6 +252,11 @@ class ShRunner:
                 proc.signal_group(signal.SIGTERM)
 
 
+SSH_SAYS = ("ssh:", "Timeout, server", "Connection to ", "Connection closed", "Connection reset", "client_loop:",
+            "kex_exchange", "Permission denied", "Host key verification failed", "No ED25519 host key",
+            "mux_client", "Control socket", "Bad owner", "Could not resolve")
+
+
 def failure_of(cmd: Command, target: Target, where: str, result: Result) -> NixtasksError:
     """The error for a failed command: its last `error:` line (or last line), and exit 255
     over ssh as an unreachable host."""
@@ -268,5 +273,8 @@ def failure_of(cmd: Command, target: Target, where: str, result: Result) -> Nixt
                   "NIXTASKS_SUDO_PASSWORD_FILE without a terminal), or allow the commands without one: "
                   "invoke sudoers --user USER")
     if not target.is_local and result.exit_code == 255:
-        return HostUnreachable(where, cmd.argv, detail)
+        # ssh's own word (a connect or keep-alive timeout), not the command's last line; a
+        # multiplexed session whose master died says nothing itself.
+        said = [line.strip() for line in lines if line.startswith(SSH_SAYS)]
+        return HostUnreachable(where, cmd.argv, said[-1] if said else "the ssh connection was lost (exit 255)")
     return CommandFailed(where, cmd.argv, result.exit_code, detail)

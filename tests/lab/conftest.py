@@ -88,7 +88,7 @@ class Lab:
         subprocess.run(["tc", "qdisc", "del", "dev", veth, "root"], capture_output=True)
         if rate:
             subprocess.run(["tc", "qdisc", "add", "dev", veth, "root", "tbf", "rate", rate, "burst", "1600",
-                            "latency", "30s"], check=True, capture_output=True)
+                            "latency", "1s"], check=True, capture_output=True)
 
     def current_system(self, host: str) -> str:
         return self.exec(host, "readlink", "-e", "/run/current-system", check=False).stdout.strip()
