@@ -489,7 +489,7 @@ def run_stage(opts: Options, plan_file: str, action: str) -> None:
     if chosen not in (Action.SWITCH, Action.BOOT, Action.TEST):
         raise UsageError(f"--action {action}: stage plans a switch, boot or test")
     why = reason(opts)
-    with session(opts) as (inv, runner, hosts):
+    with session(opts, root=False) as (inv, runner, hosts):  # copies and diffs: nothing as root
         request = engine.DeployRequest(chosen, hosts, inv.flake, policy(inv, opts), opts.show_trace,
                                        inv.defaults.nix_options, why, True,
                                        inv.defaults.allow_secrets + opts.allow_secrets)

@@ -37,10 +37,11 @@ class PwFleet:
         (self.path / "hosts.json").write_text(json.dumps(data, indent=2) + "\n")
         self.git("commit", "-qam", f"release {value}")
 
-    def terminal(self, *args: str, answers: tuple[tuple[bytes, bytes], ...]) -> tuple[int, str]:
-        """invoke on a pseudo-terminal, answering each prompt as it appears."""
+    def terminal(self, *args: str, answers: tuple[tuple[bytes, bytes], ...],
+                 argv: list[str] | None = None) -> tuple[int, str]:
+        """invoke ARGS (or `argv`) on a pseudo-terminal, answering each prompt as it appears."""
         return run_in_terminal(SimpleNamespace(path=self.path, lab=SimpleNamespace(env=self.env)), list(args), b"",
-                               script=answers)
+                               script=answers, argv=argv)
 
     def invoke(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=self.path, text=True, capture_output=True,
@@ -103,7 +104,8 @@ YES = (b"(y/N)", b"y")
 
 def test_switch_rollback_and_gc_with_the_password_typed_at_a_terminal(pw, tmp_path):
     assert pw.lab.ssh(f"deploy@{HOST}", "sudo -n true", check=False).returncode == 1  # it really needs one
-    code, screen = pw.terminal("switch", "--host", HOST, "--ask-sudo-password", answers=(typed(PASSWORD), YES))
+    make = ["make", f"INVOKE={sys.executable} -m invoke", f"host/{HOST}/switch", "ASK_SUDO_PASSWORD=1"]
+    code, screen = pw.terminal(answers=(typed(PASSWORD), YES), argv=make)
     assert code == 0, screen
     first = pw.lab.current_system(HOST)
     assert first.endswith(f"nixos-system-{HOST}-1.0") and pw.lab.profile(HOST) == first

@@ -55,6 +55,10 @@ def test_a_host_whose_packets_are_dropped_is_unreachable_within_seconds(fleet):
     fleet.lab.silence("web2")
     try:
         started = time.monotonic()
+        made = fleet.make("host/web2/switch", "YES=1")
+        assert made.returncode != 0 and "error: web2: cannot reach the host" in made.stderr, made.stderr
+        assert time.monotonic() - started < 30
+        started = time.monotonic()
         proc = fleet.invoke("switch", "--host", "web1,web2", "--yes")
         took = time.monotonic() - started
         assert proc.returncode == 1, proc.stderr
