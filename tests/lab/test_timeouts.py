@@ -127,3 +127,17 @@ def test_a_host_that_goes_silent_in_the_middle_of_a_copy(quiet):
     assert len(found) == 1 and found[0].startswith("error: web1: `nix copy` failed"), text
     fleet.lab.silence("web1", on=False)
     assert fleet.lab.current_system("web1") == "" and fleet.lab.profile("web1") == ""
+
+
+def test_an_activation_that_outlasts_its_limit_is_rolled_back(quiet):
+    fleet = quiet
+    assert fleet.invoke("switch", "--host", "web1", "--yes").returncode == 0
+    good = fleet.lab.current_system("web1")
+    fleet.set_knobs("web1", release="1.1", activation_seconds=8)
+    proc = fleet.invoke("switch", "--host", "web1", "--yes", "--activation-timeout", "3")
+    assert proc.returncode == 1, proc.stderr
+    found = errors(proc.stderr)
+    assert len(found) == 1 and found[0].startswith("error: web1: rolled back: switch failed (exit 124): timed out "
+                                                   "after 3 s (its limit: activation_timeout"), proc.stderr
+    assert fleet.lab.current_system("web1") == good == fleet.lab.profile("web1")
+    assert fleet.lab.health("web1")[0] == 200
