@@ -211,7 +211,9 @@ def reachable(hosts: Sequence[Host], facts: Sequence[Facts], policy: Policy, act
     down = [(h, f) for h, f in zip(hosts, facts) if not f.reachable]
     if down and not policy.skip_unreachable:
         names = ", ".join(h.name for h, _ in down)
-        raise HostUnreachable(names, (), f"{down[0][1].error}; nothing was changed on any host. Bring "
+        # The probe's error already says "<host>: cannot reach the host over ssh (<ssh's words>)".
+        said = down[0][1].error if len(down) == 1 else f"{names} cannot be reached ({down[0][1].error})"
+        raise HostUnreachable(names, (), message=f"{said}; nothing was changed on any host. Bring "
                               f"{'it' if len(down) == 1 else 'them'} back, leave {'it' if len(down) == 1 else 'them'}"
                               " out of the selection, or pass --skip-unreachable")
     for host, fact in down:
