@@ -110,12 +110,13 @@ def test_switch_rollback_and_gc_with_the_password_typed_at_a_terminal(pw, tmp_pa
     first = pw.lab.current_system(HOST)
     assert first.endswith(f"nixos-system-{HOST}-1.0") and pw.lab.profile(HOST) == first
     pw.release("1.1")
-    given = pw.password_file(tmp_path)
-    assert pw.invoke("switch", "--host", HOST, "--yes", "--ask-sudo-password", env=given).returncode == 0
-    assert pw.lab.current_system(HOST).endswith("-1.1")
+    code, screen1 = pw.terminal("switch", "--host", HOST, "--ask-sudo-password", answers=(typed(PASSWORD), YES))
+    assert code == 0, screen1
+    assert pw.lab.current_system(HOST).endswith("-1.1")  # with the watchdog armed and confirmed
     code, screen2 = pw.terminal("rollback", "--host", HOST, "--ask-sudo-password", answers=(typed(PASSWORD), YES))
     assert code == 0, screen2
     assert pw.lab.current_system(HOST) == first == pw.lab.profile(HOST)
+    given = pw.password_file(tmp_path)
     assert pw.invoke("switch", "--host", HOST, "--yes", "--ask-sudo-password", env=given).returncode == 0
     assert pw.generations() == ["1", "2"]  # generation 2 again: Nix reuses the newest for the same system
     code, screen3 = pw.terminal("gc", "--host", HOST, "--keep", "1", "--ask-sudo-password",
@@ -124,7 +125,7 @@ def test_switch_rollback_and_gc_with_the_password_typed_at_a_terminal(pw, tmp_pa
     assert pw.generations() == ["2"] and pw.lab.current_system(HOST).endswith("-1.1")
     outcomes = [r["outcome"] for r in map(json.loads, pw.journal.read_text().splitlines())]
     assert outcomes == ["ok"] * 5, outcomes
-    pw.nowhere(screen, screen2, screen3)
+    pw.nowhere(screen, screen1, screen2, screen3)
 
 
 def test_a_wrong_password_is_one_error_before_anything_changes(pw):
