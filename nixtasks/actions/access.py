@@ -151,14 +151,14 @@ def sudo_finding(name: str, user: str, target: Target, runner: Runner) -> Findin
     if probe.ok:
         return Finding(name, "sudo", True, f"{user} can run nixtasks' commands with sudo -n")
     said = (probe.stderr.strip().splitlines() or ["refused"])[-1]
-    if "a password is required" in probe.stderr:
-        return Finding(name, "sudo", False, f"{user} needs a password for sudo ({said})",
-                       "give it with --ask-sudo-password (asked once per run), or sudo_password = \"ask\" for "
-                       f"the host in the inventory; without a terminal, NIXTASKS_SUDO_PASSWORD_FILE; or allow the "
-                       f"commands without one: `invoke sudoers --user {user}` in /etc/sudoers.d/nixtasks")
-    return Finding(name, "sudo", False, f"{user} cannot run nixtasks' commands with sudo -n: {said}",
-                   f"put the output of `invoke sudoers --user {user}` in /etc/sudoers.d/nixtasks "
-                   "(check it with visudo -cf), or on NixOS add it to security.sudo.extraConfig")
+    fix = (f"put the output of `invoke sudoers --user {user}` in /etc/sudoers.d/nixtasks (check it with visudo "
+           "-cf), or on NixOS add it to security.sudo.extraConfig")
+    if "a password is required" in probe.stderr:  # or not allowed at all: sudo asks before it tells
+        return Finding(name, "sudo", False, f"{user} cannot run nixtasks' commands with sudo -n: it needs a "
+                       f"password for sudo ({said})", f"{fix}; or, if its sudo is meant to take a password, give "
+                       "it with --ask-sudo-password (asked once per run; NIXTASKS_SUDO_PASSWORD_FILE without a "
+                       "terminal) or sudo_password = \"ask\" for the host in the inventory")
+    return Finding(name, "sudo", False, f"{user} cannot run nixtasks' commands with sudo -n: {said}", fix)
 
 
 def copy_trust(name: str, user: str, target: Target, runner: Runner) -> Finding:
