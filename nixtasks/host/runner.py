@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from ..errors import CommandFailed, HostUnreachable, NixtasksError, UsageError
@@ -24,6 +24,9 @@ from ..models import Command, Secret, Target
 from . import commands
 
 Echo = Callable[[str], None]
+SUDO_WANTS_PASSWORD = "sudo: a password is required"
+HOW_TO_GIVE = (" (give it with --ask-sudo-password, NIXTASKS_SUDO_PASSWORD_FILE without a terminal, or allow "
+               "nixtasks' commands without one: invoke sudoers --user USER)")
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,9 @@ class ShRunner:
             return Result(0, "", "")
         result = self._execute(argv, label if stream else None, echo_stdout=echo_stdout, timeout=timeout,
                                stdin=self._stdin(cmd, target))
+        if cmd.sudo and SUDO_WANTS_PASSWORD in result.stderr:  # whoever reads it learns what to do
+            told = result.stderr.replace(SUDO_WANTS_PASSWORD, SUDO_WANTS_PASSWORD + HOW_TO_GIVE)
+            result = replace(result, stderr=told)
         if check and not result.ok:
             raise self.failure(cmd, target, label or str(target), result)
         return result
@@ -268,10 +274,6 @@ def failure_of(cmd: Command, target: Target, where: str, result: Result) -> Nixt
     detail = (errors or failing or lines or [""])[-1].removeprefix("error: ").strip()
     if result.exit_code == 124 and lines and lines[-1].startswith("timed out after"):
         detail = lines[-1]  # the limit that ran out, not what the command last printed
-    if "a password is required" in result.stderr and cmd.sudo:
-        detail = (f"{detail}: sudo wants a password for {target}; run with --ask-sudo-password (or "
-                  "NIXTASKS_SUDO_PASSWORD_FILE without a terminal), or allow the commands without one: "
-                  "invoke sudoers --user USER")
     if not target.is_local and result.exit_code == 255:
         # ssh's own word (a connect or keep-alive timeout), not the command's last line; a
         # multiplexed session whose master died says nothing itself.

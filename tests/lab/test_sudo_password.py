@@ -170,7 +170,8 @@ def test_without_a_terminal_it_refuses_and_the_password_file_works_from_make(pw,
 
 def test_without_the_password_it_says_how_to_give_it_and_the_doctor_too(pw, tmp_path):
     proc = pw.invoke("switch", "--host", HOST, "--yes")
-    assert proc.returncode == 1 and "a password is required" in proc.stderr, proc.stderr
+    assert proc.returncode == 1 and "a password is required (give it with --ask-sudo-password" in proc.stderr, \
+        proc.stderr
     assert pw.lab.current_system(HOST) == ""
     proc = pw.invoke("doctor", "--host", HOST)
     assert proc.returncode == 1, proc.stdout + proc.stderr

@@ -188,3 +188,14 @@ def test_the_sudoers_snippet_with_a_password_asks_for_it():
         return snippet.split("Cmnd_Alias")[1].rsplit("\n", 2)[0]
 
     assert commands_of(with_password) == commands_of(access.sudoers("deploy"))  # the same commands
+
+
+def test_a_sudo_that_wants_a_password_says_how_to_give_it():
+    # Root here, so no sudo runs: the command prints what sudo would, as a root command does.
+    says = Command(("sh", "-c", "echo 'sudo: a password is required' >&2; exit 1"), sudo=True)
+    with ShRunner() as runner:
+        result = runner.run(says, Target(sudo=False), check=False)
+        other = runner.run(Command(says.argv), Target(), check=False)  # not a root command: left as it is
+    assert "sudo: a password is required (give it with --ask-sudo-password, NIXTASKS_SUDO_PASSWORD_FILE" in \
+        result.stderr
+    assert other.stderr.strip() == "sudo: a password is required"
