@@ -60,8 +60,8 @@ class CommandFailed(NixtasksError):
 
 
 class HostUnreachable(CommandFailed):
-    def __init__(self, where: str, argv: tuple[str, ...], detail: str = "") -> None:
-        super().__init__(where, argv, 255, detail, f"{where}: cannot reach the host over ssh "
+    def __init__(self, where: str, argv: tuple[str, ...], detail: str = "", message: str | None = None) -> None:
+        super().__init__(where, argv, 255, detail, message or f"{where}: cannot reach the host over ssh "
                          f"({detail or 'exit 255'}); check it is up and try `ssh {where}`")
 
 

@@ -18,7 +18,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .errors import InventoryError, UsageError
-from .models import LOCAL, Check, Host, Policy, Target
+from .models import LOCAL, Check, Host, Limit, Policy, SudoPassword, Target
 
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 # [user@]address; never starting with '-', so it can never become an ssh option.
@@ -38,6 +38,13 @@ class Defaults:
     nix_options: tuple[str, ...] = ()
     checks: tuple[Check, ...] = ()  # for every host
     allow_secrets: tuple[str, ...] = ()  # files (or dirs/) the secrets guard lets through, relative to the flake
+    sudo_password: SudoPassword = SudoPassword.NONE
+    # A host whose packets are dropped is unreachable after ssh_connect_timeout seconds, and a
+    # connection that dies mid-deploy is noticed after ssh_alive_interval * ssh_alive_count
+    # seconds of silence. 0: leave it to ssh and its config.
+    ssh_connect_timeout: int = 10
+    ssh_alive_interval: int = 10
+    ssh_alive_count: int = 3
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,7 @@ class HostEntry:
     local: bool = False
     checks: tuple[Check, ...] = ()
     canary: bool = False
+    sudo_password: SudoPassword | None = None  # None: the defaults'
 
 
 @dataclass(frozen=True)
@@ -185,7 +193,9 @@ def parse_blue_green(table: Any, source: str) -> BlueGreen:
 
 
 POLICY_BOOLS = ("rollback_batch_on_failure", "checks", "rollback", "watchdog", "skip_unreachable")
-POLICY_SECONDS = {"pause": (0, 86400), "confirm_timeout": (1, 3600), "lock_timeout": (300, 7 * 86400)}
+POLICY_SECONDS = {"pause": (0, 86400), "confirm_timeout": (1, 3600), "lock_timeout": (300, 7 * 86400),
+                  "copy_timeout": (1, 7 * 86400), "activation_timeout": (1, 7 * 86400)}
+LIMITS = ("copy_timeout", "activation_timeout")  # a step that runs out names its setting
 
 
 def policy_values(table: Mapping[str, Any], source: str, prefix: str, allow_tags: bool = False) -> dict[str, Any]:
@@ -201,7 +211,7 @@ def policy_values(table: Mapping[str, Any], source: str, prefix: str, allow_tags
             value = table[key]
             expect(isinstance(value, (int, float)) and not isinstance(value, bool) and lo <= value <= hi, source,
                    f"{prefix}{key}", f"expected seconds from {lo} to {hi}")
-            values[key] = float(value)
+            values[key] = Limit(value, key) if key in LIMITS else float(value)
     if "parallel" in table:
         value = table["parallel"]
         expect(isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1000, source,
@@ -228,10 +238,13 @@ def policy_values(table: Mapping[str, Any], source: str, prefix: str, allow_tags
     return values
 
 
+SSH_LIMITS = {"ssh_connect_timeout": (0, 600), "ssh_alive_interval": (0, 600), "ssh_alive_count": (1, 100)}
+
+
 def parse_defaults(table: Any, source: str) -> Defaults:
     expect(isinstance(table, dict), source, "defaults", "expected a table")
     fields = {"flake", "ssh_user", "sudo", "build_host", "ssh_config", "ssh_options", "nix_options", "checks",
-              "allow_secrets"}
+              "allow_secrets", "sudo_password", *SSH_LIMITS}
     check_keys(table, fields, source, "defaults.")
     values: dict[str, Any] = {}
     for key in ("flake", "ssh_config"):
@@ -248,7 +261,23 @@ def parse_defaults(table: Any, source: str) -> Defaults:
             values[key] = strings(table[key], source, f"defaults.{key}")
     if "checks" in table:
         values["checks"] = checks(table["checks"], source, "defaults.checks")
+    if "sudo_password" in table:
+        values["sudo_password"] = sudo_password(table["sudo_password"], source, "defaults.sudo_password")
+    for key, (lo, hi) in SSH_LIMITS.items():
+        if key in table:
+            value = table[key]
+            expect(isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi, source,
+                   f"defaults.{key}", f"expected whole seconds from {lo} to {hi}"
+                   + (" (0: leave it to ssh and its config)" if lo == 0 else ""))
+            values[key] = value
     return Defaults(**values)
+
+
+def sudo_password(value: Any, source: str, key: str) -> SudoPassword:
+    choices = [m.value for m in SudoPassword]
+    expect(value in choices, source, key, f"expected one of {', '.join(repr(c) for c in choices)} (\"ask\": asked "
+           "once per run; \"per-host\": once per user@host; \"none\": sudo -n, passwordless)")
+    return SudoPassword(value)
 
 
 CHECK_KINDS = ("http", "unit", "command")
@@ -294,8 +323,8 @@ def parse_host(name: str, entry: Any, source: str) -> HostEntry:
     expect(bool(HOST_NAME.match(name)), source, key,
            "expected a host name of letters, digits, '.', '_' and '-' (at most 63 characters)")
     expect(isinstance(entry, dict), source, key, "expected a table")
-    check_keys(entry, {"target", "tags", "build_host", "sudo", "config", "local", "checks", "canary"}, source,
-               f"{key}.")
+    check_keys(entry, {"target", "tags", "build_host", "sudo", "config", "local", "checks", "canary",
+                       "sudo_password"}, source, f"{key}.")
     values: dict[str, Any] = {"name": name}
     if "target" in entry:
         values["target"] = target(entry["target"], source, f"{key}.target")
@@ -307,6 +336,8 @@ def parse_host(name: str, entry: Any, source: str) -> HostEntry:
         values["local"] = boolean(entry["local"], source, f"{key}.local")
     if "canary" in entry:
         values["canary"] = boolean(entry["canary"], source, f"{key}.canary")
+    if "sudo_password" in entry:
+        values["sudo_password"] = sudo_password(entry["sudo_password"], source, f"{key}.sudo_password")
     if "config" in entry:
         config = string(entry["config"], source, f"{key}.config", "a configuration name")
         expect(bool(HOST_NAME.match(config)), source, f"{key}.config",
@@ -403,7 +434,8 @@ def resolve_host(inv: Inventory, name: str, *, target_host: str | None = None, b
     build_spec = build_host or entry.build_host or inv.defaults.build_host
     builder = None if build_spec in (None, LOCALHOST) else parse_target(build_spec, inv.defaults.ssh_user, use_sudo)
     return Host(name=name, config=entry.config or name, target=host_target, build_host=builder, tags=entry.tags,
-                checks=inv.defaults.checks + entry.checks, canary=entry.canary or "canary" in entry.tags)
+                checks=inv.defaults.checks + entry.checks, canary=entry.canary or "canary" in entry.tags,
+                sudo_password=entry.sudo_password or inv.defaults.sudo_password)
 
 
 def resolve_local(inv: Inventory, hostname: str, *, build_host: str | None = None,

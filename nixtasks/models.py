@@ -59,6 +59,14 @@ class Target:
 LOCAL = Target()
 
 
+class SudoPassword(enum.Enum):
+    """How sudo on a host gets its password (`sudo_password` in the inventory)."""
+
+    NONE = "none"  # sudo -n: passwordless (NOPASSWD, e.g. `invoke sudoers`), never a hidden prompt
+    ASK = "ask"  # asked once per run, shared by every host that asks
+    PER_HOST = "per-host"  # asked once per distinct user@host
+
+
 @dataclass(frozen=True)
 class Host:
     """One machine to deploy, resolved from the inventory and the command line."""
@@ -70,6 +78,7 @@ class Host:
     tags: tuple[str, ...] = ()
     checks: tuple[Check, ...] = ()
     canary: bool = False  # goes first in a canary deploy (`canary = true`, or the tag "canary")
+    sudo_password: SudoPassword = SudoPassword.NONE
 
     @property
     def is_local(self) -> bool:
@@ -100,6 +109,16 @@ class Command:
     sudo: bool = False
     changes: bool = False
     stdin: str = ""  # data for the command's standard input (never parsed by a shell)
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A password. Its repr and str hide it, so no log line, error or report can show it."""
+
+    value: str = field(repr=False)
+
+    def __str__(self) -> str:
+        return "(hidden)"
 
 
 @dataclass(frozen=True)
@@ -192,6 +211,21 @@ class Report:
         return tuple(r for r in self.results if r.failed)
 
 
+class Limit(float):
+    """Seconds a step may take, carrying the name of the setting that raises it, so that a
+    step that runs out can say which limit it hit and how to give it more."""
+
+    setting: str
+
+    def __new__(cls, seconds: float, setting: str) -> Limit:
+        limit = super().__new__(cls, seconds)
+        limit.setting = setting
+        return limit
+
+    def __reduce__(self) -> tuple[type[Limit], tuple[float, str]]:
+        return Limit, (float(self), self.setting)
+
+
 @dataclass(frozen=True)
 class Policy:
     """How a fleet goes out: batches, parallelism, and what a failure does."""
@@ -207,3 +241,7 @@ class Policy:
     confirm_timeout: float = 30.0  # seconds the watchdog waits for the confirmation
     lock_timeout: float = 3600.0  # seconds after which a dead deployer's lock expires
     skip_unreachable: bool = False  # report unreachable hosts as skipped instead of stopping
+    # Limits of the long steps, generous for a slow host; a dead connection is noticed much
+    # sooner by ssh's keep-alives (see Defaults in inventory.py).
+    copy_timeout: float = Limit(3600, "copy_timeout")  # one host's `nix copy`
+    activation_timeout: float = Limit(1800, "activation_timeout")  # setting the profile, switch-to-configuration

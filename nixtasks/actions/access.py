@@ -76,15 +76,18 @@ def command_line(cmd: Command) -> str:
     return "^" + " ".join(regex_word(a) for a in argv) + "$"
 
 
-def sudoers(user: str) -> str:
+def sudoers(user: str, *, password: bool = False) -> str:
+    """The snippet. With `password`, sudo asks for the user's password for these commands
+    (nixtasks gives it with --ask-sudo-password); without, it allows them without one."""
     lines = sorted({f"{env} {command_line(c)}" for c in root_commands() for env in ENV_PATHS})
     alias = ", \\\n    ".join(lines)
-    return (f"# nixtasks: what {user} may run as root, and nothing else (sudo -n, no password).\n"
+    how = "with the user's password (--ask-sudo-password)" if password else "sudo -n, no password"
+    return (f"# nixtasks: what {user} may run as root, and nothing else ({how}).\n"
             f"# Needs sudo 1.9.10 or newer (regular expressions in arguments). Note that a user Nix\n"
             f"# trusts (trusted-users) can add any store path, which is root-equivalent by itself, and\n"
             f"# the watchdog's script (run as root) is given on standard input, which sudo cannot check.\n"
             f"Cmnd_Alias NIXTASKS = \\\n    {alias}\n"
-            f"{user} ALL=(root) NOPASSWD: NIXTASKS\n")
+            f"{user} ALL=(root) {'PASSWD' if password else 'NOPASSWD'}: NIXTASKS\n")
 
 
 # --- doctor --------------------------------------------------------------------------------
@@ -122,14 +125,7 @@ def doctor_host(host: Host, runner: Runner) -> list[Finding]:
     if user == "root":
         found.append(Finding(name, "root", True, "the ssh user is root: no sudo needed"))
     else:
-        probe = runner.run(Command(("sudo", "-n", "-l", *commands.on_host(commands.list_generations(), sudo=False))),
-                           target, check=False)
-        found.append(Finding(name, "sudo", probe.ok,
-                             f"{user} can run nixtasks' commands with sudo -n" if probe.ok else
-                             f"{user} cannot run nixtasks' commands with sudo -n: "
-                             f"{(probe.stderr.strip().splitlines() or ['refused'])[-1]}",
-                             f"put the output of `invoke sudoers --user {user}` in /etc/sudoers.d/nixtasks "
-                             "(check it with visudo -cf), or on NixOS add it to security.sudo.extraConfig"))
+        found.append(sudo_finding(name, user, target, runner))
     version = runner.run(Command(("nix", "--version")), target, check=False)
     found.append(Finding(name, "nix", version.ok, version.stdout.strip() or "nix is not installed",
                          "install Nix (on NixOS it is always there); https://nixos.org/download"))
@@ -142,6 +138,27 @@ def doctor_host(host: Host, runner: Runner) -> list[Finding]:
             found.append(Finding(name, f"space {path}", free >= LOW_SPACE, f"{space.human(free)} free",
                                  f"invoke gc --host {name} --keep 3"))
     return found
+
+
+def sudo_finding(name: str, user: str, target: Target, runner: Runner) -> Finding:
+    """Can the user run nixtasks' commands as root: without a password (`sudo -n`), or with
+    the one given for this run (checked when it was given)?"""
+    if runner.has_sudo_password(target):
+        return Finding(name, "sudo", True, f"{user} runs nixtasks' commands with sudo and the password given "
+                       "(it was checked on the host)")
+    listing = commands.on_host(commands.list_generations(), sudo=False)
+    probe = runner.run(Command(("sudo", "-n", "-l", *listing)), target, check=False)
+    if probe.ok:
+        return Finding(name, "sudo", True, f"{user} can run nixtasks' commands with sudo -n")
+    said = (probe.stderr.strip().splitlines() or ["refused"])[-1]
+    fix = (f"put the output of `invoke sudoers --user {user}` in /etc/sudoers.d/nixtasks (check it with visudo "
+           "-cf), or on NixOS add it to security.sudo.extraConfig")
+    if "a password is required" in probe.stderr:  # or not allowed at all: sudo asks before it tells
+        return Finding(name, "sudo", False, f"{user} cannot run nixtasks' commands with sudo -n: it needs a "
+                       f"password for sudo ({said})", f"{fix}; or, if its sudo is meant to take a password, give "
+                       "it with --ask-sudo-password (asked once per run; NIXTASKS_SUDO_PASSWORD_FILE without a "
+                       "terminal) or sudo_password = \"ask\" for the host in the inventory")
+    return Finding(name, "sudo", False, f"{user} cannot run nixtasks' commands with sudo -n: {said}", fix)
 
 
 def copy_trust(name: str, user: str, target: Target, runner: Runner) -> Finding:

@@ -123,9 +123,10 @@ def store_root(path: str) -> str:
     return "/".join(path.split("/")[:4])
 
 
-def copy(host: Host, built: Built, runner: Runner) -> None:
+def copy(host: Host, built: Built, runner: Runner, timeout: float | None = None) -> None:
     if built.at != host.target:
-        runner.run(commands.nix_copy(built.path, to=host.target, source=built.at), LOCAL, label=host.name)
+        runner.run(commands.nix_copy(built.path, to=host.target, source=built.at), LOCAL, label=host.name,
+                   timeout=timeout)
 
 
 def closure_diff(host: Host, current: str, new: Built, runner: Runner) -> str:

@@ -20,9 +20,9 @@ from ..actions.plan import report_json
 from ..errors import NixtasksError, Refused, UsageError
 from ..fleet import engine, lock
 from ..host import commands, gitstate
-from ..host.prompts import DRY_RUN, Prompter, prompter_for
+from ..host.prompts import DRY_RUN, PASSWORD_FILE_VARIABLE, Prompter, ask_password, has_terminal, prompter_for
 from ..host.runner import Runner, ShRunner
-from ..models import LOCAL, Action, Host, Policy, Report
+from ..models import LOCAL, Action, Host, Limit, Policy, Report, Secret, SudoPassword, Target
 from .render import progress_for
 
 
@@ -45,6 +45,7 @@ class Options:
     json: bool = False
     full_diff: bool = False
     allow_secrets: tuple[str, ...] = ()
+    ask_sudo_password: bool = False  # also NIXTASKS_ASK_SUDO_PASSWORD=1
     policy: PolicyFlags = field(default_factory=lambda: PolicyFlags())
 
 
@@ -63,6 +64,8 @@ class PolicyFlags:
     watchdog: bool | None = None
     confirm_timeout: float | None = None
     skip_unreachable: bool | None = None
+    copy_timeout: float | None = None
+    activation_timeout: float | None = None
 
 
 def number(value: str | None, flag: str, lowest: float = 0, *, whole: bool = True) -> Any:
@@ -83,7 +86,8 @@ def policy_flags(*, parallel: str | None = None, batch_size: str | None = None, 
                  pause: str | None = None, max_fail_percentage: str | None = None,
                  rollback_batch_on_failure: bool = False, no_checks: bool = False, no_rollback: bool = False,
                  no_watchdog: bool = False, confirm_timeout: str | None = None,
-                 skip_unreachable: bool = False) -> PolicyFlags:
+                 skip_unreachable: bool = False, copy_timeout: str | None = None,
+                 activation_timeout: str | None = None) -> PolicyFlags:
     """The command line's fleet options, checked; an option not given stays None."""
     return PolicyFlags(parallel=number(parallel, "--parallel", 1), batch_size=batch_size, batches=batches,
                        pause=number(pause, "--pause", 0, whole=False),
@@ -92,7 +96,15 @@ def policy_flags(*, parallel: str | None = None, batch_size: str | None = None, 
                        checks=False if no_checks else None, rollback=False if no_rollback else None,
                        watchdog=False if no_watchdog else None,
                        confirm_timeout=number(confirm_timeout, "--confirm-timeout", 1, whole=False),
-                       skip_unreachable=True if skip_unreachable else None)
+                       skip_unreachable=True if skip_unreachable else None,
+                       copy_timeout=limit(copy_timeout, "copy_timeout"),
+                       activation_timeout=limit(activation_timeout, "activation_timeout"))
+
+
+def limit(value: str | None, setting: str) -> Limit | None:
+    """A step's time limit from the command line (--copy-timeout for copy_timeout)."""
+    seconds = number(value, f"--{setting.replace('_', '-')}", 1, whole=False)
+    return None if seconds is None else Limit(seconds, setting)
 
 
 def policy(inv: inventory.Inventory, opts: Options) -> Policy:
@@ -117,6 +129,9 @@ def policy(inv: inventory.Inventory, opts: Options) -> Policy:
         raise UsageError("--pause: seconds, 0 or more")
     if not 1 <= values.get("confirm_timeout", 30) <= 3600:
         raise UsageError("--confirm-timeout: seconds from 1 to 3600")
+    for setting in inventory.LIMITS:
+        if values.get(setting, 1) > 7 * 86400:
+            raise UsageError(f"--{setting.replace('_', '-')}: at most {7 * 86400} seconds (a week)")
     return replace(chosen, **values)
 
 
@@ -182,12 +197,88 @@ def check_flake_defines(inv: inventory.Inventory, names: list[str], runner: Runn
 
 
 @contextmanager
-def session(opts: Options) -> Iterator[tuple[inventory.Inventory, Runner, tuple[Host, ...]]]:
-    """The inventory, a runner (its ssh masters closed at the end) and the hosts to act on."""
+def session(opts: Options, *, root: bool = True) -> Iterator[tuple[inventory.Inventory, Runner, tuple[Host, ...]]]:
+    """The inventory, a runner (its ssh masters closed at the end) and the hosts to act on.
+    `root`: the task runs commands as root on the hosts, so sudo passwords are asked for."""
     inv = inventory.load(opts.inventory)
-    with ShRunner(ssh_config=inv.defaults.ssh_config, ssh_extra=inv.defaults.ssh_options,
-                  dry_run=opts.dry_run, echo=echo, verbose=opts.verbose) as runner:
-        yield inv, runner, resolve_hosts(inv, opts, runner)
+    d = inv.defaults
+    with ShRunner(ssh_config=d.ssh_config, ssh_extra=d.ssh_options, dry_run=opts.dry_run, echo=echo,
+                  verbose=opts.verbose, connect_timeout=d.ssh_connect_timeout, alive_interval=d.ssh_alive_interval,
+                  alive_count=d.ssh_alive_count) as runner:
+        hosts = resolve_hosts(inv, opts, runner)
+        if root:
+            give_sudo_passwords(opts, hosts, runner)
+        yield inv, runner, hosts
+
+
+def password_modes(opts: Options, hosts: tuple[Host, ...]) -> dict[Target, SudoPassword]:
+    """The targets whose sudo gets a password, and whether theirs is shared or their own."""
+    ask = opts.ask_sudo_password or inventory.env_bool(os.environ.get("NIXTASKS_ASK_SUDO_PASSWORD", "0"),
+                                                        "NIXTASKS_ASK_SUDO_PASSWORD")
+    modes: dict[Target, SudoPassword] = {}
+    for host in hosts:
+        mode = SudoPassword.ASK if ask and host.sudo_password is SudoPassword.NONE else host.sudo_password
+        if host.target.sudo and mode is not SudoPassword.NONE:
+            modes[host.target] = SudoPassword.PER_HOST if modes.get(host.target) is SudoPassword.PER_HOST else mode
+    return modes
+
+
+def read_password_file(path: str) -> Secret:
+    """NIXTASKS_SUDO_PASSWORD_FILE: the password is its first line. Like ssh with a private key,
+    refuse a file others may read."""
+    try:
+        mode = os.stat(path).st_mode
+        with open(path, encoding="utf-8") as handle:
+            first = handle.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{PASSWORD_FILE_VARIABLE}={path}: cannot read it ({getattr(exc, 'strerror', None) or exc}); "
+                         "give a file whose first line is the sudo password") from None
+    if mode & 0o077:
+        raise UsageError(f"{PASSWORD_FILE_VARIABLE}={path}: others may read it; chmod 600 {path}")
+    if not first:
+        raise UsageError(f"{PASSWORD_FILE_VARIABLE}={path}: its first line is empty; put the sudo password there")
+    return Secret(first)
+
+
+def give_sudo_passwords(opts: Options, hosts: tuple[Host, ...], runner: ShRunner) -> None:
+    """Ask for the sudo passwords (once, or once per user@host that has its own), check each on
+    its host while changing nothing, and hand them to the runner. A wrong one stops the run
+    here, before anything changed on any host."""
+    modes = password_modes(opts, hosts)
+    if not modes:
+        return
+    file = os.environ.get(PASSWORD_FILE_VARIABLE)
+    secrets_for: dict[Target, Secret] = {}
+    if file:
+        secret = read_password_file(file)
+        secrets_for = {t: secret for t in modes}
+    elif not has_terminal():
+        raise Refused(f"a sudo password is wanted for {', '.join(map(str, modes))} and there is no terminal to ask "
+                      f"on; set {PASSWORD_FILE_VARIABLE} to a file only you can read that holds it. Nothing was "
+                      "changed")
+    else:
+        shared = [t for t, m in modes.items() if m is SudoPassword.ASK]
+        if shared:
+            names = ", ".join(map(str, shared))
+            secret = Secret(ask_password(f"sudo password for {names}:"))
+            secrets_for.update({t: secret for t in shared})
+        for target in (t for t, m in modes.items() if m is SudoPassword.PER_HOST):
+            secrets_for[target] = Secret(ask_password(f"sudo password for {target}:"))
+    with ThreadPoolExecutor(max_workers=min(16, len(secrets_for))) as pool:
+        verdicts = dict(zip(secrets_for, pool.map(lambda ts: runner.check_sudo_password(*ts), secrets_for.items())))
+    refused = []
+    for target, verdict in verdicts.items():
+        if verdict == "ok":
+            runner.set_sudo_password(target, secrets_for[target])
+        elif verdict == "not needed":
+            echo(f"note: {target} runs nixtasks' commands with sudo without a password; none is sent there")
+        elif verdict == "wrong password":
+            refused.append(f"{target}: sudo did not accept the password")
+        else:
+            refused.append(f"{target}: sudo with the password failed: {verdict}")
+    if refused:
+        how = f"fix the password in {PASSWORD_FILE_VARIABLE}" if file else "run again and type it carefully"
+        raise NixtasksError(f"{'; '.join(refused)}. Nothing was changed on any host; {how}")
 
 
 def prompter(opts: Options) -> Prompter:
@@ -200,7 +291,7 @@ def reason(opts: Options) -> str:
 
 def run_action(action: Action, opts: Options) -> Report:
     why = reason(opts)
-    with session(opts) as (inv, runner, hosts):
+    with session(opts, root=action.activates) as (inv, runner, hosts):
         request = engine.DeployRequest(action, hosts, inv.flake, policy(inv, opts), opts.show_trace,
                                        inv.defaults.nix_options, why, opts.full_diff,
                                        inv.defaults.allow_secrets + opts.allow_secrets)
@@ -243,7 +334,7 @@ def run_generations(opts: Options, as_json: bool) -> None:
 def run_status(opts: Options, as_json: bool) -> list[inspection.StatusRow]:
     if not (opts.hosts or opts.tags):
         opts = replace(opts, all_hosts=True)  # status is read-only: the whole fleet by default
-    with session(opts) as (inv, runner, hosts):
+    with session(opts, root=False) as (inv, runner, hosts):
         rows = inspection.status(hosts, inv.flake, inv.defaults.nix_options, runner, echo)
     if as_json:
         print(json.dumps([r.as_json() for r in rows], indent=2))
@@ -253,7 +344,7 @@ def run_status(opts: Options, as_json: bool) -> list[inspection.StatusRow]:
 
 
 def run_verify(opts: Options) -> None:
-    with session(opts) as (inv, runner, hosts):
+    with session(opts, root=False) as (inv, runner, hosts):
         verdicts = inspection.verify(hosts, inv.flake, inv.defaults.nix_options, runner, echo)
     print(inspection.render_verdicts(verdicts))
     bad = [v for v in verdicts if v.problems]
@@ -266,7 +357,7 @@ def run_verify(opts: Options) -> None:
 def run_history(opts: Options, as_json: bool) -> None:
     """The deployer's journal merged with each host's own."""
     local = journal.read_local(journal.deployer_journal_path())
-    with session(replace(opts, all_hosts=not (opts.hosts or opts.tags))) as (_inv, runner, hosts):
+    with session(replace(opts, all_hosts=not (opts.hosts or opts.tags)), root=False) as (_inv, runner, hosts):
         def remote(host: Host) -> list[journal.Record]:
             result = runner.run(commands.read_file(journal.HOST_JOURNAL), host.target, check=False)
             if result.exit_code == 255:
@@ -320,9 +411,9 @@ def run_doctor(opts: Options) -> None:
                             f"{failed[0].check}: {failed[0].detail}")
 
 
-def print_sudoers(user: str) -> None:
+def print_sudoers(user: str, password: bool = False) -> None:
     inventory.user(user, "--user", "value")
-    print(access.sudoers(user), end="")
+    print(access.sudoers(user, password=password), end="")
 
 
 # --- recipes ---------------------------------------------------------------------------------
@@ -398,7 +489,7 @@ def run_stage(opts: Options, plan_file: str, action: str) -> None:
     if chosen not in (Action.SWITCH, Action.BOOT, Action.TEST):
         raise UsageError(f"--action {action}: stage plans a switch, boot or test")
     why = reason(opts)
-    with session(opts) as (inv, runner, hosts):
+    with session(opts, root=False) as (inv, runner, hosts):  # copies and diffs: nothing as root
         request = engine.DeployRequest(chosen, hosts, inv.flake, policy(inv, opts), opts.show_trace,
                                        inv.defaults.nix_options, why, True,
                                        inv.defaults.allow_secrets + opts.allow_secrets)

@@ -42,6 +42,10 @@ HELP = {
     "confirm-timeout": "seconds a host waits for the confirmation before its watchdog reverts it (default 30)",
     "skip-unreachable": "report unreachable hosts as skipped instead of stopping",
     "allow-secret": "a file the secrets guard lets into the Nix store on purpose (repeat)",
+    "ask-sudo-password": "ask once for the sudo password of the hosts' ssh user (also NIXTASKS_ASK_SUDO_PASSWORD=1; "
+                         "without a terminal: NIXTASKS_SUDO_PASSWORD_FILE)",
+    "copy-timeout": "seconds one host's copy may take (default 3600)",
+    "activation-timeout": "seconds one host's activation may take (default 1800)",
 }
 
 
@@ -70,11 +74,12 @@ def sudo_choice(sudo: bool, no_sudo: bool) -> bool | None:
 
 def options(host: Any, target_host: str | None = None, sudo: bool = False, no_sudo: bool = False,
             dry_run: bool = False, yes: bool = False, reason: str = "", inventory: str | None = None,
-            tag: Any = None, all_hosts: bool = False) -> Any:
+            tag: Any = None, all_hosts: bool = False, ask_sudo_password: bool = False) -> Any:
     from .app import Options
 
     return Options(hosts=tuple(host or ()), tags=tuple(tag or ()), all_hosts=all_hosts, target_host=target_host,
-                   sudo=sudo_choice(sudo, no_sudo), dry_run=dry_run, yes=yes, reason=reason, inventory=inventory)
+                   sudo=sudo_choice(sudo, no_sudo), dry_run=dry_run, yes=yes, reason=reason, inventory=inventory,
+                   ask_sudo_password=ask_sudo_password)
 
 
 def help_for(*names: str, **extra: str) -> dict[str, str]:
@@ -89,10 +94,11 @@ DEPLOY_PARAMS: dict[str, Any] = {
     "verbose": False, "json": False, "diff": False, "parallel": None, "batch_size": None, "batches": None,
     "pause": None, "max_fail_percentage": None, "rollback_batch_on_failure": False, "no_checks": False,
     "no_rollback": False, "no_watchdog": False, "confirm_timeout": None, "skip_unreachable": False,
-    "allow_secret": None,
+    "allow_secret": None, "ask_sudo_password": False, "copy_timeout": None, "activation_timeout": None,
 }
 POLICY_PARAMS = ("parallel", "batch_size", "batches", "pause", "max_fail_percentage", "rollback_batch_on_failure",
-                 "no_checks", "no_rollback", "no_watchdog", "confirm_timeout", "skip_unreachable")
+                 "no_checks", "no_rollback", "no_watchdog", "confirm_timeout", "skip_unreachable", "copy_timeout",
+                 "activation_timeout")
 
 
 def deploy_task(name: str, doc: str, run: Callable[[Any, dict[str, Any]], None], skip: tuple[str, ...] = (),
@@ -119,7 +125,8 @@ def deploy_task(name: str, doc: str, run: Callable[[Any, dict[str, Any]], None],
                        show_trace=values.get("show_trace", False), dry_run=values.get("dry_run", False),
                        yes=values.get("yes", False), reason=values["reason"], inventory=values["inventory"],
                        verbose=values["verbose"], json=values["json"], full_diff=values.get("diff", False),
-                       allow_secrets=tuple(values.get("allow_secret") or ()), policy=flags)
+                       allow_secrets=tuple(values.get("allow_secret") or ()),
+                       ask_sudo_password=values.get("ask_sudo_password", False), policy=flags)
         run(opts, {k: values[k] for k in extra})
 
     body.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -156,15 +163,16 @@ rollback = deploy_task(
     boot=(False, "only make it the boot entry; activate at the next boot"))
 
 
-@task(iterable=["host"], help=help_for("host", "target-host", "sudo", "no-sudo", "inventory",
+@task(iterable=["host"], help=help_for("host", "target-host", "sudo", "no-sudo", "inventory", "ask-sudo-password",
                                        json="print the generations as JSON"))
 @reports_errors
 def generations(c: Any, host: Any = None, json: bool = False, target_host: str | None = None, sudo: bool = False,
-                no_sudo: bool = False, inventory: str | None = None) -> None:
+                no_sudo: bool = False, inventory: str | None = None, ask_sudo_password: bool = False) -> None:
     """List system generations, newest first: date, version, revision, running, boots."""
     from .app import run_generations
 
-    run_generations(options(host, target_host, sudo, no_sudo, inventory=inventory), json)
+    run_generations(options(host, target_host, sudo, no_sudo, inventory=inventory,
+                            ask_sudo_password=ask_sudo_password), json)
 
 
 SELECT = {"tag": "hosts with this tag from the inventory (repeat, or a comma list)",
@@ -202,30 +210,32 @@ def history(c: Any, host: Any = None, tag: Any = None, all: bool = False, json: 
 
 
 @task(iterable=["host", "tag"], help=help_for("host", "target-host", "sudo", "no-sudo", "dry-run", "yes", "inventory",
-                                              "parallel", "json", "verbose", **SELECT,
+                                              "parallel", "json", "verbose", "ask-sudo-password", **SELECT,
                                               keep="how many of the newest generations to keep (default 3)"))
 @reports_errors
 def gc(c: Any, host: Any = None, keep: str = "3", tag: Any = None, all: bool = False, target_host: str | None = None,
        sudo: bool = False, no_sudo: bool = False, dry_run: bool = False, yes: bool = False,
-       inventory: str | None = None, parallel: str | None = None, json: bool = False, verbose: bool = False) -> None:
+       inventory: str | None = None, parallel: str | None = None, json: bool = False, verbose: bool = False,
+       ask_sudo_password: bool = False) -> None:
     """Delete old generations (never the running or booting one) and collect garbage."""
     from dataclasses import replace
 
     from .app import number, policy_flags, run_gc
 
-    opts = options(host, target_host, sudo, no_sudo, dry_run, yes, inventory=inventory, tag=tag, all_hosts=all)
+    opts = options(host, target_host, sudo, no_sudo, dry_run, yes, inventory=inventory, tag=tag, all_hosts=all,
+                   ask_sudo_password=ask_sudo_password)
     flags = policy_flags(parallel=parallel)
     run_gc(replace(opts, json=json, verbose=verbose, policy=flags), number(keep, "--keep", 1))
 
 
-@task(iterable=["host", "tag"], help=help_for("host", "yes", "inventory", **SELECT))
+@task(iterable=["host", "tag"], help=help_for("host", "yes", "inventory", "ask-sudo-password", **SELECT))
 @reports_errors
 def unlock(c: Any, host: Any = None, tag: Any = None, all: bool = False, yes: bool = False,
-           inventory: str | None = None) -> None:
+           inventory: str | None = None, ask_sudo_password: bool = False) -> None:
     """Show who holds a host's deploy lock, and remove it after a confirmation."""
     from .app import run_unlock
 
-    opts = options(host, yes=yes, inventory=inventory, tag=tag, all_hosts=all)
+    opts = options(host, yes=yes, inventory=inventory, tag=tag, all_hosts=all, ask_sudo_password=ask_sudo_password)
     if not (opts.hosts or opts.tags or opts.all_hosts):
         from ..errors import UsageError
 
@@ -233,23 +243,28 @@ def unlock(c: Any, host: Any = None, tag: Any = None, all: bool = False, yes: bo
     run_unlock(opts)
 
 
-@task(iterable=["host", "tag"], help=help_for("host", "target-host", "sudo", "no-sudo", "inventory", **SELECT))
+@task(iterable=["host", "tag"], help=help_for("host", "target-host", "sudo", "no-sudo", "inventory",
+                                              "ask-sudo-password", **SELECT))
 @reports_errors
 def doctor(c: Any, host: Any = None, tag: Any = None, all: bool = False, target_host: str | None = None,
-           sudo: bool = False, no_sudo: bool = False, inventory: str | None = None) -> None:
+           sudo: bool = False, no_sudo: bool = False, inventory: str | None = None,
+           ask_sudo_password: bool = False) -> None:
     """Pre-flight: ssh, sudo, Nix, copy trust, disk space, git; prints the fix for each problem."""
     from .app import run_doctor
 
-    run_doctor(options(host, target_host, sudo, no_sudo, inventory=inventory, tag=tag, all_hosts=all))
+    run_doctor(options(host, target_host, sudo, no_sudo, inventory=inventory, tag=tag, all_hosts=all,
+                       ask_sudo_password=ask_sudo_password))
 
 
-@task(help={"user": "the ssh user nixtasks logs in as (default: deploy)"})
+@task(help={"user": "the ssh user nixtasks logs in as (default: deploy)",
+            "password": "make sudo ask for the user's password for these commands (PASSWD:, for "
+                        "--ask-sudo-password) instead of allowing them without one"})
 @reports_errors
-def sudoers(c: Any, user: str = "deploy") -> None:
+def sudoers(c: Any, user: str = "deploy", password: bool = False) -> None:
     """Print a sudoers snippet allowing exactly the commands nixtasks runs with sudo."""
     from .app import print_sudoers
 
-    print_sudoers(user)
+    print_sudoers(user, password)
 
 
 def recipe(name: str) -> Callable[[Any, dict[str, Any]], None]:

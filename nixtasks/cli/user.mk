@@ -5,9 +5,11 @@ INVOKE ?= invoke
 # YES=1 and REASON=... win over the same NIXTASKS_* variables in the environment.
 # $(value ...) takes them verbatim, and unexport keeps make from expanding them itself
 # when it would export them: make must never run a $(...) inside a reason.
-unexport YES REASON HOSTS TAG TO PLAN
+unexport YES REASON HOSTS TAG TO PLAN ASK_SUDO_PASSWORD
 export NIXTASKS_YES := $(or $(value YES),$(NIXTASKS_YES))
 export NIXTASKS_REASON := $(or $(value REASON),$(NIXTASKS_REASON))
+# ASK_SUDO_PASSWORD=1: ask once for the hosts' sudo password (NIXTASKS_SUDO_PASSWORD_FILE without a terminal).
+export NIXTASKS_ASK_SUDO_PASSWORD := $(or $(value ASK_SUDO_PASSWORD),$(NIXTASKS_ASK_SUDO_PASSWORD))
 q = '$(subst ','\'',$(1))'
 ACTIONS := switch boot test build dry-build dry-activate rollback
 
@@ -36,7 +38,8 @@ help::
 	@echo "make stage HOSTS=...   build, copy, diff and write a plan file (PLAN=, default nixtasks-plan.json)"
 	@echo "make apply             deploy exactly the staged plan (PLAN=...)"
 	@echo "make emergency HOSTS=web1 REASON='...'  test-activate, check, ask, switch, follow the journal"
-	@echo "    YES=1 approves, REASON='...' records why, HOSTS=a,b and TAG=t select hosts"
+	@echo "    YES=1 approves, REASON='...' records why, HOSTS=a,b and TAG=t select hosts,"
+	@echo "    ASK_SUDO_PASSWORD=1 asks for the hosts' sudo password"
 
 $(ACTIONS):
 	$(INVOKE) $@

@@ -149,7 +149,7 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
         steps.check_is_nixos(host, made, runner)
         steps.check_space(host, made, req.action, before.store_free, runner)
         started = time.monotonic()
-        steps.copy(host, made, runner)
+        steps.copy(host, made, runner, timeout=req.policy.copy_timeout)
         seconds = round(time.monotonic() - started, 3)
         diff = steps.closure_diff(host, before.running, made, runner)
         return Change(host, req.action, made.path, before, diff=diff, copy_seconds=seconds)
@@ -211,7 +211,9 @@ def reachable(hosts: Sequence[Host], facts: Sequence[Facts], policy: Policy, act
     down = [(h, f) for h, f in zip(hosts, facts) if not f.reachable]
     if down and not policy.skip_unreachable:
         names = ", ".join(h.name for h, _ in down)
-        raise HostUnreachable(names, (), f"{down[0][1].error}; nothing was changed on any host. Bring "
+        # The probe's error already says "<host>: cannot reach the host over ssh (<ssh's words>)".
+        said = down[0][1].error if len(down) == 1 else f"{names} cannot be reached ({down[0][1].error})"
+        raise HostUnreachable(names, (), message=f"{said}; nothing was changed on any host. Bring "
                               f"{'it' if len(down) == 1 else 'them'} back, leave {'it' if len(down) == 1 else 'them'}"
                               " out of the selection, or pass --skip-unreachable")
     for host, fact in down:

@@ -140,7 +140,8 @@ def activation_commands(ch: Change) -> list[Command]:
 
 
 def activate(ch: Change, ctx: Context) -> None:
-    ctx.runner.run_all(activation_commands(ch), ch.host.target, label=ch.host.name, stream=True)
+    ctx.runner.run_all(activation_commands(ch), ch.host.target, label=ch.host.name, stream=True,
+                       timeout=ctx.policy.activation_timeout)
 
 
 def failure_text(ch: Change, exc: NixtasksError) -> str:
@@ -181,15 +182,16 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock, now: Facts | None = Non
         armed = watchdog.wanted(host, ch.action, ch.before, policy)
         steps = [watchdog.arm_command(ch.action, ch.before, policy)] if armed else []
         steps += activation_commands(ch)
-        results = runner.run_all(steps, host.target, label=host.name, stream=True, check=False)
+        results = runner.run_all(steps, host.target, label=host.name, stream=True, check=False,
+                                 timeout=policy.activation_timeout)
         if not results[-1].ok:
             exc = runner.failure(steps[len(results) - 1], host.target, host.name, results[-1])
             if armed and len(results) == 1 and not results[0].cut_off:
                 return outcome_result(ch, Outcome.FAILED, clock, f"could not arm the watchdog, so nothing was "
                                       f"activated: {exc}; or deploy without it: --no-watchdog")
             failure = failure_text(ch, exc)
-            if results[-1].cut_off:  # ssh gave up: the host may have gone on with the rest
-                failure += "; the connection was lost before the host said how it went"
+            if results[-1].cut_off:  # ssh gave up, or nixtasks stopped waiting: the host may have gone on
+                failure += "; the host had not said how it went when the connection ended"
     # The checks start while the confirmation's new connection is being made: both only
     # read. Nothing acts on their result before the confirmation is in (our rollback must
     # not race the watchdog's); without one, the checks are stopped.

@@ -125,18 +125,28 @@ def git_status(repo: str) -> Command:
 # --- running on a host ---------------------------------------------------------------------
 
 
-def on_host(cmd: Command, sudo: bool | None = None) -> tuple[str, ...]:
-    """What to run on the host itself: sudo (never waiting for a password), then a clean env."""
+# sudo never waits on a prompt nobody sees: without a password it must not ask at all (-n);
+# with one, it reads it as the first line of standard input (the command gets the rest), and
+# -k makes it read that line every time: a credential cached from an earlier command would
+# otherwise leave the password line to the command itself.
+SUDO = ("sudo", "-n")
+SUDO_WITH_PASSWORD = ("sudo", "--reset-timestamp", "--stdin", "--prompt=")
+
+
+def on_host(cmd: Command, sudo: bool | None = None, *, password: bool = False) -> tuple[str, ...]:
+    """What to run on the host itself: sudo (never waiting for a password; with `password`, it
+    reads one from standard input), then a clean env. The words after sudo's own options are
+    the same either way, so the sudoers snippet matches both."""
     use_sudo = cmd.sudo if sudo is None else sudo
-    prefix = ("sudo", "-n") if use_sudo else ()
+    prefix = (SUDO_WITH_PASSWORD if password else SUDO) if use_sudo else ()
     return (*prefix, "env", "-i", f"PATH={REMOTE_PATH}", *cmd.argv)
 
 
-def ssh_argv(cmd: Command, target: Target, ssh_options: Sequence[str]) -> tuple[str, ...]:
+def ssh_argv(cmd: Command, target: Target, ssh_options: Sequence[str], *, password: bool = False) -> tuple[str, ...]:
     """`ssh <opts> host -- <each argument quoted on its own>`: the remote shell sees every
     argument as one word, so no host name, path or reason can ever run a command."""
     wants_sudo = cmd.sudo and target.sudo
-    remote = on_host(cmd, sudo=wants_sudo)
+    remote = on_host(cmd, sudo=wants_sudo, password=password and wants_sudo)
     return ("ssh", *ssh_options, target.ssh_destination, "--", *(shlex.quote(a) for a in remote))
 
 
@@ -160,20 +170,50 @@ def ssh_batch_argv(cmds: Sequence[Command], target: Target, ssh_options: Sequenc
     return ("ssh", *ssh_options, target.ssh_destination, "--", "sh", "-c", shlex.quote("\n".join(steps)))
 
 
-def local_argv(cmd: Command, target: Target) -> tuple[str, ...]:
+def local_argv(cmd: Command, target: Target, *, password: bool = False) -> tuple[str, ...]:
     """On this machine: commands that need root get sudo -n and the same clean env."""
-    return on_host(cmd, sudo=target.sudo) if cmd.sudo else cmd.argv
+    return on_host(cmd, sudo=target.sudo, password=password and target.sudo) if cmd.sudo else cmd.argv
 
 
-def ssh_options(control_dir: str | None, extra: Sequence[str] = (), config: str | None = None) -> tuple[str, ...]:
-    """Options for every ssh connection. Host key checking is left as the user has it."""
+def ssh_options(control_dir: str | None, extra: Sequence[str] = (), config: str | None = None, *,
+                connect_timeout: int = 0, alive_interval: int = 0, alive_count: int = 0) -> tuple[str, ...]:
+    """Options for every ssh connection. Host key checking is left as the user has it.
+
+    The connect timeout and keep-alives (0: leave them to ssh and its config) come after the
+    user's own options, since ssh takes the first value it is given: NIX_SSHOPTS and the
+    inventory's ssh_options still win."""
     opts: list[str] = []
     if config:
         opts += ["-F", config]
     opts += ["-o", "BatchMode=yes"]
     if control_dir:
         opts += ["-o", "ControlMaster=auto", "-o", f"ControlPath={control_dir}/%C", "-o", "ControlPersist=60"]
-    return (*opts, *extra)
+    limits = []
+    if connect_timeout:
+        limits += ["-o", f"ConnectTimeout={connect_timeout}"]
+    if alive_interval:
+        limits += ["-o", f"ServerAliveInterval={alive_interval}"]
+        if alive_count:
+            limits += ["-o", f"ServerAliveCountMax={alive_count}"]
+    return (*opts, *extra, *limits)
+
+
+# Answers of the sudo password probe: the password works, or the host never needed one.
+PASSWORD_OK = "nixtasks-sudo-password-ok"
+PASSWORD_NOT_NEEDED = "nixtasks-sudo-no-password-needed"
+
+
+def sudo_password_probe() -> Command:
+    """Run as the ssh user, with the password as the first line of standard input: does sudo
+    accept it for a command nixtasks runs as root (listing generations changes nothing)? A
+    host that lets the user run it without a password says so instead: nothing must then be
+    sent to its sudo, which would leave the password line to the command."""
+    listing = list_generations()
+    without = shlex.join(on_host(listing))
+    with_password = shlex.join(on_host(listing, password=True))
+    script = (f"if {without} >/dev/null 2>&1; then echo {PASSWORD_NOT_NEEDED}; exit 0; fi; "
+              f"{with_password} >/dev/null && echo {PASSWORD_OK}")
+    return Command(("sh", "-c", script))
 
 
 def close_master(target: Target, options: Sequence[str]) -> tuple[str, ...]:

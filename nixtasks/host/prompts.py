@@ -103,6 +103,18 @@ class Questionary:
         return tuple(n for n in names if n in (chosen or ()))
 
 
+PASSWORD_FILE_VARIABLE = "NIXTASKS_SUDO_PASSWORD_FILE"
+
+
+def ask_password(question: str) -> str:
+    """A hidden prompt on the terminal (nothing is echoed). Callers check for a terminal first:
+    with none, they refuse instead of waiting on a prompt nobody sees."""
+    import questionary
+
+    answer = questionary.password(question).unsafe_ask()  # Ctrl-C raises
+    return str(answer or "")
+
+
 def has_terminal() -> bool:
     return sys.stdin.isatty() and sys.stdout.isatty()
 

@@ -116,6 +116,9 @@ class RecordingRunner:
     def failure(self, cmd: Command, target: Target, where: str, result: Result) -> NixtasksError:
         return failure_of(cmd, target, where, result)
 
+    def has_sudo_password(self, target: Target) -> bool:
+        return False
+
     def close(self) -> None:
         return None
 

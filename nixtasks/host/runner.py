@@ -17,14 +17,17 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from ..errors import CommandFailed, HostUnreachable, NixtasksError, UsageError
-from ..models import Command, Target
+from ..models import Command, Secret, Target
 from . import commands
 
 Echo = Callable[[str], None]
+SUDO_WANTS_PASSWORD = "sudo: a password is required"
+HOW_TO_GIVE = (" (give it with --ask-sudo-password, NIXTASKS_SUDO_PASSWORD_FILE without a terminal, or allow "
+               "nixtasks' commands without one: invoke sudoers --user USER)")
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,9 @@ class Runner(Protocol):
 
     def failure(self, cmd: Command, target: Target, where: str, result: Result) -> NixtasksError: ...
 
+    def has_sudo_password(self, target: Target) -> bool:
+        """Whether sudo on `target` gets a password (--ask-sudo-password) rather than `sudo -n`."""
+
     def stop_all(self) -> None:
         """Stop every command still running (Ctrl-C ends a journal follow)."""
 
@@ -81,7 +87,8 @@ class ShRunner:
     With `verbose`, every argv is logged before it runs."""
 
     def __init__(self, *, ssh_config: str | None = None, ssh_extra: Sequence[str] = (), dry_run: bool = False,
-                 echo: Echo | None = None, verbose: bool = False) -> None:
+                 echo: Echo | None = None, verbose: bool = False, connect_timeout: int = 0, alive_interval: int = 0,
+                 alive_count: int = 0) -> None:
         self.dry_run, self.verbose = dry_run, verbose
         self.echo: Echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
         # NIX_SSHOPTS as nixos-rebuild honours it, then the inventory's options.
@@ -96,10 +103,13 @@ class ShRunner:
         self.control_dir = short_control_dir()
         self.gc_roots: str | None = os.path.join(self.control_dir, "roots")  # removed with the directory
         os.mkdir(self.gc_roots)
-        self.ssh_options = commands.ssh_options(self.control_dir, extra, ssh_config)
+        limits = {"connect_timeout": connect_timeout, "alive_interval": alive_interval, "alive_count": alive_count}
+        self.ssh_options = commands.ssh_options(self.control_dir, extra, ssh_config, **limits)
         # A new connection, not the multiplexed one: it proves that the host accepts new
         # connections (the watchdog's confirmation), or gets past a master that died.
-        self.fresh_ssh_options = commands.ssh_options(None, (*extra, "-o", "ControlPath=none"), ssh_config)
+        self.fresh_ssh_options = commands.ssh_options(None, (*extra, "-o", "ControlPath=none"), ssh_config, **limits)
+        # sudo passwords by target, in memory only: never on an argv, in a log line or a journal.
+        self._passwords: dict[str, Secret] = {}
         self.warnings: list[str] = []
         self._used: set[Target] = set()
         self._lock = threading.Lock()
@@ -116,7 +126,10 @@ class ShRunner:
             self.echo(f"would run{f' on {label}' if label else ''}: {shlex.join(argv)}")
             return Result(0, "", "")
         result = self._execute(argv, label if stream else None, echo_stdout=echo_stdout, timeout=timeout,
-                               stdin=cmd.stdin)
+                               stdin=self._stdin(cmd, target))
+        if cmd.sudo and SUDO_WANTS_PASSWORD in result.stderr:  # whoever reads it learns what to do
+            told = result.stderr.replace(SUDO_WANTS_PASSWORD, SUDO_WANTS_PASSWORD + HOW_TO_GIVE)
+            result = replace(result, stderr=told)
         if check and not result.ok:
             raise self.failure(cmd, target, label or str(target), result)
         return result
@@ -126,7 +139,8 @@ class ShRunner:
         """Several commands in one ssh round trip: each keeps its own argv, sudo and quoting
         (so the sudoers snippet matches each), and reports its exit status after a marker
         line only this run knows. Locally, or with --dry-run, they simply run in turn."""
-        if target.is_local or self.dry_run or len(cmds) < 2:
+        # With a sudo password, each sudo reads its own line of standard input: one at a time.
+        if target.is_local or self.dry_run or len(cmds) < 2 or self.has_sudo_password(target):
             return self._run_in_turn(cmds, target, label=label, stream=stream, check=check, timeout=timeout,
                                      keep_going=keep_going)
         marker = f"@@nixtasks-{secrets.token_hex(8)}@@"
@@ -151,13 +165,49 @@ class ShRunner:
         return results
 
     def argv(self, cmd: Command, target: Target, *, fresh: bool = False) -> tuple[str, ...]:
+        password = self.has_sudo_password(target)
         if target.is_local:
-            return commands.local_argv(cmd, target)
+            return commands.local_argv(cmd, target, password=password)
         if fresh:
-            return commands.ssh_argv(cmd, target, self.fresh_ssh_options)
+            return commands.ssh_argv(cmd, target, self.fresh_ssh_options, password=password)
         with self._lock:
             self._used.add(target)
-        return commands.ssh_argv(cmd, target, self.ssh_options)
+        return commands.ssh_argv(cmd, target, self.ssh_options, password=password)
+
+    # -- sudo passwords ---------------------------------------------------------------------
+
+    def has_sudo_password(self, target: Target) -> bool:
+        return str(target) in self._passwords
+
+    def set_sudo_password(self, target: Target, password: Secret | None) -> None:
+        """From now on, sudo on `target` reads `password` from standard input (None: `sudo -n`)."""
+        if password is None:
+            self._passwords.pop(str(target), None)
+        else:
+            self._passwords[str(target)] = password
+
+    def _stdin(self, cmd: Command, target: Target) -> str:
+        """sudo -S reads one line: the password goes first, the command's own data after it."""
+        secret = self._passwords.get(str(target))
+        if secret is None or not (cmd.sudo and target.sudo):
+            return cmd.stdin
+        return secret.value + "\n" + cmd.stdin
+
+    def check_sudo_password(self, target: Target, password: Secret) -> str:
+        """Try `password` with sudo on `target`, changing nothing: "ok", "not needed" (the host
+        lets the user run nixtasks' commands without one), or what sudo said instead."""
+        cmd = commands.sudo_password_probe()
+        result = self._execute(self.argv(cmd, target), None, stdin=password.value + "\n", timeout=120)
+        if commands.PASSWORD_NOT_NEEDED in result.stdout:
+            return "not needed"
+        if result.ok and commands.PASSWORD_OK in result.stdout:
+            return "ok"
+        if result.exit_code == 255 and not target.is_local:
+            return str(failure_of(cmd, target, str(target), result))
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        if any("incorrect password" in line or "no password was provided" in line for line in lines):
+            return "wrong password"
+        return (lines or [f"exit {result.exit_code}"])[-1]
 
     def close(self) -> None:
         """Close the control masters and remove their directory."""
@@ -231,8 +281,12 @@ class ShRunner:
             finally:
                 with self._lock:
                     self._running.pop(id(proc), None)
-        except sh.TimeoutException:  # like timeout(1)
-            return Result(124, "".join(out), "".join(err) + f"timed out after {timeout:g} s")
+        except sh.TimeoutException:  # like timeout(1), and what it started (nix copy's ssh) goes too
+            with contextlib.suppress(Exception):
+                proc.kill_group()
+            setting = getattr(timeout, "setting", "")
+            raise_it = f" (its limit: {setting}; raise it in [policy] for a slow host)" if setting else ""
+            return Result(124, "".join(out), "".join(err) + f"\ntimed out after {timeout:g} s{raise_it}")
         except sh.SignalException as exc:  # killed by a signal: report it like a shell would
             return Result(128 + abs(exc.exit_code), "".join(out), "".join(err) + f"killed by signal {-exc.exit_code}")
         return Result(proc.exit_code, "".join(out), "".join(err))
@@ -272,6 +326,11 @@ def split_batch(raw: Result, marker: str, count: int, *, keep_going: bool = Fals
     return results
 
 
+SSH_SAYS = ("ssh:", "Timeout, server", "Connection to ", "Connection closed", "Connection reset", "client_loop:",
+            "kex_exchange", "Permission denied", "Host key verification failed", "No ED25519 host key",
+            "mux_client", "Control socket", "Bad owner", "Could not resolve")
+
+
 def failure_of(cmd: Command, target: Target, where: str, result: Result) -> NixtasksError:
     """The error for a failed command: its last `error:` line (or last line), and exit 255
     over ssh as an unreachable host."""
@@ -281,6 +340,11 @@ def failure_of(cmd: Command, target: Target, where: str, result: Result) -> Nixt
     # says what failed, as "Activation script snippet 'x' failed (1)" does.
     failing = [line for line in lines if "failed" in line.lower() or "error" in line.lower()]
     detail = (errors or failing or lines or [""])[-1].removeprefix("error: ").strip()
+    if result.exit_code == 124 and lines and lines[-1].startswith("timed out after"):
+        detail = lines[-1]  # the limit that ran out, not what the command last printed
     if not target.is_local and result.exit_code == 255:
-        return HostUnreachable(where, cmd.argv, detail)
+        # ssh's own word (a connect or keep-alive timeout), not the command's last line; a
+        # multiplexed session whose master died says nothing itself.
+        said = [line.strip() for line in lines if line.startswith(SSH_SAYS)]
+        return HostUnreachable(where, cmd.argv, said[-1] if said else "the ssh connection was lost (exit 255)")
     return CommandFailed(where, cmd.argv, result.exit_code, detail)

@@ -72,6 +72,24 @@ class Lab:
     def address(self, host: str) -> str:
         return f"10.250.{LAB_ID}.{10 + json.loads((STATE / 'hosts.json').read_text())['hosts'][host]}"
 
+    def index(self, host: str) -> int:
+        return int(json.loads((STATE / "hosts.json").read_text())["hosts"][host])
+
+    def silence(self, host: str, on: bool = True) -> None:
+        """Drop the host's packets to the deployer silently (not refused): a blackhole route in
+        the host's own network namespace, so connections hang instead of failing."""
+        verb = "add" if on else "del"
+        subprocess.run(["ip", "-n", f"lab{SUFFIX}-{host}", "route", verb, "blackhole", f"10.250.{LAB_ID}.1/32"],
+                       check=on, capture_output=True)
+
+    def slow_link(self, host: str, rate: str | None) -> None:
+        """Traffic to the host at `rate` (e.g. "50kbit"), or back to full speed (None)."""
+        veth = f"lab{SUFFIX}v{self.index(host)}"
+        subprocess.run(["tc", "qdisc", "del", "dev", veth, "root"], capture_output=True)
+        if rate:
+            subprocess.run(["tc", "qdisc", "add", "dev", veth, "root", "tbf", "rate", rate, "burst", "1600",
+                            "latency", "1s"], check=True, capture_output=True)
+
     def current_system(self, host: str) -> str:
         return self.exec(host, "readlink", "-e", "/run/current-system", check=False).stdout.strip()
 

@@ -120,12 +120,13 @@ def test_no_approval_and_no_terminal_refuses_at_once(fleet):
 
 
 def run_in_terminal(fleet, args: list[str], answer: bytes,
-                    script: tuple[tuple[bytes, bytes], ...] | None = None) -> tuple[int, str]:
-    """Run invoke on a pseudo-terminal and answer the questionary prompt (or, with `script`,
-    each prompt as its text appears)."""
+                    script: tuple[tuple[bytes, bytes], ...] | None = None,
+                    argv: list[str] | None = None) -> tuple[int, str]:
+    """Run invoke (or `argv`) on a pseudo-terminal and answer the questionary prompt (or, with
+    `script`, each prompt as its text appears)."""
     steps = list(script or ((b"(y/N)", answer),))
     primary, secondary = os.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "invoke", *args], cwd=fleet.path, env=fleet.lab.env,
+    proc = subprocess.Popen(argv or [sys.executable, "-m", "invoke", *args], cwd=fleet.path, env=fleet.lab.env,
                             stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True)
     os.close(secondary)
     seen = b""

@@ -238,7 +238,7 @@ def test_an_arm_whose_connection_was_lost_is_not_reported_as_nothing_activated()
     ctx = pipeline.Context(runner, DEFAULT, PlainProgress(runner.echo), "switch")
     result = pipeline.apply(change(fake), ctx)
     assert "nothing was activated" not in result.message
-    assert "the connection was lost before the host said how it went" in result.message
+    assert "the host had not said how it went when the connection ended" in result.message
     steps = runner.steps()
     assert steps.index("confirm*") < steps.index("switch-generation 1")
     assert result.outcome is Outcome.ROLLED_BACK and fake.running == OLD

@@ -23,6 +23,7 @@ let
     failed_units = [ ]; # extra units that fail when started (stc exits 4)
     break_network = false; # activation sets the lab link down (up otherwise)
     activation_seconds = 0; # activation sleeps this long
+    payload_kib = 0; # a file of this many KiB of random bytes: a copy that takes a while
   };
 
   knobTypes = {
@@ -32,6 +33,7 @@ let
     failed_units = "list";
     break_network = "bool";
     activation_seconds = "int";
+    payload_kib = "int";
   };
 
   # Strict (foldl'), so a typo in hosts.json fails the build instead of
@@ -189,4 +191,7 @@ shBuild "nixos-system-${host}-${release}"
     chmod 0555 "$out/bin/switch-to-configuration"
     units="$out/etc/systemd/system"
     ${writeUnits}
+    ${if knobs.payload_kib > 0
+      then "head -c ${toString (knobs.payload_kib * 1024)} /dev/urandom > \"$out/payload\""
+      else ""}
   ''
