@@ -24,7 +24,12 @@ def parse(text: str) -> Version | None:
 
 
 def text(version: Version) -> str:
+    """(2, 8, 0) -> "2.8.0"; a release as Nix names it, (2, 4, 0) -> "2.4", with `short`."""
     return ".".join(str(v) for v in version)
+
+
+def short(version: Version) -> str:
+    return text(version).removesuffix(".0")
 
 
 @dataclass(frozen=True)
