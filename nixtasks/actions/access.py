@@ -156,7 +156,8 @@ def nix_findings(name: str, target: Target, features: tuple[nixversion.Feature, 
                         "check which `nix` is first on the PATH", warning=True)], None
     found = [Finding(name, "nix", True, f"Nix {nixversion.text(version)}")]
     found += [Finding(name, "nix", False, f"Nix {nixversion.text(version)} has no {f.what}, which nixtasks uses "
-                      f"for {f.needed_for}", f"upgrade Nix to {nixversion.short(f.since)} or newer", warning=not f.fatal)
+                      f"for {f.needed_for}", f"upgrade Nix to {nixversion.short(f.since)} or newer",
+                      warning=not f.fatal)
               for f in nixversion.missing(version, features)]
     return found, version
 

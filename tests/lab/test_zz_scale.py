@@ -25,9 +25,12 @@ def lab_leftovers() -> list[str]:
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            cgroups = (proc / "cgroup").read_text()
         except OSError:
             continue
-        if "labctl _supervise" in cmdline or ("systemd-nspawn" in cmdline and str(STATE) in cmdline):
+        # Only this lab's: other labs on this machine (NIXTASKS_LAB_ID) have supervisors too.
+        ours = f"/nixtasks-lab{SUFFIX}/" in cgroups
+        if ("labctl _supervise" in cmdline and ours) or ("systemd-nspawn" in cmdline and str(STATE) in cmdline):
             left.append(f"process {proc.name}: {cmdline[:80]}")
     return left
 
