@@ -3,6 +3,7 @@ tried up to `retries` times, `interval` apart, every try bounded by `timeout`.""
 
 from __future__ import annotations
 
+import threading
 import time
 
 from ..errors import CommandFailed, NixtasksError
@@ -23,15 +24,20 @@ def ssh_address(host: Host, runner: Runner) -> str:
     return host.target.address or host.name
 
 
-def run_check(check: Check, host: Host, address: str, runner: Runner) -> tuple[bool, str]:
-    """Try up to `retries` times, `interval` apart; each try bounded by `timeout`."""
+def run_check(check: Check, host: Host, address: str, runner: Runner,
+              stop: threading.Event | None = None) -> tuple[bool, str]:
+    """Try up to `retries` times, `interval` apart; each try bounded by `timeout`. A set
+    `stop` ends the tries (the result no longer matters)."""
     detail = ""
     for attempt in range(1, check.retries + 1):
         ok, detail = try_check(check, host, address, runner)
         if ok:
             return True, f"ok{f' (try {attempt})' if attempt > 1 else ''}"
         if attempt < check.retries:
-            time.sleep(check.interval)
+            if stop is None:
+                time.sleep(check.interval)
+            elif stop.wait(check.interval):
+                return False, f"{detail} (stopped after {attempt} tries)"
     return False, f"{detail} (after {check.retries} tries)"
 
 

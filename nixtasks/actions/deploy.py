@@ -128,11 +128,17 @@ def copy(host: Host, built: Built, runner: Runner) -> None:
         runner.run(commands.nix_copy(built.path, to=host.target, source=built.at), LOCAL, label=host.name)
 
 
-def closure_diff(host: Host, current: str, new: str, runner: Runner) -> str:
-    """`nix store diff-closures` on the host, which now has both closures."""
-    if not current or current == new or runner.dry_run:
+def closure_diff(host: Host, current: str, new: Built, runner: Runner) -> str:
+    """`nix store diff-closures`: here when this machine has both closures (it built what the
+    host runs, as a deployer usually did), which saves a round trip; else on the host, which
+    now has both."""
+    if not current or current == new.path or runner.dry_run:
         return ""
-    return runner.run(commands.diff_closures(current, new), host.target, check=False).stdout
+    if new.at.is_local:
+        here = runner.run(commands.diff_closures(current, new.path, substitute=False), LOCAL, check=False)
+        if here.ok or host.is_local:
+            return here.stdout
+    return runner.run(commands.diff_closures(current, new.path), host.target, check=False).stdout
 
 
 def unique(items: Iterable[T]) -> list[T]:

@@ -8,15 +8,15 @@ import json
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ..host import commands
-from ..host.runner import Runner
-from ..models import GitState, Host, HostResult, Outcome
+from ..host.runner import Result, Runner
+from ..models import Command, GitState, Host, HostResult, Outcome
 
 HOST_JOURNAL = "/var/lib/nixtasks/journal.jsonl"
 
@@ -137,20 +137,37 @@ class Journal:
         self.echo = echo or runner.echo
 
     def write(self, host: Host, action: str, outcome: str, *, on_host: bool = True, **fields: Any) -> Record | None:
+        record, cmds = self.prepare(host, action, outcome, on_host=on_host, **fields)
+        if cmds:
+            self.written(host, self.runner.run_all(cmds, host.target, check=False), len(cmds))
+        return record
+
+    def prepare(self, host: Host, action: str, outcome: str, *, on_host: bool = True,
+                **fields: Any) -> tuple[Record | None, list[Command]]:
+        """The record, written to the deployer's journal now, and the commands that write it
+        to the host's, for the caller to send with others (`written` then checks them)."""
         if self.runner.dry_run:
-            return None
+            return None, []
         git = {"git_revision": self.git.revision, "git_dirty": self.git.dirty} if self.git else {}
         record = new_record(host.name, action, outcome, reason=self.reason, **git, **fields)
         append_local(self.path, record)
-        if on_host:
-            made = self.runner.run(commands.journal_dir(HOST_JOURNAL), host.target, check=False)
-            result = self.runner.run(commands.journal_append(HOST_JOURNAL, record.line()), host.target, check=False)
-            if not (made.ok and result.ok):
-                self.echo(f"warning: {host.name}: could not write the host's journal ({HOST_JOURNAL}); "
-                          f"the deployer's journal has the record")
-        return record
+        if not on_host:
+            return record, []
+        return record, [commands.journal_dir(HOST_JOURNAL), commands.journal_append(HOST_JOURNAL, record.line())]
+
+    def written(self, host: Host, results: Sequence[Result], count: int) -> None:
+        if len(results) < count or not all(r.ok for r in results[:count]):
+            self.echo(f"warning: {host.name}: could not write the host's journal ({HOST_JOURNAL}); "
+                      f"the deployer's journal has the record")
 
     def write_result(self, host: Host, action: str, result: HostResult) -> Record | None:
-        return self.write(host, action, result.outcome.value, on_host=result.outcome is not Outcome.SKIPPED,
-                          before_path=result.previous_system, before_generation=result.previous_generation,
-                          after_path=result.new_system, after_generation=result.generation, message=result.message)
+        return self.write(host, action, result.outcome.value, **result_fields(result))
+
+    def prepare_result(self, host: Host, action: str, result: HostResult) -> tuple[Record | None, list[Command]]:
+        return self.prepare(host, action, result.outcome.value, **result_fields(result))
+
+
+def result_fields(result: HostResult) -> dict[str, Any]:
+    return {"on_host": result.outcome is not Outcome.SKIPPED, "before_path": result.previous_system,
+            "before_generation": result.previous_generation, "after_path": result.new_system,
+            "after_generation": result.generation, "message": result.message}

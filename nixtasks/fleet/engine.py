@@ -151,7 +151,7 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
         started = time.monotonic()
         steps.copy(host, made, runner)
         seconds = round(time.monotonic() - started, 3)
-        diff = steps.closure_diff(host, before.running, made.path, runner)
+        diff = steps.closure_diff(host, before.running, made, runner)
         return Change(host, req.action, made.path, before, diff=diff, copy_seconds=seconds)
 
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(hosts)))) as pool:
@@ -296,15 +296,17 @@ def run_changes(changes: Sequence[Change], ctx: Context, journal: Journal) -> tu
     """Every change through the pipeline, in the policy's batches. Returns the results and
     whether Ctrl-C stopped the run."""
 
+    journalled = replace(ctx, journal=journal)  # each host's record at once, with its lock's release
+
     def work(change: Change) -> HostResult:
         try:
-            result = pipeline.apply(change, ctx)
+            result = pipeline.apply(change, journalled if change.action.changes_host else ctx)
         except Exception as exc:  # noqa: BLE001 (an unforeseen error must not lose the host's record)
             result = pipeline.unchanged(change, Outcome.FAILED, f"nixtasks stopped on this host with an unexpected "
                                         f"error ({exc!r}); what it runs now is not known: check it by hand")
+            if change.action.changes_host:
+                journal.write_result(change.host, ctx.verb, result)
         ctx.progress.done(result)
-        if change.action.changes_host:  # at once: an interruption later must not lose this record
-            journal.write_result(change.host, ctx.verb, result)
         return result
 
     def halted_batch(batch: Sequence[Change], results: Sequence[HostResult]) -> list[HostResult]:

@@ -22,14 +22,20 @@ def problems(host: Host, before: Facts, runner: Runner) -> list[str]:
     return examine(host, before, runner)[0]
 
 
-def examine(host: Host, before: Facts, runner: Runner) -> tuple[list[str], Facts]:
-    """The problems, and the host's facts as read after the checks."""
+def examine(host: Host, before: Facts, runner: Runner,
+            stop: threading.Event | None = None) -> tuple[list[str], Facts]:
+    """The problems, and the host's facts as read after the checks. A set `stop` ends them
+    early: their result is no longer wanted."""
     found: list[str] = []
     address = ssh_address(host, runner) if any(c.kind == "http" for c in host.checks) else ""
     for check in host.checks:
-        ok, detail = run_check(check, host, address, runner)
+        if stop is not None and stop.is_set():
+            return [*found, "the checks were stopped"], Facts(reachable=False, error="not read: the checks stopped")
+        ok, detail = run_check(check, host, address, runner, stop)
         if not ok:
             found.append(f"check {check.describe()}: {detail}")
+    if stop is not None and stop.is_set():
+        return [*found, "the checks were stopped"], Facts(reachable=False, error="not read: the checks stopped")
     after = read_facts(host, runner)  # after the checks: a unit may fail while they retry
     if not after.reachable:
         found.append(f"the host stopped answering during its checks: {after.error}")

@@ -9,12 +9,14 @@ import getpass
 import os
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ..host import commands
-from ..host.runner import Runner
-from ..models import Host
+from ..host.facts import Facts, facts_command, parse_facts
+from ..host.runner import Result, Runner
+from ..models import Command, Host
 
 UNSAFE = re.compile(r"[^A-Za-z0-9@._:+-]")
 
@@ -39,24 +41,71 @@ def holder(host: Host, runner: Runner) -> str:
 
 def take(host: Host, action: str, ttl: float, runner: Runner) -> tuple[str | None, str]:
     """Take the host's lock: (None, our owner text) when taken; otherwise (why not, "")."""
+    refused, mine, _facts = take_and_read(host, action, ttl, runner, read=False)
+    return refused, mine
+
+
+def take_and_read(host: Host, action: str, ttl: float, runner: Runner, *,
+                  read: bool = True) -> tuple[str | None, str, Facts | None]:
+    """Take the lock and, in the same round trip, read the host's facts as they are under it."""
     mine = owner(action)
-    result = runner.run(commands.take_lock(mine, ttl), host.target, check=False, label=host.name)
+    cmds = [commands.take_lock(mine, ttl)] + ([facts_command()] if read else [])
+    results = runner.run_all(cmds, host.target, check=False, label=host.name)
+    result = results[0]
     if result.ok:
-        return None, mine
+        if not read:
+            return None, mine, None
+        if results[-1].ok and len(results) == 2:
+            return None, mine, parse_facts(results[1].stdout)
+        lost = runner.failure(cmds[-1], host.target, host.name, results[-1])
+        return None, mine, Facts(reachable=False, error=str(lost))
     if result.exit_code == 255 and not host.is_local:
         lost = runner.failure(commands.take_lock("", ttl), host.target, host.name, result)
-        return f"cannot take the lock: {lost}", ""
+        return f"cannot take the lock: {lost}", "", None
     held_by = holder(host, runner)
     if held_by:
-        return f"locked by another deploy ({held_by})", ""
+        return f"locked by another deploy ({held_by})", "", None
     detail = (result.stderr.strip().splitlines() or [f"exit {result.exit_code}"])[-1]
-    return f"cannot take the lock: {detail}", ""
+    return f"cannot take the lock: {detail}", "", None
 
 
 def release(host: Host, runner: Runner, mine: str | None = None) -> bool:
     """Release the lock; with `mine`, only if it is still ours (it may have expired and been
     taken by another deploy)."""
     return runner.run(commands.release_lock(mine), host.target, check=False, label=host.name).ok
+
+
+def release_or_warn(host: Host, runner: Runner, mine: str, ttl: float,
+                    before: Sequence[Command] = ()) -> list[Result]:
+    """Release our lock, after `before` (the journal's record) in the same round trip; each
+    runs whatever the others do. Returns the results of `before`."""
+    results = runner.run_all([*before, commands.release_lock(mine)], host.target, check=False, label=host.name,
+                             keep_going=True)
+    if len(results) <= len(before) or not results[len(before)].ok:
+        runner.echo(f"warning: {host.name}: could not release the deploy lock; it expires by itself after "
+                    f"{ttl:g} s, or: invoke unlock --host {host.name}")
+    return results[:len(before)]
+
+
+@dataclass
+class Lease:
+    refused: str | None  # why the lock was not taken; None: it is held
+    facts: Facts | None  # the host as read under the lock
+    before_release: list[Command] = field(default_factory=list)  # e.g. the journal's record
+    before_results: list[Result] = field(default_factory=list)  # their results, once released
+
+
+@contextlib.contextmanager
+def held_reading(host: Host, action: str, ttl: float, runner: Runner) -> Iterator[Lease]:
+    """Like `held` on a host with systemd, with the host's facts read under the lock in the
+    same round trip, and what the block puts in `before_release` sent with the release."""
+    refused, mine, facts = take_and_read(host, action, ttl, runner)
+    lease = Lease(refused, facts)
+    try:
+        yield lease
+    finally:
+        if not refused:
+            lease.before_results = release_or_warn(host, runner, mine, ttl, lease.before_release)
 
 
 @contextlib.contextmanager
@@ -71,6 +120,5 @@ def held(host: Host, action: str, ttl: float, runner: Runner, *, systemd: bool =
     try:
         yield refused
     finally:
-        if not refused and not release(host, runner, mine):
-            runner.echo(f"warning: {host.name}: could not release the deploy lock; it expires by itself after "
-                        f"{ttl:g} s, or: invoke unlock --host {host.name}")
+        if not refused:
+            release_or_warn(host, runner, mine, ttl)

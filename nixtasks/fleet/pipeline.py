@@ -6,15 +6,17 @@ host again before it is reported."""
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
+from ..actions.journal import Journal
 from ..errors import CommandFailed, NixtasksError
 from ..host import commands
 from ..host.facts import Facts, read_facts
 from ..host.runner import Runner
-from ..models import SYSTEM_PROFILE, Action, Host, HostResult, Outcome, Policy, Stage
+from ..models import SYSTEM_PROFILE, Action, Command, Host, HostResult, Outcome, Policy, Stage
 from . import health, lock, watchdog
 from .progress import Progress
 
@@ -46,6 +48,7 @@ class Context:
     policy: Policy
     progress: Progress
     verb: str  # what the journal and the lock call it: switch, boot, test, rollback
+    journal: Journal | None = None  # given: `apply` journals each host's result itself
 
 
 @dataclass
@@ -99,28 +102,51 @@ def apply(ch: Change, ctx: Context) -> HostResult:
         except CommandFailed as exc:
             return outcome_result(ch, Outcome.FAILED, clock, failure_text(ch, exc))
         return outcome_result(ch, Outcome.OK, clock, "dry activation: nothing changed")
+    lease: lock.Lease | None = None
+    record: list[Command] = []
     with contextlib.ExitStack() as held:
         with clock.stage(Stage.LOCK):
-            refused = held.enter_context(lock.held(ch.host, ctx.verb, ctx.policy.lock_timeout, ctx.runner,
-                                                   systemd=ch.before.systemd))
+            if ch.before.systemd and not ctx.runner.dry_run:  # the lock and a fresh look, in one round trip
+                lease = held.enter_context(lock.held_reading(ch.host, ctx.verb, ctx.policy.lock_timeout,
+                                                             ctx.runner))
+                refused = lease.refused
+            else:
+                refused = held.enter_context(lock.held(ch.host, ctx.verb, ctx.policy.lock_timeout, ctx.runner,
+                                                       systemd=ch.before.systemd))
         if refused:
-            return outcome_result(ch, Outcome.LOCKED, clock, f"{refused}; nothing changed. If that deployer is "
-                                  f"gone: invoke unlock --host {ch.host.name}")
-        return apply_locked(ch, ctx, clock)
+            result = outcome_result(ch, Outcome.LOCKED, clock, f"{refused}; nothing changed. If that deployer "
+                                    f"is gone: invoke unlock --host {ch.host.name}")
+        else:
+            result = apply_locked(ch, ctx, clock, lease.facts if lease else None)
+        if ctx.journal is not None:  # journalled at once, under the lock, sent with its release
+            _record, record = ctx.journal.prepare_result(ch.host, ctx.verb, result)
+            if lease is not None and not refused:
+                lease.before_release = record
+    if ctx.journal is not None and record:
+        if lease is not None and not refused:
+            results = lease.before_results
+        else:  # no lock was held: the record goes alone
+            results = ctx.runner.run_all(record, ch.host.target, check=False)
+        ctx.journal.written(ch.host, results, len(record))
+    return result
+
+
+def activation_commands(ch: Change) -> list[Command]:
+    """The profile (switch, boot) and the activation, in the order they run."""
+    profile = (commands.switch_generation(ch.generation) if ch.generation is not None
+               else commands.set_profile(ch.system))
+    return [*([profile] if ch.action.sets_profile else []),
+            commands.switch_to_configuration(ch.activation_path, ch.action, systemd=ch.before.systemd)]
 
 
 def activate(ch: Change, ctx: Context) -> None:
-    host, runner = ch.host, ctx.runner
-    if ch.action.sets_profile:
-        profile = (commands.switch_generation(ch.generation) if ch.generation is not None
-                   else commands.set_profile(ch.system))
-        runner.run(profile, host.target, label=host.name, stream=True)
-    runner.run(commands.switch_to_configuration(ch.activation_path, ch.action, systemd=ch.before.systemd),
-               host.target, label=host.name, stream=True)
+    ctx.runner.run_all(activation_commands(ch), ch.host.target, label=ch.host.name, stream=True)
 
 
-def failure_text(ch: Change, exc: CommandFailed) -> str:
+def failure_text(ch: Change, exc: NixtasksError) -> str:
     what = f"rollback to generation {ch.generation}" if ch.generation is not None else ch.action.value
+    if not isinstance(exc, CommandFailed):
+        return f"{what} failed: {exc}"
     return f"{what} failed (exit {exc.returncode}){': ' + exc.detail if exc.detail else ''}"
 
 
@@ -139,42 +165,49 @@ def changed_since_plan(ch: Change, now: Facts) -> str:
     return ""
 
 
-def apply_locked(ch: Change, ctx: Context, clock: Clock) -> HostResult:
+def apply_locked(ch: Change, ctx: Context, clock: Clock, now: Facts | None = None) -> HostResult:
     host, runner, policy = ch.host, ctx.runner, ctx.policy
     if not runner.dry_run:
-        now = read_facts(host, runner)
+        now = now or read_facts(host, runner)
         stale = changed_since_plan(ch, now)
         if stale:
             return outcome_result(ch, Outcome.FAILED, clock, f"{stale}; nothing changed")
         if ch.expect_running is None:
             ch = replace(ch, before=now)  # the failed units to compare with are those of now
-    armed = False
     failure = ""
     with clock.stage(Stage.ACTIVATION):
-        if watchdog.wanted(host, ch.action, ch.before, policy):
-            try:
-                watchdog.arm(host, ch.action, ch.before, policy, runner)
-                armed = True
-            except CommandFailed as exc:  # nothing changed yet: do not activate unwatched
+        # Watchdog, profile and activation in one round trip, in that order; the first that
+        # fails ends it, so a watchdog that could not be armed leaves nothing activated.
+        armed = watchdog.wanted(host, ch.action, ch.before, policy)
+        steps = [watchdog.arm_command(ch.action, ch.before, policy)] if armed else []
+        steps += activation_commands(ch)
+        results = runner.run_all(steps, host.target, label=host.name, stream=True, check=False)
+        if not results[-1].ok:
+            exc = runner.failure(steps[len(results) - 1], host.target, host.name, results[-1])
+            if armed and len(results) == 1 and not results[0].cut_off:
                 return outcome_result(ch, Outcome.FAILED, clock, f"could not arm the watchdog, so nothing was "
                                       f"activated: {exc}; or deploy without it: --no-watchdog")
-        try:
-            activate(ch, ctx)
-        except CommandFailed as exc:
             failure = failure_text(ch, exc)
+            if results[-1].cut_off:  # ssh gave up: the host may have gone on with the rest
+                failure += "; the connection was lost before the host said how it went"
+    # The checks start while the confirmation's new connection is being made: both only
+    # read. Nothing acts on their result before the confirmation is in (our rollback must
+    # not race the watchdog's); without one, the checks are stopped.
+    checks = Checks(ch, ctx) if not failure and not runner.dry_run else None
     if armed:
         with clock.stage(Stage.CONFIRM):
             confirmed = watchdog.confirm(host, runner)
         if confirmed != watchdog.Confirmation.CONFIRMED:
+            if checks is not None:
+                checks.stop.set()
             return watched_out(ch, ctx, clock, failure or "the host did not confirm over a new ssh connection")
     if runner.dry_run:
         return outcome_result(ch, Outcome.OK, clock, "dry run: nothing changed")
     after = None
-    if not failure:
-        try:
-            failure, after = verify_and_check(ch, ctx, clock)
-        except NixtasksError as exc:  # e.g. a check that cannot run here: the host is not known to be good
-            failure = f"the checks could not run: {exc}"
+    if checks is not None:
+        ctx.progress.stage(host.name, Stage.CHECKS)
+        failure, after = checks.result()
+        clock.stages.extend(checks.clock.stages)
     after = after or read_facts(host, runner)
     if not failure:
         note = "checks skipped (--no-checks)" if not policy.checks and ch.action.changes_running_system else ""
@@ -189,21 +222,63 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock) -> HostResult:
         return roll_back(ch, ctx, clock, failure)
 
 
-def verify_and_check(ch: Change, ctx: Context, clock: Clock) -> tuple[str, Facts]:
+class Unseen:
+    """The progress of work shown by someone else: the checks thread's stages are timed, and
+    the host's line shows the confirmation, then the checks, from the host's own thread."""
+
+    def stage(self, host: str, stage: Stage | str) -> None:
+        return None
+
+    def done(self, result: HostResult) -> None:
+        return None
+
+
+class Checks:
+    """`verify_and_check` in a thread of its own (a daemon: a deploy whose confirmation failed
+    does not wait for it at exit), timed on a clock of its own, stopped early by `stop`."""
+
+    def __init__(self, ch: Change, ctx: Context) -> None:
+        self.clock = Clock(ch.host.name, Unseen())
+        self.stop = threading.Event()
+        self._outcome: tuple[str, Facts | None] = ("the checks did not finish", None)
+        self._thread = threading.Thread(target=self._run, args=(ch, ctx), name=f"checks-{ch.host.name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self, ch: Change, ctx: Context) -> None:
+        try:
+            self._outcome = verify_and_check(ch, ctx, self.clock, self.stop)
+        except NixtasksError as exc:  # e.g. a check that cannot run here: the host is not known to be good
+            self._outcome = (f"the checks could not run: {exc}", None)
+        except Exception as exc:  # noqa: BLE001 (the host's thread reports it; it must not vanish here)
+            self._outcome = (f"the checks stopped with an unexpected error ({exc!r})", None)
+
+    def result(self) -> tuple[str, Facts | None]:
+        """What is wrong ("" for nothing) and the facts read after the checks."""
+        self._thread.join()
+        return self._outcome
+
+
+def verify_and_check(ch: Change, ctx: Context, clock: Clock,
+                     stop: threading.Event | None = None) -> tuple[str, Facts]:
     """After a good activation: the host runs (and boots) the new system, and passes its
     checks. Returns what is wrong ("" for nothing) and the host's facts as last read."""
-    after = read_facts(ch.host, ctx.runner)
+    found: list[str] = []
+    if ctx.policy.checks and ch.action.changes_running_system:
+        # The checks first, then one look at the host for all of it: what it runs and boots,
+        # and the units that failed meanwhile.
+        with clock.stage(Stage.CHECKS):
+            found, after = health.examine(ch.host, ch.before, ctx.runner, stop)
+    else:
+        after = read_facts(ch.host, ctx.runner)
     if not after.reachable:
         return f"{ch.action.value} ran, but the host no longer answers: {after.error}", after
     if ch.action.changes_running_system and after.running != ch.system:
         return f"after {ch.action.value}, /run/current-system is {after.running or 'missing'}, not {ch.system}", after
     if ch.action.sets_profile and after.boot_path != ch.system:
         return f"after {ch.action.value}, the boot profile is {after.boot_path or 'missing'}, not {ch.system}", after
-    if ctx.policy.checks and ch.action.changes_running_system:
-        with clock.stage(Stage.CHECKS):
-            found, after = health.examine(ch.host, ch.before, ctx.runner)
-        if found:
-            return found[0] + (f" (and {len(found) - 1} more)" if len(found) > 1 else ""), after
+    if found:
+        return found[0] + (f" (and {len(found) - 1} more)" if len(found) > 1 else ""), after
     return "", after
 
 

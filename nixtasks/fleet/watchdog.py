@@ -9,7 +9,7 @@ import time
 from ..host import commands
 from ..host.facts import Facts, read_facts
 from ..host.runner import Runner
-from ..models import Action, Host, Policy
+from ..models import Action, Command, Host, Policy
 
 # After the deadline, how long the host gets to revert and answer again.
 REVERT_GRACE = 60.0
@@ -26,9 +26,10 @@ def wanted(host: Host, action: Action, before: Facts, policy: Policy) -> bool:
             and bool(before.running))
 
 
-def arm(host: Host, action: Action, before: Facts, policy: Policy, runner: Runner) -> None:
-    runner.run(commands.arm_watchdog(policy.confirm_timeout, before.generation, before.boot_path,
-                                     before.running, action), host.target, label=host.name)
+def arm_command(action: Action, before: Facts, policy: Policy) -> Command:
+    """Arms the watchdog to put back what `before` saw unless confirmed in time."""
+    return commands.arm_watchdog(policy.confirm_timeout, before.generation, before.boot_path, before.running, action)
+
 
 
 class Confirmation:

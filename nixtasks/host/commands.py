@@ -81,8 +81,12 @@ def current_system() -> Command:
     return Command(("readlink", "-e", "/run/current-system"))
 
 
-def diff_closures(old: str, new: str) -> Command:
-    return Command(("nix", "--extra-experimental-features", "nix-command", "store", "diff-closures", old, new))
+def diff_closures(old: str, new: str, *, substitute: bool = True) -> Command:
+    """`substitute=False`: diff only what this store has (diff-closures realises its arguments,
+    which would otherwise ask, or download from, every binary cache)."""
+    offline = () if substitute else ("--option", "substitute", "false")
+    return Command(("nix", "--extra-experimental-features", "nix-command", "store", "diff-closures", *offline,
+                    old, new))
 
 
 def set_profile(path: str) -> Command:
@@ -134,6 +138,26 @@ def ssh_argv(cmd: Command, target: Target, ssh_options: Sequence[str]) -> tuple[
     wants_sudo = cmd.sudo and target.sudo
     remote = on_host(cmd, sudo=wants_sudo)
     return ("ssh", *ssh_options, target.ssh_destination, "--", *(shlex.quote(a) for a in remote))
+
+
+def ssh_batch_argv(cmds: Sequence[Command], target: Target, ssh_options: Sequence[str],
+                   marker: str, *, keep_going: bool = False) -> tuple[str, ...]:
+    """Several commands in one ssh session, in `sh -c` (one quoted argument with newlines, as
+    sh, bash, zsh and fish login shells pass it on; csh-like shells do not take it): each
+    as its own quoted argv (with sudo where it needs it, so sudoers matches it alone), its
+    exit status printed after `marker`, and the first failure ends the batch (unless
+    `keep_going`: then every command runs). At most one
+    command has standard input (the batch's); the others read /dev/null, so none can eat it."""
+    if sum(1 for c in cmds if c.stdin) > 1:
+        raise ValueError("at most one command of a batch reads standard input")
+    steps = []
+    for i, cmd in enumerate(cmds):
+        remote = " ".join(shlex.quote(a) for a in on_host(cmd, sudo=cmd.sudo and target.sudo))
+        if not cmd.stdin:
+            remote += " </dev/null"
+        status = f"printf '%s{i} %d\\n' {shlex.quote(marker)} \"$s\""
+        steps.append(f'{remote}; s=$?; {status}' + ('' if keep_going else '; [ "$s" = 0 ] || exit "$s"'))
+    return ("ssh", *ssh_options, target.ssh_destination, "--", "sh", "-c", shlex.quote("\n".join(steps)))
 
 
 def local_argv(cmd: Command, target: Target) -> tuple[str, ...]:

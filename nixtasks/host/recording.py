@@ -5,7 +5,8 @@ behaviour for real."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..errors import NixtasksError
@@ -56,6 +57,8 @@ class Call:
     target: Target
     fresh: bool
     cmd: Command
+    trip: int  # the round trip it went in: the commands of one `run_all` share one
+    checks: bool  # run by the thread that checks a host while its confirmation is made
 
 
 Responder = Callable[[str, Command, Target, bool], Result]
@@ -70,6 +73,8 @@ class RecordingRunner:
         self.warnings: list[str] = []
         self.ssh_options: tuple[str, ...] = ()
         self.gc_roots: str | None = None
+        self.trips = 0
+        self._lock = threading.Lock()  # the checks run in a thread of their own
 
     def echo(self, line: str) -> None:
         self.echoed.append(line)
@@ -77,8 +82,32 @@ class RecordingRunner:
     def run(self, cmd: Command, target: Target, *, label: str | None = None, stream: bool = False,
             echo_stdout: bool = True, check: bool = True, timeout: float | None = None,
             fresh: bool = False) -> Result:
+        return self._answer(cmd, target, fresh, label, check, self._trip())
+
+    def run_all(self, cmds: Sequence[Command], target: Target, *, label: str | None = None, stream: bool = False,
+                check: bool = True, timeout: float | None = None, keep_going: bool = False) -> list[Result]:
+        trip = self._trip()
+        results = []
+        for cmd in cmds:
+            results.append(self._answer(cmd, target, False, label, False, trip))
+            if not results[-1].ok and not keep_going:
+                break
+        failed = next((i for i, r in enumerate(results) if not r.ok), None)
+        if check and failed is not None:
+            raise self.failure(cmds[failed], target, label or str(target), results[failed])
+        return results
+
+    def _trip(self) -> int:
+        with self._lock:
+            self.trips += 1
+            return self.trips
+
+    def _answer(self, cmd: Command, target: Target, fresh: bool, label: str | None, check: bool,
+                trip: int) -> Result:
         step = step_of(cmd)
-        self.calls.append(Call(step, target, fresh, cmd))
+        checks = threading.current_thread().name.startswith("checks-")
+        with self._lock:
+            self.calls.append(Call(step, target, fresh, cmd, trip, checks))
         result = self.respond(step, cmd, target, fresh)
         if check and not result.ok:
             raise self.failure(cmd, target, label or str(target), result)
@@ -93,6 +122,12 @@ class RecordingRunner:
     def stop_all(self) -> None:
         return None
 
-    def steps(self, *, skip: tuple[str, ...] = ("journal", "lock-holder")) -> list[str]:
-        """The steps in order, fresh connections marked with a `*`."""
-        return [c.step + ("*" if c.fresh else "") for c in self.calls if c.step not in skip]
+    def round_trips(self, target: Target) -> int:
+        """How many times the deployer went to `target` (a batch counts once)."""
+        return len({c.trip for c in self.calls if c.target == target})
+
+    def steps(self, *, skip: tuple[str, ...] = ("journal", "lock-holder"), checks: bool = False) -> list[str]:
+        """The steps in order, fresh connections marked with a `*`: those of the host's way
+        through the pipeline, or (`checks`) those of its checks after activation, which run
+        beside the confirmation."""
+        return [c.step + ("*" if c.fresh else "") for c in self.calls if c.step not in skip and c.checks == checks]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -31,6 +32,9 @@ class Result:
     exit_code: int
     stdout: str
     stderr: str
+    # A batch ended (ssh gave up, say) before this command said how it went: the host may
+    # still have run it, and the commands after it.
+    cut_off: bool = False
 
     @property
     def ok(self) -> bool:
@@ -58,6 +62,11 @@ class Runner(Protocol):
     def run(self, cmd: Command, target: Target, *, label: str | None = None, stream: bool = False,
             echo_stdout: bool = True, check: bool = True, timeout: float | None = None,
             fresh: bool = False) -> Result: ...
+
+    def run_all(self, cmds: Sequence[Command], target: Target, *, label: str | None = None, stream: bool = False,
+                check: bool = True, timeout: float | None = None, keep_going: bool = False) -> list[Result]:
+        """Run `cmds` one after another on `target`, stopping at the first that fails (unless
+        `keep_going`): their results, the failing one last. Over ssh they share one round trip."""
 
     def failure(self, cmd: Command, target: Target, where: str, result: Result) -> NixtasksError: ...
 
@@ -112,6 +121,35 @@ class ShRunner:
             raise self.failure(cmd, target, label or str(target), result)
         return result
 
+    def run_all(self, cmds: Sequence[Command], target: Target, *, label: str | None = None, stream: bool = False,
+                check: bool = True, timeout: float | None = None, keep_going: bool = False) -> list[Result]:
+        """Several commands in one ssh round trip: each keeps its own argv, sudo and quoting
+        (so the sudoers snippet matches each), and reports its exit status after a marker
+        line only this run knows. Locally, or with --dry-run, they simply run in turn."""
+        if target.is_local or self.dry_run or len(cmds) < 2:
+            return self._run_in_turn(cmds, target, label=label, stream=stream, check=check, timeout=timeout,
+                                     keep_going=keep_going)
+        marker = f"@@nixtasks-{secrets.token_hex(8)}@@"
+        with self._lock:
+            self._used.add(target)
+        argv = commands.ssh_batch_argv(cmds, target, self.ssh_options, marker, keep_going=keep_going)
+        raw = self._execute(argv, label if stream else None, timeout=timeout,
+                            stdin="".join(c.stdin for c in cmds), marker=marker)
+        results = split_batch(raw, marker, len(cmds), keep_going=keep_going)
+        failed = next((i for i, r in enumerate(results) if not r.ok), None)
+        if check and failed is not None:
+            raise self.failure(cmds[failed], target, label or str(target), results[failed])
+        return results
+
+    def _run_in_turn(self, cmds: Sequence[Command], target: Target, *, label: str | None, stream: bool,
+                     check: bool, timeout: float | None, keep_going: bool) -> list[Result]:
+        results = []
+        for cmd in cmds:
+            results.append(self.run(cmd, target, label=label, stream=stream, check=check, timeout=timeout))
+            if not results[-1].ok and not keep_going:
+                break
+        return results
+
     def argv(self, cmd: Command, target: Target, *, fresh: bool = False) -> tuple[str, ...]:
         if target.is_local:
             return commands.local_argv(cmd, target)
@@ -142,7 +180,8 @@ class ShRunner:
         return env
 
     def _execute(self, argv: tuple[str, ...], label: str | None, quiet: bool = False,
-                 echo_stdout: bool = True, timeout: float | None = None, stdin: str = "") -> Result:
+                 echo_stdout: bool = True, timeout: float | None = None, stdin: str = "",
+                 marker: str | None = None) -> Result:
         import sh  # imported here: `invoke --list` must stay fast
 
         out: list[str] = []
@@ -150,6 +189,10 @@ class ShRunner:
 
         def on_out(line: str) -> None:
             out.append(line)
+            if marker is not None and marker in line:  # a batch's status line: not the command's output
+                line = line.partition(marker)[0]
+                if not line:
+                    return
             if label is not None and echo_stdout:
                 self.echo(f"[{label}] {line.rstrip()}")
 
@@ -203,6 +246,30 @@ class ShRunner:
         for proc in running:
             with contextlib.suppress(Exception):
                 proc.signal_group(signal.SIGTERM)
+
+
+def split_batch(raw: Result, marker: str, count: int, *, keep_going: bool = False) -> list[Result]:
+    """The results of a batch from its output: each command's stdout ends at its marker line
+    (`<marker><index> <status>`). The batch stopped at the first command without a whole
+    marker line (ssh failed, or the command killed its shell: then its status is the batch's,
+    and it is `cut_off`: the host may still have run it and what followed), or, unless
+    `keep_going`, at the first that failed. stderr is not told apart per command: it goes
+    with the last command, whose failure it explains."""
+    results: list[Result] = []
+    rest = raw.stdout
+    for index in range(count):
+        before, found, after = rest.partition(marker)
+        status, newline, rest = after.partition("\n")
+        words = status.split()
+        if not (found and newline and len(words) == 2 and words == [str(index), words[1]] and words[1].isdigit()):
+            results.append(Result(raw.exit_code if raw.exit_code else 1, before, raw.stderr, cut_off=True))
+            return results
+        code = int(words[1])
+        results.append(Result(code, before, ""))
+        if code != 0 and not keep_going:
+            break
+    results[-1] = Result(results[-1].exit_code, results[-1].stdout, raw.stderr)
+    return results
 
 
 def failure_of(cmd: Command, target: Target, where: str, result: Result) -> NixtasksError:

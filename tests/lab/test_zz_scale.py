@@ -13,6 +13,16 @@ from .conftest import LAB_ID, STATE, SUFFIX, labctl
 EXTRA = [f"h{i:02d}" for i in range(1, 14)]  # with web1, web2 and db1: 16 hosts
 
 
+def lab_of(proc: Path) -> str:
+    """The lab a labctl process belongs to (other labs may run on this machine meanwhile)."""
+    try:
+        environ = (proc / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return ""
+    ids = [e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"NIXTASKS_LAB_ID=")]
+    return ids[0] if ids else "0"
+
+
 def lab_leftovers() -> list[str]:
     left = []
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
@@ -25,12 +35,10 @@ def lab_leftovers() -> list[str]:
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            cgroups = (proc / "cgroup").read_text()
         except OSError:
             continue
-        # Only this lab's: other labs on this machine (NIXTASKS_LAB_ID) have supervisors too.
-        ours = f"/nixtasks-lab{SUFFIX}/" in cgroups
-        if ("labctl _supervise" in cmdline and ours) or ("systemd-nspawn" in cmdline and str(STATE) in cmdline):
+        if ("labctl _supervise" in cmdline and lab_of(proc) == LAB_ID) or (
+                "systemd-nspawn" in cmdline and f"{STATE}/" in cmdline):
             left.append(f"process {proc.name}: {cmdline[:80]}")
     return left
 

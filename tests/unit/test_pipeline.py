@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from nixtasks.actions.journal import Journal, read_local
 from nixtasks.fleet import pipeline, watchdog
+from nixtasks.fleet.pipeline import Checks
 from nixtasks.fleet.progress import PlainProgress
 from nixtasks.host.facts import parse_facts
 from nixtasks.host.recording import OK, RecordingRunner
@@ -74,19 +76,33 @@ def apply(fake: FakeHost, policy: Policy = DEFAULT, action: Action = Action.SWIT
 def test_a_good_switch_locks_arms_activates_confirms_checks_and_unlocks():
     fake = FakeHost()
     result, runner = apply(fake)
-    assert runner.steps() == ["lock", "facts", "arm", "set-profile", "activate switch", "confirm*",
-                              "facts", "unit", "facts", "unlock"]
+    assert runner.steps() == ["lock", "facts", "arm", "set-profile", "activate switch", "confirm*", "unlock"]
+    assert runner.steps(checks=True) == ["unit", "facts"]  # beside the confirmation, after the activation
     assert result.outcome is Outcome.OK and not result.failed
     assert (result.previous_generation, result.generation, result.new_system) == (1, 2, NEW)
     assert [s for s, _ in result.stages] == [Stage.LOCK, Stage.ACTIVATION, Stage.CONFIRM, Stage.CHECKS]
+
+
+def test_a_good_switch_costs_six_round_trips_with_its_journal_record(tmp_path):
+    runner = RecordingRunner(FakeHost())
+    journal = Journal(runner, tmp_path / "journal.jsonl")
+    ctx = pipeline.Context(runner, DEFAULT, PlainProgress(runner.echo), "switch", journal)
+    result = pipeline.apply(change(FakeHost()), ctx)
+    assert result.outcome is Outcome.OK
+    # lock+facts, arm+profile+activation, the confirmation, the check, facts, journal+unlock
+    assert runner.round_trips(WEB1.target) == 6
+    last = [c.step for c in runner.calls if c.trip == runner.trips]
+    assert last == ["journal", "journal", "unlock"]  # the record is on the host before the lock goes
+    assert [r.outcome for r in read_local(tmp_path / "journal.jsonl")] == ["ok"]
 
 
 def test_a_failing_check_rolls_the_host_back_and_checks_again():
     fake = FakeHost(healthy={OLD})
     result, runner = apply(fake)
     steps = runner.steps()
-    assert steps[steps.index("unit"):] == ["unit", "facts", "switch-generation 1", "activate switch", "facts",
-                                           "unit", "facts", "unlock"]
+    assert runner.steps(checks=True) == ["unit", "facts"]
+    assert steps[steps.index("confirm*"):] == ["confirm*", "switch-generation 1", "activate switch", "facts",
+                                               "unit", "facts", "unlock"]  # the rollback, after the watchdog is off
     assert steps[:2] == ["lock", "facts"]  # read again under the lock
     assert result.outcome is Outcome.ROLLED_BACK and result.failed
     assert "check unit app.service" in result.message and "rolled back to generation 1" in result.message
@@ -141,7 +157,7 @@ def test_a_host_that_cannot_confirm_is_reported_reverted_by_its_watchdog(monkeyp
     ctx = pipeline.Context(runner, Policy(confirm_timeout=1), PlainProgress(runner.echo), "switch")
     result = pipeline.apply(change(fake), ctx)
     assert runner.steps() == ["lock", "facts", "arm", "set-profile", "activate switch", "confirm*", "facts*",
-                              "unlock"]
+                              "unlock"]  # no rollback of ours: the watchdog's turn
     assert result.outcome is Outcome.REVERTED and result.failed
     assert result.new_system == OLD
 
@@ -156,7 +172,8 @@ def test_local_hosts_and_test_activations_get_no_watchdog_and_no_profile():
 def test_boot_sets_the_profile_and_runs_no_checks():
     fake = FakeHost()
     result, runner = apply(fake, action=Action.BOOT)
-    assert runner.steps() == ["lock", "facts", "set-profile", "activate boot", "facts", "unlock"]
+    assert runner.steps() == ["lock", "facts", "set-profile", "activate boot", "unlock"]
+    assert runner.steps(checks=True) == ["facts"]  # the boot entry is verified, no checks run
     assert result.outcome is Outcome.OK and fake.running == OLD and fake.profile == 2
 
 
@@ -205,3 +222,53 @@ def test_a_revert_that_left_the_boot_entry_is_not_reported_reverted(monkeypatch)
     result = pipeline.apply(change(fake), ctx)
     assert result.outcome is Outcome.FAILED
     assert "its revert failed (exit 1)" in result.message and "boots generation 2, not 1" in result.message
+
+
+def test_an_arm_whose_connection_was_lost_is_not_reported_as_nothing_activated():
+    """ssh gave up during the batch: the host may have armed, set the profile and activated
+    anyway. The confirmation (over a new connection) and the rollback find out."""
+    fake = FakeHost()
+
+    def respond(step: str, cmd: Command, target: Target, fresh: bool) -> Result:
+        if step == "arm":
+            return Result(255, "", "Timeout, server web1 not responding.", cut_off=True)
+        return fake(step, cmd, target, fresh)
+
+    runner = RecordingRunner(respond)
+    ctx = pipeline.Context(runner, DEFAULT, PlainProgress(runner.echo), "switch")
+    result = pipeline.apply(change(fake), ctx)
+    assert "nothing was activated" not in result.message
+    assert "the connection was lost before the host said how it went" in result.message
+    steps = runner.steps()
+    assert steps.index("confirm*") < steps.index("switch-generation 1")
+    assert result.outcome is Outcome.ROLLED_BACK and fake.running == OLD
+
+
+def test_an_arm_that_failed_on_the_host_activates_nothing():
+    fake = FakeHost(fail={"arm"})
+    result, runner = apply(fake)
+    assert result.outcome is Outcome.FAILED and "could not arm the watchdog, so nothing was activated" in result.message
+    assert runner.steps() == ["lock", "facts", "arm", "unlock"]
+
+
+def test_no_confirmation_stops_the_checks(monkeypatch):
+    monkeypatch.setattr(watchdog, "POLL_INTERVAL", 0)
+    fake = FakeHost(fail={"confirm"}, reverted="1700000000 0")  # the revert's record: already there
+    started: list[Checks] = []
+
+    class Seen(Checks):
+        def __init__(self, ch: pipeline.Change, ctx: pipeline.Context) -> None:
+            super().__init__(ch, ctx)
+            started.append(self)
+
+    def respond(step: str, cmd: Command, target: Target, fresh: bool) -> Result:
+        if step == "facts" and fresh:  # by the time a new connection gets through, it reverted
+            fake.running, fake.profile = OLD, 1
+        return fake(step, cmd, target, fresh)
+
+    monkeypatch.setattr(pipeline, "Checks", Seen)
+    runner = RecordingRunner(respond)
+    result = pipeline.apply(change(fake), pipeline.Context(runner, Policy(confirm_timeout=1),
+                                                           PlainProgress(runner.echo), "switch"))
+    assert result.outcome is Outcome.REVERTED
+    assert len(started) == 1 and started[0].stop.is_set()

@@ -1,0 +1,44 @@
+"""A deploy's steps before the plan, with a recording runner: where the closure diff runs."""
+
+from __future__ import annotations
+
+from nixtasks.actions import deploy
+from nixtasks.host.recording import OK, RecordingRunner
+from nixtasks.host.runner import Result
+from nixtasks.models import LOCAL, Command, Host, Target
+
+OLD, NEW = "/nix/store/" + "a" * 32 + "-nixos-system-web1-1.0", "/nix/store/" + "b" * 32 + "-nixos-system-web1-1.1"
+WEB1 = Host("web1", "web1", Target("web1", "root"))
+DIFF = "nixos-system-web1: 1.0 → 1.1\n"
+
+
+def diff_where(old_is_here: bool) -> tuple[str, list[Target]]:
+    def respond(step: str, cmd: Command, target: Target, fresh: bool) -> Result:
+        if target == LOCAL and not old_is_here:
+            return Result(1, "", f"error: path '{OLD}' is not valid")
+        return Result(0, DIFF, "")
+
+    runner = RecordingRunner(respond)
+    diff = deploy.closure_diff(WEB1, OLD, deploy.Built(NEW, LOCAL), runner)
+    return diff, [c.target for c in runner.calls]
+
+
+def test_the_diff_runs_here_when_this_machine_has_both_closures():
+    assert diff_where(old_is_here=True) == (DIFF, [LOCAL])
+
+
+def test_the_diff_runs_on_the_host_when_this_machine_lacks_what_it_runs():
+    assert diff_where(old_is_here=False) == (DIFF, [LOCAL, WEB1.target])
+
+
+def test_a_system_built_elsewhere_is_diffed_on_the_host_alone():
+    runner = RecordingRunner(lambda step, cmd, target, fresh: Result(0, DIFF, ""))
+    assert deploy.closure_diff(WEB1, OLD, deploy.Built(NEW, WEB1.target), runner) == DIFF
+    assert [c.target for c in runner.calls] == [WEB1.target]
+
+
+def test_nothing_to_diff_for_a_first_deploy_or_the_same_system():
+    runner = RecordingRunner(lambda step, cmd, target, fresh: OK)
+    assert deploy.closure_diff(WEB1, "", deploy.Built(NEW, LOCAL), runner) == ""
+    assert deploy.closure_diff(WEB1, NEW, deploy.Built(NEW, LOCAL), runner) == ""
+    assert runner.calls == []
