@@ -8,9 +8,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-from ..host import commands, gitstate, space
+from ..host import commands, gitstate, nixversion, space
 from ..host.runner import Runner
-from ..models import SYSTEM_PROFILE, Action, Command, Host, Target
+from ..models import LOCAL, SYSTEM_PROFILE, Action, Command, Host, Target
 from .journal import HOST_JOURNAL
 
 Echo = Callable[[str], None]
@@ -126,11 +126,10 @@ def doctor_host(host: Host, runner: Runner) -> list[Finding]:
         found.append(Finding(name, "root", True, "the ssh user is root: no sudo needed"))
     else:
         found.append(sudo_finding(name, user, target, runner))
-    version = runner.run(Command(("nix", "--version")), target, check=False)
-    found.append(Finding(name, "nix", version.ok, version.stdout.strip() or "nix is not installed",
-                         "install Nix (on NixOS it is always there); https://nixos.org/download"))
+    nix, version = nix_findings(name, target, nixversion.HOST_FEATURES, runner)
+    found += nix
     if user != "root":
-        found.append(copy_trust(name, user, target, runner))
+        found.append(copy_trust(name, user, target, version, runner))
     for path in ("/nix/store", "/boot"):
         df = runner.run(commands.free_space(path), target, check=False)
         free = space.available_bytes(df.stdout) if df.ok else None
@@ -161,10 +160,28 @@ def sudo_finding(name: str, user: str, target: Target, runner: Runner) -> Findin
     return Finding(name, "sudo", False, f"{user} cannot run nixtasks' commands with sudo -n: {said}", fix)
 
 
-def copy_trust(name: str, user: str, target: Target, runner: Runner) -> Finding:
+def nix_findings(name: str, target: Target, features: tuple[nixversion.Feature, ...],
+                 runner: Runner) -> tuple[list[Finding], nixversion.Version | None]:
+    """Nix and its version, and a warning for each feature nixtasks uses that this Nix lacks."""
+    out = runner.run(Command(("nix", "--version")), target, check=False)
+    if not out.ok:
+        return [Finding(name, "nix", False, "nix is not installed",
+                        "install Nix (on NixOS it is always there); https://nixos.org/download")], None
+    version = nixversion.parse(out.stdout)
+    if version is None:
+        return [Finding(name, "nix", False, f"`nix --version` printed {out.stdout.strip()[:80]!r}, not a Nix version",
+                        "check which `nix` is first on the PATH", warning=True)], None
+    found = [Finding(name, "nix", True, f"Nix {nixversion.text(version)}")]
+    found += [Finding(name, "nix", False, f"Nix {nixversion.text(version)} has no {f.what}, which nixtasks uses "
+                      f"for {f.needed_for}", f"upgrade Nix to {nixversion.short(f.since)} or newer",
+                      warning=not f.fatal)
+              for f in nixversion.missing(version, features)]
+    return found, version
+
+
+def copy_trust(name: str, user: str, target: Target, version: nixversion.Version | None, runner: Runner) -> Finding:
     """A non-root user's copies are accepted if Nix trusts the user (or the paths are signed)."""
-    config = runner.run(Command(("nix", "--extra-experimental-features", "nix-command", "show-config")), target,
-                        check=False).stdout
+    config = runner.run(Command(nixversion.config_show(version)), target, check=False).stdout
     groups = runner.run(Command(("id", "-Gn")), target, check=False).stdout.split()
     trusted = next((line.split("=", 1)[1].split() for line in config.splitlines()
                     if line.startswith("trusted-users")), [])
@@ -178,7 +195,8 @@ def copy_trust(name: str, user: str, target: Target, runner: Runner) -> Finding:
 
 def doctor(hosts: tuple[Host, ...], flake: str, runner: Runner) -> list[Finding]:
     git = gitstate.read(runner, flake)
-    found = [Finding("(deployer)", "git", True, f"the flake's tree is at {git.summary}")]
+    found, _ = nix_findings("(deployer)", LOCAL, nixversion.DEPLOYER_FEATURES, runner)
+    found.append(Finding("(deployer)", "git", True, f"the flake's tree is at {git.summary}"))
     if git.changes:
         found.append(Finding("(deployer)", "git", False, f"{len(git.changes)} uncommitted change(s); deploys of "
                              "this machine will ask, and the systems record no revision",

@@ -22,6 +22,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 LABCTL = REPO / "lab" / "labctl"
 HOSTS = ("web1", "web2", "db1")
+# The lab is a mixed fleet (labctl's DEFAULT_HOST_SUITES): db1 runs Debian 13 with Nix 2.26, web1 and
+# web2 Debian 12 with Nix 2.8, the deployer's own. Tests of what differs between Nix versions take one
+# host of each through the `root_host` or `deploy_host` fixture.
+NIX_2_26_HOST = "db1"
 LAB_ID = os.environ.get("NIXTASKS_LAB_ID", "0")  # as labctl names its lab
 SUFFIX = "" if LAB_ID == "0" else LAB_ID
 STATE = Path(os.environ.get("NIXTASKS_LAB_DIR", f"/var/lib/nixtasks-lab{SUFFIX}"))
@@ -143,6 +147,15 @@ class Fleet:
         (self.path / "hosts.json").write_text(json.dumps(data, indent=2) + "\n")
         self.git("commit", "-qam", f"knobs for {host}: {knobs}")
 
+    def set_target(self, host: str, target: str) -> None:
+        """Point the inventory's `host` at another ssh target (e.g. another user), committed."""
+        toml = self.path / "nixtasks.toml"
+        old = f'[hosts.{host}]\ntarget = "'
+        before, found, after = toml.read_text().partition(old)
+        assert found, f"{host} has no target line in {toml}"
+        toml.write_text(before + old + target + after[after.index('"'):])
+        self.git("commit", "-qam", f"{host} is reached as {target}")
+
     def git(self, *args: str) -> str:
         return subprocess.run(["git", "-C", str(self.path), *args], check=True, text=True,
                               capture_output=True).stdout
@@ -200,3 +213,18 @@ def fleet(lab: Lab, fleet_repo: Path) -> Fleet:
     labctl("reset", *HOSTS)
     Path(lab.env["NIXTASKS_JOURNAL"]).unlink(missing_ok=True)
     return fl
+
+
+@pytest.fixture(params=["web1", NIX_2_26_HOST], ids=["nix-2.8", "nix-2.26"])
+def root_host(request: pytest.FixtureRequest, fleet: Fleet) -> str:
+    """A host reached as root: one on Nix 2.8, one on Nix 2.26."""
+    return str(request.param)
+
+
+@pytest.fixture(params=["web2", NIX_2_26_HOST], ids=["nix-2.8", "nix-2.26"])
+def deploy_host(request: pytest.FixtureRequest, fleet: Fleet) -> str:
+    """A host reached as the `deploy` user with sudo -n: one on Nix 2.8, one on Nix 2.26 (sudo 1.9.16)."""
+    host = str(request.param)
+    if host == NIX_2_26_HOST:
+        fleet.set_target(host, f"deploy@{host}")
+    return host

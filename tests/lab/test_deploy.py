@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from nixtasks.host.runner import ShRunner
 from nixtasks.models import LOCAL, Command, Target
 
@@ -24,21 +26,22 @@ def error_lines(proc) -> list[str]:
     return [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
 
 
-def test_make_switch_as_root_then_a_new_release(fleet):
-    proc = fleet.make("host/web1/switch", "YES=1")
+def test_make_switch_as_root_then_a_new_release(fleet, root_host):
+    host = root_host
+    proc = fleet.make(f"host/{host}/switch", "YES=1")
     assert proc.returncode == 0, proc.stderr
-    first = fleet.build("web1")
-    assert fleet.lab.current_system("web1") == first == fleet.lab.profile("web1")
-    status, body = fleet.lab.health("web1")
-    assert (status, json.loads(body)) == (200, {"status": "ok", "host": "web1", "release": "1.0"})
-    assert "[web1] " in proc.stderr  # streamed lines carry the host's name
+    first = fleet.build(host)
+    assert fleet.lab.current_system(host) == first == fleet.lab.profile(host)
+    status, body = fleet.lab.health(host)
+    assert (status, json.loads(body)) == (200, {"status": "ok", "host": host, "release": "1.0"})
+    assert f"[{host}] " in proc.stderr  # streamed lines carry the host's name
 
-    fleet.set_knobs("web1", release="1.1")
-    proc = fleet.invoke("switch", "--host", "web1", "--yes", "--reason", "release 1.1")
+    fleet.set_knobs(host, release="1.1")
+    proc = fleet.invoke("switch", "--host", host, "--yes", "--reason", "release 1.1")
     assert proc.returncode == 0, proc.stderr
-    second = fleet.build("web1")
-    assert second != first and fleet.lab.current_system("web1") == second
-    assert '"release": "1.1"' in fleet.lab.health("web1")[1]
+    second = fleet.build(host)
+    assert second != first and fleet.lab.current_system(host) == second
+    assert '"release": "1.1"' in fleet.lab.health(host)[1]
     assert f"now:     {first}" in proc.stderr and f"new:     {second}" in proc.stderr
     assert "1.0 → 1.1" in proc.stderr  # the closure diff, shown before the approval
     assert "reason:   release 1.1" in proc.stderr
@@ -99,13 +102,18 @@ def test_dry_run_prints_commands_and_changes_nothing(fleet):
     assert fleet.lab.exec("web1", "test", "-e", path, check=False).returncode != 0  # not even copied
 
 
-def test_build_on_another_lab_host(fleet):
-    proc = fleet.invoke("switch", "--host", "web1", "--build-host", "root@db1", "--yes")
+@pytest.mark.parametrize(("host", "builder"), [("web1", "db1"), ("db1", "web1")],
+                         ids=["on-nix-2.26-for-nix-2.8", "on-nix-2.8-for-nix-2.26"])
+def test_build_on_another_lab_host(fleet, host, builder):
+    """The derivation goes to the build host, is realised there, and the result goes from there
+    to the target (through this deployer): in both directions between Nix 2.8 and Nix 2.26."""
+    proc = fleet.invoke("switch", "--host", host, "--build-host", f"root@{builder}", "--yes")
     assert proc.returncode == 0, proc.stderr
-    path = fleet.build("web1")
-    assert fleet.lab.current_system("web1") == path
-    assert fleet.lab.exec("db1", "test", "-e", path, check=False).returncode == 0  # realised there
-    assert "[build@root@db1]" in proc.stderr
+    path = fleet.build(host)
+    assert fleet.lab.current_system(host) == path
+    assert fleet.lab.exec(builder, "test", "-e", path, check=False).returncode == 0  # realised there
+    assert f"[build@root@{builder}]" in proc.stderr
+    assert fleet.lab.health(host)[0] == 200
 
 
 def test_no_approval_and_no_terminal_refuses_at_once(fleet):

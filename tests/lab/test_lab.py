@@ -79,10 +79,12 @@ def test_reboot_activates_the_boot_profile(fleet):
     assert lab.current_system("db1") == path
 
 
-def test_status_shows_each_host(lab):
-    out = labctl("status").stdout
-    for host in ("web1", "web2", "db1"):
-        assert host in out and lab.address(host) in out
+def test_status_shows_each_host_with_its_nix(lab):
+    rows = {row[0]: row for row in (line.split() for line in labctl("status").stdout.splitlines()[1:])}
+    assert {h: rows[h][1] for h in ("web1", "web2", "db1")} == {h: lab.address(h) for h in ("web1", "web2", "db1")}
+    # A mixed fleet: db1 on Debian 13 with Nix 2.26, the others on Debian 12 with Nix 2.8
+    assert {h: (rows[h][4].rsplit(".", 1)[0], rows[h][5]) for h in ("web1", "web2", "db1")} == {
+        "web1": ("2.8", "bookworm"), "web2": ("2.8", "bookworm"), "db1": ("2.26", "trixie")}
 
 
 def test_env_lines_work_for_nix_copy_and_ssh(lab):

@@ -16,30 +16,30 @@ def release(fleet, host: str) -> str:
     return json.loads(fleet.lab.health(host)[1])["release"]
 
 
-def test_two_deploys_then_rollback_to_previous_then_to_a_number(fleet):
+def test_two_deploys_then_rollback_to_previous_then_to_a_number(fleet, deploy_host):
     """As the deploy user: listing generations needs sudo -n (the profile lock is root's)."""
-    assert deploy(fleet, "web2").returncode == 0
-    first = fleet.build("web2")
-    fleet.set_knobs("web2", release="1.1")
-    assert deploy(fleet, "web2").returncode == 0
-    second = fleet.build("web2")
-    gens = fleet.invoke_json("generations", "--host", "web2")["web2"]
+    host = deploy_host
+    assert deploy(fleet, host).returncode == 0
+    first = fleet.build(host)
+    fleet.set_knobs(host, release="1.1")
+    assert deploy(fleet, host).returncode == 0
+    second = fleet.build(host)
+    gens = fleet.invoke_json("generations", "--host", host)[host]
     assert [(g["number"], g["path"], g["running"], g["boots"]) for g in gens] == [
         (2, second, True, True), (1, first, False, False)]
     assert gens[0]["nixos_version"] == "1.1"
 
-    proc = fleet.invoke("rollback", "--host", "web2", "--yes")
+    proc = fleet.invoke("rollback", "--host", host, "--yes")
     assert proc.returncode == 0, proc.stderr
     assert "nixtasks-webapp: 1.1 → 1.0" in proc.stderr  # the closure diff before the question
-    assert fleet.lab.current_system("web2") == first == fleet.lab.profile("web2")
-    assert release(fleet, "web2") == "1.0"
+    assert fleet.lab.current_system(host) == first == fleet.lab.profile(host)
+    assert release(fleet, host) == "1.0"
 
-    proc = fleet.make("host/web2/rollback", "YES=1")  # previous of generation 1: none
+    proc = fleet.make(f"host/{host}/rollback", "YES=1")  # previous of generation 1: none
     assert proc.returncode == 2 and "no generation older" in proc.stderr, proc.stderr
-    proc = fleet.invoke("rollback", "--host", "web2", "--generation", "2", "--yes")
+    proc = fleet.invoke("rollback", "--host", host, "--generation", "2", "--yes")
     assert proc.returncode == 0, proc.stderr
-    assert fleet.lab.current_system("web2") == second and release(fleet, "web2") == "1.1"
-
+    assert fleet.lab.current_system(host) == second and release(fleet, host) == "1.1"
 
 def test_rollback_to_a_missing_generation_lists_the_real_ones(fleet):
     assert deploy(fleet, "web1").returncode == 0
@@ -87,25 +87,25 @@ def test_a_rollback_whose_activation_fails_is_put_back_where_it_was(fleet):
     assert '"release": "1.1"' in fleet.lab.health("web1")[1]
 
 
-def test_verify_clean_then_a_failed_unit_then_unhealthy(fleet):
-    deploy(fleet, "web1")
-    proc = fleet.invoke("verify", "--host", "web1")
+def test_verify_clean_then_a_failed_unit_then_unhealthy(fleet, root_host):
+    host = root_host
+    deploy(fleet, host)
+    proc = fleet.invoke("verify", "--host", host)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "web1: ok" in proc.stdout and "check http" in proc.stdout
+    assert f"{host}: ok" in proc.stdout and "check http" in proc.stdout
 
-    fleet.set_knobs("web1", failed_units=["broken"])
-    deploy(fleet, "web1", "--no-rollback")  # left broken, for verify to find
-    proc = fleet.invoke("verify", "--host", "web1")
+    fleet.set_knobs(host, failed_units=["broken"])
+    deploy(fleet, host, "--no-rollback")  # left broken, for verify to find
+    proc = fleet.invoke("verify", "--host", host)
     assert proc.returncode == 1
     assert "failed units: broken.service" in proc.stdout
     assert "broken" in proc.stdout  # the error journal's last lines are shown
 
-    fleet.set_knobs("web1", failed_units=[], healthy=False)
-    deploy(fleet, "web1", "--no-rollback")
-    proc = fleet.invoke("verify", "--host", "web1")
+    fleet.set_knobs(host, failed_units=[], healthy=False)
+    deploy(fleet, host, "--no-rollback")
+    proc = fleet.invoke("verify", "--host", host)
     assert proc.returncode == 1
     assert "answered 500, expected 200" in proc.stdout and "(after 2 tries)" in proc.stdout
-
 
 def test_drift_after_a_change_behind_nixtasks_back(fleet):
     deploy(fleet, "web1")
@@ -119,18 +119,18 @@ def test_drift_after_a_change_behind_nixtasks_back(fleet):
     assert rows[0]["flake"] == "drifted"
 
 
-def test_status_over_several_hosts_with_one_unreachable(fleet):
-    deploy(fleet, "web1")
-    fleet.lab.exec("db1", "ip", "link", "set", "lab0", "down")
+def test_status_over_several_hosts_with_one_unreachable(fleet, root_host):
+    host, cut = root_host, "web1" if root_host == "db1" else "db1"  # one of each Nix version
+    deploy(fleet, host)
+    fleet.lab.exec(cut, "ip", "link", "set", "lab0", "down")
     try:
         rows = {r["host"]: r for r in fleet.invoke_json("status", "--all")}
     finally:
-        fleet.lab.exec("db1", "ip", "link", "set", "lab0", "up")
-    assert rows["db1"]["reachable"] is False and "cannot reach" in rows["db1"]["error"]
-    assert rows["web1"]["reachable"] and rows["web1"]["flake"] == "up to date"
-    assert rows["web1"]["revision"] == "matches HEAD" and rows["web1"]["generation"] == 1
+        fleet.lab.exec(cut, "ip", "link", "set", "lab0", "up")
+    assert rows[cut]["reachable"] is False and "cannot reach" in rows[cut]["error"]
+    assert rows[host]["reachable"] and rows[host]["flake"] == "up to date"
+    assert rows[host]["revision"] == "matches HEAD" and rows[host]["generation"] == 1
     assert rows["web2"]["reachable"] and rows["web2"]["flake"] == "unknown"  # nothing activated yet
-
 
 def test_history_records_deploys_refusals_failures_and_rollbacks(fleet):
     deploy(fleet, "web1", "--reason", "first")
