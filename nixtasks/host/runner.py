@@ -127,9 +127,7 @@ class ShRunner:
             return Result(0, "", "")
         result = self._execute(argv, label if stream else None, echo_stdout=echo_stdout, timeout=timeout,
                                stdin=self._stdin(cmd, target))
-        if cmd.sudo and SUDO_WANTS_PASSWORD in result.stderr:  # whoever reads it learns what to do
-            told = result.stderr.replace(SUDO_WANTS_PASSWORD, SUDO_WANTS_PASSWORD + HOW_TO_GIVE)
-            result = replace(result, stderr=told)
+        result = told_how_to_give(result, cmd.sudo)
         if check and not result.ok:
             raise self.failure(cmd, target, label or str(target), result)
         return result
@@ -147,8 +145,9 @@ class ShRunner:
         with self._lock:
             self._used.add(target)
         argv = commands.ssh_batch_argv(cmds, target, self.ssh_options, marker, keep_going=keep_going)
-        raw = self._execute(argv, label if stream else None, timeout=timeout,
-                            stdin="".join(c.stdin for c in cmds), marker=marker)
+        raw = told_how_to_give(self._execute(argv, label if stream else None, timeout=timeout,
+                                             stdin="".join(c.stdin for c in cmds), marker=marker),
+                               any(c.sudo for c in cmds))
         results = split_batch(raw, marker, len(cmds), keep_going=keep_going)
         failed = next((i for i, r in enumerate(results) if not r.ok), None)
         if check and failed is not None:
@@ -300,6 +299,13 @@ class ShRunner:
         for proc in running:
             with contextlib.suppress(Exception):
                 proc.signal_group(signal.SIGTERM)
+
+
+def told_how_to_give(result: Result, sudo: bool) -> Result:
+    """sudo's "a password is required", with what to do about it: whoever reads it learns."""
+    if sudo and SUDO_WANTS_PASSWORD in result.stderr:
+        return replace(result, stderr=result.stderr.replace(SUDO_WANTS_PASSWORD, SUDO_WANTS_PASSWORD + HOW_TO_GIVE))
+    return result
 
 
 def split_batch(raw: Result, marker: str, count: int, *, keep_going: bool = False) -> list[Result]:
