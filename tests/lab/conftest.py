@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,6 +191,32 @@ class Fleet:
         proc = subprocess.run(["nix", "build", "--json", "--no-link", attr], text=True, capture_output=True,
                               env=self.lab.env, check=True)
         return json.loads(proc.stdout)[0]["outputs"]["out"]
+
+
+def start_invoke(cwd: Path, env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], list[str]]:
+    """invoke in the background; its stderr lines collect in the returned list."""
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", *args], cwd=cwd, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, stdin=subprocess.DEVNULL)
+    lines: list[str] = []
+    assert proc.stderr is not None
+    stream = proc.stderr
+    threading.Thread(target=lambda: lines.extend(iter(stream.readline, "")), daemon=True).start()
+    return proc, lines
+
+
+def repo_with_hosts(path: Path, targets: dict[str, str], tags: dict[str, str], why: str) -> Path:
+    """A user's flake repository at `path` (examples/make-repo) with more hosts, committed and
+    tagged `why`: each host's target and tag in the inventory, and the host in hosts.json."""
+    subprocess.run([str(REPO / "examples" / "make-repo"), str(path)], check=True)
+    with (path / "nixtasks.toml").open("a") as inv:
+        for host, target in targets.items():
+            inv.write(f'\n[hosts.{host}]\ntarget = "{target}"\ntags = ["{tags[host]}"]\n')
+    data = json.loads((path / "hosts.json").read_text())
+    data["hosts"].update({h: {} for h in targets})
+    (path / "hosts.json").write_text(json.dumps(data, indent=2) + "\n")
+    subprocess.run(["git", "-C", str(path), "commit", "-qam", f"hosts: {why}"], check=True)
+    subprocess.run(["git", "-C", str(path), "tag", why], check=True)
+    return path
 
 
 @pytest.fixture(scope="session")

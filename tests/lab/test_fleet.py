@@ -10,14 +10,13 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, Lab, labctl
+from .conftest import Lab, labctl, repo_with_hosts, start_invoke
 
 EXTRA = ("web3", "web4", "app1", "app2", "app3")
 ALL = ("web1", "web2", "db1", *EXTRA)
@@ -50,14 +49,7 @@ class Fleet8:
 
     def start(self, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
         """invoke in the background; its stderr lines collect in the returned list."""
-        proc = subprocess.Popen([sys.executable, "-m", "invoke", *args], cwd=self.path, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self.env(),
-                                stdin=subprocess.DEVNULL)
-        lines: list[str] = []
-        assert proc.stderr is not None
-        stream = proc.stderr
-        threading.Thread(target=lambda: lines.extend(iter(stream.readline, "")), daemon=True).start()
-        return proc, lines
+        return start_invoke(self.path, self.env(), *args)
 
     def release(self, host: str) -> str:
         status, body = self.lab.health(host)
@@ -88,17 +80,8 @@ def wait_for(lines: list[str], text: str, timeout: float = 60) -> None:
 @pytest.fixture(scope="module")
 def eight_hosts(lab: Lab) -> Iterator[Path]:
     labctl("up", *EXTRA)
-    path = lab.workspace / "fleet8"
-    subprocess.run([str(REPO / "examples" / "make-repo"), str(path)], check=True)
-    with (path / "nixtasks.toml").open("a") as inv:
-        for host in EXTRA:
-            tag = "web" if host.startswith("web") else "app"
-            inv.write(f'\n[hosts.{host}]\ntarget = "root@{host}"\ntags = ["{tag}"]\n')
-    data = json.loads((path / "hosts.json").read_text())
-    data["hosts"].update({h: {} for h in EXTRA})
-    (path / "hosts.json").write_text(json.dumps(data, indent=2) + "\n")
-    subprocess.run(["git", "-C", str(path), "commit", "-qam", "eight hosts"], check=True)
-    subprocess.run(["git", "-C", str(path), "tag", "eight"], check=True)
+    tags = {h: "web" if h.startswith("web") else "app" for h in EXTRA}
+    path = repo_with_hosts(lab.workspace / "fleet8", {h: f"root@{h}" for h in EXTRA}, tags, "eight")
     try:
         yield path
     finally:

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from .conftest import REPO, Lab, labctl
+from .conftest import Lab, labctl, repo_with_hosts
 from .test_deploy import run_in_terminal
 
 HOST = "pw1"
@@ -70,15 +70,7 @@ class PwFleet:
 @pytest.fixture(scope="module")
 def pw_repo(lab: Lab) -> Iterator[Path]:
     labctl("up", HOST, "--sudo-password", PASSWORD)
-    path = lab.workspace / "pwfleet"
-    subprocess.run([str(REPO / "examples" / "make-repo"), str(path)], check=True)
-    with (path / "nixtasks.toml").open("a") as inv:
-        inv.write(f'\n[hosts.{HOST}]\ntarget = "deploy@{HOST}"\ntags = ["pw"]\n')
-    data = json.loads((path / "hosts.json").read_text())
-    data["hosts"][HOST] = {}
-    (path / "hosts.json").write_text(json.dumps(data, indent=2) + "\n")
-    subprocess.run(["git", "-C", str(path), "commit", "-qam", "a host whose sudo wants a password"], check=True)
-    subprocess.run(["git", "-C", str(path), "tag", "pw"], check=True)
+    path = repo_with_hosts(lab.workspace / "pwfleet", {HOST: f"deploy@{HOST}"}, {HOST: "pw"}, "pw")
     try:
         yield path
     finally:

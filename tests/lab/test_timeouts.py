@@ -6,14 +6,13 @@ copy that outlasts its limit, stops the deploy before anything is activated."""
 from __future__ import annotations
 
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from .conftest import start_invoke
 from .test_fleet import wait_for
 
 # A dead connection is noticed after 6 s of silence. (Keep-alives wait behind what is queued
@@ -37,14 +36,7 @@ def quiet(fleet) -> Iterator[object]:
 
 
 def start(fleet, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
-    proc = subprocess.Popen([sys.executable, "-m", "invoke", *args], cwd=fleet.path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=fleet.lab.env,
-                            stdin=subprocess.DEVNULL)
-    lines: list[str] = []
-    assert proc.stderr is not None
-    stream = proc.stderr
-    threading.Thread(target=lambda: lines.extend(iter(stream.readline, "")), daemon=True).start()
-    return proc, lines
+    return start_invoke(fleet.path, fleet.lab.env, *args)
 
 
 def copying(pid: int) -> bool:
