@@ -321,7 +321,7 @@ def split_batch(raw: Result, marker: str, count: int, *, keep_going: bool = Fals
         before, found, after = rest.partition(marker)
         status, newline, rest = after.partition("\n")
         words = status.split()
-        if not (found and newline and len(words) == 2 and words == [str(index), words[1]] and words[1].isdigit()):
+        if not (found and newline and len(words) == 2 and words[0] == str(index) and words[1].isdigit()):
             results.append(Result(raw.exit_code if raw.exit_code else 1, before, raw.stderr, cut_off=True))
             return results
         code = int(words[1])
