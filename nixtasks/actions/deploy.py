@@ -129,17 +129,28 @@ def copy(host: Host, built: Built, runner: Runner, timeout: float | None = None)
                    timeout=timeout)
 
 
-def closure_diff(host: Host, current: str, new: Built, runner: Runner) -> str:
-    """`nix store diff-closures`: here when this machine has both closures (it built what the
-    host runs, as a deployer usually did), which saves a round trip; else on the host, which
-    now has both."""
+def diff_here(host: Host, current: str, new: Built, runner: Runner) -> str | None:
+    """`nix store diff-closures` here, when this machine has both closures (it built what the
+    host runs, as a deployer usually did): that saves a round trip, and needs no copy, so it
+    can run beside it. None: it must run on the host (`diff_on_host`), once copied."""
     if not current or current == new.path or runner.dry_run:
         return ""
     if new.at.is_local:
         here = runner.run(commands.diff_closures(current, new.path, substitute=False), LOCAL, check=False)
         if here.ok or host.is_local:
             return here.stdout
+    return None
+
+
+def diff_on_host(host: Host, current: str, new: Built, runner: Runner) -> str:
+    """The diff on the host, which has both closures after the copy."""
     return runner.run(commands.diff_closures(current, new.path), host.target, check=False).stdout
+
+
+def closure_diff(host: Host, current: str, new: Built, runner: Runner) -> str:
+    """The closure diff here if this machine can make it, else on the host."""
+    here = diff_here(host, current, new, runner)
+    return here if here is not None else diff_on_host(host, current, new, runner)
 
 
 def unique(items: Iterable[T]) -> list[T]:

@@ -148,10 +148,14 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
         made = built[steps.key(host)] if systems is None else steps.given(host, systems[host.name], runner)
         steps.check_is_nixos(host, made, runner)
         steps.check_space(host, made, req.action, before.store_free, runner)
-        started = time.monotonic()
-        steps.copy(host, made, runner, timeout=req.policy.copy_timeout)
-        seconds = round(time.monotonic() - started, 3)
-        diff = steps.closure_diff(host, before.running, made, runner)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"diff-{host.name}") as beside:
+            here = beside.submit(steps.diff_here, host, before.running, made, runner)  # needs no copy
+            started = time.monotonic()
+            steps.copy(host, made, runner, timeout=req.policy.copy_timeout)
+            seconds = round(time.monotonic() - started, 3)
+            diff = here.result()
+        if diff is None:
+            diff = steps.diff_on_host(host, before.running, made, runner)
         return Change(host, req.action, made.path, before, diff=diff, copy_seconds=seconds)
 
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(hosts)))) as pool:

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -108,6 +109,7 @@ class ShRunner:
         # A new connection, not the multiplexed one: it proves that the host accepts new
         # connections (the watchdog's confirmation), or gets past a master that died.
         self.fresh_ssh_options = commands.ssh_options(None, (*extra, "-o", "ControlPath=none"), ssh_config, **limits)
+        self._fresh_kex: dict[str, Future[tuple[str, ...]]] = {}  # by destination: see `fresh_options`
         # sudo passwords by target, in memory only: never on an argv, in a log line or a journal.
         self._passwords: dict[str, Secret] = {}
         self.warnings: list[str] = []
@@ -168,10 +170,40 @@ class ShRunner:
         if target.is_local:
             return commands.local_argv(cmd, target, password=password)
         if fresh:
-            return commands.ssh_argv(cmd, target, self.fresh_ssh_options, password=password)
+            return commands.ssh_argv(cmd, target, self.fresh_options(target, password=password), password=password)
         with self._lock:
             self._used.add(target)
+        self._resolve_kex(target.ssh_destination)  # ready, in the background, when a confirmation needs it
         return commands.ssh_argv(cmd, target, self.ssh_options, password=password)
+
+    def fresh_options(self, target: Target, *, password: bool) -> tuple[str, ...]:
+        """Options of a new connection: the key exchanges the user's config allows for this
+        host, the cheapest first (`commands.fast_kex_first`), unless a sudo password will
+        travel on it; then exactly as the config has it."""
+        if password:
+            return self.fresh_ssh_options
+        return (*self._resolve_kex(target.ssh_destination).result(), *self.fresh_ssh_options)
+
+    def _resolve_kex(self, destination: str) -> Future[tuple[str, ...]]:
+        """`ssh -G` of `destination`, once, in a thread of its own: its first use of the
+        multiplexed connection starts it, so the confirmation does not wait for it."""
+        with self._lock:
+            known = self._fresh_kex.get(destination)
+            if known is not None:
+                return known
+            future: Future[tuple[str, ...]] = Future()
+            self._fresh_kex[destination] = future
+
+        def resolve() -> None:
+            try:
+                resolved = self._execute(commands.ssh_resolve(destination, self.fresh_ssh_options).argv, None,
+                                         timeout=30)
+                future.set_result(commands.fast_kex_first(resolved.stdout) if resolved.ok else ())
+            except Exception:  # noqa: BLE001 (then the config's own order: a preference, not a need)
+                future.set_result(())
+
+        threading.Thread(target=resolve, name=f"kex-{destination}", daemon=True).start()
+        return future
 
     # -- sudo passwords ---------------------------------------------------------------------
 

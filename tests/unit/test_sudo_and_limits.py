@@ -15,7 +15,7 @@ from nixtasks.actions import access
 from nixtasks.cli import app
 from nixtasks.errors import InventoryError, Refused, UsageError
 from nixtasks.host import commands
-from nixtasks.host.runner import ShRunner
+from nixtasks.host.runner import Result, ShRunner
 from nixtasks.models import Command, Limit, Policy, Secret, SudoPassword, Target
 
 DEPLOY = Target("web1", "deploy", sudo=True)
@@ -199,3 +199,43 @@ def test_a_sudo_that_wants_a_password_says_how_to_give_it():
     assert "sudo: a password is required (give it with --ask-sudo-password, NIXTASKS_SUDO_PASSWORD_FILE" in \
         result.stderr
     assert other.stderr.strip() == "sudo: a password is required"
+
+
+SSH_G = """user root
+hostname 10.250.0.11
+gssapikexalgorithms gss-group14-sha256-,gss-curve25519-sha256-
+kexalgorithms sntrup761x25519-sha512@openssh.com,curve25519-sha256,curve25519-sha256@libssh.org,ecdh-sha2-nistp256
+"""
+
+
+def test_a_confirmation_prefers_curve25519_among_the_key_exchanges_the_config_allows():
+    assert commands.fast_kex_first(SSH_G) == (
+        "-o", "KexAlgorithms=curve25519-sha256,sntrup761x25519-sha512@openssh.com,curve25519-sha256@libssh.org,"
+        "ecdh-sha2-nistp256")
+    # A config that leaves curve25519 out, or already puts it first, is kept as it is.
+    assert commands.fast_kex_first(SSH_G.replace("curve25519-sha256,", "")) == ()
+    assert commands.fast_kex_first("kexalgorithms curve25519-sha256,sntrup761x25519-sha512@openssh.com\n") == ()
+    assert commands.fast_kex_first("user root\n") == ()
+
+
+def test_new_connections_reorder_the_key_exchange_once_per_host_but_not_when_a_password_travels(monkeypatch):
+    asked: list[tuple[str, ...]] = []
+
+    def execute(argv: tuple[str, ...], *_args: object, **_kw: object) -> Result:
+        asked.append(argv)
+        return Result(0, SSH_G, "")
+
+    target = Target("web1", "deploy", sudo=True)
+    with ShRunner() as runner:
+        monkeypatch.setattr(runner, "_execute", execute)
+        cmd = Command(("true",))
+        first = runner.argv(cmd, target, fresh=True)
+        again = runner.argv(cmd, target, fresh=True)
+        assert first == again and len(asked) == 1 and asked[0][:2] == ("ssh", "-G")
+        assert first[1:3] == ("-o", "KexAlgorithms=curve25519-sha256,sntrup761x25519-sha512@openssh.com,"
+                                    "curve25519-sha256@libssh.org,ecdh-sha2-nistp256")
+        assert "ControlPath=none" in first
+        # The multiplexed connection keeps the config's order.
+        assert not any(a.startswith("KexAlgorithms") for a in runner.argv(cmd, target))
+        runner.set_sudo_password(target, Secret("pw"))
+        assert not any(a.startswith("KexAlgorithms") for a in runner.argv(cmd, target, fresh=True))
