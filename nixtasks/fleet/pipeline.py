@@ -178,13 +178,20 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock, now: Facts | None = Non
     failure = ""
     with clock.stage(Stage.ACTIVATION):
         # Watchdog, profile and activation in one round trip, in that order; the first that
-        # fails ends it, so a watchdog that could not be armed leaves nothing activated.
+        # fails ends it, so a watchdog that could not be armed leaves nothing activated. Then,
+        # in the same round trip, what runs now: an activation that exited 0 without taking
+        # effect is rolled back at once, not after its checks.
         armed = watchdog.wanted(host, ch.action, ch.before, policy)
         steps = [watchdog.arm_command(ch.action, ch.before, policy)] if armed else []
         steps += activation_commands(ch)
-        results = runner.run_all(steps, host.target, label=host.name, stream=True, check=False,
+        seen = [commands.running_system()] if ch.action.changes_running_system and not runner.dry_run else []
+        results = runner.run_all([*steps, *seen], host.target, label=host.name, stream=True, check=False,
                                  timeout=policy.activation_timeout)
-        if not results[-1].ok:
+        results, running = results[:len(steps)], results[len(steps):]
+        if results[-1].ok and running and running[0].ok and running[0].stdout.strip() not in ("", ch.system):
+            failure = (f"{ch.action.value} exited 0, but /run/current-system is {running[0].stdout.strip()}, "
+                       f"not {ch.system}")
+        elif not results[-1].ok:
             exc = runner.failure(steps[len(results) - 1], host.target, host.name, results[-1])
             if armed and len(results) == 1 and not results[0].cut_off:
                 return outcome_result(ch, Outcome.FAILED, clock, f"could not arm the watchdog, so nothing was "

@@ -109,6 +109,11 @@ def switch_to_configuration(path: str, action: Action, *, systemd: bool) -> Comm
     return Command(argv, sudo=True, changes=True)
 
 
+def running_system() -> Command:
+    """What the host runs now, resolved; read as the ssh user (no sudo)."""
+    return Command(("readlink", "-e", "/run/current-system"))
+
+
 def git_revision(repo: str) -> Command:
     return Command(("git", "-C", repo, "rev-parse", "--verify", "-q", "HEAD"))
 

@@ -46,6 +46,8 @@ def step_of(cmd: Command) -> str:
         return "unit"
     if argv[0] == "tee" or (argv[0] == "mkdir" and "nixtasks" in argv[-1]):
         return "journal"
+    if argv == commands.running_system().argv:
+        return "running"
     if argv[:2] == ("ssh", "-G"):
         return "ssh-resolve"
     return " ".join(argv[:2])
@@ -129,7 +131,8 @@ class RecordingRunner:
         """How many times the deployer went to `target` (a batch counts once)."""
         return len({c.trip for c in self.calls if c.target == target})
 
-    def steps(self, *, skip: tuple[str, ...] = ("journal", "lock-holder"), checks: bool = False) -> list[str]:
+    def steps(self, *, skip: tuple[str, ...] = ("journal", "lock-holder", "running"),
+              checks: bool = False) -> list[str]:
         """The steps in order, fresh connections marked with a `*`: those of the host's way
         through the pipeline, or (`checks`) those of its checks after activation, which run
         beside the confirmation."""

@@ -33,6 +33,7 @@ class FakeHost:
     healthy: set[str] = field(default_factory=lambda: {OLD, NEW})
     reverted: str = ""
     pending: bool = False  # an earlier deploy's watchdog
+    takes: bool = True  # an activation of NEW that exits 0 changes what runs
 
     def facts(self) -> str:
         return (f"running\t{self.running}\nprofile\tsystem-{self.profile}-link\n"
@@ -52,8 +53,10 @@ class FakeHost:
             self.profile = int(step.split()[1])
         elif step.startswith("activate"):
             path = next(a for a in cmd.argv if a.endswith("/bin/switch-to-configuration")).rsplit("/bin/", 1)[0]
-            if step in ("activate switch", "activate test"):
+            if step in ("activate switch", "activate test") and (self.takes or path != NEW):
                 self.running = self.generations[self.profile] if path == SYSTEM_PROFILE else path
+        elif step == "running":
+            return Result(0, self.running + "\n", "")
         elif step == "unit":
             return OK if self.running in self.healthy else Result(3, "failed", "")
         return OK
@@ -110,6 +113,17 @@ def test_a_failing_check_rolls_the_host_back_and_checks_again():
     assert (fake.running, fake.profile) == (OLD, 1)
     activations = [c.cmd.argv for c in runner.calls if c.step == "activate switch"]
     assert f"{SYSTEM_PROFILE}/bin/switch-to-configuration" in activations[-1]  # the profile, like --rollback
+
+
+def test_an_activation_that_exits_0_without_taking_is_rolled_back_before_any_check():
+    fake = FakeHost(takes=False)
+    result, runner = apply(fake)
+    activation = [c.step for c in runner.calls if c.trip == next(c.trip for c in runner.calls if c.step == "arm")]
+    assert activation == ["arm", "set-profile", "activate switch", "running"]  # what runs, in the same round trip
+    assert runner.steps(checks=True) == []  # no check of a system that is not running
+    assert result.outcome is Outcome.ROLLED_BACK
+    assert f"switch exited 0, but /run/current-system is {OLD}, not {NEW}" in result.message
+    assert (fake.running, fake.profile) == (OLD, 1)
 
 
 def test_a_failed_activation_is_rolled_back_after_the_watchdog_is_disarmed():
