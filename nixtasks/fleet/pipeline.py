@@ -184,7 +184,7 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock, now: Facts | None = Non
         armed = watchdog.wanted(host, ch.action, ch.before, policy)
         steps = [watchdog.arm_command(ch.action, ch.before, policy)] if armed else []
         steps += activation_commands(ch)
-        seen = [commands.running_system()] if ch.action.changes_running_system and not runner.dry_run else []
+        seen = [commands.current_system()] if ch.action.changes_running_system and not runner.dry_run else []
         results = runner.run_all([*steps, *seen], host.target, label=host.name, stream=True, check=False,
                                  timeout=policy.activation_timeout)
         results, running = results[:len(steps)], results[len(steps):]

@@ -78,6 +78,7 @@ def has_systemd() -> Command:
 
 
 def current_system() -> Command:
+    """What the host runs now, resolved; read as the ssh user (no sudo)."""
     return Command(("readlink", "-e", "/run/current-system"))
 
 
@@ -107,11 +108,6 @@ def switch_to_configuration(path: str, action: Action, *, systemd: bool) -> Comm
                 f"--unit={ACTIVATION_UNIT}", done, *argv)
     # Even dry-activate runs on the host: --dry-run prints it instead.
     return Command(argv, sudo=True, changes=True)
-
-
-def running_system() -> Command:
-    """What the host runs now, resolved; read as the ssh user (no sudo)."""
-    return Command(("readlink", "-e", "/run/current-system"))
 
 
 def git_revision(repo: str) -> Command:

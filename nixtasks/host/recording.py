@@ -46,7 +46,7 @@ def step_of(cmd: Command) -> str:
         return "unit"
     if argv[0] == "tee" or (argv[0] == "mkdir" and "nixtasks" in argv[-1]):
         return "journal"
-    if argv == commands.running_system().argv:
+    if argv == commands.current_system().argv:
         return "running"
     if argv[:2] == ("ssh", "-G"):
         return "ssh-resolve"
