@@ -66,7 +66,8 @@ def build(req: BuildRequest, runner: Runner, echo: Echo) -> dict[tuple[str, Targ
             if not builder.is_local:
                 runner.run(commands.nix_copy_derivations(drvs, to=builder), LOCAL)
             where = "build" if builder.is_local else f"build@{builder}"
-            root = f"{runner.gc_roots}/{len(built)}" if builder.is_local and runner.gc_roots else None
+            roots = runner.gc_roots_on(builder)  # kept until the run ends: the copy comes later
+            root = f"{roots}/{len(built)}" if roots else None
             runner.run(commands.realise(drvs, nix_options=req.nix_options if builder.is_local else (), add_root=root),
                        builder, label=where, stream=True, echo_stdout=False)
         built.update({(c, builder): Built(systems[c][1], builder) for c in names})

@@ -204,7 +204,7 @@ def session(opts: Options, *, root: bool = True) -> Iterator[tuple[inventory.Inv
     d = inv.defaults
     with ShRunner(ssh_config=d.ssh_config, ssh_extra=d.ssh_options, dry_run=opts.dry_run, echo=echo,
                   verbose=opts.verbose, connect_timeout=d.ssh_connect_timeout, alive_interval=d.ssh_alive_interval,
-                  alive_count=d.ssh_alive_count) as runner:
+                  alive_count=d.ssh_alive_count, fast_fresh_kex=d.ssh_fast_confirmation) as runner:
         hosts = resolve_hosts(inv, opts, runner)
         if root:
             give_sudo_passwords(opts, hosts, runner)

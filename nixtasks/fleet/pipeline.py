@@ -144,8 +144,12 @@ def activate(ch: Change, ctx: Context) -> None:
                        timeout=ctx.policy.activation_timeout)
 
 
+def what_ran(ch: Change) -> str:
+    return f"rollback to generation {ch.generation}" if ch.generation is not None else ch.action.value
+
+
 def failure_text(ch: Change, exc: NixtasksError) -> str:
-    what = f"rollback to generation {ch.generation}" if ch.generation is not None else ch.action.value
+    what = what_ran(ch)
     if not isinstance(exc, CommandFailed):
         return f"{what} failed: {exc}"
     return f"{what} failed (exit {exc.returncode}){': ' + exc.detail if exc.detail else ''}"
@@ -182,15 +186,17 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock, now: Facts | None = Non
         # in the same round trip, what runs now: an activation that exited 0 without taking
         # effect is rolled back at once, not after its checks.
         armed = watchdog.wanted(host, ch.action, ch.before, policy)
+        if armed:
+            runner.expect_fresh(host.target)  # the confirmation's connection, prepared meanwhile
         steps = [watchdog.arm_command(ch.action, ch.before, policy)] if armed else []
         steps += activation_commands(ch)
-        seen = [commands.current_system()] if ch.action.changes_running_system and not runner.dry_run else []
+        seen = [commands.now_running()] if ch.action.changes_running_system and not runner.dry_run else []
         results = runner.run_all([*steps, *seen], host.target, label=host.name, stream=True, check=False,
                                  timeout=policy.activation_timeout)
         results, running = results[:len(steps)], results[len(steps):]
-        if results[-1].ok and running and running[0].ok and running[0].stdout.strip() not in ("", ch.system):
-            failure = (f"{ch.action.value} exited 0, but /run/current-system is {running[0].stdout.strip()}, "
-                       f"not {ch.system}")
+        runs = running[0].stdout.strip().removeprefix(commands.NOW_RUNNING) if running and running[0].ok else ""
+        if results[-1].ok and runs and runs != ch.system:
+            failure = f"{what_ran(ch)} exited 0, but /run/current-system is {runs}, not {ch.system}"
         elif not results[-1].ok:
             exc = runner.failure(steps[len(results) - 1], host.target, host.name, results[-1])
             if armed and len(results) == 1 and not results[0].cut_off:

@@ -65,6 +65,16 @@ def realise(drvs: Sequence[str], *, dry_run: bool = False, nix_options: Sequence
     return Command(("nix-store", "--realise", *flags, *nix_options, "--", *drvs))
 
 
+def make_private_dir(path: str) -> Command:
+    """A new directory only its owner can enter; fails if `path` exists (a name in /tmp that
+    someone made first is not ours)."""
+    return Command(("mkdir", "-m", "700", "--", path))
+
+
+def remove_tree(path: str) -> Command:
+    return Command(("rm", "-rf", "--", path))
+
+
 def path_is_valid(path: str) -> Command:
     return Command(("nix-store", "--check-validity", "--", path))
 
@@ -108,6 +118,16 @@ def switch_to_configuration(path: str, action: Action, *, systemd: bool) -> Comm
                 f"--unit={ACTIVATION_UNIT}", done, *argv)
     # Even dry-activate runs on the host: --dry-run prints it instead.
     return Command(argv, sudo=True, changes=True)
+
+
+NOW_RUNNING = "now running "
+NOW_RUNNING_SCRIPT = f'echo "{NOW_RUNNING}$(readlink -e /run/current-system)"'
+
+
+def now_running() -> Command:
+    """After an activation, in its round trip: "now running <system>" (also shown as the
+    host's output line); read as the ssh user."""
+    return Command(("sh", "-c", NOW_RUNNING_SCRIPT))
 
 
 def git_revision(repo: str) -> Command:
@@ -218,19 +238,21 @@ def sudo_password_probe() -> Command:
 
 
 FAST_KEX = "curve25519-sha256"
+COSTLY_KEX = ("sntrup761x25519-sha512", "sntrup761x25519-sha512@openssh.com")
 
 
 def fast_kex_first(resolved: str) -> tuple[str, ...]:
-    """For a short connection that carries no secret (the watchdog's confirmation): the key
-    exchanges the user's ssh config allows (`ssh -G`'s kexalgorithms), curve25519-sha256
-    first. OpenSSH's default post-quantum hybrid costs about 0.1 s of CPU on each side;
-    its protection of recorded traffic is worth nothing for a confirmation. () when the
-    config does not allow curve25519-sha256, or already prefers it."""
+    """For a short connection that carries no secret (the watchdog's confirmation, the reads
+    that wait for a host to answer again): the key exchanges the user's ssh config allows
+    (`ssh -G`'s kexalgorithms), with curve25519-sha256 moved ahead of a leading sntrup761
+    hybrid, OpenSSH 9.0-9.8's default, which costs about 0.1 s of CPU on each side for a
+    protection of recorded traffic that such a connection does not need. () (the config's
+    order) for anything else: an mlkem hybrid first (cheap), or an order of the user's own."""
     for line in resolved.splitlines():
         key, _, value = line.partition(" ")
         if key.lower() == "kexalgorithms":
             allowed = value.strip().split(",")
-            if FAST_KEX in allowed and allowed[0] != FAST_KEX:
+            if allowed[0] in COSTLY_KEX and FAST_KEX in allowed:
                 return ("-o", "KexAlgorithms=" + ",".join([FAST_KEX, *(a for a in allowed if a != FAST_KEX)]))
             return ()
     return ()

@@ -46,7 +46,7 @@ def step_of(cmd: Command) -> str:
         return "unit"
     if argv[0] == "tee" or (argv[0] == "mkdir" and "nixtasks" in argv[-1]):
         return "journal"
-    if argv == commands.current_system().argv:
+    if commands.NOW_RUNNING_SCRIPT in argv:
         return "running"
     if argv[:2] == ("ssh", "-G"):
         return "ssh-resolve"
@@ -75,6 +75,7 @@ class RecordingRunner:
         self.warnings: list[str] = []
         self.ssh_options: tuple[str, ...] = ()
         self.gc_roots: str | None = None
+        self.build_host_roots: str | None = None  # what gc_roots_on answers for a build host
         self.trips = 0
         self._lock = threading.Lock()  # the checks run in a thread of their own
 
@@ -120,6 +121,14 @@ class RecordingRunner:
 
     def has_sudo_password(self, target: Target) -> bool:
         return False
+
+    def expect_fresh(self, target: Target) -> None:
+        return None
+
+    def gc_roots_on(self, target: Target) -> str | None:
+        return self.gc_roots if target.is_local else self.build_host_roots
+
+
 
     def close(self) -> None:
         return None

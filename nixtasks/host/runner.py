@@ -18,6 +18,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as NoAnswerYet
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -61,7 +62,7 @@ class Runner(Protocol):
     echo: Echo
     warnings: list[str]
     ssh_options: tuple[str, ...]
-    gc_roots: str | None  # where builds get their garbage-collector roots for the length of a run
+    gc_roots: str | None  # where builds here get their garbage-collector roots for the length of a run
 
     def run(self, cmd: Command, target: Target, *, label: str | None = None, stream: bool = False,
             echo_stdout: bool = True, check: bool = True, timeout: float | None = None,
@@ -73,6 +74,14 @@ class Runner(Protocol):
         `keep_going`): their results, the failing one last. Over ssh they share one round trip."""
 
     def failure(self, cmd: Command, target: Target, where: str, result: Result) -> NixtasksError: ...
+
+    def gc_roots_on(self, target: Target) -> str | None:
+        """The directory for the GC roots of builds on `target` for the length of the run, or
+        None for none."""
+
+    def expect_fresh(self, target: Target) -> None:
+        """A fresh connection to `target` will be wanted soon (a confirmation): prepare its
+        options in the background."""
 
     def has_sudo_password(self, target: Target) -> bool:
         """Whether sudo on `target` gets a password (--ask-sudo-password) rather than `sudo -n`."""
@@ -89,7 +98,7 @@ class ShRunner:
 
     def __init__(self, *, ssh_config: str | None = None, ssh_extra: Sequence[str] = (), dry_run: bool = False,
                  echo: Echo | None = None, verbose: bool = False, connect_timeout: int = 0, alive_interval: int = 0,
-                 alive_count: int = 0) -> None:
+                 alive_count: int = 0, fast_fresh_kex: bool = True) -> None:
         self.dry_run, self.verbose = dry_run, verbose
         self.echo: Echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
         # NIX_SSHOPTS as nixos-rebuild honours it, then the inventory's options.
@@ -109,7 +118,9 @@ class ShRunner:
         # A new connection, not the multiplexed one: it proves that the host accepts new
         # connections (the watchdog's confirmation), or gets past a master that died.
         self.fresh_ssh_options = commands.ssh_options(None, (*extra, "-o", "ControlPath=none"), ssh_config, **limits)
-        self._fresh_kex: dict[str, Future[tuple[str, ...]]] = {}  # by destination: see `fresh_options`
+        self.fast_fresh_kex = fast_fresh_kex  # see `fresh_options`
+        self._fresh_kex: dict[str, Future[tuple[str, ...]]] = {}  # by destination
+        self._remote_roots: dict[Target, str] = {}  # build hosts' GC root directories, removed at close
         # sudo passwords by target, in memory only: never on an argv, in a log line or a journal.
         self._passwords: dict[str, Secret] = {}
         self.warnings: list[str] = []
@@ -173,20 +184,29 @@ class ShRunner:
             return commands.ssh_argv(cmd, target, self.fresh_options(target, password=password), password=password)
         with self._lock:
             self._used.add(target)
-        self._resolve_kex(target.ssh_destination)  # ready, in the background, when a confirmation needs it
         return commands.ssh_argv(cmd, target, self.ssh_options, password=password)
 
     def fresh_options(self, target: Target, *, password: bool) -> tuple[str, ...]:
-        """Options of a new connection: the key exchanges the user's config allows for this
-        host, the cheapest first (`commands.fast_kex_first`), unless a sudo password will
-        travel on it; then exactly as the config has it."""
-        if password:
+        """Options of a new connection: curve25519 ahead of a costly post-quantum default
+        among the key exchanges the user's config allows for this host
+        (`commands.fast_kex_first`), unless a sudo password travels on it or the inventory
+        says `ssh_fast_confirmation = false`; then exactly as the config has it. An `ssh -G`
+        that has not answered within 2 s is not waited for: the config's order then."""
+        if password or not self.fast_fresh_kex or target.is_local:
             return self.fresh_ssh_options
-        return (*self._resolve_kex(target.ssh_destination).result(), *self.fresh_ssh_options)
+        try:
+            first = self._resolve_kex(target.ssh_destination).result(timeout=2)
+        except NoAnswerYet:
+            first = ()
+        return (*first, *self.fresh_ssh_options)
+
+    def expect_fresh(self, target: Target) -> None:
+        if self.fast_fresh_kex and not target.is_local:
+            self._resolve_kex(target.ssh_destination)
 
     def _resolve_kex(self, destination: str) -> Future[tuple[str, ...]]:
-        """`ssh -G` of `destination`, once, in a thread of its own: its first use of the
-        multiplexed connection starts it, so the confirmation does not wait for it."""
+        """`ssh -G` of `destination`, once, in a thread of its own (started by `expect_fresh`
+        before an activation, so that the confirmation does not wait for it)."""
         with self._lock:
             known = self._fresh_kex.get(destination)
             if known is not None:
@@ -202,8 +222,35 @@ class ShRunner:
             except Exception:  # noqa: BLE001 (then the config's own order: a preference, not a need)
                 future.set_result(())
 
-        threading.Thread(target=resolve, name=f"kex-{destination}", daemon=True).start()
+        try:
+            threading.Thread(target=resolve, name=f"kex-{destination}", daemon=True).start()
+        except RuntimeError:  # no thread to be had: the config's order, now and later
+            future.set_result(())
         return future
+
+    def gc_roots_on(self, target: Target) -> str | None:
+        """Here, the run's control directory. On a build host, a private directory in its /tmp,
+        made at first use and removed at close, so that a garbage collection there cannot take
+        a system between its build and its copy (were the removal missed, the host's tmp
+        cleaning and its next GC undo it). None when it cannot be made: then a warning, and
+        the build goes on without a root, as nixos-rebuild's does."""
+        if target.is_local:
+            return self.gc_roots
+        if self.dry_run:
+            return None
+        with self._lock:
+            known = self._remote_roots.get(target)
+        if known is None:
+            path = f"/tmp/nixtasks-roots-{secrets.token_hex(8)}"
+            made = self.run(commands.make_private_dir(path), target, check=False)
+            if not made.ok:
+                self.echo(f"warning: {target}: no GC root for the build there "
+                          f"({(made.stderr.strip().splitlines() or [f'exit {made.exit_code}'])[-1]}); a garbage "
+                          "collection on it during the deploy could remove what it built")
+                return None
+            with self._lock:
+                self._remote_roots[target] = known = path
+        return known
 
     # -- sudo passwords ---------------------------------------------------------------------
 
@@ -241,7 +288,10 @@ class ShRunner:
         return (lines or [f"exit {result.exit_code}"])[-1]
 
     def close(self) -> None:
-        """Close the control masters and remove their directory."""
+        """Remove the build hosts' GC roots, close the control masters and remove their directory."""
+        for target, path in self._remote_roots.items():
+            self._execute(commands.ssh_argv(commands.remove_tree(path), target, self.ssh_options), None,
+                          quiet=True, timeout=30)
         for target in self._used:
             self._execute(commands.close_master(target, self.ssh_options), None, quiet=True)
         shutil.rmtree(self.control_dir, ignore_errors=True)

@@ -106,13 +106,18 @@ def test_dry_run_prints_commands_and_changes_nothing(fleet):
                          ids=["on-nix-2.26-for-nix-2.8", "on-nix-2.8-for-nix-2.26"])
 def test_build_on_another_lab_host(fleet, host, builder):
     """The derivation goes to the build host, is realised there, and the result goes from there
-    to the target (through this deployer): in both directions between Nix 2.8 and Nix 2.26."""
-    proc = fleet.invoke("switch", "--host", host, "--build-host", f"root@{builder}", "--yes")
+    to the target (through this deployer): in both directions between Nix 2.8 and Nix 2.26. It
+    has a GC root there for the length of the run, gone when the run ends."""
+    proc = fleet.invoke("switch", "--host", host, "--build-host", f"root@{builder}", "--yes", "--verbose")
     assert proc.returncode == 0, proc.stderr
     path = fleet.build(host)
     assert fleet.lab.current_system(host) == path
     assert fleet.lab.exec(builder, "test", "-e", path, check=False).returncode == 0  # realised there
     assert f"[build@root@{builder}]" in proc.stderr
+    realise = next(line for line in proc.stderr.splitlines() if line.startswith("+ ssh") and "--realise" in line)
+    assert "--add-root /tmp/nixtasks-roots-" in realise and "--indirect" in realise
+    left = fleet.lab.exec(builder, "sh", "-c", "ls -d /tmp/nixtasks-roots-* 2>/dev/null", check=False).stdout
+    assert left == ""  # removed at the end of the run
     assert fleet.lab.health(host)[0] == 200
 
 

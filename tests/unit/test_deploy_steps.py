@@ -5,7 +5,7 @@ from __future__ import annotations
 from nixtasks.actions import deploy
 from nixtasks.host.recording import OK, RecordingRunner
 from nixtasks.host.runner import Result
-from nixtasks.models import LOCAL, Command, Host, Target
+from nixtasks.models import LOCAL, Action, Command, Host, Target
 
 OLD, NEW = "/nix/store/" + "a" * 32 + "-nixos-system-web1-1.0", "/nix/store/" + "b" * 32 + "-nixos-system-web1-1.1"
 WEB1 = Host("web1", "web1", Target("web1", "root"))
@@ -42,3 +42,18 @@ def test_nothing_to_diff_for_a_first_deploy_or_the_same_system():
     assert deploy.closure_diff(WEB1, "", deploy.Built(NEW, LOCAL), runner) == ""
     assert deploy.closure_diff(WEB1, NEW, deploy.Built(NEW, LOCAL), runner) == ""
     assert runner.calls == []
+
+
+def test_builds_get_gc_roots_here_and_on_a_build_host_for_the_length_of_the_run():
+    builder = Target("builder", "root")
+    web2 = Host("web2", "web2", Target("web2", "root"), build_host=builder)
+    evaluated = ('{"web1": {"drv": "/nix/store/w1.drv", "out": "/nix/store/w1"}, '
+                 '"web2": {"drv": "/nix/store/w2.drv", "out": "/nix/store/w2"}}')
+    runner = RecordingRunner(lambda step, cmd, target, fresh: Result(0, evaluated if "eval" in cmd.argv else "", ""))
+    runner.gc_roots, runner.build_host_roots = "/run/here/roots", "/tmp/nixtasks-roots-abc"
+    req = deploy.BuildRequest(Action.SWITCH, (WEB1, web2), "/flake")
+    built = deploy.build(req, runner, runner.echo)
+    assert built[("web2", builder)] == deploy.Built("/nix/store/w2", builder)
+    realised = {c.target: c.cmd.argv for c in runner.calls if c.cmd.argv[:2] == ("nix-store", "--realise")}
+    assert realised[LOCAL][2:5] == ("--add-root", "/run/here/roots/0", "--indirect")
+    assert realised[builder][2:5] == ("--add-root", "/tmp/nixtasks-roots-abc/1", "--indirect")

@@ -56,7 +56,7 @@ class FakeHost:
             if step in ("activate switch", "activate test") and (self.takes or path != NEW):
                 self.running = self.generations[self.profile] if path == SYSTEM_PROFILE else path
         elif step == "running":
-            return Result(0, self.running + "\n", "")
+            return Result(0, f"now running {self.running}\n", "")
         elif step == "unit":
             return OK if self.running in self.healthy else Result(3, "failed", "")
         return OK

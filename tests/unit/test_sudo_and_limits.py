@@ -16,7 +16,7 @@ from nixtasks.cli import app
 from nixtasks.errors import InventoryError, Refused, UsageError
 from nixtasks.host import commands
 from nixtasks.host.runner import Result, ShRunner
-from nixtasks.models import Command, Limit, Policy, Secret, SudoPassword, Target
+from nixtasks.models import LOCAL, Command, Limit, Policy, Secret, SudoPassword, Target
 
 DEPLOY = Target("web1", "deploy", sudo=True)
 ROOT = Target("db1", "root")
@@ -88,6 +88,7 @@ def test_inventory_defaults_and_keys(tmp_path: Path):
 sudo_password = "ask"
 ssh_connect_timeout = 5
 ssh_alive_interval = 0
+ssh_fast_confirmation = false
 
 [hosts.web1]
 target = "deploy@web1"
@@ -103,6 +104,7 @@ activation_timeout = 600
     inv = inventory.load(env={}, cwd=tmp_path)
     d = inv.defaults
     assert (d.ssh_connect_timeout, d.ssh_alive_interval, d.ssh_alive_count) == (5, 0, 3)
+    assert d.ssh_fast_confirmation is False and inventory.Defaults().ssh_fast_confirmation is True
     assert inventory.resolve_host(inv, "web1").sudo_password is SudoPassword.ASK
     assert inventory.resolve_host(inv, "db1").sudo_password is SudoPassword.PER_HOST
     assert inv.policy.copy_timeout == 7200 and inv.policy.copy_timeout.setting == "copy_timeout"
@@ -216,6 +218,10 @@ def test_a_confirmation_prefers_curve25519_among_the_key_exchanges_the_config_al
     assert commands.fast_kex_first(SSH_G.replace("curve25519-sha256,", "")) == ()
     assert commands.fast_kex_first("kexalgorithms curve25519-sha256,sntrup761x25519-sha512@openssh.com\n") == ()
     assert commands.fast_kex_first("user root\n") == ()
+    # A cheap post-quantum default (OpenSSH 9.9 on), or an order of the user's own, is kept.
+    assert commands.fast_kex_first("kexalgorithms mlkem768x25519-sha256,sntrup761x25519-sha512,"
+                                   "curve25519-sha256\n") == ()
+    assert commands.fast_kex_first("kexalgorithms ecdh-sha2-nistp256,curve25519-sha256\n") == ()
 
 
 def test_new_connections_reorder_the_key_exchange_once_per_host_but_not_when_a_password_travels(monkeypatch):
@@ -239,3 +245,32 @@ def test_new_connections_reorder_the_key_exchange_once_per_host_but_not_when_a_p
         assert not any(a.startswith("KexAlgorithms") for a in runner.argv(cmd, target))
         runner.set_sudo_password(target, Secret("pw"))
         assert not any(a.startswith("KexAlgorithms") for a in runner.argv(cmd, target, fresh=True))
+    with ShRunner(fast_fresh_kex=False) as runner:  # ssh_fast_confirmation = false
+        monkeypatch.setattr(runner, "_execute", execute)
+        assert not any(a.startswith("KexAlgorithms") for a in runner.argv(cmd, target, fresh=True))
+    assert len([a for a in asked if a[:2] == ("ssh", "-G")]) == 1  # none without the reordering
+
+
+def test_a_build_hosts_gc_roots_are_a_new_private_directory_removed_at_close(monkeypatch):
+    ran: list[tuple[str, ...]] = []
+    answers = {"mkdir": Result(0, "", "")}
+
+    def execute(argv: tuple[str, ...], *_args: object, **_kw: object) -> Result:
+        ran.append(argv)
+        return next((answers[word] for word in argv if word in answers), Result(0, "", ""))
+
+    def on_host(program: str) -> list[tuple[str, ...]]:
+        return [a[a.index(program):] for a in ran if a[0] == "ssh" and program in a]
+
+    builder, other = Target("builder", "root"), Target("other", "root")
+    runner = ShRunner(echo=lambda line: ran.append(("echo", line)))
+    monkeypatch.setattr(runner, "_execute", execute)
+    roots = runner.gc_roots_on(builder)
+    assert roots is not None and roots.startswith("/tmp/nixtasks-roots-") and runner.gc_roots_on(builder) == roots
+    assert on_host("mkdir") == [("mkdir", "-m", "700", "--", roots)]  # once
+    assert runner.gc_roots_on(LOCAL) == runner.gc_roots
+    answers["mkdir"] = Result(1, "", "mkdir: cannot create directory: Read-only file system")
+    assert runner.gc_roots_on(other) is None  # the build goes on without one, and says so
+    assert any(a[0] == "echo" and "no GC root" in a[1] and "Read-only" in a[1] for a in ran)
+    runner.close()
+    assert on_host("rm") == [("rm", "-rf", "--", roots)]
