@@ -18,5 +18,6 @@ def test_the_benchmark_harness_runs_and_writes_its_results(lab, tmp_path):
     results = json.loads((tmp_path / "latest.json").read_text())
     row = results["sizes"]["2"]
     assert len(row["loop"]) == len(row["nixtasks"]) == 1 and row["stages_median"]["activation"] > 0
+    assert row["loop_cpu_median"] > 0 and row["nixtasks_cpu_median"] > 0  # the machine's CPU per deploy
     assert results["evaluations_per_deploy"] == 1 and results["ssh_connections_per_host"] >= 1
     assert "| 2 |" in (tmp_path / "latest.md").read_text()
