@@ -233,7 +233,7 @@ class ShRunner:
         made at first use and removed at close, so that a garbage collection there cannot take
         a system between its build and its copy (were the removal missed, the host's tmp
         cleaning and its next GC undo it). None when it cannot be made: then a warning, and
-        the build goes on without a root, as nixos-rebuild's does."""
+        the build goes on without a root."""
         if target.is_local:
             return self.gc_roots
         if self.dry_run:
