@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from ..host import commands, gitstate, nixversion, space
-from ..host.runner import Runner
+from ..host.runner import SUDO_WANTS_PASSWORD, Runner
 from ..models import LOCAL, SYSTEM_PROFILE, Action, Command, Host, Target
 from .journal import HOST_JOURNAL
 
@@ -152,7 +152,7 @@ def sudo_finding(name: str, user: str, target: Target, runner: Runner) -> Findin
     said = (probe.stderr.strip().splitlines() or ["refused"])[-1]
     fix = (f"put the output of `invoke sudoers --user {user}` in /etc/sudoers.d/nixtasks (check it with visudo "
            "-cf), or on NixOS add it to security.sudo.extraConfig")
-    if "a password is required" in probe.stderr:  # or not allowed at all: sudo asks before it tells
+    if SUDO_WANTS_PASSWORD in probe.stderr:  # or not allowed at all: sudo asks before it tells
         return Finding(name, "sudo", False, f"{user} cannot run nixtasks' commands with sudo -n: it needs a "
                        f"password for sudo ({said})", f"{fix}; or, if its sudo is meant to take a password, give "
                        "it with --ask-sudo-password (asked once per run; NIXTASKS_SUDO_PASSWORD_FILE without a "

@@ -16,12 +16,7 @@ def ssh_address(host: Host, runner: Runner) -> str:
     """The address ssh connects to (its config may map the name), for {address} in URLs."""
     if host.target.is_local:
         return "localhost"
-    result = runner.run(commands.ssh_resolve(host.target.ssh_destination, runner.ssh_options), LOCAL, check=False)
-    for line in result.stdout.splitlines():
-        key, _, value = line.partition(" ")
-        if key == "hostname" and value:
-            return value
-    return host.target.address or host.name
+    return runner.ssh_settings(host.target).get("hostname") or host.target.address or host.name
 
 
 def run_check(check: Check, host: Host, address: str, runner: Runner,

@@ -31,7 +31,6 @@ def arm_command(action: Action, before: Facts, policy: Policy) -> Command:
     return commands.arm_watchdog(policy.confirm_timeout, before.generation, before.boot_path, before.running, action)
 
 
-
 class Confirmation:
     CONFIRMED = "confirmed"
     UNREACHABLE = "unreachable"  # no new connection: the watchdog will revert

@@ -48,8 +48,6 @@ def step_of(cmd: Command) -> str:
         return "journal"
     if commands.NOW_RUNNING_SCRIPT in argv:
         return "running"
-    if argv[:2] == ("ssh", "-G"):
-        return "ssh-resolve"
     return " ".join(argv[:2])
 
 
@@ -125,10 +123,11 @@ class RecordingRunner:
     def expect_fresh(self, target: Target) -> None:
         return None
 
+    def ssh_settings(self, target: Target) -> dict[str, str]:
+        return {}
+
     def gc_roots_on(self, target: Target) -> str | None:
         return self.gc_roots if target.is_local else self.build_host_roots
-
-
 
     def close(self) -> None:
         return None

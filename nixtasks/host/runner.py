@@ -80,8 +80,12 @@ class Runner(Protocol):
         None for none."""
 
     def expect_fresh(self, target: Target) -> None:
-        """A fresh connection to `target` will be wanted soon (a confirmation): prepare its
-        options in the background."""
+        """A fresh connection to `target` will be wanted soon (a confirmation): resolve its
+        ssh settings in the background."""
+
+    def ssh_settings(self, target: Target) -> dict[str, str]:
+        """`ssh -G`'s settings for `target` (lowercase keys, the first value of each), asked
+        once per run; {} here or when ssh cannot say."""
 
     def has_sudo_password(self, target: Target) -> bool:
         """Whether sudo on `target` gets a password (--ask-sudo-password) rather than `sudo -n`."""
@@ -119,7 +123,7 @@ class ShRunner:
         # connections (the watchdog's confirmation), or gets past a master that died.
         self.fresh_ssh_options = commands.ssh_options(None, (*extra, "-o", "ControlPath=none"), ssh_config, **limits)
         self.fast_fresh_kex = fast_fresh_kex  # see `fresh_options`
-        self._fresh_kex: dict[str, Future[tuple[str, ...]]] = {}  # by destination
+        self._resolved: dict[str, Future[str]] = {}  # `ssh -G`'s output by destination
         self._remote_roots: dict[Target, str] = {}  # build hosts' GC root directories, removed at close
         # sudo passwords by target, in memory only: never on an argv, in a log line or a journal.
         self._passwords: dict[str, Secret] = {}
@@ -195,37 +199,50 @@ class ShRunner:
         if password or not self.fast_fresh_kex or target.is_local:
             return self.fresh_ssh_options
         try:
-            first = self._resolve_kex(target.ssh_destination).result(timeout=2)
+            resolved = self._resolve(target.ssh_destination).result(timeout=2)
         except NoAnswerYet:
-            first = ()
-        return (*first, *self.fresh_ssh_options)
+            resolved = ""
+        return (*commands.fast_kex_first(resolved), *self.fresh_ssh_options)
 
     def expect_fresh(self, target: Target) -> None:
-        if self.fast_fresh_kex and not target.is_local:
-            self._resolve_kex(target.ssh_destination)
+        if not target.is_local:
+            self._resolve(target.ssh_destination)
 
-    def _resolve_kex(self, destination: str) -> Future[tuple[str, ...]]:
-        """`ssh -G` of `destination`, once, in a thread of its own (started by `expect_fresh`
-        before an activation, so that the confirmation does not wait for it)."""
+    def ssh_settings(self, target: Target) -> dict[str, str]:
+        if target.is_local:
+            return {}
+        try:
+            resolved = self._resolve(target.ssh_destination).result(timeout=60)
+        except NoAnswerYet:
+            return {}
+        settings: dict[str, str] = {}
+        for line in resolved.splitlines():
+            key, _, value = line.partition(" ")
+            settings.setdefault(key.lower(), value.strip())
+        return settings
+
+    def _resolve(self, destination: str) -> Future[str]:
+        """`ssh -G` of `destination` ("" if it fails), once, in a thread of its own: started
+        by `expect_fresh` before an activation, the confirmation and the checks need not wait."""
         with self._lock:
-            known = self._fresh_kex.get(destination)
+            known = self._resolved.get(destination)
             if known is not None:
                 return known
-            future: Future[tuple[str, ...]] = Future()
-            self._fresh_kex[destination] = future
+            future: Future[str] = Future()
+            self._resolved[destination] = future
 
         def resolve() -> None:
             try:
-                resolved = self._execute(commands.ssh_resolve(destination, self.fresh_ssh_options).argv, None,
-                                         timeout=30)
-                future.set_result(commands.fast_kex_first(resolved.stdout) if resolved.ok else ())
-            except Exception:  # noqa: BLE001 (then the config's own order: a preference, not a need)
-                future.set_result(())
+                result = self._execute(commands.ssh_resolve(destination, self.fresh_ssh_options).argv, None,
+                                       timeout=30)
+                future.set_result(result.stdout if result.ok else "")
+            except Exception:  # noqa: BLE001 (then the config's own order and the target's own address)
+                future.set_result("")
 
         try:
-            threading.Thread(target=resolve, name=f"kex-{destination}", daemon=True).start()
-        except RuntimeError:  # no thread to be had: the config's order, now and later
-            future.set_result(())
+            threading.Thread(target=resolve, name=f"ssh-G-{destination}", daemon=True).start()
+        except RuntimeError:  # no thread to be had: as if ssh could not say
+            future.set_result("")
         return future
 
     def gc_roots_on(self, target: Target) -> str | None:

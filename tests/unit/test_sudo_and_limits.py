@@ -224,7 +224,7 @@ def test_a_confirmation_prefers_curve25519_among_the_key_exchanges_the_config_al
     assert commands.fast_kex_first("kexalgorithms ecdh-sha2-nistp256,curve25519-sha256\n") == ()
 
 
-def test_new_connections_reorder_the_key_exchange_once_per_host_but_not_when_a_password_travels(monkeypatch):
+def test_one_ssh_g_per_host_orders_new_connections_key_exchange_but_not_when_a_password_travels(monkeypatch):
     asked: list[tuple[str, ...]] = []
 
     def execute(argv: tuple[str, ...], *_args: object, **_kw: object) -> Result:
@@ -238,6 +238,8 @@ def test_new_connections_reorder_the_key_exchange_once_per_host_but_not_when_a_p
         first = runner.argv(cmd, target, fresh=True)
         again = runner.argv(cmd, target, fresh=True)
         assert first == again and len(asked) == 1 and asked[0][:2] == ("ssh", "-G")
+        # The checks' {address} comes from the same `ssh -G`: not asked again.
+        assert runner.ssh_settings(target)["hostname"] == "10.250.0.11" and len(asked) == 1
         assert first[1:3] == ("-o", "KexAlgorithms=curve25519-sha256,sntrup761x25519-sha512@openssh.com,"
                                     "curve25519-sha256@libssh.org,ecdh-sha2-nistp256")
         assert "ControlPath=none" in first
