@@ -69,9 +69,10 @@ def debian13(lab: Lab) -> Iterator[Deployer]:
 
 @pytest.fixture
 def deployer(debian13: Deployer) -> Deployer:
-    """The repository as the module fixture made it, and freshly booted web1 and web2."""
+    """The repository as the module fixture made it, and freshly booted web1, web2 and db1 (the
+    inventory's third host, which status shows too)."""
     debian13.ok("git reset -q --hard base && git clean -qfdx")
-    labctl("reset", *HOSTS)
+    labctl("reset", *HOSTS, "db1")
     return debian13
 
 
