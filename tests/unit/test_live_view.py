@@ -25,8 +25,7 @@ def test_the_question_stays_on_the_screen_and_the_live_view_resumes_after_the_an
         screen = term.wait_for(question, timeout=10)  # no key pressed
         term.holds(question, 2)
         assert "copying" not in term.text(), screen  # one thing at a time: the rows are off the screen
-        term.send("y")
-        term.send(ENTER)
+        term.send("y")  # questionary's confirm takes y without Enter
         screen = term.wait_for(r"web1\s+answered True", regex=True, timeout=10)
         assert "Switch web1 (root@web1) to nixos-system-web1-1.1? Yes" in screen  # above the live view
         term.send(ENTER)
