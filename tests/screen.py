@@ -21,7 +21,7 @@ import subprocess
 import termios
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
 import pyte
@@ -33,13 +33,23 @@ SPACE = " "
 CTRL_C = "\x03"
 
 
+class AnsweringScreen(pyte.HistoryScreen):
+    """Answers the program's cursor position requests as a real terminal does (prompt_toolkit
+    asks, and without an answer waits, then prints a warning no person would see)."""
+
+    answer: Callable[[str], object] = staticmethod(lambda data: None)
+
+    def write_process_input(self, data: str) -> None:
+        self.answer(data)
+
+
 class Terminal:
     """`argv` on a pty of `cols` x `rows`, as the controlling terminal of its own session."""
 
     def __init__(self, argv: Sequence[str], *, cwd: str | os.PathLike[str] | None = None,
                  env: Mapping[str, str] | None = None, cols: int = 120, rows: int = 40) -> None:
         self.cols, self.rows = cols, rows
-        self.screen = pyte.HistoryScreen(cols, rows, history=20000, ratio=0.5)
+        self.screen = AnsweringScreen(cols, rows, history=20000, ratio=0.5)
         self.stream = pyte.ByteStream(self.screen)
         self.raw = bytearray()
         self._lock = threading.Lock()
@@ -51,6 +61,7 @@ class Terminal:
                                      start_new_session=True, close_fds=True)
         os.close(slave)
         self.master = master
+        self.screen.answer = lambda data: os.write(master, data.encode())
         self._reader = threading.Thread(target=self._pump, name="terminal-reader", daemon=True)
         self._reader.start()
 

@@ -305,13 +305,22 @@ def run_rollback(opts: Options, generation: int | None, boot: bool) -> Report:
         return with_report(opts, lambda tools: engine.rollback(request, tools), runner)
 
 
+@contextmanager
+def live_tools(opts: Options, runner: Runner, asker: Prompter | None = None) -> Iterator[engine.Tools]:
+    """The engine's tools with the live view drawing (on a terminal). The prompter (`asker`, or
+    the one the options give) is wrapped by the view: every question the run asks takes the live
+    view off the screen until it is answered, so the question is never drawn over."""
+    progress, view = progress_for(echo)
+    with view:
+        yield engine.Tools(runner, view.asking(asker or prompter(opts)), progress, echo)
+
+
 def with_report(opts: Options, run: Callable[[engine.Tools], Report], runner: Runner) -> Report:
     """Run the engine with the live view (on a terminal) and print the report as JSON if asked,
     also when the run failed."""
-    progress, live = progress_for(echo)
     try:
-        with live:
-            report = run(engine.Tools(runner, prompter(opts), progress, echo))
+        with live_tools(opts, runner) as tools:
+            report = run(tools)
     except NixtasksError as exc:
         failed = getattr(exc, "report", None)
         if opts.json and isinstance(failed, Report):
@@ -493,10 +502,9 @@ def run_stage(opts: Options, plan_file: str, action: str) -> None:
         request = engine.DeployRequest(chosen, hosts, inv.flake, policy(inv, opts), opts.show_trace,
                                        inv.defaults.nix_options, why, True,
                                        inv.defaults.allow_secrets + opts.allow_secrets)
-        progress, _live = progress_for(echo)
         # Staging changes nothing a host runs, so it never asks.
-        tools = engine.Tools(runner, DRY_RUN if opts.dry_run else prompter_for(True), progress, echo)
-        stage.stage(request, tools, Path(plan_file))
+        with live_tools(opts, runner, DRY_RUN if opts.dry_run else prompter_for(True)) as tools:
+            stage.stage(request, tools, Path(plan_file))
 
 
 def run_apply(opts: Options, plan_file: str | None) -> Report:

@@ -1,15 +1,22 @@
 """What a person sees on a terminal: the live view of a fleet run (one line per host with
-its stage and elapsed time), drawn with rich. Off a terminal the engine's plain lines are used."""
+its stage and elapsed time), drawn with rich. Off a terminal the engine's plain lines are used.
+
+Only one thing draws on the terminal at a time: every question the engine asks goes through
+the view's `asking` prompter, which takes the live view off the screen while the question is
+open and draws it again after the answer."""
 
 from __future__ import annotations
 
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from types import TracebackType
 from typing import Any
 
 from ..fleet.progress import PlainProgress, Progress, label
+from ..host.prompts import Prompter
 from ..models import HostResult, Stage
 
 
@@ -22,17 +29,41 @@ class LiveProgress:
         self.live: Any = None
 
     def __enter__(self) -> LiveProgress:
+        self.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """A new Live each time: one started again would first move up over its last drawing
+        and erase what was printed since (the question and its answer)."""
         from rich.console import Console
         from rich.live import Live
 
         self.live = Live(get_renderable=self.table, console=Console(stderr=True), refresh_per_second=4,
                          redirect_stderr=True, transient=True)
-        self.live.__enter__()
-        return self
+        self.live.start()
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def stop(self) -> None:
+        """Its refresh ends and its area is cleared (transient)."""
         if self.live is not None:
-            self.live.__exit__(kind, exc, tb)
+            self.live.stop()
+            self.live = None
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Off the screen while a question is open; back after the answer, also after Ctrl-C."""
+        drawing = self.live is not None
+        self.stop()
+        try:
+            yield
+        finally:
+            if drawing:
+                self.start()
+
+    def asking(self, prompter: Prompter) -> Prompter:
+        return PausingPrompter(prompter, self.paused)
 
     def table(self) -> Any:
         from rich.table import Table
@@ -55,16 +86,40 @@ class LiveProgress:
             self.rows[result.host] = (result.outcome.value, started, time.monotonic())
 
 
+class PausingPrompter:
+    """Asks through `inner` with the live view paused, so the question is drawn alone and
+    stays on the screen until it is answered."""
+
+    def __init__(self, inner: Prompter, pause: Callable[[], AbstractContextManager[None]]) -> None:
+        self.inner = inner
+        self.pause = pause
+        self.can_ask = inner.can_ask
+
+    def confirm(self, question: str) -> bool:
+        with self.pause():
+            return self.inner.confirm(question)
+
+    def approve(self, question: str, names: Sequence[str]) -> tuple[str, ...]:
+        with self.pause():
+            return self.inner.approve(question, names)
+
+
 class NoLive:
+    """Off a terminal: plain lines, nothing drawn over, so questions need no pause."""
+
     def __enter__(self) -> NoLive:
         return self
 
     def __exit__(self, *exc: object) -> None:
         return None
 
+    def asking(self, prompter: Prompter) -> Prompter:
+        return prompter
 
-def progress_for(echo: Any) -> tuple[Progress, Any]:
-    """The live view on a terminal, plain lines elsewhere; the second value is its context."""
+
+def progress_for(echo: Any) -> tuple[Progress, LiveProgress | NoLive]:
+    """The live view on a terminal, plain lines elsewhere; the second value is the view, a
+    context that draws while the run lasts and wraps the prompter the run asks through."""
     if sys.stderr.isatty():
         live = LiveProgress()
         return live, live

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
-import select
-import subprocess
 import sys
-import time
 
 import pytest
 
@@ -130,62 +126,6 @@ def test_no_approval_and_no_terminal_refuses_at_once(fleet):
     unchanged(fleet, "web1")
     proc = fleet.invoke("switch", "--host", "web1")
     assert proc.returncode == 3
-
-
-def run_in_terminal(fleet, args: list[str], answer: bytes,
-                    script: tuple[tuple[bytes, bytes], ...] | None = None,
-                    argv: list[str] | None = None) -> tuple[int, str]:
-    """Run invoke (or `argv`) on a pseudo-terminal and answer the questionary prompt (or, with
-    `script`, each prompt as its text appears)."""
-    steps = list(script or ((b"(y/N)", answer),))
-    primary, secondary = os.openpty()
-    proc = subprocess.Popen(argv or [sys.executable, "-m", "invoke", *args], cwd=fleet.path, env=fleet.lab.env,
-                            stdin=secondary, stdout=secondary, stderr=secondary, close_fds=True)
-    os.close(secondary)
-    seen = b""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([primary], [], [], 0.2)
-        if ready:
-            try:
-                chunk = os.read(primary, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-            if steps and steps[0][0] in seen:
-                time.sleep(0.3)  # let the prompt finish drawing before typing
-                os.write(primary, steps.pop(0)[1])
-        elif proc.poll() is not None:
-            break
-    code = proc.wait(timeout=30)
-    os.close(primary)
-    return code, seen.decode(errors="replace")
-
-
-def test_declining_the_prompt_changes_nothing(fleet):
-    code, screen = run_in_terminal(fleet, ["switch", "--host", "web1"], b"n")
-    assert "Switch web1 (root@web1) to nixos-system-web1-1.0?" in screen
-    assert code == 3, screen
-    unchanged(fleet, "web1")
-
-
-def test_one_question_for_the_fleet_and_a_chosen_subset(fleet):
-    down, enter = b"\x1b[B", b"\r"
-    code, screen = run_in_terminal(fleet, ["switch", "--host", "web1,web2,db1"], b"", script=(
-        (b"Switch web1, web2, db1 (3 hosts)?", down + down + enter),  # No / Yes, all / Choose hosts...
-        (b"Which hosts?", b" " + enter)))  # tick the first host only
-    assert code == 3, screen  # the others were not approved
-    assert fleet.lab.current_system("web1") == fleet.build("web1"), screen
-    unchanged(fleet, "web2")
-    unchanged(fleet, "db1")
-
-
-def test_accepting_the_prompt_switches(fleet):
-    code, screen = run_in_terminal(fleet, ["switch", "--host", "web1"], b"y")
-    assert code == 0, screen
-    assert fleet.lab.current_system("web1") == fleet.build("web1")
 
 
 def test_failing_activation_exits_non_zero_with_the_hosts_error(fleet):

@@ -10,12 +10,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
+from tests.screen import ENTER, Terminal
+
 from .conftest import Lab, labctl, repo_with_hosts
-from .test_deploy import run_in_terminal
 
 HOST = "pw1"
 PASSWORD = "c0rrect-h0rse!"
@@ -37,11 +37,18 @@ class PwFleet:
         (self.path / "hosts.json").write_text(json.dumps(data, indent=2) + "\n")
         self.git("commit", "-qam", f"release {value}")
 
-    def terminal(self, *args: str, answers: tuple[tuple[bytes, bytes], ...],
+    def terminal(self, *args: str, answers: tuple[tuple[str, str], ...],
                  argv: list[str] | None = None) -> tuple[int, str]:
-        """invoke ARGS (or `argv`) on a pseudo-terminal, answering each prompt as it appears."""
-        return run_in_terminal(SimpleNamespace(path=self.path, lab=SimpleNamespace(env=self.env)), list(args), b"",
-                               script=answers, argv=argv)
+        """invoke ARGS (or `argv`) at a terminal: each prompt on the screen before its keys are
+        typed and still there a moment later (nothing draws over it); the exit code and all the
+        screen showed."""
+        with Terminal(argv or [sys.executable, "-m", "invoke", *args], cwd=self.path, env=self.env,
+                      cols=250) as term:
+            for prompt, keys in answers:
+                term.wait_for(prompt, timeout=300)
+                term.holds(prompt, 1)
+                term.send(keys)
+            return term.wait_exit(), term.scrollback()
 
     def invoke(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=self.path, text=True, capture_output=True,
@@ -87,11 +94,11 @@ def pw(lab: Lab, pw_repo: Path) -> PwFleet:
     return fl
 
 
-def typed(password: str) -> tuple[bytes, bytes]:
-    return (f"sudo password for deploy@{HOST}:".encode(), password.encode() + b"\r")
+def typed(password: str) -> tuple[str, str]:
+    return (f"sudo password for deploy@{HOST}:", password + ENTER)
 
 
-YES = (b"(y/N)", b"y")
+YES = ("(y/N)", "y")
 
 
 def test_switch_rollback_and_gc_with_the_password_typed_at_a_terminal(pw, tmp_path):
