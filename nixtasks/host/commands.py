@@ -363,6 +363,24 @@ WATCHDOG_DIR = "/run/nixtasks"  # tmpfs: a reboot forgets an armed watchdog, as 
 WATCHDOG_ARMED = f"{WATCHDOG_DIR}/watchdog-armed"
 WATCHDOG_REVERTED = f"{WATCHDOG_DIR}/watchdog-reverted"
 
+# Our transient units (lock, watchdog, activation) exist while switch-to-configuration runs
+# `systemctl daemon-reload`. systemd before 258 then keeps their /run/systemd/transient files in
+# its map of unit names after the units are gone, and every later load of such a name (a
+# `systemctl show`, `is-active` or `stop` of it, a new unit of that name) logs "Failed to open
+# /run/systemd/transient/<unit>: No such file or directory" (systemd issue #35190). So nixtasks
+# looks at its units with `list-units`, which lists loaded units and loads nothing; stops only
+# units that are loaded, without waiting through systemctl (whose wait loads the unit again);
+# and touches a unit directory once its units are gone, which makes systemd rebuild the map
+# the next time it loads a unit. These shell functions are constant text.
+LISTED_SH = 'listed(){ systemctl list-units --all --plain --no-legend --full -- "$@" 2>/dev/null;};'
+RUNNING_SH = ('running(){ listed "$@"|{ while read -r u l state rest;do case $state in '
+              'active|activating|reloading|deactivating)exit 0;;esac;done;exit 1;};};')
+STOP_SH = ('stop_listed(){ units=$(listed "$@"|while read -r u rest;do echo "$u";done);'
+           '[ -z "$units" ]||systemctl stop --no-block $units;i=0;'
+           'while [ -n "$(listed "$@")" ]&&[ $i -lt 200 ];do sleep 0.05;i=$((i+1));done;'
+           'touch /run/systemd/system 2>/dev/null||:;};')
+UNITS_SH = LISTED_SH + RUNNING_SH + STOP_SH
+
 
 def take_lock(owner: str, ttl: float) -> Command:
     """A transient unit is the lock: systemd refuses a second unit of the same name, atomically,
@@ -374,20 +392,28 @@ def take_lock(owner: str, ttl: float) -> Command:
 
 
 # Not ours (any more) or gone (a reboot): nothing to release.
-RELEASE_SCRIPT = (f'[ "$(systemctl show --property=Description --value {LOCK_UNIT})" = "nixtasks-lock:$1" ] || exit 0; '
-                  f"systemctl stop {LOCK_UNIT}")
+RELEASE_SCRIPT = (LISTED_SH + STOP_SH + f'listed {LOCK_UNIT}|{{ read -r u l a s owner;[ "$owner" = "nixtasks-lock:$1" ];}}'
+                  f"||exit 0;stop_listed {LOCK_UNIT}")
+UNLOCK_SCRIPT = LISTED_SH + STOP_SH + f"stop_listed {LOCK_UNIT}"
 
 
 def release_lock(owner: str | None = None) -> Command:
     """Stop the lock unit; with `owner`, only if it is still that owner's (a lock that
     expired and was taken by another deploy is theirs)."""
     if owner is None:
-        return Command(("systemctl", "stop", LOCK_UNIT), sudo=True, changes=True)
+        return Command(("sh", "-c", UNLOCK_SCRIPT), sudo=True, changes=True)
     return Command(("sh", "-c", RELEASE_SCRIPT, "nixtasks-unlock", owner), sudo=True, changes=True)
 
 
 def lock_holder() -> Command:
-    return Command(("systemctl", "show", "--property=Description", "--property=ActiveState", LOCK_UNIT))
+    """The lock unit's `list-units` line ("" when there is none): unit, load, active, sub, description."""
+    return Command(("systemctl", "list-units", "--all", "--plain", "--no-legend", "--full", "--", LOCK_UNIT))
+
+
+def parse_unit_line(line: str) -> tuple[str, str]:
+    """A `list-units` line -> (its active state, its description); ("", "") for none."""
+    fields = line.strip().split(None, 4)
+    return (fields[2], fields[4] if len(fields) == 5 else "") if len(fields) >= 3 else ("", "")
 
 
 # The watchdog reverts unless the deployer confirms within `timeout` seconds after the
@@ -403,8 +429,9 @@ def lock_holder() -> Command:
 # It stops at the first step that fails, and writes "<time> <exit status>" when done.
 WATCHDOG_SCRIPT = f"""#!/bin/sh
 PATH="$3/sw/bin:$PATH"
+{UNITS_SH}
 after_activation() {{
-  while systemctl is-active -q {ACTIVATION_UNIT}.service; do sleep 1; done
+  while running {ACTIVATION_UNIT}.service; do sleep 1; done
   [ -e {ACTIVATION_DONE} ] || return 1
   left=$(( $(stat -c %Y {ACTIVATION_DONE}) + $5 - $(date +%s) ))
   if [ "$left" -gt 0 ]; then sleep "$left"; fi
@@ -422,10 +449,12 @@ if [ "$status" = 0 ]; then
   fi
 fi
 echo "$(date +%s) $status" > {WATCHDOG_REVERTED}
+touch /run/systemd/system 2>/dev/null || true
 """
 WATCHDOG_FILE = f"{WATCHDOG_DIR}/watchdog.sh"
 # The armed file exists only once the timer does: a failed arm leaves nothing to fire.
 ARM_SCRIPT = (
+    "touch /run/systemd/system 2>/dev/null; "  # see UNITS_SH: a clean map of names first
     f"mkdir -p {WATCHDOG_DIR} && rm -f {WATCHDOG_DIR}/watchdog-fired {WATCHDOG_REVERTED} {ACTIVATION_DONE} && "
     f"cat > {WATCHDOG_FILE} && systemd-run --unit={WATCHDOG_UNIT} --quiet --collect --on-active=\"$1\" "
     f"--timer-property=AccuracySec=100ms -- /bin/sh {WATCHDOG_FILE} \"$2\" \"$3\" \"$4\" \"$5\" \"$1\" && "
@@ -433,8 +462,8 @@ ARM_SCRIPT = (
 )
 # Exit 3 while an activation still runs (its ssh session died, the unit did not): confirming
 # then would disarm the watchdog before the activation could break anything.
-CONFIRM_SCRIPT = (f"if systemctl is-active -q {ACTIVATION_UNIT}.service; then exit 3; fi; rm {WATCHDOG_ARMED} && "
-                  f"{{ systemctl stop {WATCHDOG_UNIT}.timer {WATCHDOG_UNIT}.service 2>/dev/null || true; }}")
+CONFIRM_SCRIPT = (UNITS_SH + f"if running {ACTIVATION_UNIT}.service;then exit 3;fi;rm {WATCHDOG_ARMED}&&"
+                  f"stop_listed {WATCHDOG_UNIT}.timer {WATCHDOG_UNIT}.service")
 CONFIRM_BUSY = 3
 
 

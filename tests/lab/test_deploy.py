@@ -287,3 +287,29 @@ def test_local_rollback_and_generations_on_a_lab_host(fleet):
     proc = fleet.lab.exec("web1", *make, "rollback", check=False)  # this machine: no approval asked
     assert proc.returncode == 0, proc.stderr
     assert fleet.lab.current_system("web1") == first and '"release": "1.0"' in fleet.lab.health("web1")[1]
+
+
+def transient_notices(fleet, host: str) -> list[str]:
+    journal = fleet.lab.exec(host, "journalctl", "-b", "--no-pager", "-q", "-o", "cat").stdout
+    return [line for line in journal.splitlines() if "/run/systemd/transient/" in line]
+
+
+def test_deploys_leave_no_transient_unit_notices_in_the_host_journal(fleet):
+    """systemd before 258 logs "Failed to open /run/systemd/transient/<unit>" for every later
+    load of a transient unit's name that lived through a daemon-reload (as the activation does):
+    nixtasks' lock, watchdog and activation units must not leave any (it logged about seven
+    per deploy)."""
+    host = "web1"
+    assert fleet.invoke("switch", "--host", host, "--yes").returncode == 0
+    for release in ("1.1", "1.2"):  # with the watchdog armed, confirmed and disarmed each time
+        fleet.set_knobs(host, release=release)
+        proc = fleet.invoke("switch", "--host", host, "--yes")
+        assert proc.returncode == 0, proc.stderr
+    assert fleet.invoke("rollback", "--host", host, "--yes").returncode == 0
+    assert fleet.invoke("status", "--host", host).returncode == 0
+    assert fleet.invoke("gc", "--host", host, "--keep", "2", "--yes").returncode == 0
+    assert fleet.lab.current_system(host) == fleet.lab.profile(host) != ""
+    assert transient_notices(fleet, host) == []
+    held = fleet.lab.exec(host, "systemctl", "list-units", "--all", "--plain", "--no-legend", "nixtasks-lock.service",
+                          "nixtasks-watchdog.*", "nixtasks-switch-to-configuration.service").stdout
+    assert held.strip() == ""  # no lock, watchdog or activation unit left behind
