@@ -6,8 +6,10 @@ diff. The fleet engine puts them in order and activates."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 from ..errors import NixtasksError
@@ -76,6 +78,19 @@ def build(req: BuildRequest, runner: Runner, echo: Echo) -> dict[tuple[str, Targ
         for warning in runner.warnings:
             echo(f"  {warning}")
     return built
+
+
+def result_links(hosts: Sequence[Host], built: Mapping[tuple[str, Target], Built], directory: Path,
+                 runner: Runner, echo: Echo) -> None:
+    """`./result` (one host) or `./result-NAME` (several) for each built system, a GC root as
+    `nixos-rebuild build` leaves one; a system built on a build host is copied here first."""
+    for host in hosts:
+        made = built[key(host)]
+        if not made.at.is_local:
+            runner.run(commands.nix_copy(made.path, source=made.at), LOCAL, label=host.name)
+        link = directory / ("result" if len(hosts) == 1 else f"result-{host.name}")
+        runner.run(commands.add_result_link(made.path, str(link)), LOCAL, label=host.name)
+        echo(f"{host.name}: {os.path.relpath(link)} -> {made.path}")
 
 
 def given(host: Host, path: str, runner: Runner) -> Built:

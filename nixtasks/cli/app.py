@@ -46,6 +46,7 @@ class Options:
     full_diff: bool = False
     allow_secrets: tuple[str, ...] = ()
     ask_sudo_password: bool = False  # also NIXTASKS_ASK_SUDO_PASSWORD=1
+    no_link: bool = False  # build: no ./result link
     policy: PolicyFlags = field(default_factory=lambda: PolicyFlags())
 
 
@@ -294,7 +295,8 @@ def run_action(action: Action, opts: Options) -> Report:
     with session(opts, root=action.activates) as (inv, runner, hosts):
         request = engine.DeployRequest(action, hosts, inv.flake, policy(inv, opts), opts.show_trace,
                                        inv.defaults.nix_options, why, opts.full_diff,
-                                       inv.defaults.allow_secrets + opts.allow_secrets)
+                                       inv.defaults.allow_secrets + opts.allow_secrets,
+                                       result_links=None if opts.no_link else Path.cwd())
         return with_report(opts, lambda tools: engine.deploy(request, tools), runner)
 
 

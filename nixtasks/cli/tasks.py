@@ -139,14 +139,16 @@ def deploy_task(name: str, doc: str, run: Callable[[Any, dict[str, Any]], None],
                 help=helps)(reports_errors(body))
 
 
-def action_task(action_name: str, doc: str) -> Any:
-    def run(opts: Any, _extra: dict[str, Any]) -> None:
+def action_task(action_name: str, doc: str, **extra: tuple[Any, str]) -> Any:
+    def run(opts: Any, values: dict[str, Any]) -> None:
+        from dataclasses import replace
+
         from ..models import Action
         from .app import run_action
 
-        run_action(Action(action_name), opts)
+        run_action(Action(action_name), replace(opts, no_link=values.get("no_link", False)))
 
-    return deploy_task(action_name, doc, run)
+    return deploy_task(action_name, doc, run, **extra)
 
 
 def run_rollback_task(opts: Any, extra: dict[str, Any]) -> None:
@@ -306,7 +308,8 @@ emergency = deploy_task(
     recipe("emergency"), follow=(None, "seconds to follow the hosts' warnings and errors afterwards (default 60)"))
 
 
-build = action_task("build", "Build the system closure; activate nothing.")
+build = action_task("build", "Build the system closure; activate nothing; leave ./result (./result-NAME for several).",
+                    no_link=(False, "leave no ./result link (a garbage-collector root) to the built system"))
 dry_build = action_task("dry-build", "Show what would be built or fetched; build nothing.")
 switch = action_task("switch", "Build, set the boot profile and activate now.")
 boot = action_task("boot", "Build and set the boot profile; activate at the next boot.")

@@ -51,6 +51,7 @@ class DeployRequest:
     reason: str = ""
     full_diff: bool = False  # the whole closure diff per host, not its summary
     allow_secrets: tuple[str, ...] = ()  # files the secrets guard lets through
+    result_links: Path | None = None  # build: leave ./result (./result-NAME) links in this directory
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,8 @@ def build_only(req: DeployRequest, tools: Tools) -> Report:
     read_git(req, tools)  # shows uncommitted and untracked files
     built = steps.build(steps.BuildRequest(req.action, req.hosts, req.flake, req.show_trace, req.nix_options),
                         tools.runner, tools.echo)
+    if built and req.result_links is not None and req.action is Action.BUILD and not tools.runner.dry_run:
+        steps.result_links(req.hosts, built, req.result_links, tools.runner, tools.echo)
     return finish(Report(req.action, tuple(
         HostResult(host=h.name, action=req.action, outcome=Outcome.OK,
                    new_system=built[steps.key(h)].path if built else None) for h in req.hosts)), tools.echo)

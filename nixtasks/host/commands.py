@@ -65,6 +65,12 @@ def realise(drvs: Sequence[str], *, dry_run: bool = False, nix_options: Sequence
     return Command(("nix-store", "--realise", *flags, *nix_options, "--", *drvs))
 
 
+def add_result_link(path: str, link: str) -> Command:
+    """`link` -> `path` (already built), as a garbage-collector root, like the `result` that
+    `nix build` and `nixos-rebuild build` leave (an indirect root: gone with the link)."""
+    return Command(("nix-store", "--realise", "--add-root", link, "--indirect", "--", path))
+
+
 def make_private_dir(path: str) -> Command:
     """A new directory only its owner can enter; fails if `path` exists (a name in /tmp that
     someone made first is not ours)."""
@@ -168,7 +174,9 @@ def ssh_argv(cmd: Command, target: Target, ssh_options: Sequence[str], *, passwo
     argument as one word, so no host name, path or reason can ever run a command."""
     wants_sudo = cmd.sudo and target.sudo
     remote = on_host(cmd, sudo=wants_sudo, password=password and wants_sudo)
-    return ("ssh", *ssh_options, target.ssh_destination, "--", *(shlex.quote(a) for a in remote))
+    # One argument: ssh joins its command words with spaces anyway, and so `--verbose` shows the
+    # remote command line quoted once, as it can be pasted into a shell.
+    return ("ssh", *ssh_options, target.ssh_destination, "--", shlex.join(remote))
 
 
 def ssh_batch_argv(cmds: Sequence[Command], target: Target, ssh_options: Sequence[str],
@@ -188,12 +196,42 @@ def ssh_batch_argv(cmds: Sequence[Command], target: Target, ssh_options: Sequenc
             remote += " </dev/null"
         status = f"printf '%s{i} %d\\n' {shlex.quote(marker)} \"$s\""
         steps.append(f'{remote}; s=$?; {status}' + ('' if keep_going else '; [ "$s" = 0 ] || exit "$s"'))
-    return ("ssh", *ssh_options, target.ssh_destination, "--", "sh", "-c", shlex.quote("\n".join(steps)))
+    return ("ssh", *ssh_options, target.ssh_destination, "--", shlex.join(("sh", "-c", "\n".join(steps))))
+
+
+def shown(argv: Sequence[str], ssh_options: Sequence[str] = ()) -> str:
+    """A command as `--verbose` prints it: a shell line that runs exactly it. Nix reaches hosts
+    with the options in NIX_SSHOPTS, so a command that names an ssh:// store shows them too."""
+    line = shlex.join(argv)
+    if argv[0].startswith("nix") and ssh_options and any(a.startswith("ssh://") for a in argv):
+        line = f"NIX_SSHOPTS={shlex.quote(' '.join(ssh_options))} {line}"
+    return line
 
 
 def local_argv(cmd: Command, target: Target, *, password: bool = False) -> tuple[str, ...]:
     """On this machine: commands that need root get sudo -n and the same clean env."""
     return on_host(cmd, sudo=target.sudo, password=password and target.sudo) if cmd.sudo else cmd.argv
+
+
+def without_repeats(options: Sequence[str]) -> tuple[str, ...]:
+    """ssh options with an option given again with the same value dropped (NIX_SSHOPTS often
+    repeats the inventory's `-F CONFIG`): the same connection, and one `-F` in `--verbose`."""
+    seen: set[tuple[str, str]] = set()
+    kept: list[str] = []
+    i = 0
+    while i < len(options):
+        flag = options[i]
+        takes_value = len(flag) == 2 and flag[0] == "-" and flag[1] in "BbcDEeFIiJLlmOopQRSWw" and i + 1 < len(options)
+        if not takes_value:  # -v -v means more than -v
+            kept.append(flag)
+            i += 1
+            continue
+        pair = (flag, options[i + 1])
+        if pair not in seen:
+            seen.add(pair)
+            kept += pair
+        i += 2
+    return tuple(kept)
 
 
 def ssh_options(control_dir: str | None, extra: Sequence[str] = (), config: str | None = None, *,
@@ -216,7 +254,7 @@ def ssh_options(control_dir: str | None, extra: Sequence[str] = (), config: str 
         limits += ["-o", f"ServerAliveInterval={alive_interval}"]
         if alive_count:
             limits += ["-o", f"ServerAliveCountMax={alive_count}"]
-    return (*opts, *extra, *limits)
+    return without_repeats((*opts, *extra, *limits))
 
 
 # Answers of the sudo password probe: the password works, or the host never needed one.
@@ -392,8 +430,9 @@ def take_lock(owner: str, ttl: float) -> Command:
 
 
 # Not ours (any more) or gone (a reboot): nothing to release.
-RELEASE_SCRIPT = (LISTED_SH + STOP_SH + f'listed {LOCK_UNIT}|{{ read -r u l a s owner;[ "$owner" = "nixtasks-lock:$1" ];}}'
-                  f"||exit 0;stop_listed {LOCK_UNIT}")
+RELEASE_SCRIPT = (LISTED_SH + STOP_SH
+                  + f'listed {LOCK_UNIT}|{{ read -r u l a s owner;[ "$owner" = "nixtasks-lock:$1" ];}}'
+                  + f"||exit 0;stop_listed {LOCK_UNIT}")
 UNLOCK_SCRIPT = LISTED_SH + STOP_SH + f"stop_listed {LOCK_UNIT}"
 
 
