@@ -35,6 +35,11 @@ def nix_eval_systems(flake: str, configs: Sequence[str], *, show_trace: bool = F
                     f"{flake}#nixosConfigurations", "--apply", apply))
 
 
+def nix_show_config() -> Command:
+    """Every setting this machine's Nix knows, with its value, as JSON."""
+    return Command(("nix", *NIX_FEATURES, "show-config", "--json"))
+
+
 def nix_eval_config_names(flake: str, nix_options: Sequence[str] = ()) -> Command:
     return Command(("nix", *NIX_FEATURES, "eval", "--json", "--no-write-lock-file", *nix_options,
                     f"{flake}#nixosConfigurations", "--apply", "builtins.attrNames"))

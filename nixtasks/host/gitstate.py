@@ -10,7 +10,6 @@ from ..models import LOCAL, GitState
 from . import commands
 from .runner import Runner
 
-
 RESULT_LINK = re.compile(r"(?:.*/)?result(?:-[A-Za-z0-9._-]+)?")
 
 
