@@ -204,12 +204,33 @@ def ssh_batch_argv(cmds: Sequence[Command], target: Target, ssh_options: Sequenc
     return ("ssh", *ssh_options, target.ssh_destination, "--", shlex.join(("sh", "-c", "\n".join(steps))))
 
 
+def without_run_sockets(options: Sequence[str]) -> list[str]:
+    """ssh options less the run's connection sharing (ControlMaster, a ControlPath in the run's
+    own directory, ControlPersist): that socket is gone when the run is, and ssh refuses a
+    ControlPath it cannot make, so a pasted command would fail on it."""
+    kept: list[str] = []
+    skip = False
+    for i, word in enumerate(options):
+        if skip:
+            skip = False
+            continue
+        value = options[i + 1] if word == "-o" and i + 1 < len(options) else ""
+        if value.startswith(("ControlMaster=", "ControlPersist=")) or (
+                value.startswith("ControlPath=") and value != "ControlPath=none"):
+            skip = True
+            continue
+        kept.append(word)
+    return kept
+
+
 def shown(argv: Sequence[str], ssh_options: Sequence[str] = ()) -> str:
-    """A command as `--verbose` prints it: a shell line that runs exactly it. Nix reaches hosts
-    with the options in NIX_SSHOPTS, so a command that names an ssh:// store shows them too."""
-    line = shlex.join(argv)
+    """A command as `--verbose` prints it: a shell line that runs it as nixtasks did, only over
+    a connection of its own (see `without_run_sockets`). Nix reaches hosts with the options in
+    NIX_SSHOPTS, so a command that names an ssh:// store shows them too."""
+    words = without_run_sockets(argv) if argv[0] == "ssh" else list(argv)
+    line = shlex.join(words)
     if argv[0].startswith("nix") and ssh_options and any(a.startswith("ssh://") for a in argv):
-        line = f"NIX_SSHOPTS={shlex.quote(' '.join(ssh_options))} {line}"
+        line = f"NIX_SSHOPTS={shlex.quote(' '.join(without_run_sockets(ssh_options)))} {line}"
     return line
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shlex
 import shutil
 import subprocess
 import sys
@@ -317,17 +318,33 @@ def test_deploys_leave_no_transient_unit_notices_in_the_host_journal(fleet):
     assert held.strip() == ""  # no lock, watchdog or activation unit left behind
 
 
+def verbose_commands(stderr: str) -> list[str]:
+    """The commands `--verbose` printed: from a `+ ` line to where the shell's quoting closes
+    (a script in a command spans lines, inside its quotes)."""
+    lines, found = stderr.splitlines(), []
+    for i, line in enumerate(lines):
+        if line.startswith("+ "):
+            command = line[2:]
+            for more in lines[i + 1:]:
+                try:
+                    shlex.split(command)
+                    break
+                except ValueError:  # a quote still open: the command goes on
+                    command += "\n" + more
+            found.append(command)
+    return found
+
+
 def test_verbose_prints_each_command_once_as_a_line_that_runs_it(fleet):
     proc = fleet.invoke("switch", "--host", "web1", "--yes", "--verbose")
     assert proc.returncode == 0, proc.stderr
-    shown = [line[2:] for line in proc.stderr.splitlines() if line.startswith("+ ")]
-    assert all(line.count(" -F ") <= 1 for line in shown)  # the lab's NIX_SSHOPTS repeats the inventory's -F
-    assert sum(1 for line in shown if " copy --to ssh://root@web1 " in line) == 1
-    copy = next(line for line in shown if " copy --to ssh://root@web1 " in line)
-    assert copy.startswith("NIX_SSHOPTS=")  # what nix reaches the host with
-    # Pasted into a shell, a command that reads the host runs as it did: over a new connection
-    # (the run's control socket is gone), with the same words on the host.
-    facts = [line for line in shown if line.startswith("ssh ") and "profile-path" in line]  # the host's state
+    shown = verbose_commands(proc.stderr)
+    assert all(command.count(" -F ") <= 1 for command in shown)  # the lab's NIX_SSHOPTS repeats the inventory's
+    copies = [command for command in shown if " copy --to ssh://root@web1 " in command]
+    assert len(copies) == 1 and copies[0].startswith("NIX_SSHOPTS=")  # what nix reaches the host with
+    # Pasted into a shell, a command that reads the host runs as it did, with the same words on
+    # the host (over a connection of its own: the run's control socket is gone with the run).
+    facts = [command for command in shown if command.startswith("ssh ") and "profile-path" in command]
     again = subprocess.run(["sh", "-c", facts[-1]], text=True, capture_output=True, env=fleet.lab.env, timeout=60)
     assert f"running\t{fleet.build('web1')}\n" in again.stdout, again.stderr
 
