@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import shlex
 from dataclasses import dataclass, field
 
 SYSTEM_PROFILE = "/nix/var/nix/profiles/system"
@@ -122,6 +123,37 @@ class Secret:
 
 
 @dataclass(frozen=True)
+class NixFlags:
+    """Nix options from the command line, passed on as nixos-rebuild passes them."""
+
+    options: tuple[tuple[str, str], ...] = ()  # --option NAME VALUE
+    override_inputs: tuple[tuple[str, str], ...] = ()  # --override-input INPUT REF
+    impure: bool = False
+    print_build_logs: bool = False  # -L
+    max_jobs: str | None = None  # a number, or "auto"
+    cores: int | None = None
+
+    def for_build(self) -> tuple[str, ...]:
+        """What every Nix command of a build takes, here and on a build host."""
+        words = [w for name, value in self.options for w in ("--option", name, value)]
+        words += ["--max-jobs", self.max_jobs] if self.max_jobs is not None else []
+        words += ["--cores", str(self.cores)] if self.cores is not None else []
+        return tuple(words)
+
+    def for_eval(self) -> tuple[str, ...]:
+        """What `nix eval` takes besides: an impure evaluation, inputs overridden, build logs
+        (of what the evaluation builds)."""
+        words = list(self.for_build())
+        words += ["--impure"] if self.impure else []
+        words += [w for name, ref in self.override_inputs for w in ("--override-input", name, ref)]
+        words += ["--print-build-logs"] if self.print_build_logs else []
+        return tuple(words)
+
+    def __str__(self) -> str:
+        return shlex.join(self.for_eval())
+
+
+@dataclass(frozen=True)
 class GitState:
     revision: str | None  # None: not a git checkout
     dirty: bool = False
@@ -152,6 +184,7 @@ class Plan:
     git: GitState | None  # None: not from the flake (a rollback)
     warnings: tuple[str, ...] = ()
     reason: str = ""
+    nix_options: tuple[str, ...] = ()  # given to the evaluation and build: the inventory's, then the command line's
 
 
 class Outcome(enum.Enum):

@@ -6,14 +6,16 @@ diff. The fleet engine puts them in order and activates."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
-from ..errors import NixtasksError
+from ..errors import NixtasksError, UsageError
 from ..host import commands, space
 from ..host.runner import Runner
-from ..models import LOCAL, Action, Host, Target
+from ..models import LOCAL, Action, Host, NixFlags, Target
 
 Echo = Callable[[str], None]
 T = TypeVar("T")
@@ -25,7 +27,8 @@ class BuildRequest:
     hosts: tuple[Host, ...]
     flake: str
     show_trace: bool = False
-    nix_options: tuple[str, ...] = ()
+    nix_options: tuple[str, ...] = ()  # the inventory's: for this machine's Nix
+    nix_flags: NixFlags = NixFlags()  # the command line's: the build host's Nix gets what it can take
 
 
 @dataclass(frozen=True)
@@ -44,16 +47,21 @@ def key(host: Host) -> tuple[str, Target]:
 
 def build(req: BuildRequest, runner: Runner, echo: Echo) -> dict[tuple[str, Target], Built]:
     """Evaluate every system once, then build each on this machine or its build host."""
+    check_settings(req.nix_flags, runner)
     configs = unique(h.config for h in req.hosts)
-    cmd = commands.nix_eval_systems(req.flake, configs, show_trace=req.show_trace, nix_options=req.nix_options)
+    here = (*req.nix_options, *req.nix_flags.for_build())
+    cmd = commands.nix_eval_systems(req.flake, configs, show_trace=req.show_trace,
+                                    nix_options=(*req.nix_options, *req.nix_flags.for_eval()))
+    warned = len(runner.warnings)
     result = runner.run(cmd, LOCAL, label="eval", stream=True, echo_stdout=False)
+    refuse_unmatched_overrides(req.nix_flags, runner.warnings[warned:])
     try:
         systems = {c: (v["drv"], v["out"]) for c, v in json.loads(result.stdout).items()}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise NixtasksError(f"nix eval printed no system paths I can read: {result.stdout[:200]!r}") from exc
     if req.action is Action.DRY_BUILD:
         drvs = [systems[c][0] for c in configs]
-        runner.run(commands.realise(drvs, dry_run=True, nix_options=req.nix_options), LOCAL, label="dry-build",
+        runner.run(commands.realise(drvs, dry_run=True, nix_options=here), LOCAL, label="dry-build",
                    stream=True)
         return {}
     by_builder: dict[Target, list[str]] = {}
@@ -68,7 +76,8 @@ def build(req: BuildRequest, runner: Runner, echo: Echo) -> dict[tuple[str, Targ
             where = "build" if builder.is_local else f"build@{builder}"
             roots = runner.gc_roots_on(builder)  # kept until the run ends: the copy comes later
             root = f"{roots}/{len(built)}" if roots else None
-            runner.run(commands.realise(drvs, nix_options=req.nix_options if builder.is_local else (), add_root=root),
+            options = here if builder.is_local else req.nix_flags.for_build()
+            runner.run(commands.realise(drvs, nix_options=options, add_root=root),
                        builder, label=where, stream=True, echo_stdout=False)
         built.update({(c, builder): Built(systems[c][1], builder) for c in names})
     if runner.warnings:
@@ -76,6 +85,45 @@ def build(req: BuildRequest, runner: Runner, echo: Echo) -> dict[tuple[str, Targ
         for warning in runner.warnings:
             echo(f"  {warning}")
     return built
+
+
+def result_links(hosts: Sequence[Host], built: Mapping[tuple[str, Target], Built], directory: Path,
+                 runner: Runner, echo: Echo) -> None:
+    """`./result` (one host) or `./result-NAME` (several) for each built system, a GC root as
+    `nixos-rebuild build` leaves one; a system built on a build host is copied here first."""
+    for host in hosts:
+        made = built[key(host)]
+        if not made.at.is_local:
+            runner.run(commands.nix_copy(made.path, source=made.at), LOCAL, label=host.name)
+        link = directory / ("result" if len(hosts) == 1 else f"result-{host.name}")
+        runner.run(commands.add_result_link(made.path, str(link)), LOCAL, label=host.name)
+        echo(f"{host.name}: {os.path.relpath(link)} -> {made.path}")
+
+
+def refuse_unmatched_overrides(flags: NixFlags, warnings: Sequence[str]) -> None:
+    """Nix only warns about an --override-input that names no input of the flake; nothing was
+    built yet, so it stops here rather than deploy what the operator did not ask for."""
+    for name, ref in flags.override_inputs:
+        if any("--override-input" in w and f"'--override-input {name} " in w and "does not match" in w
+               for w in warnings):
+            raise UsageError(f"--override-input {name} {ref}: the flake has no input named {name!r}; nothing was "
+                             "built. Check the name with `nix flake metadata`")
+
+
+def check_settings(flags: NixFlags, runner: Runner) -> None:
+    """`--option NAME VALUE` with a NAME Nix does not know is only a warning to Nix (and none at
+    all to `nix eval` 2.8): refused here, before anything is evaluated or built."""
+    if not flags.options:
+        return
+    result = runner.run(commands.nix_show_config(), LOCAL, check=False)
+    try:
+        known = set(json.loads(result.stdout))
+    except ValueError:
+        return  # Nix will say it itself, or not: nothing here to go by
+    for name, _value in flags.options:
+        if name not in known and name.removeprefix("extra-") not in known:
+            raise UsageError(f"--option {name}: Nix has no setting named {name!r}; nothing was built. "
+                             "`nix show-config` lists them")
 
 
 def given(host: Host, path: str, runner: Runner) -> Built:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from ..models import Action, GitState, Host, HostPlan, Plan, Report
 
 VERBS = {
@@ -52,6 +54,8 @@ def render(plan: Plan, *, full_diff: bool = True) -> str:
         lines.append(f"  git:      {plan.git.summary}")
     if plan.reason:
         lines.append(f"  reason:   {plan.reason}")
+    if plan.nix_options:
+        lines.append(f"  nix:      {shlex.join(plan.nix_options)}")
     for hp in plan.hosts:
         target = "this machine" if hp.host.is_local else str(hp.host.target)
         builder = f" (built on {hp.host.build_host})" if hp.host.build_host else ""

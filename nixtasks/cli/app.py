@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from ..fleet import engine, lock
 from ..host import commands, gitstate
 from ..host.prompts import DRY_RUN, PASSWORD_FILE_VARIABLE, Prompter, ask_password, has_terminal, prompter_for
 from ..host.runner import Runner, ShRunner
-from ..models import LOCAL, Action, Host, Limit, Policy, Report, Secret, SudoPassword, Target
+from ..models import LOCAL, Action, Host, Limit, NixFlags, Policy, Report, Secret, SudoPassword, Target
 from .render import progress_for
 
 
@@ -46,6 +47,8 @@ class Options:
     full_diff: bool = False
     allow_secrets: tuple[str, ...] = ()
     ask_sudo_password: bool = False  # also NIXTASKS_ASK_SUDO_PASSWORD=1
+    no_link: bool = False  # build: no ./result link
+    nix: NixFlags = NixFlags()  # --option, --override-input, --impure, -L, --max-jobs, --cores
     policy: PolicyFlags = field(default_factory=lambda: PolicyFlags())
 
 
@@ -99,6 +102,35 @@ def policy_flags(*, parallel: str | None = None, batch_size: str | None = None, 
                        skip_unreachable=True if skip_unreachable else None,
                        copy_timeout=limit(copy_timeout, "copy_timeout"),
                        activation_timeout=limit(activation_timeout, "activation_timeout"))
+
+
+NIX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
+def name_and_value(given: str, flag: str, what: str, example: str) -> tuple[str, str]:
+    """`NAME=VALUE` or `NAME VALUE` (invoke's flags take one value each, nix's --option two)."""
+    name, sep, value = given.partition("=")
+    if not (sep and NIX_NAME.fullmatch(name)):
+        name, _, value = given.strip().partition(" ")
+        value = value.strip()
+    if not NIX_NAME.fullmatch(name):
+        raise UsageError(f"{flag} {given!r}: give {what}=VALUE (or '{what} VALUE'), e.g. {flag} {example}")
+    return name, value
+
+
+def nix_flags(*, impure: bool = False, option: Any = None, override_input: Any = None,
+              print_build_logs: bool = False, max_jobs: str | None = None, cores: str | None = None) -> NixFlags:
+    """The command line's Nix options, checked; Nix still has the last word on their values."""
+    if max_jobs is not None and max_jobs != "auto":
+        max_jobs = str(number(max_jobs, "--max-jobs", 0))
+    overrides = tuple(name_and_value(o, "--override-input", "INPUT", "nixpkgs=path:/src/nixpkgs")
+                      for o in override_input or ())
+    if any(not ref for _name, ref in overrides):
+        raise UsageError("--override-input: give the input and a flake reference, e.g. "
+                         "--override-input nixpkgs=path:/src/nixpkgs")
+    return NixFlags(options=tuple(name_and_value(o, "--option", "NAME", "substituters=''") for o in option or ()),
+                    override_inputs=overrides, impure=impure, print_build_logs=print_build_logs,
+                    max_jobs=max_jobs, cores=number(cores, "--cores", 0))
 
 
 def limit(value: str | None, setting: str) -> Limit | None:
@@ -294,7 +326,8 @@ def run_action(action: Action, opts: Options) -> Report:
     with session(opts, root=action.activates) as (inv, runner, hosts):
         request = engine.DeployRequest(action, hosts, inv.flake, policy(inv, opts), opts.show_trace,
                                        inv.defaults.nix_options, why, opts.full_diff,
-                                       inv.defaults.allow_secrets + opts.allow_secrets)
+                                       inv.defaults.allow_secrets + opts.allow_secrets,
+                                       result_links=None if opts.no_link else Path.cwd(), nix_flags=opts.nix)
         return with_report(opts, lambda tools: engine.deploy(request, tools), runner)
 
 
@@ -439,7 +472,7 @@ def run_recipe(opts: Options, recipe: Callable[[engine.DeployRequest, engine.Too
     with session(opts) as (inv, runner, hosts):
         request = engine.DeployRequest(action, hosts, inv.flake, policy(inv, opts), opts.show_trace,
                                        inv.defaults.nix_options, why, opts.full_diff,
-                                       inv.defaults.allow_secrets + opts.allow_secrets)
+                                       inv.defaults.allow_secrets + opts.allow_secrets, nix_flags=opts.nix)
         return with_report(opts, lambda tools: recipe(request, tools), runner)
 
 
@@ -501,7 +534,7 @@ def run_stage(opts: Options, plan_file: str, action: str) -> None:
     with session(opts, root=False) as (inv, runner, hosts):  # copies and diffs: nothing as root
         request = engine.DeployRequest(chosen, hosts, inv.flake, policy(inv, opts), opts.show_trace,
                                        inv.defaults.nix_options, why, True,
-                                       inv.defaults.allow_secrets + opts.allow_secrets)
+                                       inv.defaults.allow_secrets + opts.allow_secrets, nix_flags=opts.nix)
         # Staging changes nothing a host runs, so it never asks.
         with live_tools(opts, runner, DRY_RUN if opts.dry_run else prompter_for(True)) as tools:
             stage.stage(request, tools, Path(plan_file))

@@ -12,7 +12,7 @@ from typing import Any
 
 from invoke.collection import Collection
 from invoke.exceptions import Exit
-from invoke.tasks import task
+from invoke.tasks import Task, task
 
 HELP = {
     "host": "a host to act on (repeat, or a comma list); none means this machine",
@@ -44,6 +44,13 @@ HELP = {
     "allow-secret": "a file the secrets guard lets into the Nix store on purpose (repeat)",
     "ask-sudo-password": "ask once for the sudo password of the hosts' ssh user (also NIXTASKS_ASK_SUDO_PASSWORD=1; "
                          "without a terminal: NIXTASKS_SUDO_PASSWORD_FILE)",
+    "impure": "pass --impure to nix eval (the configuration may read the environment and any file)",
+    "option": "a Nix setting for the evaluation and build, NAME=VALUE or 'NAME VALUE' (repeat), like nix's "
+              "--option NAME VALUE",
+    "override-input": "evaluate with a flake input replaced: INPUT=REF or 'INPUT REF' (repeat)",
+    "print-build-logs": "-L: show the build logs of what the evaluation builds",
+    "max-jobs": "builds at once on the build machine (a number, or auto)",
+    "cores": "cores each build may use (0: all)",
     "copy-timeout": "seconds one host's copy may take (default 3600)",
     "activation-timeout": "seconds one host's activation may take (default 1800)",
 }
@@ -95,10 +102,23 @@ DEPLOY_PARAMS: dict[str, Any] = {
     "pause": None, "max_fail_percentage": None, "rollback_batch_on_failure": False, "no_checks": False,
     "no_rollback": False, "no_watchdog": False, "confirm_timeout": None, "skip_unreachable": False,
     "allow_secret": None, "ask_sudo_password": False, "copy_timeout": None, "activation_timeout": None,
+    "impure": False, "option": None, "override_input": None, "print_build_logs": False, "max_jobs": None,
+    "cores": None,
 }
+NIX_PARAMS = ("impure", "option", "override_input", "print_build_logs", "max_jobs", "cores")
 POLICY_PARAMS = ("parallel", "batch_size", "batches", "pause", "max_fail_percentage", "rollback_batch_on_failure",
                  "no_checks", "no_rollback", "no_watchdog", "confirm_timeout", "skip_unreachable", "copy_timeout",
                  "activation_timeout")
+
+
+class DeployTask(Task):  # type: ignore[type-arg]
+    """A task whose --print-build-logs is also -L, as in nix and nixos-rebuild."""
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts: dict[str, Any] = super().arg_opts(name, default, taken_names)
+        if name == "print_build_logs":
+            opts["names"] = [*opts["names"], "L"]
+        return opts
 
 
 def deploy_task(name: str, doc: str, run: Callable[[Any, dict[str, Any]], None], skip: tuple[str, ...] = (),
@@ -114,10 +134,11 @@ def deploy_task(name: str, doc: str, run: Callable[[Any, dict[str, Any]], None],
     params += [inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=defaults[k]) for k in ordered]
 
     def body(c: Any, **kwargs: Any) -> None:
-        from .app import Options, policy_flags
+        from .app import Options, nix_flags, policy_flags
 
         values = {**defaults, **kwargs}
         flags = policy_flags(**{k: values[k] for k in POLICY_PARAMS if k in values})
+        nix = nix_flags(**{k: values[k] for k in NIX_PARAMS if k in values})
         opts = Options(hosts=tuple(values.get("host") or ()), tags=tuple(values.get("tag") or ()),
                        all_hosts=values.get("all", False),
                        target_host=values.get("target_host"), build_host=values.get("build_host"),
@@ -126,7 +147,7 @@ def deploy_task(name: str, doc: str, run: Callable[[Any, dict[str, Any]], None],
                        yes=values.get("yes", False), reason=values["reason"], inventory=values["inventory"],
                        verbose=values["verbose"], json=values["json"], full_diff=values.get("diff", False),
                        allow_secrets=tuple(values.get("allow_secret") or ()),
-                       ask_sudo_password=values.get("ask_sudo_password", False), policy=flags)
+                       ask_sudo_password=values.get("ask_sudo_password", False), policy=flags, nix=nix)
         run(opts, {k: values[k] for k in extra})
 
     body.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -135,18 +156,21 @@ def deploy_task(name: str, doc: str, run: Callable[[Any, dict[str, Any]], None],
     helps = {k.replace("_", "-"): HELP[k.replace("_", "-")] for k in names if k.replace("_", "-") in HELP}
     helps.update({k.replace("_", "-"): v[1] for k, v in extra.items()})
     iterable += ("allow_secret",) if "allow_secret" in names else ()
+    iterable += tuple(k for k in ("option", "override_input") if k in names)
     return task(name=name, iterable=["host", "tag", *iterable], positional=list(positional), auto_shortflags=False,
-                help=helps)(reports_errors(body))
+                help=helps, klass=DeployTask)(reports_errors(body))
 
 
-def action_task(action_name: str, doc: str) -> Any:
-    def run(opts: Any, _extra: dict[str, Any]) -> None:
+def action_task(action_name: str, doc: str, **extra: tuple[Any, str]) -> Any:
+    def run(opts: Any, values: dict[str, Any]) -> None:
+        from dataclasses import replace
+
         from ..models import Action
         from .app import run_action
 
-        run_action(Action(action_name), opts)
+        run_action(Action(action_name), replace(opts, no_link=values.get("no_link", False)))
 
-    return deploy_task(action_name, doc, run)
+    return deploy_task(action_name, doc, run, **extra)
 
 
 def run_rollback_task(opts: Any, extra: dict[str, Any]) -> None:
@@ -158,7 +182,7 @@ def run_rollback_task(opts: Any, extra: dict[str, Any]) -> None:
 
 rollback = deploy_task(
     "rollback", "Go back to the previous generation, or to --generation N, with plan, diff and approval.",
-    run_rollback_task, skip=("build_host", "show_trace"),
+    run_rollback_task, skip=("build_host", "show_trace", *NIX_PARAMS),
     generation=(None, "roll back to this generation (default: the previous one)"),
     boot=(False, "only make it the boot entry; activate at the next boot"))
 
@@ -299,14 +323,15 @@ stage = deploy_task(
     action=("switch", "what apply will do: switch, boot or test"))
 apply = deploy_task(
     "apply", "Deploy exactly the store paths of a staged plan file, after one approval.", recipe("apply"),
-    skip=("host", "tag", "all", "build_host", "show_trace"), positional=("plan",),
+    skip=("host", "tag", "all", "build_host", "show_trace", *NIX_PARAMS), positional=("plan",),
     plan=(None, "the plan file `invoke stage` wrote (default: nixtasks-plan.json)"))
 emergency = deploy_task(
     "emergency", "A fix out fast: build, test-activate with the watchdog, check, ask, switch, follow the journal.",
     recipe("emergency"), follow=(None, "seconds to follow the hosts' warnings and errors afterwards (default 60)"))
 
 
-build = action_task("build", "Build the system closure; activate nothing.")
+build = action_task("build", "Build the system closure; activate nothing; leave ./result (./result-NAME for several).",
+                    no_link=(False, "leave no ./result link (a garbage-collector root) to the built system"))
 dry_build = action_task("dry-build", "Show what would be built or fetched; build nothing.")
 switch = action_task("switch", "Build, set the boot profile and activate now.")
 boot = action_task("boot", "Build and set the boot profile; activate at the next boot.")

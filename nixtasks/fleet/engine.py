@@ -30,7 +30,7 @@ from ..host import gitstate
 from ..host.facts import Facts, read_facts
 from ..host.prompts import HOW_TO_APPROVE, Prompter
 from ..host.runner import Runner
-from ..models import Action, GitState, Host, HostPlan, HostResult, Outcome, Plan, Policy, Report, Stage
+from ..models import Action, GitState, Host, HostPlan, HostResult, NixFlags, Outcome, Plan, Policy, Report, Stage
 from . import batches, follow, health, hooks, lock, pipeline, reboot
 from .pipeline import Change, Context
 from .progress import Progress
@@ -47,10 +47,20 @@ class DeployRequest:
     flake: str
     policy: Policy = Policy()
     show_trace: bool = False
-    nix_options: tuple[str, ...] = ()
+    nix_options: tuple[str, ...] = ()  # the inventory's
     reason: str = ""
     full_diff: bool = False  # the whole closure diff per host, not its summary
     allow_secrets: tuple[str, ...] = ()  # files the secrets guard lets through
+    result_links: Path | None = None  # build: leave ./result (./result-NAME) links in this directory
+    nix_flags: NixFlags = NixFlags()  # the command line's Nix options
+
+    def build_request(self) -> steps.BuildRequest:
+        return steps.BuildRequest(self.action, self.hosts, self.flake, self.show_trace, self.nix_options,
+                                  self.nix_flags)
+
+    @property
+    def all_nix_options(self) -> tuple[str, ...]:
+        return (*self.nix_options, *self.nix_flags.for_eval())
 
 
 @dataclass(frozen=True)
@@ -107,8 +117,9 @@ def deploy(req: DeployRequest, tools: Tools) -> Report:
 def build_only(req: DeployRequest, tools: Tools) -> Report:
     """build and dry-build: one evaluation, nothing copied or activated."""
     read_git(req, tools)  # shows uncommitted and untracked files
-    built = steps.build(steps.BuildRequest(req.action, req.hosts, req.flake, req.show_trace, req.nix_options),
-                        tools.runner, tools.echo)
+    built = steps.build(req.build_request(), tools.runner, tools.echo)
+    if built and req.result_links is not None and req.action is Action.BUILD and not tools.runner.dry_run:
+        steps.result_links(req.hosts, built, req.result_links, tools.runner, tools.echo)
     return finish(Report(req.action, tuple(
         HostResult(host=h.name, action=req.action, outcome=Outcome.OK,
                    new_system=built[steps.key(h)].path if built else None) for h in req.hosts)), tools.echo)
@@ -134,7 +145,7 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
     journal = Journal(runner, tools.journal_path or deployer_journal_path(), git, req.reason, echo)
     refuse_without_terminal(req.action.value, [h for h in req.hosts if needs_approval(req.action, h, git)],
                             tools.prompter, journal)
-    build_req = steps.BuildRequest(req.action, req.hosts, req.flake, req.show_trace, req.nix_options)
+    build_req = req.build_request()
     with ThreadPoolExecutor(max_workers=min(32, len(req.hosts))) as pool:
         # The hosts are asked what they run while the systems build: both take a while.
         probes = [pool.submit(read_facts, h, runner) for h in req.hosts]
@@ -168,7 +179,7 @@ def show_plan(prep: Prepared, tools: Tools, policy: Policy | None = None) -> Non
     req = prep.request
     plans = tuple(HostPlan(c.host, c.action, c.system, c.before.running or None, c.diff, c.before.generation)
                   for c in prep.changes)
-    tools.echo(render(Plan(req.action, plans, prep.git, prep.warnings, req.reason),
+    tools.echo(render(Plan(req.action, plans, prep.git, prep.warnings, req.reason, req.all_nix_options),
                       full_diff=req.full_diff))
     tools.echo(describe_policy(policy or req.policy, len(prep.changes)))
 

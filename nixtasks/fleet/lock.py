@@ -32,9 +32,8 @@ def owner(action: str) -> str:
 def holder(host: Host, runner: Runner) -> str:
     """The lock's owner text, or "" when the host is not locked."""
     result = runner.run(commands.lock_holder(), host.target, check=False)
-    values = dict(line.partition("=")[::2] for line in result.stdout.splitlines())
-    description = values.get("Description", "")
-    if values.get("ActiveState") not in ("active", "activating") or not description.startswith("nixtasks-lock:"):
+    state, description = commands.parse_unit_line(result.stdout)
+    if state not in ("active", "activating") or not description.startswith("nixtasks-lock:"):
         return ""
     return description.removeprefix("nixtasks-lock:")
 

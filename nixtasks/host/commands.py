@@ -35,6 +35,11 @@ def nix_eval_systems(flake: str, configs: Sequence[str], *, show_trace: bool = F
                     f"{flake}#nixosConfigurations", "--apply", apply))
 
 
+def nix_show_config() -> Command:
+    """Every setting this machine's Nix knows, with its value, as JSON."""
+    return Command(("nix", *NIX_FEATURES, "show-config", "--json"))
+
+
 def nix_eval_config_names(flake: str, nix_options: Sequence[str] = ()) -> Command:
     return Command(("nix", *NIX_FEATURES, "eval", "--json", "--no-write-lock-file", *nix_options,
                     f"{flake}#nixosConfigurations", "--apply", "builtins.attrNames"))
@@ -63,6 +68,12 @@ def realise(drvs: Sequence[str], *, dry_run: bool = False, nix_options: Sequence
     root, gone with its directory)."""
     flags = ("--dry-run",) if dry_run else ("--add-root", add_root, "--indirect") if add_root else ()
     return Command(("nix-store", "--realise", *flags, *nix_options, "--", *drvs))
+
+
+def add_result_link(path: str, link: str) -> Command:
+    """`link` -> `path` (already built), as a garbage-collector root, like the `result` that
+    `nix build` and `nixos-rebuild build` leave (an indirect root: gone with the link)."""
+    return Command(("nix-store", "--realise", "--add-root", link, "--indirect", "--", path))
 
 
 def make_private_dir(path: str) -> Command:
@@ -168,7 +179,9 @@ def ssh_argv(cmd: Command, target: Target, ssh_options: Sequence[str], *, passwo
     argument as one word, so no host name, path or reason can ever run a command."""
     wants_sudo = cmd.sudo and target.sudo
     remote = on_host(cmd, sudo=wants_sudo, password=password and wants_sudo)
-    return ("ssh", *ssh_options, target.ssh_destination, "--", *(shlex.quote(a) for a in remote))
+    # One argument: ssh joins its command words with spaces anyway, and so `--verbose` shows the
+    # remote command line quoted once, as it can be pasted into a shell.
+    return ("ssh", *ssh_options, target.ssh_destination, "--", shlex.join(remote))
 
 
 def ssh_batch_argv(cmds: Sequence[Command], target: Target, ssh_options: Sequence[str],
@@ -188,12 +201,63 @@ def ssh_batch_argv(cmds: Sequence[Command], target: Target, ssh_options: Sequenc
             remote += " </dev/null"
         status = f"printf '%s{i} %d\\n' {shlex.quote(marker)} \"$s\""
         steps.append(f'{remote}; s=$?; {status}' + ('' if keep_going else '; [ "$s" = 0 ] || exit "$s"'))
-    return ("ssh", *ssh_options, target.ssh_destination, "--", "sh", "-c", shlex.quote("\n".join(steps)))
+    return ("ssh", *ssh_options, target.ssh_destination, "--", shlex.join(("sh", "-c", "\n".join(steps))))
+
+
+def without_run_sockets(options: Sequence[str]) -> list[str]:
+    """ssh options less the run's connection sharing (ControlMaster, a ControlPath in the run's
+    own directory, ControlPersist): that socket is gone when the run is, and ssh refuses a
+    ControlPath it cannot make, so a pasted command would fail on it."""
+    kept: list[str] = []
+    skip = False
+    for i, word in enumerate(options):
+        if skip:
+            skip = False
+            continue
+        value = options[i + 1] if word == "-o" and i + 1 < len(options) else ""
+        if value.startswith(("ControlMaster=", "ControlPersist=")) or (
+                value.startswith("ControlPath=") and value != "ControlPath=none"):
+            skip = True
+            continue
+        kept.append(word)
+    return kept
+
+
+def shown(argv: Sequence[str], ssh_options: Sequence[str] = ()) -> str:
+    """A command as `--verbose` prints it: a shell line that runs it as nixtasks did, only over
+    a connection of its own (see `without_run_sockets`). Nix reaches hosts with the options in
+    NIX_SSHOPTS, so a command that names an ssh:// store shows them too."""
+    words = without_run_sockets(argv) if argv[0] == "ssh" else list(argv)
+    line = shlex.join(words)
+    if argv[0].startswith("nix") and ssh_options and any(a.startswith("ssh://") for a in argv):
+        line = f"NIX_SSHOPTS={shlex.quote(' '.join(without_run_sockets(ssh_options)))} {line}"
+    return line
 
 
 def local_argv(cmd: Command, target: Target, *, password: bool = False) -> tuple[str, ...]:
     """On this machine: commands that need root get sudo -n and the same clean env."""
     return on_host(cmd, sudo=target.sudo, password=password and target.sudo) if cmd.sudo else cmd.argv
+
+
+def without_repeats(options: Sequence[str]) -> tuple[str, ...]:
+    """ssh options with an option given again with the same value dropped (NIX_SSHOPTS often
+    repeats the inventory's `-F CONFIG`): the same connection, and one `-F` in `--verbose`."""
+    seen: set[tuple[str, str]] = set()
+    kept: list[str] = []
+    i = 0
+    while i < len(options):
+        flag = options[i]
+        takes_value = len(flag) == 2 and flag[0] == "-" and flag[1] in "BbcDEeFIiJLlmOopQRSWw" and i + 1 < len(options)
+        if not takes_value:  # -v -v means more than -v
+            kept.append(flag)
+            i += 1
+            continue
+        pair = (flag, options[i + 1])
+        if pair not in seen:
+            seen.add(pair)
+            kept += pair
+        i += 2
+    return tuple(kept)
 
 
 def ssh_options(control_dir: str | None, extra: Sequence[str] = (), config: str | None = None, *,
@@ -216,7 +280,7 @@ def ssh_options(control_dir: str | None, extra: Sequence[str] = (), config: str 
         limits += ["-o", f"ServerAliveInterval={alive_interval}"]
         if alive_count:
             limits += ["-o", f"ServerAliveCountMax={alive_count}"]
-    return (*opts, *extra, *limits)
+    return without_repeats((*opts, *extra, *limits))
 
 
 # Answers of the sudo password probe: the password works, or the host never needed one.
@@ -363,6 +427,24 @@ WATCHDOG_DIR = "/run/nixtasks"  # tmpfs: a reboot forgets an armed watchdog, as 
 WATCHDOG_ARMED = f"{WATCHDOG_DIR}/watchdog-armed"
 WATCHDOG_REVERTED = f"{WATCHDOG_DIR}/watchdog-reverted"
 
+# Our transient units (lock, watchdog, activation) exist while switch-to-configuration runs
+# `systemctl daemon-reload`. systemd before 258 then keeps their /run/systemd/transient files in
+# its map of unit names after the units are gone, and every later load of such a name (a
+# `systemctl show`, `is-active` or `stop` of it, a new unit of that name) logs "Failed to open
+# /run/systemd/transient/<unit>: No such file or directory" (systemd issue #35190). So nixtasks
+# looks at its units with `list-units`, which lists loaded units and loads nothing; stops only
+# units that are loaded, without waiting through systemctl (whose wait loads the unit again);
+# and touches a unit directory once its units are gone, which makes systemd rebuild the map
+# the next time it loads a unit. These shell functions are constant text.
+LISTED_SH = 'listed(){ systemctl list-units --all --plain --no-legend --full -- "$@" 2>/dev/null;};'
+RUNNING_SH = ('running(){ listed "$@"|{ while read -r u l state rest;do case $state in '
+              'active|activating|reloading|deactivating)exit 0;;esac;done;exit 1;};};')
+STOP_SH = ('stop_listed(){ units=$(listed "$@"|while read -r u rest;do echo "$u";done);'
+           '[ -z "$units" ]||systemctl stop --no-block $units;i=0;'
+           'while [ -n "$(listed "$@")" ]&&[ $i -lt 200 ];do sleep 0.05;i=$((i+1));done;'
+           'touch /run/systemd/system 2>/dev/null||:;};')
+UNITS_SH = LISTED_SH + RUNNING_SH + STOP_SH
+
 
 def take_lock(owner: str, ttl: float) -> Command:
     """A transient unit is the lock: systemd refuses a second unit of the same name, atomically,
@@ -374,20 +456,29 @@ def take_lock(owner: str, ttl: float) -> Command:
 
 
 # Not ours (any more) or gone (a reboot): nothing to release.
-RELEASE_SCRIPT = (f'[ "$(systemctl show --property=Description --value {LOCK_UNIT})" = "nixtasks-lock:$1" ] || exit 0; '
-                  f"systemctl stop {LOCK_UNIT}")
+RELEASE_SCRIPT = (LISTED_SH + STOP_SH
+                  + f'listed {LOCK_UNIT}|{{ read -r u l a s owner;[ "$owner" = "nixtasks-lock:$1" ];}}'
+                  + f"||exit 0;stop_listed {LOCK_UNIT}")
+UNLOCK_SCRIPT = LISTED_SH + STOP_SH + f"stop_listed {LOCK_UNIT}"
 
 
 def release_lock(owner: str | None = None) -> Command:
     """Stop the lock unit; with `owner`, only if it is still that owner's (a lock that
     expired and was taken by another deploy is theirs)."""
     if owner is None:
-        return Command(("systemctl", "stop", LOCK_UNIT), sudo=True, changes=True)
+        return Command(("sh", "-c", UNLOCK_SCRIPT), sudo=True, changes=True)
     return Command(("sh", "-c", RELEASE_SCRIPT, "nixtasks-unlock", owner), sudo=True, changes=True)
 
 
 def lock_holder() -> Command:
-    return Command(("systemctl", "show", "--property=Description", "--property=ActiveState", LOCK_UNIT))
+    """The lock unit's `list-units` line ("" when there is none): unit, load, active, sub, description."""
+    return Command(("systemctl", "list-units", "--all", "--plain", "--no-legend", "--full", "--", LOCK_UNIT))
+
+
+def parse_unit_line(line: str) -> tuple[str, str]:
+    """A `list-units` line -> (its active state, its description); ("", "") for none."""
+    fields = line.strip().split(None, 4)
+    return (fields[2], fields[4] if len(fields) == 5 else "") if len(fields) >= 3 else ("", "")
 
 
 # The watchdog reverts unless the deployer confirms within `timeout` seconds after the
@@ -403,8 +494,9 @@ def lock_holder() -> Command:
 # It stops at the first step that fails, and writes "<time> <exit status>" when done.
 WATCHDOG_SCRIPT = f"""#!/bin/sh
 PATH="$3/sw/bin:$PATH"
+{UNITS_SH}
 after_activation() {{
-  while systemctl is-active -q {ACTIVATION_UNIT}.service; do sleep 1; done
+  while running {ACTIVATION_UNIT}.service; do sleep 1; done
   [ -e {ACTIVATION_DONE} ] || return 1
   left=$(( $(stat -c %Y {ACTIVATION_DONE}) + $5 - $(date +%s) ))
   if [ "$left" -gt 0 ]; then sleep "$left"; fi
@@ -422,10 +514,12 @@ if [ "$status" = 0 ]; then
   fi
 fi
 echo "$(date +%s) $status" > {WATCHDOG_REVERTED}
+touch /run/systemd/system 2>/dev/null || true
 """
 WATCHDOG_FILE = f"{WATCHDOG_DIR}/watchdog.sh"
 # The armed file exists only once the timer does: a failed arm leaves nothing to fire.
 ARM_SCRIPT = (
+    "touch /run/systemd/system 2>/dev/null; "  # see UNITS_SH: a clean map of names first
     f"mkdir -p {WATCHDOG_DIR} && rm -f {WATCHDOG_DIR}/watchdog-fired {WATCHDOG_REVERTED} {ACTIVATION_DONE} && "
     f"cat > {WATCHDOG_FILE} && systemd-run --unit={WATCHDOG_UNIT} --quiet --collect --on-active=\"$1\" "
     f"--timer-property=AccuracySec=100ms -- /bin/sh {WATCHDOG_FILE} \"$2\" \"$3\" \"$4\" \"$5\" \"$1\" && "
@@ -433,8 +527,8 @@ ARM_SCRIPT = (
 )
 # Exit 3 while an activation still runs (its ssh session died, the unit did not): confirming
 # then would disarm the watchdog before the activation could break anything.
-CONFIRM_SCRIPT = (f"if systemctl is-active -q {ACTIVATION_UNIT}.service; then exit 3; fi; rm {WATCHDOG_ARMED} && "
-                  f"{{ systemctl stop {WATCHDOG_UNIT}.timer {WATCHDOG_UNIT}.service 2>/dev/null || true; }}")
+CONFIRM_SCRIPT = (UNITS_SH + f"if running {ACTIVATION_UNIT}.service;then exit 3;fi;rm {WATCHDOG_ARMED}&&"
+                  f"stop_listed {WATCHDOG_UNIT}.timer {WATCHDOG_UNIT}.service")
 CONFIRM_BUSY = 3
 
 

@@ -23,8 +23,9 @@ printf 'revision\\t%s\\n' "$(/run/current-system/sw/bin/nixos-version --configur
 if [ -d /run/systemd/system ]; then
   printf 'systemd\\tyes\\n'
   printf 'state\\t%s\\n' "$(systemctl is-system-running 2>/dev/null)"
-  printf 'lock\\t%s\\n' "$(systemctl show --property=Description --value {commands.LOCK_UNIT} 2>/dev/null)"
-  if systemctl is-active -q {commands.WATCHDOG_UNIT}.timer {commands.WATCHDOG_UNIT}.service; then
+  {commands.UNITS_SH}
+  printf 'lock\\t%s\\n' "$(listed {commands.LOCK_UNIT})"
+  if running {commands.WATCHDOG_UNIT}.timer {commands.WATCHDOG_UNIT}.service; then
     printf 'watchdog\\tpending\\n'
   fi
   systemctl --failed --plain --no-legend --no-pager 2>/dev/null | while read -r unit rest; do
@@ -64,7 +65,8 @@ def parse_facts(text: str) -> Facts:
             failed.append(value)
         else:
             values[key] = value
-    lock = values.get("lock", "")
+    state, lock = commands.parse_unit_line(values.get("lock", ""))
+    lock = lock if state in ("active", "activating") else ""
     return Facts(reachable=True, running=values.get("running", ""),
                  generation=generation_of_profile_link(values.get("profile", "")),
                  boot_path=values.get("profile-path", ""), version=values.get("version", ""),

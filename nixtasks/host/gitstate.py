@@ -4,10 +4,13 @@ flake cannot see because git does not track them."""
 from __future__ import annotations
 
 import os
+import re
 
 from ..models import LOCAL, GitState
 from . import commands
 from .runner import Runner
+
+RESULT_LINK = re.compile(r"(?:.*/)?result(?:-[A-Za-z0-9._-]+)?")
 
 
 def flake_dir(flake: str) -> str | None:
@@ -22,7 +25,8 @@ def parse_status(porcelain: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     changes, untracked = [], []
     for line in porcelain.splitlines():
         if line.startswith("?? "):
-            untracked.append(line[3:])
+            if not RESULT_LINK.fullmatch(line[3:]):  # what `build` leaves is not part of the flake
+                untracked.append(line[3:])
         elif line.strip():
             changes.append(line)
     return tuple(changes), tuple(untracked)

@@ -29,9 +29,9 @@ def step_of(cmd: Command) -> str:
         return "facts"
     if argv[0] == "systemd-run" and f"--unit={commands.LOCK_UNIT}" in argv:
         return "lock"
-    if (argv[:2] == ("systemctl", "stop") and commands.LOCK_UNIT in argv) or commands.RELEASE_SCRIPT in argv:
+    if commands.RELEASE_SCRIPT in argv or commands.UNLOCK_SCRIPT in argv:
         return "unlock"
-    if argv[:2] == ("systemctl", "show") and commands.LOCK_UNIT in argv:
+    if argv[:2] == ("systemctl", "list-units") and commands.LOCK_UNIT in argv:
         return "lock-holder"
     for i, word in enumerate(argv):
         if word.endswith("/bin/switch-to-configuration"):

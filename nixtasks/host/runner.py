@@ -162,8 +162,10 @@ class ShRunner:
         with self._lock:
             self._used.add(target)
         argv = commands.ssh_batch_argv(cmds, target, self.ssh_options, marker, keep_going=keep_going)
+        # --verbose shows each command as it would run alone, not the batch's wrapping around them.
+        alone = [commands.shown(commands.ssh_argv(c, target, self.ssh_options)) for c in cmds]
         raw = told_how_to_give(self._execute(argv, label if stream else None, timeout=timeout,
-                                             stdin="".join(c.stdin for c in cmds), marker=marker),
+                                             stdin="".join(c.stdin for c in cmds), marker=marker, shown=alone),
                                any(c.sudo for c in cmds))
         results = split_batch(raw, marker, len(cmds), keep_going=keep_going)
         failed = next((i for i, r in enumerate(results) if not r.ok), None)
@@ -329,7 +331,7 @@ class ShRunner:
 
     def _execute(self, argv: tuple[str, ...], label: str | None, quiet: bool = False,
                  echo_stdout: bool = True, timeout: float | None = None, stdin: str = "",
-                 marker: str | None = None) -> Result:
+                 marker: str | None = None, shown: Sequence[str] = ()) -> Result:
         import sh  # imported here: `invoke --list` must stay fast
 
         out: list[str] = []
@@ -354,7 +356,8 @@ class ShRunner:
                 self.echo(f"[{label}] {line.rstrip()}")
 
         if self.verbose and not quiet:
-            self.echo(f"+ {shlex.join(argv)}")
+            for line in shown or [commands.shown(argv, self.ssh_options)]:
+                self.echo(f"+ {line}")
         try:
             program = sh.Command(argv[0])
         except sh.CommandNotFound as exc:

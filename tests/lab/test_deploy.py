@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import shutil
+import subprocess
 import sys
+import urllib.request
 
 import pytest
 
@@ -227,3 +232,109 @@ def test_local_rollback_and_generations_on_a_lab_host(fleet):
     proc = fleet.lab.exec("web1", *make, "rollback", check=False)  # this machine: no approval asked
     assert proc.returncode == 0, proc.stderr
     assert fleet.lab.current_system("web1") == first and '"release": "1.0"' in fleet.lab.health("web1")[1]
+
+
+def transient_notices(fleet, host: str) -> list[str]:
+    journal = fleet.lab.exec(host, "journalctl", "-b", "--no-pager", "-q", "-o", "cat").stdout
+    return [line for line in journal.splitlines() if "/run/systemd/transient/" in line]
+
+
+def test_deploys_leave_no_transient_unit_notices_in_the_host_journal(fleet):
+    """systemd before 258 logs "Failed to open /run/systemd/transient/<unit>" for every later
+    load of a transient unit's name that lived through a daemon-reload (as the activation does):
+    nixtasks' lock, watchdog and activation units must not leave any (it logged about seven
+    per deploy)."""
+    host = "web1"
+    assert fleet.invoke("switch", "--host", host, "--yes").returncode == 0
+    for release in ("1.1", "1.2"):  # with the watchdog armed, confirmed and disarmed each time
+        fleet.set_knobs(host, release=release)
+        proc = fleet.invoke("switch", "--host", host, "--yes")
+        assert proc.returncode == 0, proc.stderr
+    assert fleet.invoke("rollback", "--host", host, "--yes").returncode == 0
+    assert fleet.invoke("status", "--host", host).returncode == 0
+    assert fleet.invoke("gc", "--host", host, "--keep", "2", "--yes").returncode == 0
+    assert fleet.lab.current_system(host) == fleet.lab.profile(host) != ""
+    assert transient_notices(fleet, host) == []
+    held = fleet.lab.exec(host, "systemctl", "list-units", "--all", "--plain", "--no-legend", "nixtasks-lock.service",
+                          "nixtasks-watchdog.*", "nixtasks-switch-to-configuration.service").stdout
+    assert held.strip() == ""  # no lock, watchdog or activation unit left behind
+
+
+def verbose_commands(stderr: str) -> list[str]:
+    """The commands `--verbose` printed: from a `+ ` line to where the shell's quoting closes
+    (a script in a command spans lines, inside its quotes)."""
+    lines, found = stderr.splitlines(), []
+    for i, line in enumerate(lines):
+        if line.startswith("+ "):
+            command = line[2:]
+            for more in lines[i + 1:]:
+                try:
+                    shlex.split(command)
+                    break
+                except ValueError:  # a quote still open: the command goes on
+                    command += "\n" + more
+            found.append(command)
+    return found
+
+
+def test_verbose_prints_each_command_once_as_a_line_that_runs_it(fleet):
+    proc = fleet.invoke("switch", "--host", "web1", "--yes", "--verbose")
+    assert proc.returncode == 0, proc.stderr
+    shown = verbose_commands(proc.stderr)
+    assert all(command.count(" -F ") <= 1 for command in shown)  # the lab's NIX_SSHOPTS repeats the inventory's
+    copies = [command for command in shown if " copy --to ssh://root@web1 " in command]
+    assert len(copies) == 1 and copies[0].startswith("NIX_SSHOPTS=")  # what nix reaches the host with
+    # Pasted into a shell, a command that reads the host runs as it did, with the same words on
+    # the host (over a connection of its own: the run's control socket is gone with the run).
+    facts = [command for command in shown if command.startswith("ssh ") and "profile-path" in command]
+    again = subprocess.run(["sh", "-c", facts[-1]], text=True, capture_output=True, env=fleet.lab.env, timeout=60)
+    assert f"running\t{fleet.build('web1')}\n" in again.stdout, again.stderr
+
+
+def test_build_leaves_a_result_link_that_is_a_gc_root(fleet):
+    proc = fleet.make("host/web1/build")
+    assert proc.returncode == 0, proc.stderr
+    result = fleet.path / "result"
+    assert result.is_symlink() and os.readlink(result) == fleet.build("web1")
+    roots = subprocess.run(["nix-store", "--gc", "--print-roots"], text=True, capture_output=True,
+                           env=fleet.lab.env, check=True).stdout
+    assert f"{result} -> {fleet.build('web1')}" in roots
+    assert fleet.lab.current_system("web1") == ""  # build activates nothing
+    proc = fleet.invoke("build", "--host", "web1,web2")
+    assert proc.returncode == 0, proc.stderr
+    for host in ("web1", "web2"):
+        assert os.readlink(fleet.path / f"result-{host}") == fleet.build(host)
+    assert "not tracked" not in fleet.invoke("build", "--host", "db1", "--no-link").stderr
+    assert not (fleet.path / "result-db1").exists() and os.readlink(result) == fleet.build("web1")
+
+
+def test_nix_options_reach_the_evaluation_and_build_and_show_in_the_plan(fleet, tmp_path):
+    """--override-input, --option, --max-jobs, --cores, -L and --impure, as nixos-rebuild users
+    give them: the switched host runs what the overridden input makes."""
+    site = tmp_path / "site"
+    shutil.copytree(fleet.path / "site", site)
+    flake = site / "flake.nix"
+    flake.write_text(flake.read_text().replace('siteName = "nixtasks-lab"', 'siteName = "overridden-site"'))
+    proc = fleet.invoke("switch", "--host", "web1", "--yes", "--override-input", f"site=path:{site}",
+                        "--option", "max-silent-time=600", "--max-jobs", "2", "--cores", "1", "-L", "--impure")
+    assert proc.returncode == 0, proc.stderr
+    plan = next(line for line in proc.stderr.splitlines() if line.startswith("  nix:"))
+    for given in (f"--override-input site path:{site}", "--option max-silent-time 600", "--max-jobs 2", "--cores 1",
+                  "--impure", "--print-build-logs"):
+        assert given in plan
+    with urllib.request.urlopen(f"http://{fleet.lab.address('web1')}/", timeout=5) as page:
+        assert "overridden-site" in page.read().decode()
+    assert fleet.lab.current_system("web1") != fleet.build("web1")  # not what the flake alone builds
+
+
+@pytest.mark.parametrize(("given", "says"), [
+    (("--option", "no-such-setting=1"), "--option no-such-setting: Nix has no setting named 'no-such-setting'"),
+    (("--override-input", "nope=path:/var/empty"), "--override-input nope path:/var/empty: the flake has no input"),
+    (("--max-jobs", "many"), "--max-jobs: 'many' is not a whole number"),
+])
+def test_a_bad_nix_option_is_one_line_and_nothing_is_built(fleet, given, says):
+    proc = fleet.invoke("switch", "--host", "web1", "--yes", *given)
+    assert proc.returncode == 2, proc.stderr
+    assert len(error_lines(proc)) == 1 and says in error_lines(proc)[0]
+    assert "Traceback" not in proc.stderr and "[build]" not in proc.stderr
+    unchanged(fleet, "web1")

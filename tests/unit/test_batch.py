@@ -3,6 +3,7 @@ login shell on a host would run it) and how its output is split back into result
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 
 from nixtasks.host import commands
@@ -26,8 +27,9 @@ def run_remote(cmds: list[Command]) -> Result:
 def test_each_command_keeps_its_own_sudo_and_quoting():
     argv = commands.ssh_batch_argv([Command(("systemd-run", "a b"), sudo=True), Command(("cat", "x;y"))], HOST,
                                    ("-o", "BatchMode=yes"), MARKER)
-    assert argv[:6] == ("ssh", "-o", "BatchMode=yes", "deploy@web1", "--", "sh")
-    script = argv[-1]
+    assert argv[:5] == ("ssh", "-o", "BatchMode=yes", "deploy@web1", "--") and len(argv) == 6
+    assert shlex.split(argv[-1])[:2] == ["sh", "-c"]
+    script = shlex.split(argv[-1])[2]
     assert "sudo -n env -i" in script and script.count("sudo -n") == 1  # only the command that needs root
     assert "x;y" in script and "a b" in script
 

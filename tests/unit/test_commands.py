@@ -1,8 +1,10 @@
 import shlex
+import subprocess
 
 import pytest
 
 from nixtasks.host import commands
+from nixtasks.host.facts import facts_command
 from nixtasks.models import Action, Command, Target
 
 PATH = "/nix/store/abc-nixos-system-web1-1.0"
@@ -77,15 +79,15 @@ def test_dry_run_never_runs_an_activation_not_even_dry_activate():
 
 def test_ssh_argv_root_has_no_sudo_and_a_clean_env():
     argv = commands.ssh_argv(commands.current_system(), ROOT, ("-o", "BatchMode=yes"))
-    assert argv == ("ssh", "-o", "BatchMode=yes", "root@10.250.0.11", "--", "env", "-i",
-                    f"PATH={commands.REMOTE_PATH}", "readlink", "-e", "/run/current-system")
+    assert argv == ("ssh", "-o", "BatchMode=yes", "root@10.250.0.11", "--",
+                    f"env -i PATH={commands.REMOTE_PATH} readlink -e /run/current-system")
 
 
 def test_ssh_argv_uses_sudo_n_only_for_root_commands_of_non_root_users():
     argv = commands.ssh_argv(commands.set_profile(PATH), DEPLOY, ())
-    assert argv[:6] == ("ssh", "deploy@web1", "--", "sudo", "-n", "env")
-    assert "sudo" not in commands.ssh_argv(commands.current_system(), DEPLOY, ())
-    assert "sudo" not in commands.ssh_argv(commands.set_profile(PATH), ROOT, ())
+    assert argv[:3] == ("ssh", "deploy@web1", "--") and argv[3].startswith("sudo -n env ")
+    assert "sudo" not in commands.ssh_argv(commands.current_system(), DEPLOY, ())[-1]
+    assert "sudo" not in commands.ssh_argv(commands.set_profile(PATH), ROOT, ())[-1]
 
 
 @pytest.mark.parametrize("hostile", HOSTILE)
@@ -145,3 +147,38 @@ def test_journal_records_go_to_the_host_on_stdin():
     cmd = commands.journal_append("/var/lib/nixtasks/journal.jsonl", '{"reason": "$(id); `id`"}')
     assert cmd.argv == ("tee", "-a", "/var/lib/nixtasks/journal.jsonl") and cmd.sudo
     assert cmd.stdin == '{"reason": "$(id); `id`"}\n'
+
+
+def words_of(line: str) -> list[str]:
+    """What a POSIX shell makes of a line: its words, as a program receives them."""
+    proc = subprocess.run(["sh", "-c", f"for w in {line}; do printf '%s\\0' \"$w\"; done"], capture_output=True,
+                          check=True)
+    return proc.stdout.decode().split("\0")[:-1]
+
+
+@pytest.mark.parametrize("cmd", [commands.set_profile(PATH), facts_command(), commands.journal_append("/j", "{}"),
+                                 Command(("echo", *HOSTILE), sudo=True)])
+def test_verbose_shows_each_command_as_a_line_a_shell_runs_exactly(cmd):
+    """`--verbose` prints each command once, quoted once: pasted into a shell, it runs the same
+    argv, and the host's shell then runs the same words."""
+    options = commands.ssh_options("/tmp/ctl", ("-F", "/etc/lab/ssh_config"), "/etc/lab/ssh_config")
+    argv = commands.ssh_argv(cmd, DEPLOY, options)
+    line = commands.shown(argv)
+    # the run's own connection sharing is left out: its socket is gone with the run
+    assert words_of(line) == commands.without_run_sockets(argv)
+    assert words_of(line)[:5] == ["ssh", "-F", "/etc/lab/ssh_config", "-o", "BatchMode=yes"]
+    assert "Control" not in line and words_of(line)[-1] == argv[-1]
+    assert words_of(argv[-1]) == list(commands.on_host(cmd, sudo=cmd.sudo))
+    assert line.count("-F /etc/lab/ssh_config") == 1  # NIX_SSHOPTS repeating the inventory's config
+
+
+def test_verbose_shows_the_ssh_options_nix_reaches_a_host_with():
+    options = ("-F", "/etc/lab/ssh_config", "-o", "BatchMode=yes")
+    line = commands.shown(commands.nix_copy(PATH, to=ROOT).argv, options)
+    assert line.startswith("NIX_SSHOPTS='-F /etc/lab/ssh_config -o BatchMode=yes' nix ")
+    assert commands.shown(commands.realise(["/nix/store/a.drv"]).argv, options).startswith("nix-store ")
+
+
+def test_an_ssh_option_given_twice_with_one_value_is_given_once():
+    assert commands.without_repeats(("-F", "a", "-o", "X=1", "-F", "a", "-o", "X=1", "-o", "X=2", "-v", "-v")) == (
+        "-F", "a", "-o", "X=1", "-o", "X=2", "-v", "-v")

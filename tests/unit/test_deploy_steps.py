@@ -57,3 +57,22 @@ def test_builds_get_gc_roots_here_and_on_a_build_host_for_the_length_of_the_run(
     realised = {c.target: c.cmd.argv for c in runner.calls if c.cmd.argv[:2] == ("nix-store", "--realise")}
     assert realised[LOCAL][2:5] == ("--add-root", "/run/here/roots/0", "--indirect")
     assert realised[builder][2:5] == ("--add-root", "/tmp/nixtasks-roots-abc/1", "--indirect")
+
+
+def test_a_build_leaves_result_one_host_or_result_name_each_and_copies_from_a_build_host(tmp_path):
+    builder = Target("builder", "root")
+    web2 = Host("web2", "web2", Target("web2", "root"), build_host=builder)
+    built = {deploy.key(WEB1): deploy.Built(OLD, LOCAL), deploy.key(web2): deploy.Built(NEW, builder)}
+
+    runner = RecordingRunner()
+    deploy.result_links([WEB1], built, tmp_path, runner, runner.echo)
+    assert [c.cmd.argv for c in runner.calls] == [
+        ("nix-store", "--realise", "--add-root", str(tmp_path / "result"), "--indirect", "--", OLD)]
+
+    runner = RecordingRunner()
+    deploy.result_links([WEB1, web2], built, tmp_path, runner, runner.echo)
+    assert [(c.target, c.cmd.argv[:4]) for c in runner.calls] == [
+        (LOCAL, ("nix-store", "--realise", "--add-root", str(tmp_path / "result-web1"))),
+        (LOCAL, ("nix", "--extra-experimental-features", "nix-command flakes", "copy")),  # from the build host
+        (LOCAL, ("nix-store", "--realise", "--add-root", str(tmp_path / "result-web2")))]
+    assert "ssh://root@builder" in runner.calls[1].cmd.argv

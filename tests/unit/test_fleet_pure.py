@@ -144,8 +144,13 @@ def test_run_batches_halts_and_marks_later_hosts_not_started():
 
 
 def test_facts_read_the_lock_the_watchdog_and_free_space():
-    facts = parse_facts("running\t/nix/store/a\nsystemd\tyes\nlock\tnixtasks-lock:who=me@box,action=switch\n"
+    held = "nixtasks-lock.service loaded active running nixtasks-lock:who=me@box,action=switch"
+    facts = parse_facts(f"running\t/nix/store/a\nsystemd\tyes\nlock\t{held}\n"
                         "reverted\t1700000000 0\nstore-df\t/dev/sda1 100 50 2048 3% /nix\n")
     assert facts.systemd and facts.lock_holder == "who=me@box,action=switch"
     assert facts.reverted == "1700000000 0" and facts.store_free == 2048 * 1024
-    assert parse_facts("running\t\nlock\tsomething else\n").lock_holder == ""
+    assert parse_facts("running\t\nlock\tnixtasks-lock.service loaded active running something else\n"
+                       ).lock_holder == ""
+    stopping = "nixtasks-lock.service loaded deactivating stop-sigterm nixtasks-lock:who=me@box"
+    assert parse_facts(f"running\t\nlock\t{stopping}\n").lock_holder == ""  # on its way out: not held
+    assert parse_facts("running\t\nlock\t\n").lock_holder == ""

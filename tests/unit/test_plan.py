@@ -44,6 +44,8 @@ def test_git_lines_name_untracked_files():
 
 def test_parse_status():
     assert parse_status(" M a.nix\n?? b.nix\nA  c.nix\n") == ((" M a.nix", "A  c.nix"), ("b.nix",))
+    # the links `build` leaves are not files the flake misses
+    assert parse_status("?? result\n?? result-web1\n?? sub/result\n?? results.nix\n") == ((), ("results.nix",))
 
 
 def test_report_rendering_and_failures():
