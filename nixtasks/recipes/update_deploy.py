@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from ..actions import lockfile, secrets
 from ..actions.plan import store_name
-from ..errors import Refused
+from ..errors import NixtasksError, Refused
 from ..fleet import engine, pipeline
 from ..fleet.pipeline import Change
 from ..host.prompts import HOW_TO_APPROVE, AlwaysYes
@@ -44,6 +44,11 @@ def update_deploy(req: engine.DeployRequest, tools: engine.Tools, inputs: tuple[
         for change in changed:
             echo(f"  {change.name}: {change.old} -> {change.new}")
         prep = engine.prepare(req, tools)  # every selected host: built with the new lock, probed, copied, diffed
+        lost = [r.host for r in prep.skipped if r.host in {h.name for h in req.hosts if h.canary}]
+        if lost:  # (--skip-unreachable) without it, the update would go out as if it had no canary
+            raise NixtasksError(f"the canary {', '.join(lost)} cannot be reached, and the update must not go out "
+                                "without it; nothing was committed or deployed. Bring it back, or leave it out of "
+                                "the selection")
         moving = tuple(c for c in prep.changes if not up_to_date(c))
         current = tuple(pipeline.unchanged(c, Outcome.OK, "up to date: it already runs and boots the new system")
                         for c in prep.changes if up_to_date(c))

@@ -6,6 +6,7 @@ the one question, then the commit, then the chosen hosts, with nothing built or 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,13 +14,13 @@ import pytest
 from nixtasks import inventory
 from nixtasks.actions.journal import read_local
 from nixtasks.cli.app import Options, update_deploy_selection
-from nixtasks.errors import Refused, UsageError
+from nixtasks.errors import NixtasksError, Refused, UsageError
 from nixtasks.fleet import engine
 from nixtasks.fleet.progress import PlainProgress
 from nixtasks.host.prompts import AlwaysYes, Approval, NoTerminal, Scripted
 from nixtasks.host.recording import OK, RecordingRunner
 from nixtasks.host.runner import Result
-from nixtasks.models import Action, Command, Host, Target
+from nixtasks.models import Action, Command, Host, Policy, Target
 from nixtasks.recipes import update_deploy
 
 from .test_pipeline import NEW, FakeHost
@@ -169,6 +170,16 @@ def test_update_deploy_of_a_chosen_subset_deploys_only_those_as_a_rolling_deploy
     assert outcomes(report) == {"web1": "not selected", "web2": "ok", "db1": "ok"} and report.ok
     assert not any("Canary" in line for line in fleet.said)  # the canary web1 was left out
     assert fleet.hosts["web1"].running != NEW and fleet.hosts["db1"].running == NEW
+
+
+def test_an_update_whose_canary_cannot_be_reached_stops_before_the_question(tmp_path):
+    fleet = fleet_of(tmp_path)
+    fleet.hosts["web1"].fail.add("facts")
+    req = replace(request(fleet), policy=Policy(skip_unreachable=True))
+    with pytest.raises(NixtasksError, match="the canary web1 cannot be reached"):
+        update_deploy.update_deploy(req, fleet.tools([True], tmp_path))
+    assert not any(line.startswith("<asked") for line in fleet.said)
+    assert (fleet.flake / "flake.lock").read_text() == OLD_LOCK and "<commit>" not in fleet.said
 
 
 def test_a_declined_update_restores_the_lock_and_commits_nothing(tmp_path):
