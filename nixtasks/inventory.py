@@ -74,6 +74,17 @@ class BlueGreen:
 
 
 @dataclass(frozen=True)
+class Selection:
+    """A recipe's default selection ([recipes.NAME]), used when the command line gives none."""
+
+    hosts: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+
+
+RECIPE_DEFAULTS = {"update-deploy"}  # the recipes that take a default selection
+
+
+@dataclass(frozen=True)
 class Inventory:
     source: str  # file name shown in messages
     root: Path  # relative paths are relative to this directory
@@ -82,6 +93,7 @@ class Inventory:
     policy: Policy = Policy()  # [policy]
     tag_policies: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # [policy.tags.NAME]: overrides
     blue_green: BlueGreen = BlueGreen()
+    recipes: Mapping[str, Selection] = field(default_factory=dict)  # [recipes.NAME]
 
     def policy_for(self, tags: tuple[str, ...]) -> Policy:
         """[policy], then the overrides of the first selected tag that has some."""
@@ -157,7 +169,7 @@ def load(explicit: str | None = None, env: Mapping[str, str] | None = None, cwd:
 
 
 def parse(data: Mapping[str, Any], source: str, root: Path) -> Inventory:
-    check_keys(data, {"defaults", "hosts", "policy", "blue_green"}, source, "")
+    check_keys(data, {"defaults", "hosts", "policy", "blue_green", "recipes"}, source, "")
     defaults = parse_defaults(data.get("defaults", {}), source)
     hosts_table = data.get("hosts", {})
     expect(isinstance(hosts_table, dict), source, "hosts", "expected a table of [hosts.<name>] sections")
@@ -172,7 +184,29 @@ def parse(data: Mapping[str, Any], source: str, root: Path) -> Inventory:
         expect(isinstance(table, dict), source, f"policy.tags.{tag}", "expected a table")
         tag_policies[tag] = policy_values(table, source, f"policy.tags.{tag}.")
     return Inventory(source=source, root=root, defaults=defaults, hosts=hosts, policy=policy,
-                     tag_policies=tag_policies, blue_green=parse_blue_green(data.get("blue_green", {}), source))
+                     tag_policies=tag_policies, blue_green=parse_blue_green(data.get("blue_green", {}), source),
+                     recipes=parse_recipes(data.get("recipes", {}), source))
+
+
+def parse_recipes(table: Any, source: str) -> dict[str, Selection]:
+    """[recipes.update-deploy] hosts = [...] and/or tags = [...]: the recipe's default selection."""
+    expect(isinstance(table, dict), source, "recipes", "expected a table of [recipes.<recipe>] sections")
+    check_keys(table, RECIPE_DEFAULTS, source, "recipes.")
+    found = {}
+    for recipe, entry in table.items():
+        prefix = f"recipes.{recipe}"
+        expect(isinstance(entry, dict), source, prefix, "expected a table")
+        check_keys(entry, {"hosts", "tags"}, source, f"{prefix}.")
+        values = {}
+        for key in ("hosts", "tags"):
+            if key in entry:
+                names = strings(entry[key], source, f"{prefix}.{key}")
+                expect(bool(names) and all(HOST_NAME.match(n) for n in names), source, f"{prefix}.{key}",
+                       f'expected a non-empty list of {key} like ["{"web1" if key == "hosts" else "web"}"]')
+                values[key] = names
+        expect(bool(values), source, prefix, 'expected hosts = [...] or tags = [...] (the default selection)')
+        found[recipe] = Selection(**values)
+    return found
 
 
 def parse_blue_green(table: Any, source: str) -> BlueGreen:

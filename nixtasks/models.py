@@ -194,6 +194,7 @@ class Outcome(enum.Enum):
     REVERTED = "reverted by the watchdog"  # cut off after activation; the host reverted by itself
     SKIPPED = "skipped"  # not reachable, and --skip-unreachable
     DECLINED = "declined"
+    NOT_SELECTED = "not selected"  # left out when a subset of the hosts asked about was chosen
     LOCKED = "locked"  # another deploy holds the host's lock
     NOT_STARTED = "not started"  # a batch before halted the deploy, or Ctrl-C
 
@@ -238,7 +239,8 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        return not self.interrupted and all(r.outcome is Outcome.OK for r in self.results)
+        """Every host that was approved went out fine (those left out of a chosen subset do not count)."""
+        return not self.interrupted and all(r.outcome in (Outcome.OK, Outcome.NOT_SELECTED) for r in self.results)
 
     def failed(self) -> tuple[HostResult, ...]:
         return tuple(r for r in self.results if r.failed)

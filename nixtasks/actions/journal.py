@@ -36,7 +36,7 @@ class Record:
     operator: str
     host: str
     action: str
-    outcome: str  # ok, failed, declined, refused, rolled-back
+    outcome: str  # ok, failed, declined, not selected, refused, rolled-back
     before_path: str | None = None
     before_generation: int | None = None
     after_path: str | None = None

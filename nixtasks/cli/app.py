@@ -512,12 +512,31 @@ def run_blue_green(opts: Options, to: str | None) -> Report:
 def run_update_deploy(opts: Options, inputs: tuple[str, ...], message: str, soak: str | None) -> Report:
     from ..recipes import update_deploy
 
-    needs_selection(opts, "update-deploy")
     if not message.strip() or any(ord(ch) < 32 for ch in message):
         raise UsageError("--message: one line of text, like \"chore: update flake inputs\"")
     seconds = number(soak, "--soak", 0, whole=False) or 0.0
     names = split_hosts(inputs)
+    opts = update_deploy_selection(opts, inventory.load(opts.inventory))
     return run_recipe(opts, lambda req, tools: update_deploy.update_deploy(req, tools, names, message, seconds))
+
+
+def update_deploy_selection(opts: Options, inv: inventory.Inventory) -> Options:
+    """The command line's hosts, else the inventory's [recipes.update-deploy], else (asked on a
+    terminal, where every host with a changed system is named) the whole inventory. Without
+    a question to show them, nothing is deployed to hosts nobody named."""
+    if opts.hosts or opts.tags or opts.all_hosts:
+        return opts
+    default = inv.recipes.get("update-deploy")
+    if default:
+        return replace(opts, hosts=default.hosts, tags=default.tags)
+    how = ("name the hosts: --host NAME, --tag TAG or --all (make update-deploy HOSTS=... or TAG=...), or set "
+           'a default in nixtasks.toml: [recipes.update-deploy] tags = ["web"]')
+    if not prompter(opts).can_ask:
+        raise Refused(f"update-deploy needs an approval and there is no terminal to ask on; pass --yes and {how}. "
+                      "Nothing was changed")
+    if approved(opts) or opts.dry_run:
+        raise UsageError(f"update-deploy --yes deploys without asking, so it does not pick the hosts itself; {how}")
+    return replace(opts, all_hosts=True)
 
 
 def run_stage(opts: Options, plan_file: str, action: str) -> None:

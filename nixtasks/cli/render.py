@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from ..fleet.progress import PlainProgress, Progress, label
-from ..host.prompts import Prompter
+from ..host.prompts import Approval, Prompter
 from ..models import HostResult, Stage
 
 
@@ -99,9 +99,9 @@ class PausingPrompter:
         with self.pause():
             return self.inner.confirm(question)
 
-    def approve(self, question: str, names: Sequence[str]) -> tuple[str, ...]:
+    def approve(self, question: str, names: Sequence[str], *, preselect: bool = False) -> Approval:
         with self.pause():
-            return self.inner.approve(question, names)
+            return self.inner.approve(question, names, preselect=preselect)
 
 
 class NoLive:

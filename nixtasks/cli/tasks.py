@@ -314,7 +314,7 @@ blue_green = deploy_task(
     "blue-green", "Boot the new system on the idle group, reboot it, check it, then switch traffic to it.",
     recipe("blue-green"), skip=("host", "tag", "all"), to=(None, "the idle group (an inventory tag) to deploy to"))
 update_deploy = deploy_task(
-    "update-deploy", "nix flake update, build, one approval, commit flake.lock, then a canary or rolling deploy.",
+    "update-deploy", "nix flake update, build, plan, one approval, commit flake.lock, then deploy the chosen hosts.",
     recipe("update-deploy"), iterable=("input",), input=(None, "update only this input (repeat, or a comma list)"),
     message=("chore: update flake inputs", "the commit message of the flake.lock commit"), soak=SOAK)
 stage = deploy_task(

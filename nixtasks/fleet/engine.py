@@ -28,7 +28,7 @@ from ..actions.plan import approval_question, fleet_question, needs_approval, re
 from ..errors import DeployFailed, HostUnreachable, Interrupted, NixtasksError, Refused
 from ..host import gitstate
 from ..host.facts import Facts, read_facts
-from ..host.prompts import HOW_TO_APPROVE, Prompter
+from ..host.prompts import HOW_TO_APPROVE, NO, Approval, Prompter
 from ..host.runner import Runner
 from ..models import Action, GitState, Host, HostPlan, HostResult, NixFlags, Outcome, Plan, Policy, Report, Stage
 from . import batches, follow, health, hooks, lock, pipeline, reboot
@@ -95,7 +95,7 @@ class Prepared:
     git: GitState
     journal: Journal
     changes: tuple[Change, ...]
-    skipped: tuple[HostResult, ...] = ()
+    skipped: tuple[HostResult, ...] = ()  # in every report: unreachable hosts (update-deploy adds its own)
     build_seconds: float = 0.0
     warnings: tuple[str, ...] = ()  # what Nix warned while this deploy built
 
@@ -109,9 +109,9 @@ def deploy(req: DeployRequest, tools: Tools) -> Report:
         return build_only(req, tools)
     prep = prepare(req, tools)
     show_plan(prep, tools)
-    go, declined = approve(prep, prep.changes, tools)
+    go, left = approve(prep, prep.changes, tools)
     results, interrupted = activate(prep, go, req.policy, tools)
-    return finish(report(prep, declined + results, interrupted), tools.echo)
+    return finish(report(prep, left + results, interrupted), tools.echo)
 
 
 def build_only(req: DeployRequest, tools: Tools) -> Report:
@@ -175,6 +175,14 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
     return Prepared(req, git, journal, changes, skipped, build_seconds, tuple(runner.warnings[warned:]))
 
 
+def recommitted(prep: Prepared, tools: Tools, reason: str) -> Prepared:
+    """The same prepared changes, journalled with the flake's git state now (update-deploy
+    committed flake.lock after the plan) and `reason`."""
+    git = gitstate.read(tools.runner, prep.request.flake)
+    journal = Journal(tools.runner, tools.journal_path or deployer_journal_path(), git, reason, tools.echo)
+    return replace(prep, request=replace(prep.request, reason=reason), git=git, journal=journal)
+
+
 def show_plan(prep: Prepared, tools: Tools, policy: Policy | None = None) -> None:
     req = prep.request
     plans = tuple(HostPlan(c.host, c.action, c.system, c.before.running or None, c.diff, c.before.generation)
@@ -197,14 +205,14 @@ def gate(prep: Prepared, changes: Sequence[Change], tools: Tools, question: str,
 
 
 def approve(prep: Prepared, changes: Sequence[Change], tools: Tools, question: str | None = None,
-            verb: str | None = None) -> tuple[list[Change], tuple[HostResult, ...]]:
+            verb: str | None = None, preselect: bool = False) -> tuple[list[Change], tuple[HostResult, ...]]:
     """One question for the hosts of `changes` that need an approval: those approved, and
-    the declined ones as results (journalled)."""
+    the others as results (declined, or not selected; journalled)."""
     asking = [c for c in changes if needs_approval(c.action, c.host, prep.git)]
     if question is None:
         question = (approval_question(HostPlan(changes[0].host, changes[0].action, changes[0].system, None))
                     if len(changes) == 1 else fleet_question(prep.request.action, [c.host.name for c in asking]))
-    return ask(changes, asking, question, tools.prompter, prep.journal, verb or prep.request.action.value)
+    return ask(changes, asking, question, tools.prompter, prep.journal, verb or prep.request.action.value, preselect)
 
 
 def activate(prep: Prepared, changes: Sequence[Change], policy: Policy, tools: Tools,
@@ -294,19 +302,32 @@ def refuse_without_terminal(verb: str, asking: Sequence[Host], prompter: Prompte
 
 
 def ask(changes: Sequence[Change], asking: Sequence[Change], question: str, prompter: Prompter, journal: Journal,
-        verb: str) -> tuple[list[Change], tuple[HostResult, ...]]:
+        verb: str, preselect: bool = False) -> tuple[list[Change], tuple[HostResult, ...]]:
     """One question for the hosts that need an approval: the approved changes (and those that
-    need none), and the declined ones as results, journalled at once."""
-    approved = set(prompter.approve(question, [c.host.name for c in asking])) if asking else set()
-    go, declined = [], []
+    need none), and the others as results, journalled at once: declined after a no, not
+    selected when a subset was chosen."""
+    answer = prompter.approve(question, [c.host.name for c in asking], preselect=preselect) if asking else NO
+    go, left = [], []
     for change in changes:
-        if change in asking and change.host.name not in approved:
-            declined.append(pipeline.unchanged(change, Outcome.DECLINED, "declined; nothing changed"))
+        if change in asking and change.host.name not in answer.hosts:
+            left.append(pipeline.unchanged(change, *unapproved(answer)))
             if change.action.changes_host:
-                journal.write_result(change.host, verb, declined[-1])
+                journal.write_result(change.host, verb, left[-1])
         else:
             go.append(change)
-    return go, tuple(declined)
+    return go, tuple(left)
+
+
+def unapproved(answer: Approval) -> tuple[Outcome, str]:
+    """What a host not in the answer is: left out of a chosen subset, or declined."""
+    if answer.subset:
+        return Outcome.NOT_SELECTED, "not selected; nothing changed"
+    return Outcome.DECLINED, "declined; nothing changed"
+
+
+def declined(results: Sequence[HostResult]) -> bool:
+    """A no at the question (not a subset chosen): recipes stop there."""
+    return any(r.outcome is Outcome.DECLINED for r in results)
 
 
 def run_changes(changes: Sequence[Change], ctx: Context, journal: Journal) -> tuple[tuple[HostResult, ...], bool]:
@@ -437,9 +458,10 @@ def finish(report: Report, echo: Echo) -> Report:
     stopped = [r.host for r in report.results if r.outcome is Outcome.NOT_STARTED]
     if stopped:
         raise DeployFailed(f"not started: {', '.join(stopped)}", report)
-    declined = [r.host for r in report.results if r.outcome is Outcome.DECLINED]
-    if declined:
-        raise Refused(f"not approved for {', '.join(declined)}; nothing was changed there")
+    # Hosts left out of a chosen subset count for nothing: the exit code is that of those approved.
+    refused = [r.host for r in report.results if r.outcome is Outcome.DECLINED]
+    if refused:
+        raise Refused(f"not approved for {', '.join(refused)}; nothing was changed there")
     return report
 
 
@@ -468,12 +490,13 @@ def gc(hosts: tuple[Host, ...], keep: int, policy: Policy, tools: Tools) -> Repo
     names = [h.name for h in hosts]
     question = (f"Delete {len(chosen[0].doomed)} generation(s) on {names[0]} and collect garbage?" if len(names) == 1
                 else f"Delete old generations and collect garbage on {', '.join(names)} ({len(names)} hosts)?")
-    approved = set(tools.prompter.approve(question, names))
-    declined = tuple(HostResult(host=s.host.name, action="gc", outcome=Outcome.DECLINED, message="declined")
-                     for s in chosen if s.host.name not in approved)
+    answer = tools.prompter.approve(question, names)
+    outcome, _ = unapproved(answer)
+    left = tuple(HostResult(host=s.host.name, action="gc", outcome=outcome, message=f"{outcome.value}; nothing deleted")
+                 for s in chosen if s.host.name not in answer.hosts)
     for step in chosen:
-        if step.host.name not in approved:
-            journal.write(step.host, "gc", "declined", message="declined; nothing deleted")
+        if step.host.name not in answer.hosts:
+            journal.write(step.host, "gc", outcome.value, message=f"{outcome.value}; nothing deleted")
     systemd = {h.name: f.systemd for h, f in zip(hosts, facts)}
 
     def work(step: collection.GcStep) -> HostResult:
@@ -489,11 +512,11 @@ def gc(hosts: tuple[Host, ...], keep: int, policy: Policy, tools: Tools) -> Repo
             journal.write(host, "gc", result.outcome.value, message=result.message)
         return result
 
-    go = [s for s in chosen if s.host.name in approved]
+    go = [s for s in chosen if s.host.name in answer.hosts]
     results, interrupted = run_batches(go, work, replace(policy, batches=()), echo, lambda _b, r: list(r),
                                        lambda s, why: HostResult(host=s.host.name, action="gc",
                                                                  outcome=Outcome.NOT_STARTED, message=why))
-    return finish(Report("gc", declined + tuple(results), interrupted=interrupted), echo)
+    return finish(Report("gc", left + tuple(results), interrupted=interrupted), echo)
 
 
 # --- steps the recipes combine --------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from ..errors import Refused
@@ -14,13 +15,33 @@ from ..errors import Refused
 HOW_TO_APPROVE = "pass --yes, YES=1 to make, or set NIXTASKS_YES=1"
 
 
+@dataclass(frozen=True)
+class Approval:
+    """The answer to one question about many hosts: yes (all of them), no (none), or a subset
+    chosen in the checkbox, whose other hosts are "not selected" rather than declined."""
+
+    hosts: tuple[str, ...] = ()  # the hosts approved
+    subset: bool = False  # chosen one by one: the hosts left out were not selected
+
+    @classmethod
+    def of(cls, chosen: Iterable[str], names: Sequence[str]) -> Approval:
+        """A checkbox's answer: a subset, all of them (a yes), or none (a no)."""
+        wanted = set(chosen)
+        picked = tuple(n for n in names if n in wanted)
+        return cls(picked, subset=0 < len(picked) < len(names))
+
+
+NO = Approval()  # a no: none of the hosts
+
+
 class Prompter(Protocol):
     can_ask: bool
 
     def confirm(self, question: str) -> bool: ...
 
-    def approve(self, question: str, names: Sequence[str]) -> tuple[str, ...]:
-        """One question for many hosts: the names approved (all, a chosen subset, or none)."""
+    def approve(self, question: str, names: Sequence[str], *, preselect: bool = False) -> Approval:
+        """One question for many hosts: all of them, a chosen subset, or none. `preselect`:
+        the subset checkbox starts with every host checked."""
 
 
 class AlwaysYes:
@@ -35,9 +56,9 @@ class AlwaysYes:
         print(f"{question} {self.note}", file=sys.stderr)
         return True
 
-    def approve(self, question: str, names: Sequence[str]) -> tuple[str, ...]:
+    def approve(self, question: str, names: Sequence[str], *, preselect: bool = False) -> Approval:
         self.confirm(question)
-        return tuple(names)
+        return Approval(tuple(names))
 
 
 DRY_RUN = AlwaysYes("(not asked: dry run)")
@@ -52,13 +73,14 @@ class NoTerminal:
         raise Refused(f"{question.rstrip('?')}: not approved, and there is no terminal to ask on; "
                       f"{HOW_TO_APPROVE}. Nothing was changed")
 
-    def approve(self, question: str, names: Sequence[str]) -> tuple[str, ...]:
+    def approve(self, question: str, names: Sequence[str], *, preselect: bool = False) -> Approval:
         self.confirm(question)
-        return ()
+        return NO
 
 
 class Scripted:
-    """Answers from a list, for tests: True, False, or (for `approve`) the names to approve."""
+    """Answers from a list, for tests: True, False, or (for `approve`) the names picked in the
+    checkbox (all of them is a yes, none a no)."""
 
     can_ask = True
 
@@ -70,12 +92,12 @@ class Scripted:
         self.questions.append(question)
         return bool(self.answers.pop(0))
 
-    def approve(self, question: str, names: Sequence[str]) -> tuple[str, ...]:
+    def approve(self, question: str, names: Sequence[str], *, preselect: bool = False) -> Approval:
         self.questions.append(question)
         answer = self.answers.pop(0)
         if isinstance(answer, bool):
-            return tuple(names) if answer else ()
-        return tuple(n for n in names if n in answer)
+            return Approval(tuple(names) if answer else ())
+        return Approval.of(answer, names)
 
 
 class Questionary:
@@ -87,20 +109,20 @@ class Questionary:
         answer = questionary.confirm(question, default=False).unsafe_ask()  # Ctrl-C raises
         return bool(answer)
 
-    def approve(self, question: str, names: Sequence[str]) -> tuple[str, ...]:
+    def approve(self, question: str, names: Sequence[str], *, preselect: bool = False) -> Approval:
         if len(names) == 1:
-            return tuple(names) if self.confirm(question) else ()
+            return Approval(tuple(names) if self.confirm(question) else ())
         import questionary
 
         every, some, none = f"Yes, all {len(names)} hosts", "Choose hosts...", "No"
         answer = questionary.select(question, choices=[none, every, some], default=none).unsafe_ask()
         if answer == every:
-            return tuple(names)
+            return Approval(tuple(names))
         if answer != some:
-            return ()
-        chosen = questionary.checkbox("Which hosts?", choices=[questionary.Choice(n, checked=False) for n in names]
-                                      ).unsafe_ask()
-        return tuple(n for n in names if n in (chosen or ()))
+            return NO
+        chosen = questionary.checkbox("Which hosts? (space checks or unchecks one, enter goes on)",
+                                      choices=[questionary.Choice(n, checked=preselect) for n in names]).unsafe_ask()
+        return Approval.of(chosen or (), names)
 
 
 PASSWORD_FILE_VARIABLE = "NIXTASKS_SUDO_PASSWORD_FILE"

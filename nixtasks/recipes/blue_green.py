@@ -20,12 +20,15 @@ def blue_green(req: engine.DeployRequest, tools: engine.Tools, to: str, switch_t
     engine.show_plan(prep, tools)
     tools.echo(f"  blue-green: boot the new system on {to} ({', '.join(names)}), reboot, check; then switch "
                f"traffic to {to}" + ("" if switch_traffic else " (no switch_traffic in [blue_green]: by hand)"))
-    go, declined = engine.approve(prep, prep.changes, tools, question=(
+    go, left = engine.approve(prep, prep.changes, tools, question=(
         f"Boot the new system on {to} ({', '.join(names)}) and reboot {'it' if len(names) == 1 else 'them'}?"),
         verb="blue-green")
+    if left and not engine.declined(left):  # traffic never moves to a part of a group
+        raise Refused(f"blue-green boots {to} as a whole ({', '.join(names)}), not a chosen subset; nothing was "
+                      "changed. Run it again and answer yes or no")
     results, interrupted = engine.activate(prep, go, req.policy, tools, verb="blue-green")
-    if interrupted or declined or any(r.failed for r in results):
-        return engine.finish(engine.report(prep, declined + results, interrupted, "blue-green"), tools.echo)
+    if interrupted or left or any(r.failed for r in results):
+        return engine.finish(engine.report(prep, left + results, interrupted, "blue-green"), tools.echo)
     booted = [c for c, r in zip(go, results) if r.outcome.value == "ok"]
     rebooted, interrupted = engine.reboot_into_new(prep, booted, req.policy, reboot_timeout, tools, "blue-green")
     if interrupted:  # traffic is never switched after Ctrl-C

@@ -31,13 +31,25 @@ def choose(req: engine.DeployRequest, named: Sequence[str]) -> tuple[str, ...]:
 def canary(req: engine.DeployRequest, tools: engine.Tools, named: Sequence[str] = (), soak: float = 0.0) -> Report:
     names = choose(req, named)
     prep = engine.prepare(req, tools)
+    engine.show_plan(prep, tools, rolling.policy(req.policy))
+    tools.echo(describe(prep, names, soak))
+    return go_out(prep, names, tools, soak)
+
+
+def describe(prep: engine.Prepared, names: Sequence[str], soak: float, then: str = "after a second approval") -> str:
+    """The canary's line of the plan."""
+    rest = [c.host.name for c in prep.changes if c.host.name not in names]
+    return (f"  canary:   {', '.join(names)} first{f', then {soak:g} s of checks' if soak else ''}; "
+            f"then, {then}, {', '.join(rest) or 'no other host'}")
+
+
+def go_out(prep: engine.Prepared, names: Sequence[str], tools: engine.Tools, soak: float = 0.0) -> Report:
+    """From the plan on: gate 1, the canaries, the soak, gate 2, the rest as a rolling deploy.
+    update-deploy hands over the changes its one question approved, with a prompter that says so."""
+    req = prep.request
     first = prep.only(names)
     rest = tuple(c for c in prep.changes if c.host.name not in names)
-    rest_policy = rolling.policy(req.policy)
     verb = req.action.value
-    engine.show_plan(prep, tools, rest_policy)
-    tools.echo(f"  canary:   {', '.join(names)} first{f', then {soak:g} s of checks' if soak else ''}; "
-               f"then, after a second approval, {', '.join(c.host.name for c in rest) or 'no other host'}")
 
     def stop(done: tuple[HostResult, ...], why: str, interrupted: bool = False) -> Report:
         skipped = engine.not_started(rest, f"not started: {why}", prep.journal, verb)
@@ -46,24 +58,24 @@ def canary(req: engine.DeployRequest, tools: engine.Tools, named: Sequence[str] 
     unreached = [r.host for r in prep.skipped if r.host in names]
     if unreached:  # a canary that cannot be reached proves nothing about the release
         return stop((), f"the canary {', '.join(unreached)} could not be reached")
-    go, declined = engine.approve(prep, first, tools, question=(
+    go, left = engine.approve(prep, first, tools, question=(
         f"Canary: {verb} {', '.join(names)} first ({len(first)} host{'s' if len(first) != 1 else ''})?"))
     results, interrupted = engine.activate(prep, go, replace(req.policy, batches=()), tools)
-    done = declined + results
-    if interrupted or declined or any(r.failed for r in results):
-        return stop(done, "interrupted" if interrupted else "the canary was not approved" if declined
+    done = left + results
+    if interrupted or engine.declined(left) or any(r.failed for r in results):
+        return stop(done, "interrupted" if interrupted else "the canary was not approved" if engine.declined(left)
                     else "the canary failed", interrupted)
     if soak:
         backs, interrupted = engine.soak(prep, go, soak, req.policy, tools, verb)
         if backs:
-            return stop(backs, "the canary turned unhealthy during its soak", interrupted)
+            return stop(left + backs, "the canary turned unhealthy during its soak", interrupted)
         if interrupted:
             return stop(done, "interrupted during the soak", True)
     if not rest:
         return engine.finish(engine.report(prep, done, False), tools.echo)
-    tools.echo(f"canary: {', '.join(names)} healthy on the new system")
-    go_rest, declined_rest, interrupted = engine.gate(prep, rest, tools, question=(
+    tools.echo(f"canary: {', '.join(c.host.name for c in go)} healthy on the new system")
+    go_rest, left_rest, interrupted = engine.gate(prep, rest, tools, question=(
         f"The canary is healthy. {verb.capitalize()} the rest: "
         f"{', '.join(c.host.name for c in rest)} ({len(rest)} host{'s' if len(rest) != 1 else ''})?"))
-    more, stopped = engine.activate(prep, go_rest, rest_policy, tools)
-    return engine.finish(engine.report(prep, done + declined_rest + more, interrupted or stopped), tools.echo)
+    more, stopped = engine.activate(prep, go_rest, rolling.policy(req.policy), tools)
+    return engine.finish(engine.report(prep, done + left_rest + more, interrupted or stopped), tools.echo)

@@ -20,19 +20,20 @@ def emergency(req: engine.DeployRequest, tools: engine.Tools, follow: float) -> 
     names = ", ".join(c.host.name for c in prep.changes)
     engine.show_plan(prep, tools)
     guards = ", ".join(g for g, on in (("watchdog", req.policy.watchdog), ("checks", req.policy.checks)) if on)
-    go, declined = engine.approve(prep, prep.changes, tools, verb="emergency-test", question=(
+    go, left = engine.approve(prep, prep.changes, tools, verb="emergency-test", question=(
         f"EMERGENCY: test-activate {names} (the boot entry stays; {guards or 'NO watchdog, NO checks'})?"))
     tested, interrupted = engine.activate(prep, go, req.policy, tools, verb="emergency-test")
-    if interrupted or declined or any(r.failed for r in tested):
-        return engine.finish(engine.report(prep, declined + tested, interrupted, "emergency"), tools.echo)
+    if interrupted or engine.declined(left) or any(r.failed for r in tested):
+        return engine.finish(engine.report(prep, left + tested, interrupted, "emergency"), tools.echo)
     # The same systems, now made the boot entry; a failure goes back to what ran before the test.
     switches = [replace(c, action=Action.SWITCH, expect_running=c.system) for c, r in zip(go, tested)
                 if r.outcome is Outcome.OK]
-    go_switch, declined_switch, interrupted = engine.gate(prep, switches, tools, verb="emergency-switch", question=(
-        f"EMERGENCY: {names} passed the test activation and its checks. Switch (make it the boot entry)?"))
+    tested_names = ", ".join(c.host.name for c in switches)
+    go_switch, left_switch, interrupted = engine.gate(prep, switches, tools, verb="emergency-switch", question=(
+        f"EMERGENCY: {tested_names} passed the test activation and its checks. Switch (make it the boot entry)?"))
     switched, stopped = engine.activate(prep, go_switch, req.policy, tools, verb="emergency-switch")
     interrupted = interrupted or stopped
-    report = engine.report(prep, declined_switch + switched, interrupted, "emergency")
+    report = engine.report(prep, left + left_switch + switched, interrupted, "emergency")
     if follow and switched and not report.failed() and not interrupted:
         engine.follow_journals([c.host for c in go_switch], follow, tools)
     return engine.finish(report, tools.echo)

@@ -16,3 +16,9 @@ def policy(base: Policy) -> Policy:
 
 def rolling(req: engine.DeployRequest, tools: engine.Tools) -> Report:
     return engine.deploy(replace(req, policy=policy(req.policy)), tools)
+
+
+def go_out(prep: engine.Prepared, tools: engine.Tools) -> Report:
+    """Changes approved already (update-deploy's one question), out one host at a time."""
+    results, interrupted = engine.activate(prep, prep.changes, policy(prep.request.policy), tools)
+    return engine.finish(engine.report(prep, results, interrupted), tools.echo)

@@ -104,6 +104,6 @@ def apply(req: engine.DeployRequest, tools: engine.Tools, plan: StagedPlan) -> R
     tools.echo(f"applying the plan of {plan.created} (git {(plan.git_revision or 'none')[:12]}"
                f"{', dirty' if plan.git_dirty else ''}): exactly its store paths, nothing evaluated")
     engine.show_plan(prep, tools)
-    go, declined = engine.approve(prep, prep.changes, tools)
+    go, left = engine.approve(prep, prep.changes, tools)
     results, interrupted = engine.activate(prep, go, req.policy, tools)
-    return engine.finish(engine.report(prep, declined + results, interrupted), tools.echo)
+    return engine.finish(engine.report(prep, left + results, interrupted), tools.echo)

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from nixtasks.host.runner import ShRunner
 from nixtasks.models import LOCAL, Command, Target
+from tests.screen import DOWN, ENTER, SPACE, Terminal
 
 from .conftest import STATE, labctl
 
@@ -131,6 +134,23 @@ def test_no_approval_and_no_terminal_refuses_at_once(fleet):
     unchanged(fleet, "web1")
     proc = fleet.invoke("switch", "--host", "web1")
     assert proc.returncode == 3
+
+
+def test_one_question_for_the_fleet_and_a_chosen_subset(fleet):
+    with Terminal([sys.executable, "-m", "invoke", "switch", "--host", "web1,web2"], cwd=fleet.path,
+                  env=fleet.lab.env) as term:
+        term.wait_for("Switch web1, web2 (2 hosts)?", timeout=120)
+        term.send(DOWN + DOWN + ENTER)  # No / Yes, all 2 hosts / Choose hosts...
+        term.wait_for("Which hosts?")
+        term.send(SPACE + ENTER)  # tick the first host, web1, only
+        code = term.wait_exit()
+        seen = term.scrollback()
+    assert code == 0, seen  # what was picked went out fine; the other host was not selected
+    assert re.search(r"^web2\s+not selected\s", seen, re.MULTILINE), seen  # in the report table
+    assert fleet.lab.current_system("web1") == fleet.build("web1"), seen
+    unchanged(fleet, "web2")
+    journal = Path(fleet.lab.env["NIXTASKS_JOURNAL"]).read_text().splitlines()
+    assert {r["host"]: r["outcome"] for r in map(json.loads, journal)} == {"web1": "ok", "web2": "not selected"}
 
 
 def test_failing_activation_exits_non_zero_with_the_hosts_error(fleet):

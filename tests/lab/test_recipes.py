@@ -117,8 +117,9 @@ def test_update_deploy_with_a_real_input_change(fleet):
     assert fleet.invoke("update-deploy", "--all", "--yes").stderr.count("no input changed") == 1
     before = fleet.git("rev-parse", "HEAD").strip()
     set_motd(fleet, '"Welcome to release two."')
-    proc = fleet.invoke("update-deploy", "--all", "--yes", "--input", "site")
+    proc = fleet.invoke("update-deploy", "--all", "--yes", "--input", "site", "--json")
     assert proc.returncode == 0, proc.stderr
+    deployed = {h["host"]: h["system_after"] for h in json.loads(proc.stdout)["hosts"]}
     assert "1 input(s) updated:" in proc.stderr and "  site: " in proc.stderr
     assert "+        \"narHash\"" in proc.stderr  # git diff flake.lock
     log = fleet.git("log", "--format=%s", "-3").splitlines()
@@ -128,7 +129,7 @@ def test_update_deploy_with_a_real_input_change(fleet):
     assert head != before and f"commit {head}" in proc.stderr
     assert "Canary: switch web1 first" in proc.stderr  # the selection has a canary host
     for host in RELEASES:
-        assert fleet.lab.current_system(host) == fleet.build(host)
+        assert fleet.lab.current_system(host) == deployed[host] == fleet.lab.profile(host)
     with urllib.request.urlopen(f"http://{fleet.lab.address('web2')}/", timeout=5) as page:
         assert "Welcome to release two." in page.read().decode()  # the updated input is what runs
 

@@ -26,7 +26,7 @@ def main(kind: str) -> None:
             if kind == "confirm":
                 answer = asker.confirm("Switch web1 (root@web1) to nixos-system-web1-1.1?")
             else:
-                answer = ",".join(asker.approve("Switch web1, web2 (2 hosts)?", ["web1", "web2"])) or "none"
+                answer = ",".join(asker.approve("Switch web1, web2 (2 hosts)?", ["web1", "web2"]).hosts) or "none"
         except KeyboardInterrupt:
             answer = "interrupted"
         progress.stage("web1", f"answered {answer}")
