@@ -39,7 +39,8 @@ def root_commands() -> list[Command]:
     cmds = [commands.set_profile(STORE), commands.list_generations(), commands.switch_generation(0),
             commands.delete_generations([0]), commands.collect_garbage(), commands.journal_dir(HOST_JOURNAL),
             commands.journal_append(HOST_JOURNAL, ""), commands.release_lock(), commands.confirm_watchdog(),
-            commands.reboot(), commands.follow_journal(), commands.release_lock(OWNER)]
+            commands.reboot(), commands.follow_journal(), commands.release_lock(OWNER),
+            commands.hold_gc_root(STORE, NUMBER), commands.release_gc_roots(1), commands.release_gc_roots(2)]
     lock = commands.take_lock(OWNER, 1)
     cmds.append(replace(lock, argv=tuple(w.replace("RuntimeMaxSec=1", f"RuntimeMaxSec={NUMBER}")
                                          for w in lock.argv)))

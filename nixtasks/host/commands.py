@@ -353,6 +353,20 @@ def collect_garbage() -> Command:
     return Command(("nix-store", "--gc"), sudo=True, changes=True)
 
 
+GC_HOLD = "/nix/var/nix/gcroots/nixtasks-gc-hold"
+
+
+def hold_gc_root(path: str, number: int | str) -> Command:
+    """A root for `path` while gc collects (NixOS roots what runs and boots itself; a host that
+    does not, or whose link was removed, would lose it)."""
+    return Command(("nix-store", "--realise", "--add-root", f"{GC_HOLD}-{number}", "--indirect", "--", path),
+                   sudo=True, changes=True)
+
+
+def release_gc_roots(count: int) -> Command:
+    return Command(("rm", "-f", "--", *(f"{GC_HOLD}-{n}" for n in range(count))), sudo=True, changes=True)
+
+
 def journal_dir(path: str) -> Command:
     return Command(("mkdir", "-p", path.rsplit("/", 1)[0]), sudo=True, changes=True)
 

@@ -36,6 +36,32 @@ def test_gc_keeps_the_newest_the_running_and_the_booting_generation(fleet, root_
     for gone in (paths[0], paths[2]):
         assert fleet.lab.exec(host, "test", "-e", gone, check=False).returncode != 0
 
+@pytest.mark.parametrize("rooted", [True, False], ids=["rooted-as-on-nixos", "root-removed"])
+def test_gc_never_collects_what_runs_or_boots(fleet, rooted):
+    """After a `test` activation, what runs is no generation: gc must keep it all the same, and
+    the next switch must see it (it once failed with a false "changed since the plan")."""
+    host, lab = "web1", fleet.lab
+    assert deploy(fleet, host).returncode == 0
+    booted = fleet.build(host)
+    fleet.set_knobs(host, release="1.1")
+    assert fleet.invoke("test", "--host", host, "--yes").returncode == 0
+    tested = fleet.build(host)
+    assert lab.exec(host, "readlink", "/nix/var/nix/gcroots/current-system").stdout.strip() == "/run/current-system"
+    if not rooted:  # a host that does not root what runs (or whose link someone removed)
+        lab.exec(host, "rm", "/nix/var/nix/gcroots/current-system")
+    proc = fleet.invoke("gc", "--host", host, "--keep", "1", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert "held as garbage-collector roots" in proc.stderr
+    assert lab.current_system(host) == tested and lab.profile(host) == booted
+    for path in (tested, booted):
+        assert lab.exec(host, "test", "-e", f"{path}/bin/switch-to-configuration", check=False).returncode == 0
+    assert "nixtasks-gc-hold" not in lab.exec(host, "ls", "/nix/var/nix/gcroots").stdout  # released
+    fleet.set_knobs(host, release="1.2")
+    proc = deploy(fleet, host)
+    assert proc.returncode == 0, proc.stderr
+    assert lab.current_system(host) == fleet.build(host)
+
+
 @pytest.mark.parametrize("suite", ["bookworm", "trixie"], ids=["nix-2.8", "nix-2.26"])
 def test_disk_precheck_refuses_on_a_nearly_full_store(fleet, suite):
     lab = fleet.lab

@@ -46,6 +46,7 @@ UNIT_DIR = Path("/etc/systemd/system")
 STORE_DIR = "/nix/store/"
 LOCK_FILE = Path("/run/nixos/switch-to-configuration.lock")
 CURRENT_SYSTEM = Path("/run/current-system")
+GC_ROOTS = Path("/nix/var/nix/gcroots")
 BOOT_ENTRY = Path("/boot/nixtasks-lab/default")
 LAB_LINK = "lab0"
 # Routes on the lab link are dropped by the kernel when it goes down; keep
@@ -288,6 +289,9 @@ def activate(plan: Plan, config: dict) -> int:
             log(f"Activation script snippet '{name}' failed (1)")
             res = EXIT_ACTIVATION
     atomic_symlink(str(TOPLEVEL), CURRENT_SYSTEM)
+    # As NixOS's activation script does: what runs is a garbage-collector root.
+    GC_ROOTS.mkdir(parents=True, exist_ok=True)
+    atomic_symlink(str(CURRENT_SYSTEM), GC_ROOTS / "current-system")
     return res
 
 
