@@ -372,9 +372,10 @@ def run_history(opts: Options, as_json: bool) -> None:
                 return [r for r in local if r.host == host.name]
             machine = results[1].stdout.strip() if results[1].ok else ""
             own = journal.parse_lines(results[0].stdout) if results[0].ok else []
+            # The deployer's first: records of one second keep the order it wrote them in.
             if not machine:
-                return [*own, *(r for r in local if r.host == host.name)]
-            return [*own, *journal.of_machine(local, host.name, machine)]
+                return [*(r for r in local if r.host == host.name), *own]
+            return [*journal.of_machine(local, host.name, machine), *own]
 
         with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
             found = list(pool.map(records_of, hosts))

@@ -33,6 +33,7 @@ if [ -d /run/systemd/system ]; then
 fi
 printf 'reverted\\t%s\\n' "$(cat {commands.WATCHDOG_REVERTED} 2>/dev/null)"
 printf 'store-df\\t%s\\n' "$(df -Pk /nix/store 2>/dev/null | tail -n 1)"
+printf 'machine-id\\t%s\\n' "$(cat /etc/machine-id 2>/dev/null)"
 """
 LOCK_PREFIX = "nixtasks-lock:"
 

@@ -14,7 +14,7 @@ import pytest
 from nixtasks.actions import journal
 from nixtasks.errors import UsageError
 from nixtasks.host import commands, generations, runner
-from nixtasks.host.facts import parse_facts
+from nixtasks.host.facts import FACTS_SCRIPT, parse_facts
 
 STORE = "/nix/store/" + "x" * 32
 LIST = "".join(f"   {n}   2026-11-2{n} 10:00:00{'   (current)' if n == 7 else ''}\n" for n in range(3, 8))
@@ -85,7 +85,7 @@ def test_history_keeps_the_machine_s_records_and_marks_those_that_do_not_say():
 def test_the_facts_and_the_generations_say_which_machine_it_is():
     assert parse_facts("running\t/x\nmachine-id\tabc123\n").machine_id == "abc123"
     assert generations.parse("", "machine-id\tabc123\n").machine_id == "abc123"
-    assert "/etc/machine-id" in generations.DETAILS_SCRIPT
+    assert "/etc/machine-id" in generations.DETAILS_SCRIPT and "/etc/machine-id" in FACTS_SCRIPT
 
 
 def run_watchdog_journal(tmp_path: Path, status: int) -> list[journal.Record]:
