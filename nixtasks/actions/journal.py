@@ -211,12 +211,8 @@ class Journal:
                 system: str) -> Record | None:
         """The activation's first record, written to the deployer's journal now: the caller sends
         its line to the host in the activation's own round trip (a killed deployer leaves it)."""
-        if self.runner.dry_run:
-            return None
-        record = self.prepare(host, action, STARTED, on_host=False, before_path=before_path,
-                              before_generation=before_generation, tried_path=system,
-                              message="activation started")[0]
-        return record
+        return self.prepare(host, action, STARTED, on_host=False, before_path=before_path,
+                            before_generation=before_generation, tried_path=system, message="activation started")[0]
 
     def write_result(self, host: Host, action: str, result: HostResult) -> Record | None:
         return self.write(host, action, result.outcome.value, **result_fields(result))
