@@ -145,8 +145,8 @@ def read_local(path: Path) -> list[Record]:
         return []
 
 
-UNKNOWN_MACHINE = ("?: written before nixtasks noted each host's machine (its /etc/machine-id): it may be about "
-                   "another machine of that name")
+UNKNOWN_MACHINE = ("?: the record does not say which machine (its /etc/machine-id): written by an older nixtasks, "
+                   "or before the host was asked (a refusal); it may be about another machine of that name")
 
 
 def render(records: list[Record]) -> str:

@@ -66,7 +66,7 @@ def short_control_dir() -> str:
 
 def process_identity(pid: int) -> str:
     """`<pid> <start time>`: the start time (in clock ticks since boot, /proc's) tells a
-    process apart from a later one that got the same pid; "" where /proc cannot say."""
+    process apart from a later one that got the same pid; "?" for it where /proc cannot say."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
             fields = stat.read().rpartition(")")[2].split()
