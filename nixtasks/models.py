@@ -224,6 +224,7 @@ class HostResult:
     generation: int | None = None
     duration: float = 0.0  # seconds, from lock to unlock
     stages: tuple[tuple[Stage, float], ...] = ()  # seconds per stage
+    tried_system: str | None = None  # the system that was activated (None: nothing was), good or bad
 
     @property
     def failed(self) -> bool:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, replace
 from ..host import commands, gitstate, nixversion, space
 from ..host.runner import SUDO_WANTS_PASSWORD, Runner
 from ..models import LOCAL, SYSTEM_PROFILE, Action, Command, Host, Target
-from .journal import HOST_JOURNAL
 
 Echo = Callable[[str], None]
 ENV_PATHS = ("/run/current-system/sw/bin/env", "/usr/bin/env")  # NixOS, then FHS systems
@@ -22,7 +21,7 @@ LOW_SPACE = 1024**3
 # matches across spaces and slashes, so `/nix/store/*/bin/...` would also allow
 # `/nix/store/../../bin/sh -c ...`.
 STORE, NUMBER, NUMBERS, ACTION = "\0store\0", "\0n\0", "\0ns\0", "\0action\0"
-GENERATION, OWNER = "\0gen\0", "\0owner\0"
+GENERATION, OWNER, NAME = "\0gen\0", "\0owner\0", "\0name\0"
 PATTERNS = {
     STORE: r"/nix/store/[0-9a-z]{32}-[-+._?0-9A-Za-z\=]+",  # a store path: no slash, no space
     NUMBER: "[0-9]+",
@@ -30,6 +29,7 @@ PATTERNS = {
     ACTION: "(switch|boot|test|dry-activate)",
     GENERATION: "([0-9]+|-)",
     OWNER: "[-A-Za-z0-9@._:+=,]+",  # fleet/lock.py's owner text
+    NAME: "[-A-Za-z0-9._]+",  # a host's name in the inventory
 }
 
 
@@ -37,15 +37,15 @@ def root_commands() -> list[Command]:
     """Every command nixtasks runs with sudo, with placeholders where values vary: built
     from the same builders the deploys use, so the snippet cannot fall behind them."""
     cmds = [commands.set_profile(STORE), commands.list_generations(), commands.switch_generation(0),
-            commands.delete_generations([0]), commands.collect_garbage(), commands.journal_dir(HOST_JOURNAL),
-            commands.journal_append(HOST_JOURNAL, ""), commands.release_lock(), commands.confirm_watchdog(),
+            commands.delete_generations([0]), commands.collect_garbage(), commands.journal_dir(commands.HOST_JOURNAL),
+            commands.journal_append(commands.HOST_JOURNAL, ""), commands.release_lock(), commands.confirm_watchdog(),
             commands.reboot(), commands.follow_journal(), commands.release_lock(OWNER),
             commands.hold_gc_root(STORE, NUMBER), commands.release_gc_roots(1), commands.release_gc_roots(2)]
     lock = commands.take_lock(OWNER, 1)
     cmds.append(replace(lock, argv=tuple(w.replace("RuntimeMaxSec=1", f"RuntimeMaxSec={NUMBER}")
                                          for w in lock.argv)))
-    arm = commands.arm_watchdog(1, 1, STORE, STORE, Action.SWITCH)
-    cmds.append(replace(arm, argv=(*arm.argv[:4], NUMBER, GENERATION, STORE, STORE, ACTION)))
+    arm = commands.arm_watchdog(1, 1, STORE, STORE, Action.SWITCH, host=NAME, system=STORE)
+    cmds.append(replace(arm, argv=(*arm.argv[:4], NUMBER, GENERATION, STORE, STORE, ACTION, NAME, STORE)))
     for system in (STORE, SYSTEM_PROFILE):
         for systemd in (True, False):
             cmds.append(commands.switch_to_configuration(system, Action.SWITCH, systemd=systemd))

@@ -18,7 +18,7 @@ from ..host import commands
 from ..host.runner import Result, Runner
 from ..models import Command, GitState, Host, HostResult, Outcome
 
-HOST_JOURNAL = "/var/lib/nixtasks/journal.jsonl"
+HOST_JOURNAL = commands.HOST_JOURNAL
 
 
 def deployer_journal_path(env: Mapping[str, str] | None = None) -> Path:
@@ -45,6 +45,10 @@ class Record:
     git_dirty: bool | None = None
     reason: str = ""
     message: str = ""
+    # Optional (records written before they existed lack them, and still parse):
+    machine_id: str | None = None  # the host's /etc/machine-id: the machine, whatever its name
+    repository: str | None = None  # the deployer's repository (its git toplevel) the record came from
+    tried_path: str | None = None  # the system the action activated (or began to): a failure's culprit
 
     def line(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, ensure_ascii=True)
@@ -57,14 +61,20 @@ def new_record(host: str, action: str, outcome: str, **fields: Any) -> Record:
 
 
 TEXT_FIELDS = ("id", "time", "operator", "host", "action", "outcome", "reason", "message")
-OPTIONAL_TEXT = ("before_path", "after_path", "git_revision")
+OPTIONAL_TEXT = ("before_path", "after_path", "git_revision", "machine_id", "repository", "tried_path")
 NUMBERS = ("before_generation", "after_generation")
+LATER_FIELDS = frozenset(("machine_id", "repository", "tried_path"))  # may be missing from older records
+# Outcomes that say the system it tried was bad (Outcome's values, and the watchdog's record).
+FAILED_OUTCOMES = frozenset(("failed", "rolled back", "reverted by the watchdog"))
+STARTED = "started"  # the activation's own record, written on the host as it begins
 
 
 def well_formed(data: object) -> bool:
     """A host's journal is written by whoever can write it: trust only the exact shape."""
-    if not isinstance(data, dict) or set(data) != set(Record.__dataclass_fields__):
+    fields = set(Record.__dataclass_fields__)
+    if not isinstance(data, dict) or not fields - LATER_FIELDS <= set(data) <= fields:
         return False
+    data = {**{k: None for k in LATER_FIELDS}, **data}
     return (all(isinstance(data[k], str) for k in TEXT_FIELDS)
             and all(data[k] is None or isinstance(data[k], str) for k in OPTIONAL_TEXT)
             and all(data[k] is None or (isinstance(data[k], int) and not isinstance(data[k], bool))
@@ -83,6 +93,29 @@ def parse_lines(text: str) -> list[Record]:
         if well_formed(data):
             records.append(Record(**data))
     return records
+
+
+def failed_systems(records: Iterable[Record]) -> dict[str, Record]:
+    """The systems whose latest verdict is a failure, with that record: a deploy or rollback
+    that failed, was rolled back or was reverted by the watchdog. A store path names a system
+    for good (a generation number comes back after a gc); a later success of the same
+    system clears it."""
+    verdicts: dict[str, Record] = {}
+    for record in sorted(records, key=lambda r: r.time):
+        if record.tried_path is None:
+            continue
+        if record.outcome in FAILED_OUTCOMES:
+            verdicts[record.tried_path] = record
+        elif record.outcome == "ok":
+            verdicts.pop(record.tried_path, None)
+    return verdicts
+
+
+def of_machine(records: Iterable[Record], name: str, machine_id: str) -> list[Record]:
+    """The deployer's records of the machine `machine_id` (under any name), and those under
+    `name` that predate machine ids (they may be another machine of that name: see `render`)."""
+    return [r for r in records
+            if (r.machine_id == machine_id if r.machine_id is not None else r.host == name)]
 
 
 def printable(text: str) -> str:
@@ -112,7 +145,12 @@ def read_local(path: Path) -> list[Record]:
         return []
 
 
+UNKNOWN_MACHINE = ("?: the record does not say which machine (its /etc/machine-id): written by an older nixtasks, "
+                   "or before the host was asked (a refusal); it may be about another machine of that name")
+
+
 def render(records: list[Record]) -> str:
+    """A table, oldest first; a host marked `?` is a record that does not say which machine."""
     action_width = max([len(r.action) for r in records] + [6])
     outcome_width = max([len(r.outcome) for r in records] + [7])
     lines = [f"{'TIME':25}  {'HOST':10}  {'ACTION':{action_width}}  {'OUTCOME':{outcome_width}}  {'GEN':9}  "
@@ -122,9 +160,12 @@ def render(records: list[Record]) -> str:
             f"{r.before_generation or '-'}→{r.after_generation or '-'}"
         git = (r.git_revision or "-")[:12] + ("*" if r.git_dirty else "")
         why = r.operator + (f": {r.reason}" if r.reason else "") + (f" ({r.message})" if r.message else "")
-        line = (f"{r.time:25}  {r.host:10}  {r.action:{action_width}}  {r.outcome:{outcome_width}}  {gens:9}  "
+        host = r.host + ("?" if r.machine_id is None else "")
+        line = (f"{r.time:25}  {host:10}  {r.action:{action_width}}  {r.outcome:{outcome_width}}  {gens:9}  "
                 f"{git:13}  {why}")
         lines.append(printable(line))
+    if any(r.machine_id is None for r in records):
+        lines.append(UNKNOWN_MACHINE)
     return "\n".join(lines)
 
 
@@ -132,9 +173,14 @@ class Journal:
     """Writes each record to the deployer's journal and, where it can, to the host's."""
 
     def __init__(self, runner: Runner, path: Path, git: GitState | None = None, reason: str = "",
-                 echo: Callable[[str], None] | None = None) -> None:
-        self.runner, self.path, self.git, self.reason = runner, path, git, reason
+                 echo: Callable[[str], None] | None = None, repository: str | None = None) -> None:
+        self.runner, self.path, self.git, self.reason, self.repository = runner, path, git, reason, repository
         self.echo = echo or runner.echo
+        self.machines: dict[str, str] = {}  # host name -> machine id, as its facts said
+
+    def know(self, hosts: Iterable[Host], machine_ids: Iterable[str]) -> None:
+        """Which machine each host is (from its facts): every record says so from now on."""
+        self.machines.update((h.name, m) for h, m in zip(hosts, machine_ids) if m)
 
     def write(self, host: Host, action: str, outcome: str, *, on_host: bool = True, **fields: Any) -> Record | None:
         record, cmds = self.prepare(host, action, outcome, on_host=on_host, **fields)
@@ -149,7 +195,8 @@ class Journal:
         if self.runner.dry_run:
             return None, []
         git = {"git_revision": self.git.revision, "git_dirty": self.git.dirty} if self.git else {}
-        record = new_record(host.name, action, outcome, reason=self.reason, **git, **fields)
+        record = new_record(host.name, action, outcome, reason=self.reason, **git,
+                            machine_id=self.machines.get(host.name), repository=self.repository, **fields)
         append_local(self.path, record)
         if not on_host:
             return record, []
@@ -159,6 +206,13 @@ class Journal:
         if len(results) < count or not all(r.ok for r in results[:count]):
             self.echo(f"warning: {host.name}: could not write the host's journal ({HOST_JOURNAL}); "
                       f"the deployer's journal has the record")
+
+    def started(self, host: Host, action: str, before_path: str | None, before_generation: int | None,
+                system: str) -> Record | None:
+        """The activation's first record, written to the deployer's journal now: the caller sends
+        its line to the host in the activation's own round trip (a killed deployer leaves it)."""
+        return self.prepare(host, action, STARTED, on_host=False, before_path=before_path,
+                            before_generation=before_generation, tried_path=system, message="activation started")[0]
 
     def write_result(self, host: Host, action: str, result: HostResult) -> Record | None:
         return self.write(host, action, result.outcome.value, **result_fields(result))
@@ -170,4 +224,4 @@ class Journal:
 def result_fields(result: HostResult) -> dict[str, Any]:
     return {"on_host": result.outcome is not Outcome.SKIPPED, "before_path": result.previous_system,
             "before_generation": result.previous_generation, "after_path": result.new_system,
-            "after_generation": result.generation, "message": result.message}
+            "after_generation": result.generation, "message": result.message, "tried_path": result.tried_system}

@@ -1,17 +1,28 @@
-"""Generations, and the choice of a rollback's target: the previous generation or
-generation N, with the closure diff against what runs. The fleet engine activates it
-(`nix-env --switch-generation`, then the profile's switch-to-configuration)."""
+"""Generations, and the choice of a rollback's target: the newest earlier generation that
+did not fail before (by the journals), or generation N, with the closure diff against what
+runs. The fleet engine activates it (`nix-env --switch-generation`, then the profile's
+switch-to-configuration)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from ..host import commands
-from ..host.generations import Generation, HostGenerations, choose_target, kernel_changes, parse, render
+from ..host.generations import (
+    Generation,
+    HostGenerations,
+    choose_target,
+    kernel_changes,
+    mark_failed,
+    numbers_text,
+    parse,
+    render,
+)
 from ..host.runner import Runner
 from ..models import Action, Host, HostPlan
+from .journal import HOST_JOURNAL, Record, failed_systems, of_machine, parse_lines
 from .plan import store_name
 
 Echo = Callable[[str], None]
@@ -25,28 +36,49 @@ class Request:
     reason: str = ""
 
 
-def read_generations(host: Host, runner: Runner) -> HostGenerations:
-    listed = runner.run(commands.list_generations(), host.target, label=host.name)
-    details = runner.run(commands.generation_details(), host.target, label=host.name)
-    return parse(listed.stdout, details.stdout)
+def read_generations(host: Host, runner: Runner, here: Sequence[Record] = ()) -> HostGenerations:
+    """The host's generations, in one round trip with its journal; those whose system failed
+    before (by the host's journal and `here`, the deployer's, for this machine) marked."""
+    cmds = [commands.list_generations(), commands.generation_details(), commands.read_file(HOST_JOURNAL)]
+    results = runner.run_all(cmds, host.target, label=host.name, check=False, keep_going=True)
+    for cmd, result in zip(cmds[:2], results):
+        if not result.ok:
+            raise runner.failure(cmd, host.target, host.name, result)
+    gens = parse(results[0].stdout, results[1].stdout)
+    on_host = parse_lines(results[2].stdout) if len(results) > 2 and results[2].ok else []
+    records = [*on_host, *(of_machine(here, host.name, gens.machine_id) if gens.machine_id else ())]
+    return mark_failed(gens, {path: describe_failure(r) for path, r in failed_systems(records).items()})
 
 
-def show_generations(hosts: tuple[Host, ...], runner: Runner) -> dict[str, HostGenerations]:
+def describe_failure(record: Record) -> str:
+    return f"{record.action} {record.outcome} {record.time[:16].replace('T', ' ')}"
+
+
+def show_generations(hosts: tuple[Host, ...], runner: Runner,
+                     here: Sequence[Record] = ()) -> dict[str, HostGenerations]:
     with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
-        return dict(zip((h.name for h in hosts), pool.map(lambda h: read_generations(h, runner), hosts)))
+        return dict(zip((h.name for h in hosts), pool.map(lambda h: read_generations(h, runner, here), hosts)))
 
 
 @dataclass(frozen=True)
 class Step:
     plan: HostPlan
     target: Generation
+    notes: tuple[str, ...] = ()  # for the plan: the failed generations passed over, or that the target failed
 
 
-def prepare(host: Host, req: Request, runner: Runner, echo: Echo) -> Step:
-    """Choose the host's target generation and diff it against what runs: changes nothing."""
+def prepare(host: Host, req: Request, runner: Runner, echo: Echo, here: Sequence[Record] = ()) -> Step:
+    """Choose the host's target generation (past those that failed before, by the journals:
+    the host's and `here`, the deployer's) and diff it against what runs: changes nothing."""
     action = Action.BOOT if req.boot else Action.SWITCH
-    gens = read_generations(host, runner)
-    target = choose_target(host.name, gens, req.generation)
+    gens = read_generations(host, runner, here)
+    target, passed = choose_target(host.name, gens, req.generation)
+    notes = [f"{host.name}: generation {target.number} FAILED before ({target.failed}); going to it as asked"
+             ] if target.failed else []
+    if passed:
+        notes.append(f"{host.name}: skipping generation(s) {numbers_text(passed)}, which failed before "
+                     f"({'; '.join(f'{g.number}: {g.failed}' for g in passed)}); rolling back to "
+                     f"generation {target.number}, the newest earlier one that did not")
     boot = gens.boot_generation()
     if kernel_changes(gens, target):
         advice = "" if req.boot else "; pass --boot to make it the boot entry only"
@@ -56,7 +88,7 @@ def prepare(host: Host, req: Request, runner: Runner, echo: Echo) -> Step:
     if gens.running_path and gens.running_path != target.path and not runner.dry_run:
         diff = runner.run(commands.diff_closures(gens.running_path, target.path), host.target, check=False).stdout
     plan = HostPlan(host, action, target.path, gens.running_path or None, diff, boot.number if boot else None)
-    return Step(plan, target)
+    return Step(plan, target, tuple(notes))
 
 
 def question(step: Step) -> str:

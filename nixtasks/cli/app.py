@@ -365,8 +365,10 @@ def with_report(opts: Options, run: Callable[[engine.Tools], Report], runner: Ru
 
 
 def run_generations(opts: Options, as_json: bool) -> None:
+    """Each host's generations, those that failed before (by the journals) marked."""
+    here = journal.read_local(journal.deployer_journal_path())
     with session(opts) as (_inv, runner, hosts):
-        found = rollback.show_generations(hosts, runner)
+        found = rollback.show_generations(hosts, runner, here)
     if as_json:
         print(json.dumps({name: [g.as_json() for g in gens.generations] for name, gens in found.items()}, indent=2))
     else:
@@ -397,23 +399,36 @@ def run_verify(opts: Options) -> None:
 
 
 def run_history(opts: Options, as_json: bool) -> None:
-    """The deployer's journal merged with each host's own."""
+    """The records of the machines the inventory's hosts are: each host's own journal, and the
+    deployer's records of that machine (by its /etc/machine-id: another repository's host of
+    the same name is another machine). The deployer's records from before machine ids are
+    shown, marked: hiding them would lose a journal's history at an upgrade."""
     local = journal.read_local(journal.deployer_journal_path())
     with session(replace(opts, all_hosts=not (opts.hosts or opts.tags)), root=False) as (_inv, runner, hosts):
-        def remote(host: Host) -> list[journal.Record]:
-            result = runner.run(commands.read_file(journal.HOST_JOURNAL), host.target, check=False)
-            if result.exit_code == 255:
-                echo(f"warning: {host.name}: unreachable; showing the deployer's records only")
-            return journal.parse_lines(result.stdout) if result.ok else []
+        def records_of(host: Host) -> list[journal.Record]:
+            cmds = [commands.read_file(journal.HOST_JOURNAL), commands.read_file(MACHINE_ID)]
+            results = runner.run_all(cmds, host.target, check=False, keep_going=True)
+            if results[-1].exit_code == 255 or len(results) < len(cmds):
+                echo(f"warning: {host.name}: unreachable, so which machine it is is not known; showing the "
+                     f"deployer's records of every machine called {host.name}")
+                return [r for r in local if r.host == host.name]
+            machine = results[1].stdout.strip() if results[1].ok else ""
+            own = journal.parse_lines(results[0].stdout) if results[0].ok else []
+            # The deployer's first: records of one second keep the order it wrote them in.
+            if not machine:
+                return [*(r for r in local if r.host == host.name), *own]
+            return [*journal.of_machine(local, host.name, machine), *own]
 
         with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
-            remote_records = list(pool.map(remote, hosts))
-    names = {h.name for h in hosts}
-    records = [r for r in journal.merge(local, *remote_records) if r.host in names]
+            found = list(pool.map(records_of, hosts))
+    records = journal.merge(*found)
     if as_json:
         print(json.dumps([asdict(r) for r in records], indent=2))
     else:
         print(journal.render(records))
+
+
+MACHINE_ID = "/etc/machine-id"
 
 
 def run_gc(opts: Options, keep: int) -> None:

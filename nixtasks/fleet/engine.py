@@ -23,7 +23,7 @@ from ..actions import deploy as steps
 from ..actions import gc as collection
 from ..actions import rollback as rollbacks
 from ..actions import secrets
-from ..actions.journal import Journal, deployer_journal_path
+from ..actions.journal import Journal, deployer_journal_path, read_local
 from ..actions.plan import approval_question, fleet_question, needs_approval, render, render_git, render_report
 from ..errors import DeployFailed, HostUnreachable, Interrupted, NixtasksError, Refused
 from ..host import gitstate
@@ -117,7 +117,12 @@ def deploy(req: DeployRequest, tools: Tools) -> Report:
 def build_only(req: DeployRequest, tools: Tools) -> Report:
     """build and dry-build: one evaluation, nothing copied or activated."""
     read_git(req, tools)  # shows uncommitted and untracked files
-    built = steps.build(req.build_request(), tools.runner, tools.echo)
+    try:
+        built = steps.build(req.build_request(), tools.runner, tools.echo)
+    except KeyboardInterrupt:
+        return finish(Report(req.action, tuple(HostResult(host=h.name, action=req.action, outcome=Outcome.NOT_STARTED,
+                                                          message=INTERRUPTED_BUILD) for h in req.hosts),
+                             interrupted=True), tools.echo)
     if built and req.result_links is not None and req.action is Action.BUILD and not tools.runner.dry_run:
         steps.result_links(req.hosts, built, req.result_links, tools.runner, tools.echo)
     return finish(Report(req.action, tuple(
@@ -142,17 +147,25 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
     runner, echo = tools.runner, tools.echo
     warned = len(runner.warnings)
     git = read_git(req, tools)
-    journal = Journal(runner, tools.journal_path or deployer_journal_path(), git, req.reason, echo)
+    journal = Journal(runner, tools.journal_path or deployer_journal_path(), git, req.reason, echo,
+                      gitstate.repository(runner, req.flake))
     refuse_without_terminal(req.action.value, [h for h in req.hosts if needs_approval(req.action, h, git)],
                             tools.prompter, journal)
     build_req = req.build_request()
+    interrupted = False
     with ThreadPoolExecutor(max_workers=min(32, len(req.hosts))) as pool:
         # The hosts are asked what they run while the systems build: both take a while.
         probes = [pool.submit(read_facts, h, runner) for h in req.hosts]
         started = time.monotonic()
-        built = steps.build(build_req, runner, echo) if systems is None else {}
+        try:
+            built = steps.build(build_req, runner, echo) if systems is None else {}
+        except KeyboardInterrupt:  # the build is stopped (the runner stopped it); no host was touched
+            interrupted, built = True, {}
         build_seconds = round(time.monotonic() - started, 3)
         facts = [p.result() for p in probes]
+    journal.know(req.hosts, (f.machine_id for f in facts))
+    if interrupted:
+        raise interrupted_build(req, journal, echo)
     hosts, skipped = reachable(req.hosts, facts, req.policy, req.action, echo)
 
     def one(host: Host, before: Facts) -> Change:
@@ -181,6 +194,21 @@ def recommitted(prep: Prepared, tools: Tools, reason: str) -> Prepared:
     git = gitstate.read(tools.runner, prep.request.flake)
     journal = Journal(tools.runner, tools.journal_path or deployer_journal_path(), git, reason, tools.echo)
     return replace(prep, request=replace(prep.request, reason=reason), git=git, journal=journal)
+
+
+INTERRUPTED_BUILD = "interrupted during the build; nothing changed"
+
+
+def interrupted_build(req: DeployRequest, journal: Journal, echo: Echo) -> Interrupted:
+    """Ctrl-C during the build: a report and a record per host in the deployer's journal (the
+    hosts were not touched, so their journals are not either)."""
+    results = tuple(HostResult(host=h.name, action=req.action, outcome=Outcome.NOT_STARTED, message=INTERRUPTED_BUILD)
+                    for h in req.hosts)
+    for host in req.hosts:
+        journal.write(host, req.action.value, Outcome.NOT_STARTED.value, on_host=False, message=INTERRUPTED_BUILD)
+    report = Report(req.action, results, interrupted=True)
+    echo(render_report(report))
+    return Interrupted("interrupted during the build; nothing was changed on any host", report)
 
 
 def show_plan(prep: Prepared, tools: Tools, policy: Policy | None = None) -> None:
@@ -272,14 +300,18 @@ def rollback(req: RollbackRequest, tools: Tools) -> Report:
     request = rollbacks.Request(req.hosts, req.generation, req.boot, req.reason)
     with ThreadPoolExecutor(max_workers=min(32, len(req.hosts))) as pool:
         facts = list(pool.map(lambda h: read_facts(h, runner), req.hosts))
+    journal.know(req.hosts, (f.machine_id for f in facts))
     action = Action.BOOT if req.boot else Action.SWITCH
     hosts, skipped = reachable(req.hosts, facts, req.policy, action, echo)
+    here = read_local(journal.path)  # the deployer's records: which generations failed before
     with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
         # Every host's target is chosen before anything changes anywhere.
-        chosen = list(pool.map(lambda hf: rollbacks.prepare(hf[0], request, runner, echo), hosts))
+        chosen = list(pool.map(lambda hf: rollbacks.prepare(hf[0], request, runner, echo, here), hosts))
     changes = [Change(s.plan.host, action, s.target.path, f, generation=s.target.number, diff=s.plan.closure_diff)
                for s, (_h, f) in zip(chosen, hosts)]
     echo(render(Plan(action, tuple(s.plan for s in chosen), None, (), req.reason), full_diff=req.full_diff))
+    for note in (n for s in chosen for n in s.notes):
+        echo(f"  warning: {note}")
     echo(describe_policy(req.policy, len(changes)))
     asking = [c for c in changes if not c.host.is_local]
     question = (rollbacks.question(chosen[0]) if len(changes) == 1
@@ -485,6 +517,7 @@ def gc(hosts: tuple[Host, ...], keep: int, policy: Policy, tools: Tools) -> Repo
     with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
         chosen = list(pool.map(lambda h: collection.choose(h, keep, runner), hosts))
         facts = list(pool.map(lambda h: read_facts(h, runner), hosts))
+    journal.know(hosts, (f.machine_id for f in facts))
     for step in chosen:
         echo(collection.describe(step, keep))
     names = [h.name for h in hosts]

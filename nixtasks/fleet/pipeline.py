@@ -83,10 +83,14 @@ def outcome_result(ch: Change, outcome: Outcome, clock: Clock | None, message: s
     stages: tuple[tuple[Stage, float], ...] = ((Stage.COPY, ch.copy_seconds),) if ch.copy_seconds else ()
     if clock is not None:
         stages += tuple(clock.stages)
+    # The activation stage is timed once its round trip is over: a result from within it
+    # (a watchdog that could not be armed) activated nothing.
+    activated = any(stage is Stage.ACTIVATION for stage, _ in stages)
     return HostResult(host=ch.host.name, action=ch.action, outcome=outcome, new_system=system,
                       previous_system=ch.before.running or None, message=message,
                       previous_generation=ch.before.generation, generation=generation,
-                      duration=round(time.monotonic() - clock.started, 3) if clock else 0.0, stages=stages)
+                      duration=round(time.monotonic() - clock.started, 3) if clock else 0.0, stages=stages,
+                      tried_system=ch.system if activated else None)
 
 
 def unchanged(ch: Change, outcome: Outcome, message: str) -> HostResult:
@@ -188,7 +192,14 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock, now: Facts | None = Non
         armed = watchdog.wanted(host, ch.action, ch.before, policy)
         if armed:
             runner.expect_fresh(host.target)  # the confirmation's connection, prepared meanwhile
-        steps = [watchdog.arm_command(ch.action, ch.before, policy)] if armed else []
+        # "activation started", on the host in this same round trip: a deployer killed from
+        # here on leaves that record (and the watchdog's own, if it reverts) on the host.
+        started = ctx.journal.started(host, ctx.verb, ch.before.running or None, ch.before.generation, ch.system) \
+            if ctx.journal is not None else None
+        line = started.line() if started is not None else ""
+        steps = [watchdog.arm_command(host, ch.action, ch.before, policy, ch.system, line)] if armed else []
+        if line and not armed:  # the arm carries it otherwise (a round trip has one standard input)
+            steps += [commands.journal_dir(commands.HOST_JOURNAL), commands.journal_append(commands.HOST_JOURNAL, line)]
         steps += activation_commands(ch)
         seen = [commands.now_running()] if ch.action.changes_running_system and not runner.dry_run else []
         results = runner.run_all([*steps, *seen], host.target, label=host.name, stream=True, check=False,
@@ -202,6 +213,9 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock, now: Facts | None = Non
             if armed and len(results) == 1 and not results[0].cut_off:
                 return outcome_result(ch, Outcome.FAILED, clock, f"could not arm the watchdog, so nothing was "
                                       f"activated: {exc}; or deploy without it: --no-watchdog")
+            if len(results) <= len(steps) - len(activation_commands(ch)) and not results[-1].cut_off:
+                return outcome_result(ch, Outcome.FAILED, clock, f"could not write the host's journal "
+                                      f"({commands.HOST_JOURNAL}), so nothing was activated: {exc}")
             failure = failure_text(ch, exc)
             if results[-1].cut_off:  # ssh gave up, or nixtasks stopped waiting: the host may have gone on
                 failure += "; the host had not said how it went when the connection ended"

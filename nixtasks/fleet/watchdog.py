@@ -26,9 +26,11 @@ def wanted(host: Host, action: Action, before: Facts, policy: Policy) -> bool:
             and bool(before.running))
 
 
-def arm_command(action: Action, before: Facts, policy: Policy) -> Command:
-    """Arms the watchdog to put back what `before` saw unless confirmed in time."""
-    return commands.arm_watchdog(policy.confirm_timeout, before.generation, before.boot_path, before.running, action)
+def arm_command(host: Host, action: Action, before: Facts, policy: Policy, system: str, record: str = "") -> Command:
+    """Arms the watchdog to put back what `before` saw unless the activation of `system` is
+    confirmed in time; `record` goes to the host's journal as it is armed."""
+    return commands.arm_watchdog(policy.confirm_timeout, before.generation, before.boot_path, before.running, action,
+                                 host=host.name, system=system, record=record)
 
 
 class Confirmation:

@@ -16,6 +16,7 @@ REMOTE_PATH = ("/run/wrappers/bin:/run/current-system/sw/bin:/nix/var/nix/profil
                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 ACTIVATION_UNIT = "nixtasks-switch-to-configuration"
 ACTIVATION_DONE = "/run/nixtasks/activation-done"
+HOST_JOURNAL = "/var/lib/nixtasks/journal.jsonl"  # the host's own deploy journal, one JSON record a line
 
 
 def nix_eval_systems(flake: str, configs: Sequence[str], *, show_trace: bool = False,
@@ -504,8 +505,11 @@ def parse_unit_line(line: str) -> tuple[str, str]:
 # mangles `;` and `%` in a transient unit's command line) on the standard input of the
 # one-line ARM_SCRIPT: sudo matches at most about 1000 characters of a command's arguments.
 # Arguments: $1 generation to put the profile back on ("-": leave the profile), $2 the
-# system that booted before, $3 the system that ran before, $4 the action, $5 the timeout.
-# It stops at the first step that fails, and writes "<time> <exit status>" when done.
+# system that booted before, $3 the system that ran before, $4 the action, $5 the timeout,
+# $6 the host's name in the inventory, $7 the system that was activated.
+# It stops at the first step that fails, writes "<time> <exit status>" when done, and
+# appends a record of its revert to the host's journal (the shape of actions/journal.py's
+# Record: a deployer that was killed meanwhile could not write one).
 WATCHDOG_SCRIPT = f"""#!/bin/sh
 PATH="$3/sw/bin:$PATH"
 {UNITS_SH}
@@ -519,6 +523,8 @@ after_activation() {{
 after_activation || {{ sleep "$5"; after_activation; }}
 mv {WATCHDOG_DIR}/watchdog-armed {WATCHDOG_DIR}/watchdog-fired 2>/dev/null || exit 0
 echo "nixtasks watchdog: no confirmation within $5 s of the activation, reverting to $3"
+link=$(readlink {SYSTEM_PROFILE}); gen=${{link##*system-}}; gen=${{gen%-link}}
+case "$gen" in ''|*[!0-9]*) gen=null;; esac
 status=0
 if [ "$1" != - ]; then nix-env -p {SYSTEM_PROFILE} --switch-generation "$1" || status=$?; fi
 if [ "$status" = 0 ]; then
@@ -528,16 +534,37 @@ if [ "$status" = 0 ]; then
   fi
 fi
 echo "$(date +%s) $status" > {WATCHDOG_REVERTED}
+back=null; to=null; outcome=failed; what="its revert failed (exit $status)"
+if [ "$status" = 0 ]; then
+  back="\\"$3\\""; outcome="reverted by the watchdog"; what="put back $3"
+  if [ "$1" != - ]; then to=$1; fi
+fi
+id=$(tr -cd 0-9a-f < /proc/sys/kernel/random/uuid)
+machine=$(tr -cd 0-9a-f < /etc/machine-id 2>/dev/null)
+if [ -n "$machine" ]; then machine="\\"$machine\\""; else machine=null; fi
+mkdir -p {HOST_JOURNAL.rsplit("/", 1)[0]}
+printf '{{"action": "watchdog", "after_generation": %s, "after_path": %s, "before_generation": %s, \
+"before_path": "%s", "git_dirty": null, "git_revision": null, "host": "%s", "id": "%s", "machine_id": %s, \
+"message": "no confirmation within %s s of the activation; %s", "operator": "nixtasks-watchdog@%s", \
+"outcome": "%s", "reason": "", "repository": null, "time": "%s", "tried_path": "%s"}}\\n' \
+  "$to" "$back" "$gen" "$7" "$6" "$id" "$machine" "$5" "$what" "$(uname -n | tr -cd 'A-Za-z0-9._-')" \
+  "$outcome" "$(date -u +%Y-%m-%dT%H:%M:%S+00:00)" "$7" >> {HOST_JOURNAL}
 touch /run/systemd/system 2>/dev/null || true
 """
 WATCHDOG_FILE = f"{WATCHDOG_DIR}/watchdog.sh"
-# The armed file exists only once the timer does: a failed arm leaves nothing to fire.
+# The armed file exists only once the timer does: a failed arm leaves nothing to fire. The
+# first line of standard input is a journal record for the host's journal ("activation
+# started": the activation's round trip writes it, and a batch has one standard input),
+# the rest the watchdog's script. `read` takes no more than its line from a pipe.
 ARM_SCRIPT = (
+    f"IFS= read -r record; "
     "touch /run/systemd/system 2>/dev/null; "  # see UNITS_SH: a clean map of names first
-    f"mkdir -p {WATCHDOG_DIR} && rm -f {WATCHDOG_DIR}/watchdog-fired {WATCHDOG_REVERTED} {ACTIVATION_DONE} && "
+    f"mkdir -p {WATCHDOG_DIR} && "
+    f"rm -f {WATCHDOG_DIR}/watchdog-fired {WATCHDOG_REVERTED} {ACTIVATION_DONE} && "
     f"cat > {WATCHDOG_FILE} && systemd-run --unit={WATCHDOG_UNIT} --quiet --collect --on-active=\"$1\" "
-    f"--timer-property=AccuracySec=100ms -- /bin/sh {WATCHDOG_FILE} \"$2\" \"$3\" \"$4\" \"$5\" \"$1\" && "
-    f": > {WATCHDOG_ARMED}"
+    f"--timer-property=AccuracySec=100ms -- /bin/sh {WATCHDOG_FILE} \"$2\" \"$3\" \"$4\" \"$5\" \"$1\" "
+    f"\"$6\" \"$7\" && : > {WATCHDOG_ARMED} && {{ [ -z \"$record\" ] || "
+    f"{{ mkdir -p {HOST_JOURNAL.rsplit('/', 1)[0]} && printf '%s\\n' \"$record\" >> {HOST_JOURNAL}; }} || true; }}"
 )
 # Exit 3 while an activation still runs (its ssh session died, the unit did not): confirming
 # then would disarm the watchdog before the activation could break anything.
@@ -546,12 +573,15 @@ CONFIRM_SCRIPT = (UNITS_SH + f"if running {ACTIVATION_UNIT}.service;then exit 3;
 CONFIRM_BUSY = 3
 
 
-def arm_watchdog(timeout: float, generation: int | None, booted: str, running: str, action: Action) -> Command:
+def arm_watchdog(timeout: float, generation: int | None, booted: str, running: str, action: Action, *,
+                 host: str, system: str, record: str = "") -> Command:
     """Arm the host's watchdog: unless confirmed, put back `generation` (the profile) and
-    `running` (the running system) `timeout` seconds after the activation ends."""
+    `running` (the running system) `timeout` seconds after the activation of `system` ends,
+    and journal that as `host`. `record` (one line, "" for none) goes to the host's journal."""
     return Command(("sh", "-c", ARM_SCRIPT, "nixtasks-arm", str(int(timeout)),
-                    "-" if generation is None else str(generation), booted or running, running, action.value),
-                   sudo=True, changes=True, stdin=WATCHDOG_SCRIPT)
+                    "-" if generation is None else str(generation), booted or running, running, action.value,
+                    host, system),
+                   sudo=True, changes=True, stdin=record.replace("\n", " ") + "\n" + WATCHDOG_SCRIPT)
 
 
 def confirm_watchdog() -> Command:

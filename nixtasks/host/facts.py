@@ -1,6 +1,6 @@
 """A host's state, read in one round trip and parsed by a pure function: what runs, what
 boots and its generation, systemd, failed units, free space, who holds the deploy lock,
-and whether the watchdog reverted the last activation."""
+whether the watchdog reverted the last activation, and which machine it is."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ if [ -d /run/systemd/system ]; then
 fi
 printf 'reverted\\t%s\\n' "$(cat {commands.WATCHDOG_REVERTED} 2>/dev/null)"
 printf 'store-df\\t%s\\n' "$(df -Pk /nix/store 2>/dev/null | tail -n 1)"
+printf 'machine-id\\t%s\\n' "$(cat /etc/machine-id 2>/dev/null)"
 """
 LOCK_PREFIX = "nixtasks-lock:"
 
@@ -54,6 +55,7 @@ class Facts:
     watchdog_pending: bool = False  # an earlier deploy's watchdog was never confirmed and may still revert
     store_free: int | None = None  # bytes free where /nix/store lives
     error: str = ""  # why the host could not be read
+    machine_id: str = ""  # /etc/machine-id: which machine this is, whatever the inventory calls it
 
 
 def parse_facts(text: str) -> Facts:
@@ -74,7 +76,8 @@ def parse_facts(text: str) -> Facts:
                  systemd=values.get("systemd") == "yes",
                  lock_holder=lock.removeprefix(LOCK_PREFIX) if lock.startswith(LOCK_PREFIX) else "",
                  reverted=values.get("reverted", ""), watchdog_pending=values.get("watchdog") == "pending",
-                 store_free=available_bytes("header\n" + values["store-df"]) if values.get("store-df") else None)
+                 store_free=available_bytes("header\n" + values["store-df"]) if values.get("store-df") else None,
+                 machine_id=values.get("machine-id", "").strip())
 
 
 def facts_command() -> Command:

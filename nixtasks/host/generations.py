@@ -4,8 +4,8 @@ delete. Pure."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 from ..errors import UsageError
 from ..models import SYSTEM_PROFILE
@@ -28,6 +28,7 @@ for link in {SYSTEM_PROFILE}-*-link; do
 done
 printf 'running\\t%s\\n' "$(readlink -f /run/current-system 2>/dev/null)"
 printf 'booted-kernel\\t%s\\n' "$(readlink -f /run/booted-system/kernel 2>/dev/null)"
+printf 'machine-id\\t%s\\n' "$(cat /etc/machine-id 2>/dev/null)"
 """
 
 
@@ -43,6 +44,7 @@ class Generation:
     running: bool = False  # /run/current-system is this generation's system
     kernel_version: str = ""
     specialisations: tuple[str, ...] = ()
+    failed: str = ""  # how its system failed before, from the journals ("" when it did not)
 
     def as_json(self) -> dict[str, object]:
         """nixos-rebuild list-generations --json's fields (so jq scripts keep working), and ours."""
@@ -50,7 +52,8 @@ class Generation:
                 "kernelVersion": self.kernel_version or "Unknown", "configurationRevision": self.revision or "Unknown",
                 "specialisations": list(self.specialisations), "current": self.boots,
                 "number": self.number, "path": self.path, "nixos_version": self.version,
-                "configuration_revision": self.revision or None, "boots": self.boots, "running": self.running}
+                "configuration_revision": self.revision or None, "boots": self.boots, "running": self.running,
+                "failed": bool(self.failed), "failure": self.failed or None}
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class HostGenerations:
     generations: tuple[Generation, ...]  # newest first
     running_path: str  # "" when nothing is activated
     booted_kernel: str = ""
+    machine_id: str = ""  # the host's /etc/machine-id
 
     @property
     def numbers(self) -> list[int]:
@@ -78,7 +82,7 @@ def parse(list_output: str, details_output: str) -> HostGenerations:
         if match:
             listed[int(match[1])] = (match[2], bool(match[3]))
     details: dict[int, list[str]] = {}
-    running = booted_kernel = ""
+    running = booted_kernel = machine_id = ""
     for line in details_output.splitlines():
         fields = line.split("\t")
         if fields[0] == "gen" and len(fields) in (6, 8) and fields[1].isdigit():
@@ -87,6 +91,8 @@ def parse(list_output: str, details_output: str) -> HostGenerations:
             running = fields[1]
         elif fields[0] == "booted-kernel" and len(fields) == 2:
             booted_kernel = fields[1]
+        elif fields[0] == "machine-id" and len(fields) == 2:
+            machine_id = fields[1].strip()
     gens = []
     for number in sorted(listed, reverse=True):
         date, current = listed[number]
@@ -94,23 +100,35 @@ def parse(list_output: str, details_output: str) -> HostGenerations:
         gens.append(Generation(number, date, path, version, revision, kernel, boots=current,
                                running=bool(path) and path == running, kernel_version=kernel_version,
                                specialisations=tuple(specs.split())))
-    return HostGenerations(tuple(gens), running, booted_kernel)
+    return HostGenerations(tuple(gens), running, booted_kernel, machine_id)
 
 
-def choose_target(host: str, gens: HostGenerations, number: int | None) -> Generation:
-    """Generation N, or the one before the boot generation (what `--rollback` picks)."""
+def mark_failed(gens: HostGenerations, failures: Mapping[str, str]) -> HostGenerations:
+    """Each generation whose system is in `failures` (store path -> how it failed) marked so:
+    by path, since a number is given again after gc deletes its generation."""
+    marked = tuple(replace(g, failed=failures.get(g.path, "")) if g.path else g for g in gens.generations)
+    return replace(gens, generations=marked)
+
+
+def choose_target(host: str, gens: HostGenerations, number: int | None) -> tuple[Generation, list[Generation]]:
+    """Generation N, or the newest one before the boot generation that did not fail before;
+    and the failed ones passed over on the way."""
     available = ", ".join(str(n) for n in sorted(gens.numbers)) or "none"
     if number is not None:
         found = gens.get(number)
         if found is None:
             raise UsageError(f"{host}: there is no generation {number}; it has {available}")
-        return found
+        return found, []
     boot = gens.boot_generation()
     older = [g for g in gens.generations if boot is not None and g.number < boot.number]
     if not older:
         raise UsageError(f"{host}: no generation older than the current one ({boot.number if boot else 'none'}) "
                          f"to roll back to; it has {available}")
-    return older[0]
+    good = next((g for g in older if not g.failed), None)
+    if good is None:
+        raise UsageError(f"{host}: every generation older than the current one ({boot.number if boot else 'none'}) "
+                         f"failed before ({numbers_text(older)}); to go to one anyway: --generation N")
+    return good, [g for g in older if g.number > good.number]
 
 
 def to_delete(gens: HostGenerations, keep: int) -> list[Generation]:
@@ -128,7 +146,8 @@ def render(host: str, gens: HostGenerations) -> str:
     lines = [f"{host}: {len(gens.generations)} generation(s)",
              f"  {'GEN':>4}  {'DATE':19}  {'VERSION':10}  {'REVISION':12}  STATE"]
     for g in gens.generations:
-        state = ", ".join(s for s, on in (("running", g.running), ("boots", g.boots)) if on)
+        state = ", ".join(s for s, on in (("running", g.running), ("boots", g.boots), ("FAILED: " + g.failed,
+                                                                                      bool(g.failed))) if on)
         lines.append(f"  {g.number:>4}  {g.date:19}  {g.version[:10]:10}  {g.revision[:12]:12}  {state}")
     return "\n".join(lines)
 

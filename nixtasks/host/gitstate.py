@@ -40,6 +40,15 @@ def toplevel(runner: Runner, flake: str) -> str | None:
     return result.stdout.strip() or None if result.ok else None
 
 
+def repository(runner: Runner, flake: str) -> str | None:
+    """Where a deploy came from, for its journal records: the flake's git toplevel (or its
+    directory outside git). A path, not the remote's URL: two clones of one remote are two
+    inventories, a repository need not have a remote, and a URL can carry a token. None for
+    a flake that is not here (`github:...`)."""
+    directory = flake_dir(flake)
+    return None if directory is None else toplevel(runner, flake) or os.path.realpath(directory)
+
+
 def read(runner: Runner, flake: str) -> GitState:
     directory = flake_dir(flake)
     if directory is None:

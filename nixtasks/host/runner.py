@@ -46,12 +46,70 @@ class Result:
         return self.exit_code == 0
 
 
+CONTROL_PREFIX = "nixtasks-"
+OWNER_FILE = "owner"  # in a run's control directory: "<pid> <start time>" of the nixtasks that made it
+
+
 def short_control_dir() -> str:
-    """A private directory for control sockets; a socket path must stay under ~100 bytes."""
+    """A private directory for control sockets (a socket path must stay under ~100 bytes) and
+    the run's GC roots, marked with the process that owns it. What a killed run left in the
+    same place is removed first."""
     base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
     if len(base) > 40 or not os.path.isdir(base):
         base = "/tmp"
-    return tempfile.mkdtemp(prefix="nixtasks-", dir=base)
+    remove_leftovers(base)
+    path = tempfile.mkdtemp(prefix=CONTROL_PREFIX, dir=base)
+    with open(os.path.join(path, OWNER_FILE), "w", encoding="ascii") as owner:
+        owner.write(process_identity(os.getpid()))
+    return path
+
+
+def process_identity(pid: int) -> str:
+    """`<pid> <start time>`: the start time (in clock ticks since boot, /proc's) tells a
+    process apart from a later one that got the same pid; "?" for it where /proc cannot say."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return f"{pid} {fields[19]}"
+    except (OSError, IndexError):
+        return f"{pid} ?"
+
+
+def is_leftover(owner: str) -> bool:
+    """Whether the run that wrote `owner` is gone: no process has its pid, or the one that has
+    it started at another time. Anything unreadable is not known to be gone."""
+    words = owner.split()
+    if len(words) != 2 or not words[0].isdigit():
+        return False
+    pid = int(words[0])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return words[1] != "?" and process_identity(pid) not in (owner, f"{pid} ?")
+
+
+def remove_leftovers(base: str) -> None:
+    """The control directories (with their GC roots) of this user's nixtasks runs in `base` that
+    were killed before they could remove them; never another live run's, nor a directory
+    without an owner file (not ours to judge)."""
+    try:
+        names = [n for n in os.listdir(base) if n.startswith(CONTROL_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(base, name)
+        try:
+            if os.lstat(path).st_uid != os.getuid():
+                continue
+            with open(os.path.join(path, OWNER_FILE), encoding="ascii", errors="replace") as owner:
+                text = owner.read(100)
+        except OSError:
+            continue
+        if is_leftover(text):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class Runner(Protocol):

@@ -138,9 +138,11 @@ def test_history_records_deploys_refusals_failures_and_rollbacks(fleet):
     fleet.set_knobs("web1", fail_activation=True)
     deploy(fleet, "web1", "--no-rollback")
     fleet.invoke("rollback", "--host", "web1", "--yes")
-    records = [r for r in fleet.invoke_json("history", "--host", "web1") if r["host"] == "web1"]
+    every = [r for r in fleet.invoke_json("history", "--host", "web1") if r["host"] == "web1"]
+    records = [r for r in every if r["outcome"] != "started"]  # each activation's first record, on the host too
     outcomes = [(r["action"], r["outcome"]) for r in records][-4:]
     assert outcomes == [("switch", "ok"), ("switch", "refused"), ("switch", "failed"), ("rollback", "ok")]
+    assert [(r["action"], r["outcome"]) for r in every][-7:-5] == [("switch", "started"), ("switch", "ok")]
     first = records[-4]
     assert first["reason"] == "first" and first["after_generation"] == 1 and first["git_revision"]
     assert records[-1]["before_generation"] == 2 and records[-1]["after_generation"] == 1

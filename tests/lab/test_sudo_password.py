@@ -123,7 +123,7 @@ def test_switch_rollback_and_gc_with_the_password_typed_at_a_terminal(pw, tmp_pa
     assert code == 0, screen3
     assert pw.generations() == ["2"] and pw.lab.current_system(HOST).endswith("-1.1")
     outcomes = [r["outcome"] for r in map(json.loads, pw.journal.read_text().splitlines())]
-    assert outcomes == ["ok"] * 5, outcomes
+    assert [o for o in outcomes if o != "started"] == ["ok"] * 5, outcomes
     pw.nowhere(screen, screen1, screen2, screen3)
 
 

@@ -39,8 +39,8 @@ def test_generations_newest_first_with_running_and_boot():
 
 
 def test_rollback_target_is_the_one_before_the_boot_generation():
-    assert generations.choose_target("web1", gens(), None).number == 2
-    assert generations.choose_target("web1", gens(), 4).number == 4
+    assert generations.choose_target("web1", gens(), None)[0].number == 2
+    assert generations.choose_target("web1", gens(), 4)[0].number == 4
 
 
 def test_missing_generation_lists_the_real_ones():

@@ -96,7 +96,35 @@ def test_a_good_switch_costs_six_round_trips_with_its_journal_record(tmp_path):
     assert runner.round_trips(WEB1.target) == 6
     last = [c.step for c in runner.calls if c.trip == runner.trips]
     assert last == ["journal", "journal", "unlock"]  # the record is on the host before the lock goes
-    assert [r.outcome for r in read_local(tmp_path / "journal.jsonl")] == ["ok"]
+    started, done = read_local(tmp_path / "journal.jsonl")
+    assert (started.outcome, started.tried_path, done.outcome, done.tried_path) == ("started", NEW, "ok", NEW)
+    # "activation started" goes to the host with the activation, as the arm's first line of input
+    arm = next(c for c in runner.calls if c.step == "arm")
+    assert arm.trip == next(c.trip for c in runner.calls if c.step == "activate switch")
+    assert arm.cmd.stdin.splitlines()[0] == started.line()
+
+
+def test_without_a_watchdog_the_started_record_goes_with_the_activation(tmp_path):
+    runner = RecordingRunner(FakeHost())
+    journal = Journal(runner, tmp_path / "journal.jsonl")
+    ctx = pipeline.Context(runner, Policy(watchdog=False), PlainProgress(runner.echo), "switch", journal)
+    assert pipeline.apply(change(FakeHost()), ctx).outcome is Outcome.OK
+    trip = next(c.trip for c in runner.calls if c.step == "activate switch")
+    assert [c.step for c in runner.calls if c.trip == trip] == ["journal", "journal", "set-profile",
+                                                                 "activate switch", "running"]
+    tee = next(c for c in runner.calls if c.trip == trip and c.cmd.stdin)
+    assert tee.cmd.stdin == read_local(tmp_path / "journal.jsonl")[0].line() + "\n"
+
+
+def test_a_host_journal_that_cannot_be_written_activates_nothing(tmp_path):
+    host = FakeHost(fail={"journal"})
+    runner = RecordingRunner(host)
+    ctx = pipeline.Context(runner, Policy(watchdog=False), PlainProgress(runner.echo), "switch",
+                           Journal(runner, tmp_path / "journal.jsonl"))
+    result = pipeline.apply(change(FakeHost()), ctx)
+    assert result.outcome is Outcome.FAILED and "so nothing was activated" in result.message
+    assert result.tried_system is None and host.running == OLD
+    assert not any(c.step.startswith("activate") for c in runner.calls)
 
 
 def test_a_failing_check_rolls_the_host_back_and_checks_again():

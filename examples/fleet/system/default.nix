@@ -24,6 +24,7 @@ let
     break_network = false; # activation sets the lab link down (up otherwise)
     activation_seconds = 0; # activation sleeps this long
     payload_kib = 0; # a file of this many KiB of random bytes: a copy that takes a while
+    build_seconds = 0; # the system's build sleeps this long (a build to interrupt)
   };
 
   knobTypes = {
@@ -34,6 +35,7 @@ let
     break_network = "bool";
     activation_seconds = "int";
     payload_kib = "int";
+    build_seconds = "int";
   };
 
   # Strict (foldl'), so a typo in hosts.json fails the build instead of
@@ -181,6 +183,9 @@ shBuild "nixos-system-${host}-${release}"
     stc = ./switch-to-configuration.py;
   } // unitEnv)
   ''
+    ${if knobs.build_seconds > 0
+      then "echo 'build: sleeping ${toString knobs.build_seconds} s'; sleep ${toString knobs.build_seconds}"
+      else ""}
     mkdir -p "$out/bin" "$out/sw/bin" "$out/etc/systemd/system"
     printf '%s' "$release" > "$out/nixos-version"
     printf '%s' '${rev}' > "$out/configuration-revision"
