@@ -119,8 +119,10 @@ class ShRunner:
         os.mkdir(self.gc_roots)
         limits = {"connect_timeout": connect_timeout, "alive_interval": alive_interval, "alive_count": alive_count}
         self.ssh_options = commands.ssh_options(self.control_dir, extra, ssh_config, **limits)
-        # What a person types to reach a host as nixtasks does: its config and the user's options.
-        self.own_ssh_options = (*(("-F", ssh_config) if ssh_config else ()), *extra)
+        # What a person types to reach a host as nixtasks does: its config and the user's options
+        # (the config once, when NIX_SSHOPTS names it too).
+        named = ssh_config and ("-F", ssh_config) not in zip(extra, extra[1:])
+        self.own_ssh_options = (*(("-F", ssh_config) if named else ()), *extra)
         # A new connection, not the multiplexed one: it proves that the host accepts new
         # connections (the watchdog's confirmation), or gets past a master that died.
         self.fresh_ssh_options = commands.ssh_options(None, (*extra, "-o", "ControlPath=none"), ssh_config, **limits)
