@@ -176,7 +176,8 @@ def untouched(pw: PwFleet) -> None:
 def test_without_the_password_the_first_read_stops_the_deploy_in_one_line(pw):
     """Not `locked` after the copy and the approval, with `invoke unlock` to try: the deploy's
     first read of the host asks sudo, as the password check does, and stops before any copy."""
-    for argv in (["switch", "--host", HOST, "--yes"], ["boot", "--host", HOST, "--yes"]):
+    for argv in (["switch", "--host", HOST, "--yes"], ["boot", "--host", HOST, "--yes"],
+                 ["rollback", "--host", HOST, "--yes"]):
         proc = pw.invoke(*argv)
         assert proc.returncode == 1, proc.stderr
         assert [line for line in proc.stderr.splitlines() if "error" in line] == [WANTS_PASSWORD], proc.stderr
