@@ -123,11 +123,13 @@ def read_git(req: DeployRequest, tools: Tools) -> GitState:
     return git
 
 
-def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None = None) -> Prepared:
+def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None = None, *,
+            as_root: bool = True) -> Prepared:
     """Everything before the plan: the refusal without a terminal, the git check, one evaluation
     and build (or, with `systems`, the store paths of a staged plan: no evaluation), every host
-    probed while that runs, unreachable hosts named, then the NixOS and space checks, copies and
-    closure diffs in parallel. Changes nothing a host runs or boots."""
+    probed while that runs, unreachable hosts named, and (`as_root`: what follows runs as root
+    there; staging does not) hosts whose sudo wants a password not given, then the NixOS and space
+    checks, copies and closure diffs in parallel. Changes nothing a host runs or boots."""
     runner, echo = tools.runner, tools.echo
     warned = len(runner.warnings)
     git = read_git(req, tools)
@@ -137,7 +139,7 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
     build_req = steps.BuildRequest(req.action, req.hosts, req.flake, req.show_trace, req.nix_options)
     with ThreadPoolExecutor(max_workers=min(32, len(req.hosts))) as pool:
         # The hosts are asked what they run while the systems build: both take a while.
-        probes = [pool.submit(read_facts, h, runner, sudo_probe=True) for h in req.hosts]
+        probes = [pool.submit(read_facts, h, runner, sudo_probe=as_root) for h in req.hosts]
         started = time.monotonic()
         built = steps.build(build_req, runner, echo) if systems is None else {}
         build_seconds = round(time.monotonic() - started, 3)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ..models import SYSTEM_PROFILE, Command, Host
 from . import commands
 from .generations import generation_of_profile_link
-from .runner import Runner
+from .runner import SUDO_WANTS_PASSWORD, Runner
 from .space import available_bytes
 
 # sudo -n with a command nixtasks runs as root that changes nothing (as the password probe
@@ -42,7 +42,7 @@ printf 'reverted\\t%s\\n' "$(cat {commands.WATCHDOG_REVERTED} 2>/dev/null)"
 printf 'store-df\\t%s\\n' "$(df -Pk /nix/store 2>/dev/null | tail -n 1)"
 if [ "$1" = sudo-probe ]; then
   case "$({SUDO_PROBE} 2>&1 >/dev/null </dev/null)" in
-    *"a password is required"*) printf 'sudo\\tpassword\\n' ;;
+    *"{SUDO_WANTS_PASSWORD}"*) printf 'sudo\\tpassword\\n' ;;
   esac
 fi
 """

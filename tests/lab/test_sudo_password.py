@@ -180,7 +180,7 @@ def test_without_the_password_the_first_read_stops_the_deploy_in_one_line(pw):
                  ["rollback", "--host", HOST, "--yes"]):
         proc = pw.invoke(*argv)
         assert proc.returncode == 1, proc.stderr
-        assert [line for line in proc.stderr.splitlines() if "error" in line] == [WANTS_PASSWORD], proc.stderr
+        assert errors_of(proc.stderr) == [WANTS_PASSWORD], proc.stderr
         assert "Plan:" not in proc.stderr and "locked" not in proc.stderr and "unlock" not in proc.stderr
         untouched(pw)
     made = subprocess.run(["make", f"INVOKE={sys.executable} -m invoke", f"host/{HOST}/switch", "YES=1"],
@@ -193,6 +193,16 @@ def test_without_the_password_the_first_read_stops_the_deploy_in_one_line(pw):
     untouched(pw)
     records = [json.loads(line) for line in pw.journal.read_text().splitlines()] if pw.journal.exists() else []
     assert [r["outcome"] for r in records if r["outcome"] == "locked"] == []
+    # stage runs nothing as root: no password wanted; its apply does, and stops the same way.
+    staged = pw.invoke("stage", "--host", HOST)
+    assert staged.returncode == 0, staged.stderr
+    applied = pw.invoke("apply", "--yes")
+    assert applied.returncode == 1 and errors_of(applied.stderr) == [WANTS_PASSWORD], applied.stderr
+    assert pw.lab.current_system(HOST) == "" and pw.lab.profile(HOST) == ""
+
+
+def errors_of(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "error" in line]
 
 
 def test_the_doctor_says_sudo_needs_a_password_and_how_to_give_it(pw, tmp_path):
