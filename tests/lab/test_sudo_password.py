@@ -196,7 +196,7 @@ def test_without_the_password_the_first_read_stops_the_deploy_in_one_line(pw):
     # stage runs nothing as root: no password wanted; its apply does, and stops the same way.
     staged = pw.invoke("stage", "--host", HOST)
     assert staged.returncode == 0, staged.stderr
-    applied = pw.invoke("apply", "--yes")
+    applied = pw.invoke("apply", "nixtasks-plan.json", "--yes")
     assert applied.returncode == 1 and errors_of(applied.stderr) == [WANTS_PASSWORD], applied.stderr
     assert pw.lab.current_system(HOST) == "" and pw.lab.profile(HOST) == ""
 
