@@ -60,9 +60,13 @@ class CommandFailed(NixtasksError):
 
 
 class HostUnreachable(CommandFailed):
-    def __init__(self, where: str, argv: tuple[str, ...], detail: str = "", message: str | None = None) -> None:
+    """`ssh`: the command that reaches the host as nixtasks does (its ssh config and options,
+    user@address), for the person to try by hand."""
+
+    def __init__(self, where: str, argv: tuple[str, ...], detail: str = "", message: str | None = None, *,
+                 ssh: str = "") -> None:
         super().__init__(where, argv, 255, detail, message or f"{where}: cannot reach the host over ssh "
-                         f"({detail or 'exit 255'}); check it is up and try `ssh {where}`")
+                         f"({detail or 'exit 255'}); check it is up and try `{ssh or 'ssh ' + where}`")
 
 
 class DeployFailed(NixtasksError):

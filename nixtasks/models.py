@@ -98,9 +98,6 @@ class Check:
     interval: float = 2.0  # seconds between tries
     timeout: float = 5.0  # seconds per try
 
-    def describe(self) -> str:
-        return f"{self.kind} {self.spec}"
-
 
 @dataclass(frozen=True)
 class Command:

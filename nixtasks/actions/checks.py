@@ -19,6 +19,16 @@ def ssh_address(host: Host, runner: Runner) -> str:
     return runner.ssh_settings(host.target).get("hostname") or host.target.address or host.name
 
 
+def url_of(check: Check, host: Host, address: str) -> str:
+    """An http check's URL as it is requested: {host} and {address} filled in."""
+    return check.spec.replace("{host}", host.name).replace("{address}", address)
+
+
+def label(check: Check, host: Host, address: str) -> str:
+    """How a check reads in a report: `check http <the URL requested>`, `check unit nginx.service`."""
+    return f"check {check.kind} {url_of(check, host, address) if check.kind == 'http' else check.spec}"
+
+
 def run_check(check: Check, host: Host, address: str, runner: Runner,
               stop: threading.Event | None = None) -> tuple[bool, str]:
     """Try up to `retries` times, `interval` apart; each try bounded by `timeout`. A set
@@ -38,17 +48,18 @@ def run_check(check: Check, host: Host, address: str, runner: Runner,
 
 def try_check(check: Check, host: Host, address: str, runner: Runner) -> tuple[bool, str]:
     if check.kind == "http":
-        url = check.spec.replace("{host}", host.name).replace("{address}", address)
+        url = url_of(check, host, address)
         if not url.startswith(("http://", "https://")):
             raise NixtasksError(f"{host.name}: check URL {url!r} does not start with http(s)://")
         result = runner.run(commands.http_get(url, check.timeout), LOCAL, check=False)
         body, _, code = result.stdout.rpartition("\n")
+        # The URL is in the check's label: not repeated here.
         if not result.ok:
-            return False, f"{url}: {result.stderr.strip() or f'curl exit {result.exit_code}'}"
+            return False, result.stderr.strip() or f"curl exit {result.exit_code}"
         if code != str(check.status):
-            return False, f"{url} answered {code}, expected {check.status}"
+            return False, f"answered {code}, expected {check.status}"
         if check.contains and check.contains not in body:
-            return False, f"{url} answered {code} without {check.contains!r}"
+            return False, f"answered {code} without {check.contains!r}"
         return True, "ok"
     cmd = commands.unit_active(check.spec) if check.kind == "unit" else commands.host_command(check.spec)
     try:

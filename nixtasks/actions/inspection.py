@@ -13,7 +13,7 @@ from ..host import commands, gitstate
 from ..host.facts import Facts, read_facts
 from ..host.runner import Runner
 from ..models import LOCAL, GitState, Host
-from .checks import run_check, ssh_address
+from .checks import label, run_check, ssh_address
 from .plan import store_name
 
 Echo = Callable[[str], None]
@@ -61,9 +61,10 @@ class StatusRow:
     error: str = ""
 
     def as_json(self) -> dict[str, object]:
+        """An unreachable host's failed units are not known: null, not an empty list."""
         return {"host": self.host, "reachable": self.reachable, "generation": self.generation,
                 "system": self.system or None, "flake": self.flake, "revision": self.revision,
-                "failed_units": list(self.failed_units), "error": self.error or None}
+                "failed_units": list(self.failed_units) if self.reachable else None, "error": self.error or None}
 
 
 def compare(facts: Facts, expected: str | None) -> str:
@@ -99,9 +100,27 @@ def render_status(rows: list[StatusRow]) -> None:
         table.add_row(r.host, "yes" if r.reachable else "[red]no[/red]", str(r.generation or "-"),
                       store_name(r.system) if r.system else "-",
                       {"drifted": "[yellow]drifted[/yellow]"}.get(r.flake, r.flake), r.revision,
-                      f"[red]{', '.join(r.failed_units)}[/red]" if r.failed_units else "none")
+                      failed_units_cell(r))
     # Not a terminal (CI, a pipe): wide enough that store paths are not cut.
     Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def failed_units_cell(row: StatusRow) -> str:
+    if not row.reachable:
+        return "unknown"
+    return f"[red]{', '.join(row.failed_units)}[/red]" if row.failed_units else "none"
+
+
+def unreachable_error(rows: list[StatusRow]) -> str:
+    """The one error line of a status that could not read every host ("" when it could): the
+    hosts named, with ssh's word on the first."""
+    down = [r for r in rows if not r.reachable]
+    if not down:
+        return ""
+    if len(down) == 1:
+        return f"{down[0].error}; so its system and failed units are unknown"
+    return (f"{', '.join(r.host for r in down)} cannot be reached ({down[0].error}); so their systems and failed "
+            "units are unknown")
 
 
 # --- verify --------------------------------------------------------------------------------
@@ -124,8 +143,8 @@ def verify(hosts: tuple[Host, ...], flake: str, nix_options: tuple[str, ...], ru
 def verify_host(host: Host, expected: str | None, runner: Runner) -> Verdict:
     verdict = Verdict(host.name)
     facts = read_facts(host, runner)
-    if not facts.reachable:
-        verdict.problems.append(facts.error)
+    if not facts.reachable:  # the error names the host already; the verdict's line does too
+        verdict.problems.append(facts.error.removeprefix(f"{host.name}: "))
         return verdict
     verdict.notes.append(f"nixos-version {facts.version or '(none)'}, generation {facts.generation or '-'}, "
                          f"systemd {facts.state or 'unknown'}")
@@ -146,7 +165,7 @@ def verify_host(host: Host, expected: str | None, runner: Runner) -> Verdict:
     address = ssh_address(host, runner)
     for check in host.checks:
         ok, detail = run_check(check, host, address, runner)
-        (verdict.notes if ok else verdict.problems).append(f"check {check.describe()}: {detail}")
+        (verdict.notes if ok else verdict.problems).append(f"{label(check, host, address)}: {detail}")
     return verdict
 
 

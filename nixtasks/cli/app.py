@@ -384,6 +384,9 @@ def run_status(opts: Options, as_json: bool) -> list[inspection.StatusRow]:
         print(json.dumps([r.as_json() for r in rows], indent=2))
     else:
         inspection.render_status(rows)
+    unreachable = inspection.unreachable_error(rows)
+    if unreachable:  # the table is shown, but what it does not know must not pass for "all is well"
+        raise NixtasksError(unreachable)
     return rows
 
 

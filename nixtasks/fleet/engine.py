@@ -139,11 +139,13 @@ def read_git(req: DeployRequest, tools: Tools) -> GitState:
     return git
 
 
-def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None = None) -> Prepared:
+def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None = None, *,
+            as_root: bool = True) -> Prepared:
     """Everything before the plan: the refusal without a terminal, the git check, one evaluation
     and build (or, with `systems`, the store paths of a staged plan: no evaluation), every host
-    probed while that runs, unreachable hosts named, then the NixOS and space checks, copies and
-    closure diffs in parallel. Changes nothing a host runs or boots."""
+    probed while that runs, unreachable hosts named, and (`as_root`: what follows runs as root
+    there; staging does not) hosts whose sudo wants a password not given, then the NixOS and space
+    checks, copies and closure diffs in parallel. Changes nothing a host runs or boots."""
     runner, echo = tools.runner, tools.echo
     warned = len(runner.warnings)
     git = read_git(req, tools)
@@ -155,7 +157,7 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
     interrupted = False
     with ThreadPoolExecutor(max_workers=min(32, len(req.hosts))) as pool:
         # The hosts are asked what they run while the systems build: both take a while.
-        probes = [pool.submit(read_facts, h, runner) for h in req.hosts]
+        probes = [pool.submit(read_facts, h, runner, sudo_probe=as_root) for h in req.hosts]
         started = time.monotonic()
         try:
             built = steps.build(build_req, runner, echo) if systems is None else {}
@@ -167,6 +169,7 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
     if interrupted:
         raise interrupted_build(req, journal, echo)
     hosts, skipped = reachable(req.hosts, facts, req.policy, req.action, echo)
+    sudo_ready(hosts)
 
     def one(host: Host, before: Facts) -> Change:
         made = built[steps.key(host)] if systems is None else steps.given(host, systems[host.name], runner)
@@ -217,7 +220,7 @@ def show_plan(prep: Prepared, tools: Tools, policy: Policy | None = None) -> Non
                   for c in prep.changes)
     tools.echo(render(Plan(req.action, plans, prep.git, prep.warnings, req.reason, req.all_nix_options),
                       full_diff=req.full_diff))
-    tools.echo(describe_policy(policy or req.policy, len(prep.changes)))
+    tools.echo(describe_policy(policy or req.policy, len(prep.changes), req.action))
 
 
 def gate(prep: Prepared, changes: Sequence[Change], tools: Tools, question: str,
@@ -277,14 +280,36 @@ def reachable(hosts: Sequence[Host], facts: Sequence[Facts], policy: Policy, act
     return [(h, f) for h, f in zip(hosts, facts) if f.reachable], skipped
 
 
-def describe_policy(policy: Policy, count: int) -> str:
+def sudo_ready(hosts: Sequence[tuple[Host, Facts]]) -> None:
+    """A host whose sudo wants a password nixtasks was not given stops the run here, before
+    anything is copied, asked or activated (not as a lock it could not take, later)."""
+    wanting = [h for h, f in hosts if f.sudo_wants_password]
+    if not wanting:
+        return
+    users = sorted({h.target.user or "USER" for h in wanting})
+    user = users[0] if len(users) == 1 else "USER"
+    names = ", ".join(f"{h.name} ({h.target})" for h in wanting)
+    raise NixtasksError(f"{names}: sudo there wants a password and none was given; nothing was changed on any host. "
+                        "Give it with --ask-sudo-password (NIXTASKS_SUDO_PASSWORD_FILE without a terminal), or let "
+                        f"nixtasks' commands run without one: invoke sudoers --user {user}")
+
+
+def describe_policy(policy: Policy, count: int, action: Action) -> str:
+    """What the run will do after the approval, as it really happens for `action`."""
     sizes = [len(b) for b in batches.split(range(count), policy.batches)]
     text = (f"  batches:  {', '.join(str(s) for s in sizes)} host(s), {min(policy.parallel, max(sizes, default=1))} "
             f"at a time; halt when more than {policy.max_fail_percentage:g}% of a batch fails")
     if policy.pause and len(sizes) > 1:
         text += f"; {policy.pause:g} s between batches"
+    if action is Action.DRY_ACTIVATE:
+        return text + ("\n  effect:   none: each host only says what an activation would change (no lock, checks "
+                       "or watchdog)")
+    rolled = "rolled back" if policy.rollback else "LEFT AS IT IS (--no-rollback)"
+    if action is Action.BOOT:
+        return (text + "\n  effect:   the boot entry is set; nothing is activated before the next reboot, so no checks "
+                f"and no watchdog run now; a host whose boot entry is not the new system is {rolled}")
     text += f"\n  checks:   {'after each activation' if policy.checks else 'SKIPPED (--no-checks)'}"
-    text += f"; a failed host is {'rolled back' if policy.rollback else 'LEFT AS IT IS (--no-rollback)'}"
+    text += f"; a failed host is {rolled}"
     if policy.watchdog:
         text += f"\n  watchdog: a remote host reverts by itself unless it confirms within {policy.confirm_timeout:g} s"
     return text
@@ -299,10 +324,11 @@ def rollback(req: RollbackRequest, tools: Tools) -> Report:
     refuse_without_terminal("rollback", [h for h in req.hosts if not h.is_local], tools.prompter, journal)
     request = rollbacks.Request(req.hosts, req.generation, req.boot, req.reason)
     with ThreadPoolExecutor(max_workers=min(32, len(req.hosts))) as pool:
-        facts = list(pool.map(lambda h: read_facts(h, runner), req.hosts))
+        facts = list(pool.map(lambda h: read_facts(h, runner, sudo_probe=True), req.hosts))
     journal.know(req.hosts, (f.machine_id for f in facts))
     action = Action.BOOT if req.boot else Action.SWITCH
     hosts, skipped = reachable(req.hosts, facts, req.policy, action, echo)
+    sudo_ready(hosts)
     here = read_local(journal.path)  # the deployer's records: which generations failed before
     with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
         # Every host's target is chosen before anything changes anywhere.
@@ -312,7 +338,7 @@ def rollback(req: RollbackRequest, tools: Tools) -> Report:
     echo(render(Plan(action, tuple(s.plan for s in chosen), None, (), req.reason), full_diff=req.full_diff))
     for note in (n for s in chosen for n in s.notes):
         echo(f"  warning: {note}")
-    echo(describe_policy(req.policy, len(changes)))
+    echo(describe_policy(req.policy, len(changes), action))
     asking = [c for c in changes if not c.host.is_local]
     question = (rollbacks.question(chosen[0]) if len(changes) == 1
                 else f"Roll back {', '.join(c.host.name for c in asking)} ({len(asking)} hosts)?")
@@ -479,21 +505,28 @@ def interruptible_sleep(seconds: float, stop: threading.Event, echo: Echo) -> bo
 
 
 def finish(report: Report, echo: Echo) -> Report:
+    """The report shown, then the run's one error line, if any: never exit 0 after a failure, a
+    rollback, a host not started, declined or skipped as unreachable (the selection is not done)."""
     echo(render_report(report))
     if report.interrupted:
         raise Interrupted(f"interrupted; {summary(report)}", report)
+    skipped = [r.host for r in report.results if r.outcome is Outcome.SKIPPED]
+    also = f"; skipped as unreachable: {', '.join(skipped)}" if skipped else ""
     failed = report.failed()
     if failed:
         first = failed[0]
         more = f" ({len(failed) - 1} more host(s) failed)" if len(failed) > 1 else ""
-        raise DeployFailed(f"{first.host}: {first.outcome.value}: {first.message}{more}", report)
+        raise DeployFailed(f"{first.host}: {first.outcome.value}: {first.message}{more}{also}", report)
     stopped = [r.host for r in report.results if r.outcome is Outcome.NOT_STARTED]
     if stopped:
-        raise DeployFailed(f"not started: {', '.join(stopped)}", report)
+        raise DeployFailed(f"not started: {', '.join(stopped)}{also}", report)
+    if skipped:  # the others went out, but not the whole selection (as deploy-rs users asked in its #214)
+        raise DeployFailed(f"skipped as unreachable (--skip-unreachable): {', '.join(skipped)}; nothing was changed "
+                           f"there; deploy {'it' if len(skipped) == 1 else 'them'} once reachable", report)
     # Hosts left out of a chosen subset count for nothing: the exit code is that of those approved.
-    refused = [r.host for r in report.results if r.outcome is Outcome.DECLINED]
-    if refused:
-        raise Refused(f"not approved for {', '.join(refused)}; nothing was changed there")
+    declined = [r.host for r in report.results if r.outcome is Outcome.DECLINED]
+    if declined:
+        raise Refused(f"not approved for {', '.join(declined)}; nothing was changed there")
     return report
 
 
@@ -537,7 +570,8 @@ def gc(hosts: tuple[Host, ...], keep: int, policy: Policy, tools: Tools) -> Repo
         with lock.held(host, "gc", policy.lock_timeout, runner,
                        systemd=systemd[host.name] and not runner.dry_run) as refused:
             if refused:
-                result = HostResult(host=host.name, action="gc", outcome=Outcome.LOCKED,
+                result = HostResult(host=host.name, action="gc",
+                                    outcome=Outcome.LOCKED if lock.by_another(refused) else Outcome.FAILED,
                                     message=f"{refused}; nothing deleted")
             else:
                 result = collection.collect(step, runner, echo)

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from ..actions.checks import run_check, ssh_address
+from ..actions.checks import label, run_check, ssh_address
 from ..host.facts import Facts, read_facts
 from ..host.runner import Runner
 from ..models import Host
@@ -33,7 +33,7 @@ def examine(host: Host, before: Facts, runner: Runner,
             break
         ok, detail = run_check(check, host, address, runner, stop)
         if not ok:
-            found.append(f"check {check.describe()}: {detail}")
+            found.append(f"{label(check, host, address)}: {detail}")
     if stop is not None and stop.is_set():
         return [*found, "the checks were stopped"], Facts(reachable=False, error="not read: the checks stopped")
     after = read_facts(host, runner)  # after the checks: a unit may fail while they retry

@@ -19,6 +19,12 @@ from ..host.runner import Result, Runner
 from ..models import Command, Host
 
 UNSAFE = re.compile(r"[^A-Za-z0-9@._:+-]")
+HELD_BY_ANOTHER = "locked by another deploy"
+
+
+def by_another(refused: str | None) -> bool:
+    """Whether a refusal of `take` is another deploy's lock (not ssh or sudo failing)."""
+    return bool(refused) and str(refused).startswith(HELD_BY_ANOTHER)
 
 
 def owner(action: str) -> str:
@@ -63,7 +69,7 @@ def take_and_read(host: Host, action: str, ttl: float, runner: Runner, *,
         return f"cannot take the lock: {lost}", "", None
     held_by = holder(host, runner)
     if held_by:
-        return f"locked by another deploy ({held_by})", "", None
+        return f"{HELD_BY_ANOTHER} ({held_by})", "", None
     detail = (result.stderr.strip().splitlines() or [f"exit {result.exit_code}"])[-1]
     return f"cannot take the lock: {detail}", "", None
 

@@ -117,9 +117,11 @@ def apply(ch: Change, ctx: Context) -> HostResult:
             else:
                 refused = held.enter_context(lock.held(ch.host, ctx.verb, ctx.policy.lock_timeout, ctx.runner,
                                                        systemd=ch.before.systemd))
-        if refused:
+        if refused and lock.by_another(refused):
             result = outcome_result(ch, Outcome.LOCKED, clock, f"{refused}; nothing changed. If that deployer "
                                     f"is gone: invoke unlock --host {ch.host.name}")
+        elif refused:  # ssh or sudo failed: not a lock to undo
+            result = outcome_result(ch, Outcome.FAILED, clock, f"{refused}; nothing changed")
         else:
             result = apply_locked(ch, ctx, clock, lease.facts if lease else None)
         if ctx.journal is not None:  # journalled at once, under the lock, sent with its release

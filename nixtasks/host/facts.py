@@ -1,16 +1,23 @@
 """A host's state, read in one round trip and parsed by a pure function: what runs, what
 boots and its generation, systemd, failed units, free space, who holds the deploy lock,
-whether the watchdog reverted the last activation, and which machine it is."""
+whether the watchdog reverted the last activation, which machine it is, and (asked for by the
+first read of a deploy) whether sudo there wants a password that nixtasks was not given."""
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
 
 from ..models import SYSTEM_PROFILE, Command, Host
 from . import commands
 from .generations import generation_of_profile_link
-from .runner import Runner
+from .runner import SUDO_WANTS_PASSWORD, Runner
 from .space import available_bytes
+
+# sudo -n with a command nixtasks runs as root that changes nothing (as the password probe
+# does): with `sudo-probe` as the script's argument, whether sudo wants a password for it.
+SUDO_PROBE = shlex.join(commands.on_host(commands.list_generations()))
+SUDO_PROBE_ARGS = ("nixtasks-facts", "sudo-probe")
 
 # Constant text: nothing from the user goes into it.
 FACTS_SCRIPT = f"""
@@ -35,6 +42,11 @@ fi
 printf 'reverted\\t%s\\n' "$(cat {commands.WATCHDOG_REVERTED} 2>/dev/null)"
 printf 'store-df\\t%s\\n' "$(df -Pk /nix/store 2>/dev/null | tail -n 1)"
 printf 'machine-id\\t%s\\n' "$(cat /etc/machine-id 2>/dev/null)"
+if [ "$1" = sudo-probe ]; then
+  case "$({SUDO_PROBE} 2>&1 >/dev/null </dev/null)" in
+    *"{SUDO_WANTS_PASSWORD}"*) printf 'sudo\\tpassword\\n' ;;
+  esac
+fi
 """
 LOCK_PREFIX = "nixtasks-lock:"
 
@@ -54,6 +66,7 @@ class Facts:
     reverted: str = ""  # "<epoch> <exit>": the watchdog reverted the last activation
     watchdog_pending: bool = False  # an earlier deploy's watchdog was never confirmed and may still revert
     store_free: int | None = None  # bytes free where /nix/store lives
+    sudo_wants_password: bool = False  # sudo -n refused nixtasks' commands: a password is required
     error: str = ""  # why the host could not be read
     machine_id: str = ""  # /etc/machine-id: which machine this is, whatever the inventory calls it
 
@@ -76,17 +89,21 @@ def parse_facts(text: str) -> Facts:
                  systemd=values.get("systemd") == "yes",
                  lock_holder=lock.removeprefix(LOCK_PREFIX) if lock.startswith(LOCK_PREFIX) else "",
                  reverted=values.get("reverted", ""), watchdog_pending=values.get("watchdog") == "pending",
+                 sudo_wants_password=values.get("sudo") == "password",
                  store_free=available_bytes("header\n" + values["store-df"]) if values.get("store-df") else None,
                  machine_id=values.get("machine-id", "").strip())
 
 
-def facts_command() -> Command:
-    return Command(("sh", "-c", FACTS_SCRIPT))
+def facts_command(*, sudo_probe: bool = False) -> Command:
+    return Command(("sh", "-c", FACTS_SCRIPT, *(SUDO_PROBE_ARGS if sudo_probe else ())))
 
 
-def read_facts(host: Host, runner: Runner, *, fresh: bool = False) -> Facts:
-    """`fresh`: over a new ssh connection, not the multiplexed one (it may be dead)."""
-    cmd = facts_command()
+def read_facts(host: Host, runner: Runner, *, fresh: bool = False, sudo_probe: bool = False) -> Facts:
+    """`fresh`: over a new ssh connection, not the multiplexed one (it may be dead).
+    `sudo_probe`: also see whether sudo there wants a password nixtasks does not have (a deploy's
+    first read, so that it stops before anything changes, not at the lock)."""
+    probe = sudo_probe and host.target.sudo and not runner.has_sudo_password(host.target)
+    cmd = facts_command(sudo_probe=probe)
     result = runner.run(cmd, host.target, check=False, fresh=fresh)
     if not result.ok:
         return Facts(reachable=False, error=str(runner.failure(cmd, host.target, host.name, result)))

@@ -177,6 +177,10 @@ class ShRunner:
         os.mkdir(self.gc_roots)
         limits = {"connect_timeout": connect_timeout, "alive_interval": alive_interval, "alive_count": alive_count}
         self.ssh_options = commands.ssh_options(self.control_dir, extra, ssh_config, **limits)
+        # What a person types to reach a host as nixtasks does: its config and the user's options
+        # (the config once, when NIX_SSHOPTS names it too).
+        named = ssh_config and ("-F", ssh_config) not in zip(extra, extra[1:])
+        self.own_ssh_options = (*(("-F", ssh_config) if named else ()), *extra)
         # A new connection, not the multiplexed one: it proves that the host accepts new
         # connections (the watchdog's confirmation), or gets past a master that died.
         self.fresh_ssh_options = commands.ssh_options(None, (*extra, "-o", "ControlPath=none"), ssh_config, **limits)
@@ -358,7 +362,7 @@ class ShRunner:
         if result.ok and commands.PASSWORD_OK in result.stdout:
             return "ok"
         if result.exit_code == 255 and not target.is_local:
-            return str(failure_of(cmd, target, str(target), result))
+            return str(self.failure(cmd, target, str(target), result))
         lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
         if any("incorrect password" in line or "no password was provided" in line for line in lines):
             return "wrong password"
@@ -451,7 +455,7 @@ class ShRunner:
         return Result(proc.exit_code, "".join(out), "".join(err))
 
     def failure(self, cmd: Command, target: Target, where: str, result: Result) -> NixtasksError:
-        return failure_of(cmd, target, where, result)
+        return failure_of(cmd, target, where, result, self.own_ssh_options)
 
     def stop_all(self) -> None:
         with self._lock:
@@ -497,9 +501,11 @@ SSH_SAYS = ("ssh:", "Timeout, server", "Connection to ", "Connection closed", "C
             "mux_client", "Control socket", "Bad owner", "Could not resolve")
 
 
-def failure_of(cmd: Command, target: Target, where: str, result: Result) -> NixtasksError:
+def failure_of(cmd: Command, target: Target, where: str, result: Result,
+               ssh_options: Sequence[str] = ()) -> NixtasksError:
     """The error for a failed command: its last `error:` line (or last line), and exit 255
-    over ssh as an unreachable host."""
+    over ssh as an unreachable host (with the ssh command to try: `ssh_options`, then
+    user@address, as nixtasks connects)."""
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     # Not the last line (often "restarting the following units: ..."), but the one that
@@ -512,5 +518,6 @@ def failure_of(cmd: Command, target: Target, where: str, result: Result) -> Nixt
         # ssh's own word (a connect or keep-alive timeout), not the command's last line; a
         # multiplexed session whose master died says nothing itself.
         said = [line.strip() for line in lines if line.startswith(SSH_SAYS)]
-        return HostUnreachable(where, cmd.argv, said[-1] if said else "the ssh connection was lost (exit 255)")
+        return HostUnreachable(where, cmd.argv, said[-1] if said else "the ssh connection was lost (exit 255)",
+                               ssh=shlex.join(("ssh", *ssh_options, target.ssh_destination)))
     return CommandFailed(where, cmd.argv, result.exit_code, detail)

@@ -76,7 +76,7 @@ def parse_plan(text: str, source: str) -> StagedPlan:
 
 
 def stage(req: engine.DeployRequest, tools: engine.Tools, plan_file: Path) -> StagedPlan:
-    prep = engine.prepare(replace(req, full_diff=True), tools)
+    prep = engine.prepare(replace(req, full_diff=True), tools, as_root=False)  # copies and diffs only
     engine.show_plan(prep, tools)
     plan = StagedPlan(req.action, prep.git.revision, prep.git.dirty,
                       datetime.now(timezone.utc).isoformat(timespec="seconds"),

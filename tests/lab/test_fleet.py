@@ -249,8 +249,11 @@ def test_an_unreachable_host_stops_the_deploy_unless_skipped(fleet8):
         assert "--skip-unreachable" in errors[0]
         assert fleet8.release("app1") == "1.0" and fleet8.release("app3") == "1.0"  # nothing changed
         proc = fleet8.invoke("switch", "--tag", "app", "--yes", "--skip-unreachable")
-        assert proc.returncode == 0, proc.stderr
+        assert proc.returncode == 1, proc.stderr  # the others went out; the selection is not done
         assert "app2  skipped" in proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert errors == ["error: skipped as unreachable (--skip-unreachable): app2; nothing was changed there; "
+                          "deploy it once reachable"], proc.stderr
         assert fleet8.release("app1") == "1.1" and fleet8.release("app3") == "1.1"
     finally:
         fleet8.lab.exec("app2", "ip", "link", "set", "lab0", "up")

@@ -106,6 +106,9 @@ def test_verify_clean_then_a_failed_unit_then_unhealthy(fleet, root_host):
     proc = fleet.invoke("verify", "--host", host)
     assert proc.returncode == 1
     assert "answered 500, expected 200" in proc.stdout and "(after 2 tries)" in proc.stdout
+    # The check reads as the URL it requested, the address filled in as ssh resolved it.
+    assert f"check http http://{fleet.lab.address(host)}/health: answered 500, expected 200" in proc.stdout
+    assert "{address}" not in proc.stdout + proc.stderr
 
 def test_drift_after_a_change_behind_nixtasks_back(fleet):
     deploy(fleet, "web1")
@@ -124,10 +127,21 @@ def test_status_over_several_hosts_with_one_unreachable(fleet, root_host):
     deploy(fleet, host)
     fleet.lab.exec(cut, "ip", "link", "set", "lab0", "down")
     try:
-        rows = {r["host"]: r for r in fleet.invoke_json("status", "--all")}
+        proc = fleet.invoke("status", "--all", "--json")
+        table = fleet.make("fleet/status")  # as a user types it
     finally:
         fleet.lab.exec(cut, "ip", "link", "set", "lab0", "up")
+    # The table is shown, but a host it could not read is not "all is well": unknown, and exit 1.
+    assert proc.returncode == 1, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {cut}: cannot reach the host over ssh"), proc.stderr
+    assert errors[0].endswith("; so its system and failed units are unknown"), errors[0]
+    rows = {r["host"]: r for r in json.loads(proc.stdout)}
     assert rows[cut]["reachable"] is False and "cannot reach" in rows[cut]["error"]
+    assert rows[cut]["failed_units"] is None and rows[host]["failed_units"] == []
+    assert table.returncode != 0 and errors[0] in table.stderr.splitlines(), table.stderr
+    line = next(row for row in table.stdout.splitlines() if f" {cut} " in row)
+    assert " no " in line and "unknown" in line and "none" not in line, table.stdout
     assert rows[host]["reachable"] and rows[host]["flake"] == "up to date"
     assert rows[host]["revision"] == "matches HEAD" and rows[host]["generation"] == 1
     assert rows["web2"]["reachable"] and rows["web2"]["flake"] == "unknown"  # nothing activated yet

@@ -167,11 +167,52 @@ def test_without_a_terminal_it_refuses_and_the_password_file_works_from_make(pw,
     pw.nowhere(made.stdout, made.stderr, proc.stdout, proc.stderr)
 
 
-def test_without_the_password_it_says_how_to_give_it_and_the_doctor_too(pw, tmp_path):
-    proc = pw.invoke("switch", "--host", HOST, "--yes")
-    assert proc.returncode == 1 and "a password is required (give it with --ask-sudo-password" in proc.stderr, \
-        proc.stderr
-    assert pw.lab.current_system(HOST) == ""
+WANTS_PASSWORD = (f"error: {HOST} (deploy@{HOST}): sudo there wants a password and none was given; nothing was "
+                  "changed on any host. Give it with --ask-sudo-password (NIXTASKS_SUDO_PASSWORD_FILE without a "
+                  "terminal), or let nixtasks' commands run without one: invoke sudoers --user deploy")
+
+
+def untouched(pw: PwFleet) -> None:
+    """Nothing activated, no boot entry, no lock left, and not even the system copied there."""
+    assert pw.lab.current_system(HOST) == "" and pw.lab.profile(HOST) == ""
+    assert pw.lab.exec(HOST, "systemctl", "is-active", "nixtasks-lock.service", check=False).returncode != 0
+    copied = pw.lab.exec(HOST, "sh", "-c", f"ls /nix/store | grep -e '-nixos-system-{HOST}-' || true").stdout
+    assert copied.strip() == "", copied
+
+
+def test_without_the_password_the_first_read_stops_the_deploy_in_one_line(pw):
+    """Not `locked` after the copy and the approval, with `invoke unlock` to try: the deploy's
+    first read of the host asks sudo, as the password check does, and stops before any copy."""
+    for argv in (["switch", "--host", HOST, "--yes"], ["boot", "--host", HOST, "--yes"],
+                 ["rollback", "--host", HOST, "--yes"]):
+        proc = pw.invoke(*argv)
+        assert proc.returncode == 1, proc.stderr
+        assert errors_of(proc.stderr) == [WANTS_PASSWORD], proc.stderr
+        assert "Plan:" not in proc.stderr and "locked" not in proc.stderr and "unlock" not in proc.stderr
+        untouched(pw)
+    made = subprocess.run(["make", f"INVOKE={sys.executable} -m invoke", f"host/{HOST}/switch", "YES=1"],
+                          cwd=pw.path, text=True, capture_output=True, env=pw.env, stdin=subprocess.DEVNULL,
+                          timeout=300)
+    assert made.returncode != 0 and WANTS_PASSWORD in made.stderr.splitlines(), made.stderr
+    code, screen = pw.terminal("switch", "--host", HOST, answers=((b"(y/N)", b"n"),))  # never asked
+    assert code == 1 and "(y/N)" not in screen, screen
+    assert "sudo there wants a password and none was given" in screen
+    untouched(pw)
+    records = [json.loads(line) for line in pw.journal.read_text().splitlines()] if pw.journal.exists() else []
+    assert [r["outcome"] for r in records if r["outcome"] == "locked"] == []
+    # stage runs nothing as root: no password wanted; its apply does, and stops the same way.
+    staged = pw.invoke("stage", "--host", HOST)
+    assert staged.returncode == 0, staged.stderr
+    applied = pw.invoke("apply", "nixtasks-plan.json", "--yes")
+    assert applied.returncode == 1 and errors_of(applied.stderr) == [WANTS_PASSWORD], applied.stderr
+    assert pw.lab.current_system(HOST) == "" and pw.lab.profile(HOST) == ""
+
+
+def errors_of(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "error" in line]
+
+
+def test_the_doctor_says_sudo_needs_a_password_and_how_to_give_it(pw, tmp_path):
     proc = pw.invoke("doctor", "--host", HOST)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "needs a password for sudo" in proc.stdout and "--ask-sudo-password" in proc.stdout, proc.stdout

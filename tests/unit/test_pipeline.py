@@ -34,6 +34,8 @@ class FakeHost:
     reverted: str = ""
     pending: bool = False  # an earlier deploy's watchdog
     takes: bool = True  # an activation of NEW that exits 0 changes what runs
+    holder: str = ""  # another deploy's lock, as `systemctl list-units` describes it
+    lock_error: str = ""  # what taking the lock says on stderr when it fails (not held by another)
 
     def facts(self) -> str:
         return (f"running\t{self.running}\nprofile\tsystem-{self.profile}-link\n"
@@ -42,6 +44,10 @@ class FakeHost:
                 + ("watchdog\tpending\n" if self.pending else ""))
 
     def __call__(self, step: str, cmd: Command, target: Target, fresh: bool) -> Result:
+        if step == "lock" and (self.holder or self.lock_error):
+            return Result(1, "", self.lock_error or "Unit nixtasks-lock.service was already loaded")
+        if step == "lock-holder" and self.holder:
+            return Result(0, f"nixtasks-lock.service loaded active running nixtasks-lock:{self.holder}\n", "")
         if step in self.fail and not (step.startswith("activate") and NEW not in " ".join(cmd.argv)):
             return Result(255 if step == "confirm" else 1, "", f"error: {step} broke")
         if step == "facts":
@@ -165,11 +171,21 @@ def test_a_failed_activation_is_rolled_back_after_the_watchdog_is_disarmed():
 
 
 def test_a_locked_host_is_left_alone():
-    fake = FakeHost(fail={"lock"})
+    fake = FakeHost(holder="who=ann@laptop,action=switch")
     result, runner = apply(fake)
     assert runner.steps() == ["lock"]
     assert result.outcome is Outcome.LOCKED and result.failed
+    assert result.message.startswith("locked by another deploy (who=ann@laptop,action=switch); nothing changed")
     assert "invoke unlock --host web1" in result.message
+
+
+def test_a_lock_that_sudo_refuses_is_a_failure_not_a_lock_to_undo():
+    fake = FakeHost(lock_error="sudo: a password is required")
+    result, runner = apply(fake)
+    assert runner.steps() == ["lock"]
+    assert result.outcome is Outcome.FAILED and fake.profile == 1
+    assert result.message == "cannot take the lock: sudo: a password is required; nothing changed"
+    assert "unlock" not in result.message and "locked" not in result.message
 
 
 def test_no_rollback_leaves_a_failed_host_loudly():
