@@ -178,6 +178,13 @@ class Journal:
         self.echo = echo or runner.echo
         self.machines: dict[str, str] = {}  # host name -> machine id, as its facts said
 
+    def retold(self, git: GitState | None, reason: str) -> Journal:
+        """The same journal (its machines known) writing another git state and reason: a staged
+        plan's revision, or the commit update-deploy made after its plan."""
+        other = Journal(self.runner, self.path, git, reason, self.echo, self.repository)
+        other.machines = dict(self.machines)
+        return other
+
     def know(self, hosts: Iterable[Host], machine_ids: Iterable[str]) -> None:
         """Which machine each host is (from its facts): every record says so from now on."""
         self.machines.update((h.name, m) for h, m in zip(hosts, machine_ids) if m)

@@ -191,12 +191,17 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
     return Prepared(req, git, journal, changes, skipped, build_seconds, tuple(runner.warnings[warned:]))
 
 
+def with_git(prep: Prepared, git: GitState) -> Prepared:
+    """The same prepared changes, shown and journalled with `git` (a staged plan's revision)."""
+    return replace(prep, git=git, journal=prep.journal.retold(git, prep.request.reason))
+
+
 def recommitted(prep: Prepared, tools: Tools, reason: str) -> Prepared:
     """The same prepared changes, journalled with the flake's git state now (update-deploy
     committed flake.lock after the plan) and `reason`."""
     git = gitstate.read(tools.runner, prep.request.flake)
-    journal = Journal(tools.runner, tools.journal_path or deployer_journal_path(), git, reason, tools.echo)
-    return replace(prep, request=replace(prep.request, reason=reason), git=git, journal=journal)
+    return replace(prep, request=replace(prep.request, reason=reason), git=git,
+                   journal=prep.journal.retold(git, reason))
 
 
 INTERRUPTED_BUILD = "interrupted during the build; nothing changed"

@@ -12,12 +12,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..actions import seal
 from ..errors import NixtasksError, UsageError
 from ..fleet import engine
 from ..inventory import HOST_NAME
-from ..models import Action, Report
+from ..models import Action, GitState, Report
 
-VERSION = 1
+VERSION = 2  # 2: sealed (actions/seal.py); a version 1 plan has no seal and is refused
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,9 @@ class StagedPlan:
                           for name, h in self.hosts.items()}}
 
 
-def parse_plan(text: str, source: str) -> StagedPlan:
-    """A plan file, checked field by field: it names store paths that will be activated."""
+def parse_plan(text: str, source: str, key: bytes) -> StagedPlan:
+    """A plan file, checked against its seal, then field by field: it names store paths that
+    will be activated."""
     def bad(what: str) -> UsageError:
         return UsageError(f"{source}: {what}; make a new one with `invoke stage`")
 
@@ -52,7 +54,11 @@ def parse_plan(text: str, source: str) -> StagedPlan:
     except ValueError as exc:
         raise bad(f"not a plan file ({exc})") from exc
     if not isinstance(data, dict) or data.get("version") != VERSION:
-        raise bad(f"not a version {VERSION} plan file")
+        raise bad(f"not a version {VERSION} plan file (a sealed one)")
+    wrong = seal.mismatches(data, key)
+    if wrong:
+        raise UsageError(f"{source}: not applied, it is not the plan that was staged: {'; '.join(wrong)}. Nothing "
+                         "was changed on any host; stage it again: invoke stage")
     try:
         action = Action(data.get("action"))
     except ValueError as exc:
@@ -81,7 +87,9 @@ def stage(req: engine.DeployRequest, tools: engine.Tools, plan_file: Path) -> St
     plan = StagedPlan(req.action, prep.git.revision, prep.git.dirty,
                       datetime.now(timezone.utc).isoformat(timespec="seconds"),
                       {c.host.name: StagedHost(c.system, c.before.running, c.before.generation) for c in prep.changes})
-    plan_file.write_text(json.dumps(plan.as_json(), indent=2) + "\n")
+    content = plan.as_json()
+    content["seal"] = seal.seal(content, seal.load_key(seal.key_path(), make=True))
+    plan_file.write_text(json.dumps(content, indent=2) + "\n")
     if prep.skipped:
         tools.echo(f"warning: not in the plan (unreachable): {', '.join(r.host for r in prep.skipped)}")
     tools.echo(f"plan written to {plan_file}: {len(plan.hosts)} host(s), each closure already on its host. "
@@ -103,6 +111,9 @@ def apply(req: engine.DeployRequest, tools: engine.Tools, plan: StagedPlan) -> R
                             "changed on any host. Stage it again: invoke stage")
     tools.echo(f"applying the plan of {plan.created} (git {(plan.git_revision or 'none')[:12]}"
                f"{', dirty' if plan.git_dirty else ''}): exactly its store paths, nothing evaluated")
+    # What goes out was built from the plan's revision, whatever HEAD is now: so say the plan
+    # line and both journals.
+    prep = engine.with_git(prep, GitState(plan.git_revision, plan.git_dirty))
     engine.show_plan(prep, tools)
     go, left = engine.approve(prep, prep.changes, tools)
     results, interrupted = engine.activate(prep, go, req.policy, tools)

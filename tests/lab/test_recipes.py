@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import urllib.request
+from pathlib import Path
 
 from .conftest import Fleet
 
@@ -166,11 +167,45 @@ def test_stage_then_apply_exactly_the_staged_paths(fleet):
     staged = json.loads(plan.read_text())["hosts"]
     assert release(fleet, "web1") == "1.0"  # staging changes nothing that runs
     new_release(fleet, "1.2")  # what HEAD builds now is not what was staged
+    revision = json.loads(plan.read_text())["git_revision"]
     proc = fleet.invoke("apply", str(plan), "--yes")
     assert proc.returncode == 0, proc.stderr
     assert "[eval]" not in proc.stderr and "nothing evaluated" in proc.stderr
     for host in ("web1", "web2"):
         assert fleet.lab.current_system(host) == staged[host]["system"] and release(fleet, host) == "1.1"
+    # What went out was built from the plan's revision, not HEAD's: the plan line and both journals say so.
+    assert f"git:      {revision[:12]}" in proc.stderr and fleet.git("rev-parse", "HEAD").strip() != revision
+    here = Path(fleet.lab.env["NIXTASKS_JOURNAL"]).read_text()
+    there = fleet.lab.exec("web1", "cat", "/var/lib/nixtasks/journal.jsonl").stdout
+    for journal, hosts in ((here, ("web1", "web2")), (there, ("web1",))):
+        ends = [json.loads(line) for line in journal.splitlines() if '"started"' not in line]
+        for host in hosts:
+            last = [r for r in ends if r["host"] == host][-1]
+            assert (last["outcome"], last["git_revision"]) == ("ok", revision)
+
+
+def test_apply_refuses_a_hand_edited_plan_and_one_sealed_elsewhere(fleet, tmp_path):
+    """One host's system swapped for an older real system of that host: apply names it and
+    changes nothing; a plan edited and sealed again with another deployer's key: refused too."""
+    first_deploy(fleet)
+    older = fleet.lab.current_system("web1")
+    new_release(fleet)
+    plan = fleet.lab.workspace / "plan.json"
+    assert fleet.invoke("stage", "--tag", "web", "--plan", str(plan)).returncode == 0
+    data = json.loads(plan.read_text())
+    data["hosts"]["web1"]["system"] = older
+    plan.write_text(json.dumps(data))
+    proc = fleet.invoke("apply", str(plan), "--yes")
+    assert proc.returncode == 2, proc.stderr
+    assert len(errors(proc)) == 1 and "hosts.web1 was changed after stage" in errors(proc)[0]
+    assert "web2" not in errors(proc)[0] and "Nothing was changed on any host" in errors(proc)[0]
+    assert fleet.lab.current_system("web1") == older and release(fleet, "web2") == "1.0"
+    # Sealed again elsewhere: the same content signed with another deployer's key.
+    other = {"NIXTASKS_PLAN_KEY": str(tmp_path / "other-key")}
+    assert fleet.invoke("stage", "--tag", "web", "--plan", str(plan), env=other).returncode == 0
+    proc = fleet.invoke("apply", str(plan), "--yes")
+    assert proc.returncode == 2 and "sealed with another key" in errors(proc)[0], proc.stderr
+    assert release(fleet, "web1") == "1.0" and release(fleet, "web2") == "1.0"
 
 
 def test_apply_after_someone_else_deployed_is_refused(fleet):

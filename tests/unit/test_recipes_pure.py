@@ -2,10 +2,11 @@
 the choice of canaries."""
 
 import json
+from pathlib import Path
 
 import pytest
 
-from nixtasks.actions import lockfile
+from nixtasks.actions import lockfile, seal
 from nixtasks.errors import UsageError
 from nixtasks.fleet import engine, hooks
 from nixtasks.models import Action, Host, Target
@@ -29,25 +30,73 @@ def test_lock_changes_name_each_input_with_old_and_new():
         lockfile.nodes("{}")
 
 
-def plan_text(**override: object) -> str:
-    data = {"version": 1, "action": "switch", "git_revision": "c" * 40, "git_dirty": False, "created": "now",
-            "hosts": {"web1": {"system": "/nix/store/" + "a" * 32 + "-nixos-system-web1", "running": "",
-                               "generation": None}}}
+KEY = bytes(range(32))
+SYSTEM = "/nix/store/" + "a" * 32 + "-nixos-system-web1"
+OLDER = "/nix/store/" + "b" * 32 + "-nixos-system-web1"
+
+
+def staged(**override: object) -> dict:
+    data = {"version": 2, "action": "switch", "git_revision": "c" * 40, "git_dirty": False, "created": "now",
+            "hosts": {"web1": {"system": SYSTEM, "running": "", "generation": None},
+                      "web2": {"system": SYSTEM.replace("web1", "web2"), "running": "", "generation": 3}}}
     data.update(override)
-    return json.dumps(data)
+    return data
 
 
-def test_a_plan_file_round_trips_and_bad_ones_are_one_clear_error():
-    plan = stage.parse_plan(plan_text(), "p.json")
-    assert plan.action is Action.SWITCH and plan.hosts["web1"].running == ""
-    assert stage.parse_plan(json.dumps(plan.as_json()), "p.json") == plan
-    for bad, message in ((plan_text(version=2), "not a version 1 plan"), ("[", "not a plan file"),
-                         (plan_text(action="dry-build"), "not something apply does"),
-                         (plan_text(hosts={"web1": {"system": "/etc/passwd", "running": "", "generation": None}}),
+def sealed(data: dict, key: bytes = KEY) -> str:
+    return json.dumps({**data, "seal": seal.seal(data, key)})
+
+
+def test_a_sealed_plan_round_trips_and_bad_ones_are_one_clear_error():
+    plan = stage.parse_plan(sealed(staged()), "p.json", KEY)
+    assert plan.action is Action.SWITCH and plan.hosts["web1"].running == "" and plan.hosts["web2"].generation == 3
+    for bad, message in ((json.dumps(staged(version=1)), "not a version 2 plan"), ("[", "not a plan file"),
+                         (sealed(staged(action="dry-build")), "not something apply does"),
+                         (sealed(staged(hosts={"web1": {"system": "/etc/passwd", "running": "", "generation": None}})),
                           "not a store path"),
-                         (plan_text(hosts={"-x": {}}), "host '-x' is not valid")):
+                         (sealed(staged(hosts={"-x": {}})), "host '-x' is not valid")):
         with pytest.raises(UsageError, match=message):
-            stage.parse_plan(bad, "p.json")
+            stage.parse_plan(bad, "p.json", KEY)
+
+
+def test_an_edited_plan_names_what_changed_and_is_refused():
+    """One host's system swapped for an older real one: refused, naming that host."""
+    text = sealed(staged())
+    edited = json.loads(text)
+    edited["hosts"]["web1"]["system"] = OLDER
+    with pytest.raises(UsageError, match=r"hosts\.web1 was changed after stage") as refused:
+        stage.parse_plan(json.dumps(edited), "p.json", KEY)
+    assert "web2" not in str(refused.value) and "Nothing was changed" in str(refused.value)
+    # sealed again elsewhere, with another key: the seal names its key, not this deployer's
+    resealed = sealed({k: v for k, v in edited.items() if k != "seal"}, key=bytes(32))
+    with pytest.raises(UsageError, match="sealed with another key"):
+        stage.parse_plan(resealed, "p.json", KEY)
+    # a forged part, the key id copied: the digest does not match
+    forged = json.loads(text)
+    forged["git_revision"] = "d" * 40
+    with pytest.raises(UsageError, match="git_revision was changed"):
+        stage.parse_plan(json.dumps(forged), "p.json", KEY)
+    added = json.loads(text)
+    added["hosts"]["db1"] = {"system": SYSTEM, "running": "", "generation": None}
+    del added["hosts"]["web2"]
+    with pytest.raises(UsageError, match="hosts.db1 was added after stage; hosts.web2 was removed after stage"):
+        stage.parse_plan(json.dumps(added), "p.json", KEY)
+    with pytest.raises(UsageError, match="it has no seal"):
+        stage.parse_plan(json.dumps(staged()), "p.json", KEY)
+
+
+def test_the_plan_key_is_made_private_once_and_refused_when_others_may_read_it(tmp_path):
+    path = tmp_path / "state" / "plan-key"
+    with pytest.raises(UsageError, match="no plan key on this deployer"):
+        seal.load_key(path, make=False)
+    key = seal.load_key(path, make=True)
+    assert len(key) == 32 and path.stat().st_mode & 0o777 == 0o600
+    assert seal.load_key(path, make=True) == key == seal.load_key(path, make=False)
+    path.chmod(0o644)
+    with pytest.raises(UsageError, match="others may read the plan key; chmod 600"):
+        seal.load_key(path, make=False)
+    assert seal.key_path({"XDG_STATE_HOME": "/s"}) == Path("/s/nixtasks/plan-key")
+    assert seal.key_path({"NIXTASKS_PLAN_KEY": "/k"}) == Path("/k")
 
 
 def test_the_traffic_hook_quotes_what_it_fills_in():
