@@ -229,7 +229,7 @@ def parse_blue_green(table: Any, source: str) -> BlueGreen:
     return BlueGreen(**values)
 
 
-POLICY_BOOLS = ("rollback_batch_on_failure", "checks", "rollback", "watchdog", "skip_unreachable")
+POLICY_BOOLS = ("rollback_batch_on_failure", "checks", "rollback", "watchdog", "skip_unreachable", "keep_going")
 POLICY_SECONDS = {"pause": (0, 86400), "confirm_timeout": (1, 3600), "lock_timeout": (300, 7 * 86400),
                   "copy_timeout": (1, 7 * 86400), "activation_timeout": (1, 7 * 86400)}
 LIMITS = ("copy_timeout", "activation_timeout")  # a step that runs out names its setting

@@ -274,6 +274,7 @@ class Policy:
     confirm_timeout: float = 30.0  # seconds the watchdog waits for the confirmation
     lock_timeout: float = 3600.0  # seconds after which a dead deployer's lock expires
     skip_unreachable: bool = False  # report unreachable hosts as skipped instead of stopping
+    keep_going: bool = False  # a host whose evaluation or build fails is set aside; the others go on
     # Limits of the long steps, generous for a slow host; a dead connection is noticed much
     # sooner by ssh's keep-alives (see Defaults in inventory.py).
     copy_timeout: float = Limit(3600, "copy_timeout")  # one host's `nix copy`

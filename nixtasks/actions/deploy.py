@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from ..errors import NixtasksError, UsageError
+from ..errors import CommandFailed, NixtasksError, UsageError
 from ..host import commands, space
 from ..host.runner import Runner
 from ..models import LOCAL, Action, Host, NixFlags, Target
@@ -45,28 +45,36 @@ def key(host: Host) -> tuple[str, Target]:
     return host.config, host.build_host or LOCAL
 
 
-def build(req: BuildRequest, runner: Runner, echo: Echo) -> dict[tuple[str, Target], Built]:
-    """Evaluate every system once, then build each on this machine or its build host."""
+@dataclass(frozen=True)
+class Builds:
+    """What one evaluation and build made: each system by configuration and build machine, and
+    (--keep-going) the configurations that failed, with Nix's error."""
+
+    built: dict[tuple[str, Target], Built]
+    failed: dict[tuple[str, Target], str]  # "its evaluation failed: ..." / "its build failed: ..."
+
+
+def build(req: BuildRequest, runner: Runner, echo: Echo, *, keep_going: bool = False) -> Builds:
+    """Evaluate every system once, then build each on this machine or its build host. With
+    `keep_going`, a configuration that fails to evaluate or build is set aside with Nix's error
+    and the others go on; the fleet is still evaluated once, and each configuration alone only
+    when that one evaluation fails, to find which."""
     check_settings(req.nix_flags, runner)
     configs = unique(h.config for h in req.hosts)
+    keys = unique(key(h) for h in req.hosts)
     here = (*req.nix_options, *req.nix_flags.for_build())
-    cmd = commands.nix_eval_systems(req.flake, configs, show_trace=req.show_trace,
-                                    nix_options=(*req.nix_options, *req.nix_flags.for_eval()))
-    warned = len(runner.warnings)
-    result = runner.run(cmd, LOCAL, label="eval", stream=True, echo_stdout=False)
-    refuse_unmatched_overrides(req.nix_flags, runner.warnings[warned:])
-    try:
-        systems = {c: (v["drv"], v["out"]) for c, v in json.loads(result.stdout).items()}
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise NixtasksError(f"nix eval printed no system paths I can read: {result.stdout[:200]!r}") from exc
+    systems, unevaluated = evaluate(req, configs, runner, keep_going=keep_going)
+    failed = {k: f"its evaluation failed: {unevaluated[k[0]]}" for k in keys if k[0] in unevaluated}
     if req.action is Action.DRY_BUILD:
-        drvs = [systems[c][0] for c in configs]
-        runner.run(commands.realise(drvs, dry_run=True, nix_options=here), LOCAL, label="dry-build",
-                   stream=True)
-        return {}
+        drvs = [systems[c][0] for c in configs if c in systems]
+        if drvs:
+            runner.run(commands.realise(drvs, dry_run=True, nix_options=here), LOCAL, label="dry-build",
+                       stream=True)
+        return Builds({}, failed)
     by_builder: dict[Target, list[str]] = {}
-    for config, builder in unique(key(h) for h in req.hosts):
-        by_builder.setdefault(builder, []).append(config)
+    for config, builder in keys:
+        if config in systems:
+            by_builder.setdefault(builder, []).append(config)
     built: dict[tuple[str, Target], Built] = {}
     for builder, names in by_builder.items():
         drvs = [systems[c][0] for c in names]
@@ -77,14 +85,73 @@ def build(req: BuildRequest, runner: Runner, echo: Echo) -> dict[tuple[str, Targ
             roots = runner.gc_roots_on(builder)  # kept until the run ends: the copy comes later
             root = f"{roots}/{len(built)}" if roots else None
             options = here if builder.is_local else req.nix_flags.for_build()
-            runner.run(commands.realise(drvs, nix_options=options, add_root=root),
-                       builder, label=where, stream=True, echo_stdout=False)
+            cmd = commands.realise(drvs, nix_options=options, add_root=root, keep_going=keep_going)
+            result = runner.run(cmd, builder, label=where, stream=True, echo_stdout=False, check=False)
+            if not result.ok:
+                if not keep_going:
+                    raise runner.failure(cmd, builder, where, result)
+                broken = unbuilt([systems[c] for c in names], builder, result.stderr, runner)
+                failed.update({(c, builder): f"its build failed: {broken[systems[c][1]]}" for c in names
+                               if systems[c][1] in broken})
+                names = [c for c in names if systems[c][1] not in broken]
         built.update({(c, builder): Built(systems[c][1], builder) for c in names})
     if runner.warnings:
         echo(f"Nix warned {len(runner.warnings)} time(s) while building:")
         for warning in runner.warnings:
             echo(f"  {warning}")
-    return built
+    return Builds(built, failed)
+
+
+def evaluate(req: BuildRequest, configs: Sequence[str], runner: Runner, *,
+             keep_going: bool) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+    """{config: (drv, out)} from one `nix eval` of them all; with `keep_going`, when that fails,
+    each configuration again alone: then also {config: Nix's error} for those that fail."""
+    options = (*req.nix_options, *req.nix_flags.for_eval())
+    cmd = commands.nix_eval_systems(req.flake, configs, show_trace=req.show_trace, nix_options=options)
+    warned = len(runner.warnings)
+    result = runner.run(cmd, LOCAL, label="eval", stream=True, echo_stdout=False, check=not keep_going)
+    refuse_unmatched_overrides(req.nix_flags, runner.warnings[warned:])
+    if result.ok:
+        return systems_of(result.stdout), {}
+    if len(configs) == 1:
+        return {}, {configs[0]: nix_said(runner.failure(cmd, LOCAL, "eval", result))}
+    systems: dict[str, tuple[str, str]] = {}
+    errors: dict[str, str] = {}
+    for config in configs:  # which of them fail: each alone (its error was shown once already)
+        alone = commands.nix_eval_systems(req.flake, [config], show_trace=req.show_trace, nix_options=options)
+        answer = runner.run(alone, LOCAL, check=False)
+        if answer.ok:
+            systems.update(systems_of(answer.stdout))
+        else:
+            errors[config] = nix_said(runner.failure(alone, LOCAL, "eval", answer))
+    return systems, errors
+
+
+def nix_said(error: NixtasksError) -> str:
+    """Nix's own error line, without nixtasks' words around it."""
+    return error.detail if isinstance(error, CommandFailed) and error.detail else str(error)
+
+
+def systems_of(stdout: str) -> dict[str, tuple[str, str]]:
+    try:
+        return {c: (v["drv"], v["out"]) for c, v in json.loads(stdout).items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise NixtasksError(f"nix eval printed no system paths I can read: {stdout[:200]!r}") from exc
+
+
+def unbuilt(systems: Sequence[tuple[str, str]], builder: Target, stderr: str, runner: Runner) -> dict[str, str]:
+    """After a build with --keep-going failed: {output path: Nix's error about it} for each
+    system whose output is not there, its error the line of the build log that names its
+    derivation (or what depended on it)."""
+    outs = [out for _drv, out in systems]
+    missing = set(runner.run(commands.missing_paths(outs), builder, check=False).stdout.split())
+    lines = [line.strip() for line in stderr.splitlines() if line.strip().startswith("error:")]
+    said = {}
+    for drv, out in systems:
+        if out in missing:
+            named = [line for line in lines if drv in line]
+            said[out] = (named or lines or ["see the build log above"])[-1].removeprefix("error: ")
+    return said
 
 
 def result_links(hosts: Sequence[Host], built: Mapping[tuple[str, Target], Built], directory: Path,

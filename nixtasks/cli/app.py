@@ -67,6 +67,7 @@ class PolicyFlags:
     watchdog: bool | None = None
     confirm_timeout: float | None = None
     skip_unreachable: bool | None = None
+    keep_going: bool | None = None
     copy_timeout: float | None = None
     activation_timeout: float | None = None
 
@@ -89,7 +90,7 @@ def policy_flags(*, parallel: str | None = None, batch_size: str | None = None, 
                  pause: str | None = None, max_fail_percentage: str | None = None,
                  rollback_batch_on_failure: bool = False, no_checks: bool = False, no_rollback: bool = False,
                  no_watchdog: bool = False, confirm_timeout: str | None = None,
-                 skip_unreachable: bool = False, copy_timeout: str | None = None,
+                 skip_unreachable: bool = False, keep_going: bool = False, copy_timeout: str | None = None,
                  activation_timeout: str | None = None) -> PolicyFlags:
     """The command line's fleet options, checked; an option not given stays None."""
     return PolicyFlags(parallel=number(parallel, "--parallel", 1), batch_size=batch_size, batches=batches,
@@ -100,6 +101,7 @@ def policy_flags(*, parallel: str | None = None, batch_size: str | None = None, 
                        watchdog=False if no_watchdog else None,
                        confirm_timeout=number(confirm_timeout, "--confirm-timeout", 1, whole=False),
                        skip_unreachable=True if skip_unreachable else None,
+                       keep_going=True if keep_going else None,
                        copy_timeout=limit(copy_timeout, "copy_timeout"),
                        activation_timeout=limit(activation_timeout, "activation_timeout"))
 

@@ -41,6 +41,7 @@ HELP = {
     "no-watchdog": "activate remote hosts without the watchdog that reverts a host cut off by its activation",
     "confirm-timeout": "seconds a host waits for the confirmation before its watchdog reverts it (default 30)",
     "skip-unreachable": "report unreachable hosts as skipped instead of stopping",
+    "keep-going": "a host whose evaluation or build fails is reported failed; the others go on (non-zero exit)",
     "allow-secret": "a file the secrets guard lets into the Nix store on purpose (repeat)",
     "ask-sudo-password": "ask once for the sudo password of the hosts' ssh user (also NIXTASKS_ASK_SUDO_PASSWORD=1; "
                          "without a terminal: NIXTASKS_SUDO_PASSWORD_FILE)",
@@ -101,14 +102,15 @@ DEPLOY_PARAMS: dict[str, Any] = {
     "verbose": False, "json": False, "diff": False, "parallel": None, "batch_size": None, "batches": None,
     "pause": None, "max_fail_percentage": None, "rollback_batch_on_failure": False, "no_checks": False,
     "no_rollback": False, "no_watchdog": False, "confirm_timeout": None, "skip_unreachable": False,
+    "keep_going": False,
     "allow_secret": None, "ask_sudo_password": False, "copy_timeout": None, "activation_timeout": None,
     "impure": False, "option": None, "override_input": None, "print_build_logs": False, "max_jobs": None,
     "cores": None,
 }
 NIX_PARAMS = ("impure", "option", "override_input", "print_build_logs", "max_jobs", "cores")
 POLICY_PARAMS = ("parallel", "batch_size", "batches", "pause", "max_fail_percentage", "rollback_batch_on_failure",
-                 "no_checks", "no_rollback", "no_watchdog", "confirm_timeout", "skip_unreachable", "copy_timeout",
-                 "activation_timeout")
+                 "no_checks", "no_rollback", "no_watchdog", "confirm_timeout", "skip_unreachable", "keep_going",
+                 "copy_timeout", "activation_timeout")
 
 
 class DeployTask(Task):  # type: ignore[type-arg]
@@ -182,7 +184,7 @@ def run_rollback_task(opts: Any, extra: dict[str, Any]) -> None:
 
 rollback = deploy_task(
     "rollback", "Go back to the previous generation, or to --generation N, with plan, diff and approval.",
-    run_rollback_task, skip=("build_host", "show_trace", *NIX_PARAMS),
+    run_rollback_task, skip=("build_host", "show_trace", "keep_going", *NIX_PARAMS),
     generation=(None, "roll back to this generation (default: the previous one)"),
     boot=(False, "only make it the boot entry; activate at the next boot"))
 

@@ -30,7 +30,20 @@ from ..host import gitstate
 from ..host.facts import Facts, read_facts
 from ..host.prompts import HOW_TO_APPROVE, NO, Approval, Prompter
 from ..host.runner import Runner
-from ..models import Action, GitState, Host, HostPlan, HostResult, NixFlags, Outcome, Plan, Policy, Report, Stage
+from ..models import (
+    Action,
+    GitState,
+    Host,
+    HostPlan,
+    HostResult,
+    NixFlags,
+    Outcome,
+    Plan,
+    Policy,
+    Report,
+    Stage,
+    Target,
+)
 from . import batches, follow, health, hooks, lock, pipeline, reboot
 from .pipeline import Change, Context
 from .progress import Progress
@@ -118,16 +131,20 @@ def build_only(req: DeployRequest, tools: Tools) -> Report:
     """build and dry-build: one evaluation, nothing copied or activated."""
     read_git(req, tools)  # shows uncommitted and untracked files
     try:
-        built = steps.build(req.build_request(), tools.runner, tools.echo)
+        builds = steps.build(req.build_request(), tools.runner, tools.echo, keep_going=req.policy.keep_going)
     except KeyboardInterrupt:
         return finish(Report(req.action, tuple(HostResult(host=h.name, action=req.action, outcome=Outcome.NOT_STARTED,
                                                           message=INTERRUPTED_BUILD) for h in req.hosts),
                              interrupted=True), tools.echo)
-    if built and req.result_links is not None and req.action is Action.BUILD and not tools.runner.dry_run:
-        steps.result_links(req.hosts, built, req.result_links, tools.runner, tools.echo)
+    made = [h for h in req.hosts if steps.key(h) in builds.built]
+    if made and req.result_links is not None and req.action is Action.BUILD and not tools.runner.dry_run:
+        steps.result_links(made, builds.built, req.result_links, tools.runner, tools.echo)
     return finish(Report(req.action, tuple(
+        HostResult(host=h.name, action=req.action, outcome=Outcome.FAILED, message=builds.failed[steps.key(h)])
+        if steps.key(h) in builds.failed else
         HostResult(host=h.name, action=req.action, outcome=Outcome.OK,
-                   new_system=built[steps.key(h)].path if built else None) for h in req.hosts)), tools.echo)
+                   new_system=builds.built[steps.key(h)].path if builds.built else None) for h in req.hosts)),
+        tools.echo)
 
 
 def read_git(req: DeployRequest, tools: Tools) -> GitState:
@@ -160,19 +177,22 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
         probes = [pool.submit(read_facts, h, runner, sudo_probe=as_root) for h in req.hosts]
         started = time.monotonic()
         try:
-            built = steps.build(build_req, runner, echo) if systems is None else {}
+            builds = (steps.build(build_req, runner, echo, keep_going=req.policy.keep_going) if systems is None
+                      else steps.Builds({}, {}))
         except KeyboardInterrupt:  # the build is stopped (the runner stopped it); no host was touched
-            interrupted, built = True, {}
+            interrupted, builds = True, steps.Builds({}, {})
         build_seconds = round(time.monotonic() - started, 3)
         facts = [p.result() for p in probes]
     journal.know(req.hosts, (f.machine_id for f in facts))
     if interrupted:
         raise interrupted_build(req, journal, echo)
-    hosts, skipped = reachable(req.hosts, facts, req.policy, req.action, echo)
+    unbuilt = build_failures(req, builds.failed, journal, build_seconds, echo)
+    going = [(h, f) for h, f in zip(req.hosts, facts) if steps.key(h) not in builds.failed]
+    hosts, skipped = reachable([h for h, _ in going], [f for _, f in going], req.policy, req.action, echo)
     sudo_ready(hosts)
 
     def one(host: Host, before: Facts) -> Change:
-        made = built[steps.key(host)] if systems is None else steps.given(host, systems[host.name], runner)
+        made = builds.built[steps.key(host)] if systems is None else steps.given(host, systems[host.name], runner)
         steps.check_is_nixos(host, made, runner)
         steps.check_space(host, made, req.action, before.store_free, runner)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"diff-{host.name}") as beside:
@@ -188,7 +208,24 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
     with ThreadPoolExecutor(max_workers=min(16, max(1, len(hosts)))) as pool:
         # Every host is checked (a NixOS closure, room for it) and copied before any activation.
         changes = tuple(pool.map(lambda hf: one(*hf), hosts))
-    return Prepared(req, git, journal, changes, skipped, build_seconds, tuple(runner.warnings[warned:]))
+    return Prepared(req, git, journal, changes, unbuilt + skipped, build_seconds, tuple(runner.warnings[warned:]))
+
+
+def build_failures(req: DeployRequest, failed: Mapping[tuple[str, Target], str], journal: Journal,
+                   build_seconds: float, echo: Echo) -> tuple[HostResult, ...]:
+    """--keep-going: the hosts whose system did not evaluate or build, as failed results (in the
+    deployer's journal: nothing reached them). When no host is left, the deploy stops here."""
+    results = tuple(HostResult(host=h.name, action=req.action, outcome=Outcome.FAILED,
+                               message=f"{failed[steps.key(h)]}; nothing changed there",
+                               stages=((Stage.BUILD, build_seconds),))
+                    for h in req.hosts if steps.key(h) in failed)
+    for host, result in zip((h for h in req.hosts if steps.key(h) in failed), results):
+        echo(f"warning: {host.name}: {result.message} (--keep-going: the others go on)")
+        journal.write(host, req.action.value, result.outcome.value, on_host=False, message=result.message)
+    if results and len(results) == len(req.hosts):
+        raise DeployFailed(f"no host's system could be made: {results[0].host}: {results[0].message}",
+                           Report(req.action, results))
+    return results
 
 
 def with_git(prep: Prepared, git: GitState) -> Prepared:

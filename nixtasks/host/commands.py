@@ -63,12 +63,13 @@ def nix_copy_derivations(drvs: Sequence[str], *, to: Target) -> Command:
 
 
 def realise(drvs: Sequence[str], *, dry_run: bool = False, nix_options: Sequence[str] = (),
-            add_root: str | None = None) -> Command:
+            add_root: str | None = None, keep_going: bool = False) -> Command:
     """Build derivations by path: no evaluation, and stable across Nix versions. `add_root`
     keeps the results from the garbage collector while the deploy needs them (an indirect
     root, gone with its directory)."""
     flags = ("--dry-run",) if dry_run else ("--add-root", add_root, "--indirect") if add_root else ()
-    return Command(("nix-store", "--realise", *flags, *nix_options, "--", *drvs))
+    going = ("--keep-going",) if keep_going else ()
+    return Command(("nix-store", "--realise", *flags, *going, *nix_options, "--", *drvs))
 
 
 def add_result_link(path: str, link: str) -> Command:

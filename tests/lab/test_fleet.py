@@ -267,3 +267,29 @@ def test_fleet_rollback_by_tag(fleet8):
     assert proc.returncode == 0, proc.stderr
     assert "Roll back app1, app2, app3 (3 hosts)? yes" in proc.stderr
     assert all(fleet8.release(h) == "1.0" for h in ("app1", "app2", "app3"))
+
+
+def test_keep_going_deploys_the_hosts_whose_systems_could_be_made(fleet):
+    """--keep-going: db1 does not evaluate (a knob nobody knows) and web2 does not build; web1
+    goes out, the others are failed at their stage with Nix's own error, and nothing touches them."""
+    fleet.set_knobs("db1", no_such_knob=True)
+    fleet.set_knobs("web2", fail_build=True)
+    proc = fleet.invoke("switch", "--all", "--yes")  # without it: the one evaluation fails, nothing goes out
+    assert proc.returncode == 1 and "unknown knob 'no_such_knob'" in proc.stderr, proc.stderr
+    assert [fleet.lab.current_system(h) for h in ("web1", "web2", "db1")] == ["", "", ""]
+    proc = fleet.invoke("switch", "--all", "--yes", "--keep-going", "--json")
+    assert proc.returncode == 1, proc.stderr
+    outcomes = {h["host"]: (h["outcome"], h["message"]) for h in json.loads(proc.stdout)["hosts"]}
+    assert outcomes["web1"] == ("ok", "")
+    assert outcomes["db1"][0] == "failed" and "its evaluation failed: " in outcomes["db1"][1]
+    assert "unknown knob 'no_such_knob'" in outcomes["db1"][1]
+    assert outcomes["web2"][0] == "failed" and outcomes["web2"][1].startswith("its build failed: ")
+    assert fleet.lab.current_system("web1") == fleet.build("web1")
+    assert fleet.lab.current_system("web2") == fleet.lab.current_system("db1") == ""
+    assert fleet.lab.exec("web2", "test", "-e", "/var/lib/nixtasks/journal.jsonl", check=False).returncode != 0
+    fleet.set_knobs("web2", fail_build=False)
+    fleet.path.joinpath("nixtasks.toml").write_text(fleet.path.joinpath("nixtasks.toml").read_text()
+                                                     + "\n[policy]\nkeep_going = true\n")
+    fleet.git("commit", "-qam", "keep going by default")
+    proc = fleet.invoke("switch", "--all", "--yes")
+    assert proc.returncode == 1 and fleet.lab.current_system("web2") == fleet.build("web2"), proc.stderr

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from nixtasks.actions import deploy
+from nixtasks.errors import NixtasksError
 from nixtasks.host.recording import OK, RecordingRunner
 from nixtasks.host.runner import Result
 from nixtasks.models import LOCAL, Action, Command, Host, Target
@@ -52,7 +57,7 @@ def test_builds_get_gc_roots_here_and_on_a_build_host_for_the_length_of_the_run(
     runner = RecordingRunner(lambda step, cmd, target, fresh: Result(0, evaluated if "eval" in cmd.argv else "", ""))
     runner.gc_roots, runner.build_host_roots = "/run/here/roots", "/tmp/nixtasks-roots-abc"
     req = deploy.BuildRequest(Action.SWITCH, (WEB1, web2), "/flake")
-    built = deploy.build(req, runner, runner.echo)
+    built = deploy.build(req, runner, runner.echo).built
     assert built[("web2", builder)] == deploy.Built("/nix/store/w2", builder)
     realised = {c.target: c.cmd.argv for c in runner.calls if c.cmd.argv[:2] == ("nix-store", "--realise")}
     assert realised[LOCAL][2:5] == ("--add-root", "/run/here/roots/0", "--indirect")
@@ -76,3 +81,38 @@ def test_a_build_leaves_result_one_host_or_result_name_each_and_copies_from_a_bu
         (LOCAL, ("nix", "--extra-experimental-features", "nix-command flakes", "copy")),  # from the build host
         (LOCAL, ("nix-store", "--realise", "--add-root", str(tmp_path / "result-web2")))]
     assert "ssh://root@builder" in runner.calls[1].cmd.argv
+
+
+def test_keep_going_sets_aside_a_host_that_does_not_evaluate_or_build_with_nixs_error():
+    """One evaluation for the fleet; each configuration alone only when it fails; a build with
+    --keep-going, and the systems whose output is missing afterwards named with Nix's line."""
+    db1, web2 = (Host(n, n, Target(n, "root")) for n in ("db1", "web2"))
+    good = {"web1": {"drv": "/nix/store/w1.drv", "out": "/nix/store/w1"},
+            "web2": {"drv": "/nix/store/w2.drv", "out": "/nix/store/w2"}}
+
+    def respond(step: str, cmd: Command, target: Target, fresh: bool) -> Result:
+        argv = " ".join(cmd.argv)
+        if "eval" in cmd.argv:
+            if '"db1"' in argv:
+                return Result(1, "", "error: undefined variable 'oops'\n\n       at /nix/store/x-source/db1.nix:3:5:\n")
+            return Result(0, json.dumps({c: v for c, v in good.items() if f'"{c}"' in argv}), "")
+        if cmd.argv[:2] == ("nix-store", "--realise"):
+            assert "--keep-going" in cmd.argv
+            return Result(1, "", "error: builder for '/nix/store/w2.drv' failed with exit code 1\n")
+        if cmd.argv[0] == "xargs":  # which outputs are missing
+            return Result(0, "/nix/store/w2\n", "")
+        return OK
+
+    runner = RecordingRunner(respond)
+    req = deploy.BuildRequest(Action.SWITCH, (WEB1, web2, db1), "/flake")
+    builds = deploy.build(req, runner, runner.echo, keep_going=True)
+    assert builds.built == {("web1", LOCAL): deploy.Built("/nix/store/w1", LOCAL)}
+    assert builds.failed == {
+        ("db1", LOCAL): "its evaluation failed: undefined variable 'oops'",
+        ("web2", LOCAL): "its build failed: builder for '/nix/store/w2.drv' failed with exit code 1"}
+    evaluations = [c for c in runner.calls if "eval" in c.cmd.argv]
+    assert len(evaluations) == 4  # the fleet's once, then each configuration alone
+
+    runner = RecordingRunner(respond)  # without --keep-going, the first failure stops everything, as before
+    with pytest.raises(NixtasksError, match="undefined variable 'oops'"):
+        deploy.build(req, runner, runner.echo)

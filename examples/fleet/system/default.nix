@@ -25,6 +25,7 @@ let
     activation_seconds = 0; # activation sleeps this long
     payload_kib = 0; # a file of this many KiB of random bytes: a copy that takes a while
     build_seconds = 0; # the system's build sleeps this long (a build to interrupt)
+    fail_build = false; # the system's build fails (exit 1)
   };
 
   knobTypes = {
@@ -36,6 +37,7 @@ let
     activation_seconds = "int";
     payload_kib = "int";
     build_seconds = "int";
+    fail_build = "bool";
   };
 
   # Strict (foldl'), so a typo in hosts.json fails the build instead of
@@ -186,6 +188,7 @@ shBuild "nixos-system-${host}-${release}"
     ${if knobs.build_seconds > 0
       then "echo 'build: sleeping ${toString knobs.build_seconds} s'; sleep ${toString knobs.build_seconds}"
       else ""}
+    ${if knobs.fail_build then "echo 'build: failing (fail_build)' >&2; exit 1" else ""}
     mkdir -p "$out/bin" "$out/sw/bin" "$out/etc/systemd/system"
     printf '%s' "$release" > "$out/nixos-version"
     printf '%s' '${rev}' > "$out/configuration-revision"
