@@ -36,6 +36,8 @@ path_error = $(if $(findstring /,$(2)),$(if $(call name_of,$(2)),$(if $(notdir $
 make $(1)/$(2) names no action; e.g. make $(1)/$(call name_of,$(2))/switch),$(no_name)),\
 make $(1)/$(2): give a $(1) and an action$(comma) like make $(1)/$(eg)/switch)
 kind = $(firstword $(subst /, ,$@))
+by_path = $(if $(call path_error,$(kind),$*),$(call refuse,$(call path_error,$(kind),$*)),$(call checked,$\
+$(INVOKE) $(call q,$(notdir $*)) --$(kind) $(call q,$(call name_of,$*)) $(select)))
 # A target's command, or one error line when its selection is blank.
 checked = $(if $(blank),$(call refuse,$(blank_error)),$(1))
 
@@ -65,9 +67,12 @@ help::
 $(ACTIONS) canary rolling update-deploy emergency:
 	$(call checked,$(INVOKE) $@ $(select))
 
-host/% tag/%:
-	$(if $(call path_error,$(kind),$*),$(call refuse,$(call path_error,$(kind),$*)),$(call checked,\
-	$(INVOKE) $(call q,$(notdir $*)) --$(kind) $(call q,$(call name_of,$*)) $(select)))
+# Two rules, not one `host/% tag/%` rule: make takes a pattern rule's targets as made together.
+host/%:
+	$(by_path)
+
+tag/%:
+	$(by_path)
 
 fleet/%:
 	$(call checked,$(INVOKE) $(call q,$*) --all $(select))
