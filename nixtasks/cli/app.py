@@ -70,6 +70,7 @@ class PolicyFlags:
 
 
 BATCH_SIZE_EXAMPLE = "--batch-size 5 or --batch-size 20%"
+ONE_BATCH_SIZE = "--batch-size: give one size like 5 or 20%; for several, use --batches 1,5,20%"
 
 
 def number(value: str | None, flag: str, lowest: float = 0, *, whole: bool = True) -> Any:
@@ -98,7 +99,7 @@ def policy_flags(*, parallel: str | None = None, batch_size: str | None = None, 
     if batch_size is not None and batches is not None:
         raise UsageError("give --batch-size or --batches, not both")
     if batch_size is not None and len(inventory.parse_sizes(batch_size, "--batch-size", BATCH_SIZE_EXAMPLE)) != 1:
-        raise UsageError("--batch-size: give one size like 5 or 20%; for several, use --batches 1,5,20%")
+        raise UsageError(ONE_BATCH_SIZE)
     if batches is not None:
         inventory.parse_sizes(batches, "--batches")
     return PolicyFlags(parallel=number(parallel, "--parallel", 1), batch_size=batch_size, batches=batches,
@@ -129,6 +130,8 @@ def policy(inv: inventory.Inventory, opts: Options) -> Policy:
         raise UsageError("give --batch-size or --batches, not both")
     if flags.batch_size is not None:
         values["batches"] = inventory.parse_sizes(flags.batch_size, "--batch-size", BATCH_SIZE_EXAMPLE)
+        if len(values["batches"]) != 1:
+            raise UsageError(ONE_BATCH_SIZE)
     if flags.batches is not None:
         values["batches"] = inventory.parse_sizes(flags.batches, "--batches")
     if values.get("parallel", 1) < 1:
@@ -169,11 +172,17 @@ def check_names(values: tuple[str, ...], flag: str, known: str) -> None:
                              f"like {flag} a,b ({known})")
 
 
+def some(names: list[str], shown: int = 8) -> str:
+    """A list for a one-line message: its first names, and how many more."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more if names else "none"
+
+
 def check_selection(inv: inventory.Inventory, opts: Options) -> None:
     """Refuse a selection that is empty, or two that contradict each other."""
     tags = sorted({t for e in inv.hosts.values() for t in e.tags})
-    check_names(opts.hosts, "--host", f"hosts in {inv.source}: {', '.join(inv.hosts) or 'none'}")
-    check_names(opts.tags, "--tag", f"tags in {inv.source}: {', '.join(tags) or 'none'}")
+    check_names(opts.hosts, "--host", f"hosts in {inv.source}: {some(list(inv.hosts))}")
+    check_names(opts.tags, "--tag", f"tags in {inv.source}: {some(tags)}")
     if opts.all_hosts and (opts.hosts or opts.tags):
         given = ", ".join(f"{flag} {', '.join(values)}" for flag, values in (("--host", opts.hosts),
                                                                                  ("--tag", opts.tags)) if values)

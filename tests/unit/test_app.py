@@ -101,3 +101,11 @@ def test_an_inventory_batch_size_suggests_toml(tmp_path: Path):
     (tmp_path / "nixtasks.toml").write_text("[policy]\nbatch_size = 0\n")
     with pytest.raises(UsageError, match="e.g. batch_size = 5$"):
         inventory.load(env={}, cwd=tmp_path)
+
+
+def test_a_long_inventory_is_summed_up_in_the_error(tmp_path: Path):
+    (tmp_path / "nixtasks.toml").write_text("".join(f"[hosts.h{i}]\n" for i in range(20)))
+    inv = inventory.load(env={}, cwd=tmp_path)
+    with ShRunner() as runner, pytest.raises(UsageError, match=r"\(hosts in nixtasks.toml: h0, h1, .*, h7 and 12 "
+                                                              r"more\), or, to act on this machine"):
+        app.resolve_hosts(inv, app.Options(hosts=("",)), runner)
