@@ -269,7 +269,8 @@ def policy_values(table: Mapping[str, Any], source: str, prefix: str, allow_tags
                    source, f"{prefix}{key}", 'expected a number of hosts or a percentage like 5 or "20%"'
                    + (', or a list like [1, 5, "20%"]' if key == "batches" else ""))
             try:
-                values["batches"] = parse_sizes(",".join(str(i) for i in items), f"{prefix}{key}")
+                values["batches"] = parse_sizes(",".join(str(i) for i in items), f"{prefix}{key}",
+                                                'batches = [1, 5, "20%"]' if key == "batches" else "batch_size = 5")
             except UsageError as exc:
                 raise InventoryError(source, f"{prefix}{key}", str(exc).split(": ", 1)[1]) from exc
     return values
@@ -424,18 +425,21 @@ def env_bool(value: str, name: str) -> bool:
 BATCH_SIZE = re.compile(r"^([1-9][0-9]{0,5})(%?)$")
 
 
-def parse_sizes(spec: str, what: str = "--batches") -> tuple[str, ...]:
-    """`1,5,20%` -> ("1", "5", "20%"): each a number of hosts or a percentage of the selection."""
-    sizes = tuple(s.strip() for s in spec.split(",") if s.strip())
-    for size in sizes:
+def parse_sizes(spec: str, what: str = "--batches", example: str | None = None) -> tuple[str, ...]:
+    """`1,5,20%` -> ("1", "5", "20%"): each a number of hosts or a percentage of the selection.
+    `example` is a correct value to suggest (default: `WHAT 1,5,20%`)."""
+    example = example or f"{what} 1,5,20%"
+    items = [s.strip() for s in spec.split(",")]
+    if not any(items):
+        raise UsageError(f"{what}: give at least one batch size, e.g. {example}")
+    if not all(items):
+        raise UsageError(f"{what}: {spec!r} has an empty item; give sizes separated by single commas, e.g. {example}")
+    for size in items:
         match = BATCH_SIZE.match(size)
         if not match or (match[2] and int(match[1]) > 100):
             raise UsageError(f"{what}: {size!r} is not a batch size; give a number of hosts like 5 or a "
-                             f"percentage like 20%, e.g. {what} 1,5,20%")
-    if not sizes:
-        raise UsageError(f"{what}: give at least one batch size, e.g. {what} 1,5,20%")
-    return sizes
-
+                             f"percentage like 20%, e.g. {example}")
+    return tuple(items)
 
 
 # --- resolving hosts ------------------------------------------------------------------

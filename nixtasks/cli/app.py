@@ -4,6 +4,7 @@ Kept apart from tasks.py so that `invoke --list` imports almost nothing."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import socket
@@ -72,6 +73,10 @@ class PolicyFlags:
     activation_timeout: float | None = None
 
 
+BATCH_SIZE_EXAMPLE = "--batch-size 5 or --batch-size 20%"
+ONE_BATCH_SIZE = "--batch-size: give one size like 5 or 20%; for several, use --batches 1,5,20%"
+
+
 def number(value: str | None, flag: str, lowest: float = 0, *, whole: bool = True) -> Any:
     """A number from the command line, or one clear error naming the option."""
     if value is None:
@@ -81,7 +86,9 @@ def number(value: str | None, flag: str, lowest: float = 0, *, whole: bool = Tru
     except ValueError:
         kind = "a whole number" if whole else "a number of seconds"
         raise UsageError(f"{flag}: {value!r} is not {kind}; e.g. {flag} {int(lowest) or 5}") from None
-    if parsed < lowest or parsed != parsed or parsed in (float("inf"), float("-inf")):
+    if not math.isfinite(parsed):
+        raise UsageError(f"{flag}: {value} is not a finite number; give one like {flag} {max(int(lowest), 5)}")
+    if parsed < lowest:
         raise UsageError(f"{flag}: {value} is too small; give at least {lowest:g}")
     return parsed
 
@@ -93,6 +100,12 @@ def policy_flags(*, parallel: str | None = None, batch_size: str | None = None, 
                  skip_unreachable: bool = False, keep_going: bool = False, copy_timeout: str | None = None,
                  activation_timeout: str | None = None) -> PolicyFlags:
     """The command line's fleet options, checked; an option not given stays None."""
+    if batch_size is not None and batches is not None:
+        raise UsageError("give --batch-size or --batches, not both")
+    if batch_size is not None and len(inventory.parse_sizes(batch_size, "--batch-size", BATCH_SIZE_EXAMPLE)) != 1:
+        raise UsageError(ONE_BATCH_SIZE)
+    if batches is not None:
+        inventory.parse_sizes(batches, "--batches")
     return PolicyFlags(parallel=number(parallel, "--parallel", 1), batch_size=batch_size, batches=batches,
                        pause=number(pause, "--pause", 0, whole=False),
                        max_fail_percentage=number(max_fail_percentage, "--max-fail-percentage", 0, whole=False),
@@ -147,12 +160,12 @@ def policy(inv: inventory.Inventory, opts: Options) -> Policy:
     chosen = inv.policy_for(split_hosts(opts.tags))
     values: dict[str, Any] = {k: v for k, v in asdict(flags).items()
                               if v is not None and k not in ("batch_size", "batches")}
-    if flags.batch_size is not None and flags.batches is not None:
+    if flags.batch_size is not None and flags.batches is not None:  # also for PolicyFlags made by hand
         raise UsageError("give --batch-size or --batches, not both")
     if flags.batch_size is not None:
-        values["batches"] = inventory.parse_sizes(flags.batch_size, "--batch-size")
+        values["batches"] = inventory.parse_sizes(flags.batch_size, "--batch-size", BATCH_SIZE_EXAMPLE)
         if len(values["batches"]) != 1:
-            raise UsageError("--batch-size: give one size like 5 or 20%; for several, use --batches 1,5,20%")
+            raise UsageError(ONE_BATCH_SIZE)
     if flags.batches is not None:
         values["batches"] = inventory.parse_sizes(flags.batches, "--batches")
     if values.get("parallel", 1) < 1:
@@ -180,6 +193,39 @@ def split_hosts(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n for n in names if n))
 
 
+def check_names(values: tuple[str, ...], flag: str, known: str) -> None:
+    """Each --host/--tag value names something: an empty one (`--host "$HOSTS"` with HOSTS
+    unset) must never fall back to this machine."""
+    for value in values:
+        items = [n.strip() for n in value.split(",")]
+        if not any(items):
+            raise UsageError(f"{flag} {value!r} names no {flag[2:]}; give {flag} NAME ({known}), or, to act on "
+                             f"this machine, leave out {flag}")
+        if not all(items):
+            raise UsageError(f"{flag} {value!r} has an empty name in its list; separate names by single commas, "
+                             f"like {flag} a,b ({known})")
+
+
+def some(names: list[str], shown: int = 8) -> str:
+    """A list for a one-line message: its first names, and how many more."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more if names else "none"
+
+
+def check_selection(inv: inventory.Inventory, opts: Options) -> None:
+    """Refuse a selection that is empty, or two that contradict each other."""
+    tags = sorted({t for e in inv.hosts.values() for t in e.tags})
+    check_names(opts.hosts, "--host", f"hosts in {inv.source}: {some(list(inv.hosts))}")
+    check_names(opts.tags, "--tag", f"tags in {inv.source}: {some(tags)}")
+    if opts.all_hosts and (opts.hosts or opts.tags):
+        given = ", ".join(f"{flag} {', '.join(values)}" for flag, values in (("--host", opts.hosts),
+                                                                                 ("--tag", opts.tags)) if values)
+        raise UsageError(f"--all and {given} both select hosts (--all: every host in {inv.source}); give one of them")
+    if opts.target_host and (opts.tags or opts.all_hosts):
+        raise UsageError(f"--target-host {opts.target_host} deploys one configuration to one machine; give it with a "
+                         "single --host NAME, not with --tag or --all")
+
+
 def check_reason(reason: str) -> str:
     if any(ord(ch) < 32 for ch in reason):
         raise UsageError("--reason: control characters such as newlines are not allowed; give one line")
@@ -192,7 +238,11 @@ def approved(opts: Options) -> bool:
     return opts.yes or inventory.env_bool(os.environ.get("NIXTASKS_YES", "0"), "NIXTASKS_YES")
 
 
-def resolve_hosts(inv: inventory.Inventory, opts: Options, runner: Runner) -> tuple[Host, ...]:
+def resolve_hosts(inv: inventory.Inventory, opts: Options, runner: Runner, *,
+                  builds: bool = True) -> tuple[Host, ...]:
+    """The hosts to act on. `builds`: the task evaluates each host's configuration in the
+    flake, so this machine, when it is the host, must be one of the flake's."""
+    check_selection(inv, opts)
     names = split_hosts(opts.hosts)
     if opts.all_hosts or opts.tags:
         tags = set(split_hosts(opts.tags))
@@ -204,7 +254,10 @@ def resolve_hosts(inv: inventory.Inventory, opts: Options, runner: Runner) -> tu
     if opts.target_host and not names:
         raise UsageError("--target-host needs --host NAME (which configuration to deploy there)")
     if not names:
-        return (inventory.resolve_local(inv, socket.gethostname(), build_host=opts.build_host, sudo=opts.sudo),)
+        local = inventory.resolve_local(inv, socket.gethostname(), build_host=opts.build_host, sudo=opts.sudo)
+        if builds and local.name not in inv.hosts:
+            check_this_machine(inv, local.name, opts, runner)
+        return (local,)
     if opts.target_host and len(names) > 1:
         raise UsageError("--target-host names one machine; give a single --host with it")
     for name in names:
@@ -217,13 +270,29 @@ def resolve_hosts(inv: inventory.Inventory, opts: Options, runner: Runner) -> tu
                                         sudo=opts.sudo) for n in names)
 
 
-def check_flake_defines(inv: inventory.Inventory, names: list[str], runner: Runner) -> None:
-    """A host the inventory does not list is fine if the flake defines it."""
+def flake_defines(inv: inventory.Inventory, runner: Runner) -> set[str]:
+    """The names of the flake's nixosConfigurations."""
     result = runner.run(commands.nix_eval_config_names(inv.flake, inv.defaults.nix_options), LOCAL)
     try:
-        defined = set(json.loads(result.stdout or "[]"))
+        return set(json.loads(result.stdout or "[]"))
     except ValueError as exc:
         raise UsageError(f"the flake's nixosConfigurations could not be listed: {result.stdout[:100]!r}") from exc
+
+
+def check_this_machine(inv: inventory.Inventory, name: str, opts: Options, runner: Runner) -> None:
+    """No selection means this machine: building it is only possible if the flake defines it
+    (else Nix ends in a trace about a missing attribute)."""
+    secrets.guard(inv.flake, inv.defaults.allow_secrets + opts.allow_secrets, runner)  # before Nix copies it
+    defined = flake_defines(inv, runner)
+    if name not in defined:
+        raise UsageError(f"this machine ({name}) is not one of the flake's nixosConfigurations "
+                         f"({', '.join(sorted(defined)) or 'none'}); name a host (--host NAME, make host/NAME/ACTION), "
+                         f"use --all (make fleet/ACTION), or mark a host `local = true` in {inv.source}")
+
+
+def check_flake_defines(inv: inventory.Inventory, names: list[str], runner: Runner) -> None:
+    """A host the inventory does not list is fine if the flake defines it."""
+    defined = flake_defines(inv, runner)
     missing = [n for n in names if n not in defined]
     if missing:
         raise UsageError(f"unknown host {', '.join(missing)}: not in {inv.source} and not in the flake's "
@@ -231,15 +300,17 @@ def check_flake_defines(inv: inventory.Inventory, names: list[str], runner: Runn
 
 
 @contextmanager
-def session(opts: Options, *, root: bool = True) -> Iterator[tuple[inventory.Inventory, Runner, tuple[Host, ...]]]:
+def session(opts: Options, *, root: bool = True,
+            builds: bool = True) -> Iterator[tuple[inventory.Inventory, Runner, tuple[Host, ...]]]:
     """The inventory, a runner (its ssh masters closed at the end) and the hosts to act on.
-    `root`: the task runs commands as root on the hosts, so sudo passwords are asked for."""
+    `root`: the task runs commands as root on the hosts, so sudo passwords are asked for.
+    `builds`: the task evaluates the hosts' configurations (see resolve_hosts)."""
     inv = inventory.load(opts.inventory)
     d = inv.defaults
     with ShRunner(ssh_config=d.ssh_config, ssh_extra=d.ssh_options, dry_run=opts.dry_run, echo=echo,
                   verbose=opts.verbose, connect_timeout=d.ssh_connect_timeout, alive_interval=d.ssh_alive_interval,
                   alive_count=d.ssh_alive_count, fast_fresh_kex=d.ssh_fast_confirmation) as runner:
-        hosts = resolve_hosts(inv, opts, runner)
+        hosts = resolve_hosts(inv, opts, runner, builds=builds)
         if root:
             give_sudo_passwords(opts, hosts, runner)
         yield inv, runner, hosts
@@ -335,7 +406,7 @@ def run_action(action: Action, opts: Options) -> Report:
 
 def run_rollback(opts: Options, generation: int | None, boot: bool) -> Report:
     why = reason(opts)
-    with session(opts) as (inv, runner, hosts):
+    with session(opts, builds=False) as (inv, runner, hosts):
         request = engine.RollbackRequest(hosts, generation, boot, policy(inv, opts), why, opts.full_diff)
         return with_report(opts, lambda tools: engine.rollback(request, tools), runner)
 
@@ -369,7 +440,7 @@ def with_report(opts: Options, run: Callable[[engine.Tools], Report], runner: Ru
 def run_generations(opts: Options, as_json: bool) -> None:
     """Each host's generations, those that failed before (by the journals) marked."""
     here = journal.read_local(journal.deployer_journal_path())
-    with session(opts) as (_inv, runner, hosts):
+    with session(opts, builds=False) as (_inv, runner, hosts):
         found = rollback.show_generations(hosts, runner, here)
     if as_json:
         print(json.dumps({name: [g.as_json() for g in gens.generations] for name, gens in found.items()}, indent=2))
@@ -409,7 +480,8 @@ def run_history(opts: Options, as_json: bool) -> None:
     the same name is another machine). The deployer's records from before machine ids are
     shown, marked: hiding them would lose a journal's history at an upgrade."""
     local = journal.read_local(journal.deployer_journal_path())
-    with session(replace(opts, all_hosts=not (opts.hosts or opts.tags)), root=False) as (_inv, runner, hosts):
+    with session(replace(opts, all_hosts=opts.all_hosts or not (opts.hosts or opts.tags)), root=False,
+                 builds=False) as (_inv, runner, hosts):
         def records_of(host: Host) -> list[journal.Record]:
             cmds = [commands.read_file(journal.HOST_JOURNAL), commands.read_file(MACHINE_ID)]
             results = runner.run_all(cmds, host.target, check=False, keep_going=True)
@@ -439,13 +511,13 @@ MACHINE_ID = "/etc/machine-id"
 def run_gc(opts: Options, keep: int) -> None:
     if keep < 1:
         raise UsageError("--keep must be at least 1")
-    with session(opts) as (inv, runner, hosts):
+    with session(opts, builds=False) as (inv, runner, hosts):
         with_report(opts, lambda tools: engine.gc(hosts, keep, policy(inv, opts), tools), runner)
 
 
 def run_unlock(opts: Options) -> None:
     """Show who holds each host's deploy lock and remove it after a confirmation."""
-    with session(opts) as (_inv, runner, hosts):
+    with session(opts, builds=False) as (_inv, runner, hosts):
         asker = prompter(opts)
         for host in hosts:
             held_by = lock.holder(host, runner)
@@ -464,7 +536,7 @@ def run_unlock(opts: Options) -> None:
 
 
 def run_doctor(opts: Options) -> None:
-    with session(opts) as (inv, runner, hosts):
+    with session(opts, builds=False) as (inv, runner, hosts):
         findings = access.doctor(hosts, inv.flake, runner)
     print(access.render(findings))
     failed = [f for f in findings if not f.ok and not f.warning]

@@ -65,6 +65,7 @@ def reports_errors(body: Callable[..., Any]) -> Callable[..., Any]:
         from ..errors import EXIT_INTERRUPTED, NixtasksError
 
         try:
+            check_flags_have_values(body.__name__.replace("_", "-"), sys.argv)
             return body(*args, **kwargs)
         except NixtasksError as exc:
             print(exc.line, file=sys.stderr)
@@ -74,6 +75,23 @@ def reports_errors(body: Callable[..., Any]) -> Callable[..., Any]:
             raise Exit(code=EXIT_INTERRUPTED) from None
 
     return wrapper
+
+
+def check_flags_have_values(name: str, argv: list[str]) -> None:
+    """A bare `--host` (or `--tag`) at the end or before another flag reaches the task as no
+    selection at all, which means this machine: refuse it instead (invoke cannot tell)."""
+    from ..errors import UsageError
+
+    if name not in ns.task_names or name not in argv:
+        return
+    flags = {f"-{'-' if len(n) > 1 else ''}{n.replace('_', '-')}": a.name for a in ns[name].get_arguments()
+             if a.name in ("host", "tag") for n in a.names}
+    rest = argv[argv.index(name) + 1:]
+    for i, token in enumerate(rest):
+        if token in flags and (i + 1 == len(rest) or rest[i + 1].startswith("-")):
+            flag = f"--{flags[token]}"
+            raise UsageError(f"{token} needs a value: {flag} NAME, or a comma list; to act on this machine, "
+                             f"leave out {flag}")
 
 
 def sudo_choice(sudo: bool, no_sudo: bool) -> bool | None:

@@ -14,9 +14,32 @@ q = '$(subst ','\'',$(1))'
 ACTIONS := switch boot test build dry-build dry-activate rollback
 
 RECIPES := canary rolling blue-green update-deploy stage apply emergency
-# HOSTS=web1,web2 and TAG=web select hosts for the recipes, taken verbatim and quoted.
+# HOSTS=web1,web2 and TAG=web select hosts, taken verbatim and quoted.
 select = $(if $(value HOSTS),--host $(call q,$(value HOSTS))) $(if $(value TAG),--tag $(call q,$(value TAG)))
 plan = $(call q,$(or $(value PLAN),nixtasks-plan.json))
+# An empty selection never means "this machine": HOSTS= or TAG= given but blank (a script's unset
+# variable), host//ACTION and tag//ACTION stop with one error line, before invoke runs.
+comma := ,
+refuse = @echo $(call q,error: $(strip $(1))) >&2; exit 2
+given_blank = $(if $(filter command% environment%,$(origin $(1))),$(if $(strip $(value $(1))),,$(1)))
+blank = $(firstword $(call given_blank,HOSTS) $(call given_blank,TAG))
+example = $(if $(filter HOSTS,$(1)),host names like HOSTS=web1$(comma)web2,a tag like TAG=web)
+blank_error = $(blank)= is empty; give $(call example,$(blank)), or leave $(blank) out$(if $(filter $(ACTIONS),$@),\
+ to act on this machine)
+# host/NAME/ACTION and tag/TAG/ACTION: what is missing from the path ($(1): host or tag, $(2): the rest).
+name_of = $(patsubst %/,%,$(dir $(1)))
+eg = $(if $(filter host,$(1)),web1,web)
+action_of = $(or $(notdir $(1)),switch)
+no_name = make $(1)/$(2) names no $(1); name one like make $(1)/$(eg)/$(call action_of,$(2))$(if $(filter host,$(1)),$\
+$(comma) or run make $(call action_of,$(2)) to act on this machine)
+path_error = $(if $(findstring /,$(2)),$(if $(call name_of,$(2)),$(if $(notdir $(2)),,\
+make $(1)/$(2) names no action; e.g. make $(1)/$(call name_of,$(2))/switch),$(no_name)),\
+make $(1)/$(2): give a $(1) and an action$(comma) like make $(1)/$(eg)/switch)
+kind = $(firstword $(subst /, ,$@))
+by_path = $(if $(call path_error,$(kind),$*),$(call refuse,$(call path_error,$(kind),$*)),$(call checked,$\
+$(INVOKE) $(call q,$(notdir $*)) --$(kind) $(call q,$(call name_of,$*)) $(select)))
+# A target's command, or one error line when its selection is blank.
+checked = $(if $(blank),$(call refuse,$(blank_error)),$(1))
 
 .PHONY: help $(ACTIONS) $(RECIPES)
 
@@ -41,26 +64,24 @@ help::
 	@echo "    YES=1 approves, REASON='...' records why, HOSTS=a,b and TAG=t select hosts,"
 	@echo "    ASK_SUDO_PASSWORD=1 asks for the hosts' sudo password"
 
-$(ACTIONS):
-	$(INVOKE) $@
+$(ACTIONS) canary rolling update-deploy emergency:
+	$(call checked,$(INVOKE) $@ $(select))
 
+# Two rules, not one `host/% tag/%` rule: make takes a pattern rule's targets as made together.
 host/%:
-	$(INVOKE) $(call q,$(notdir $*)) --host $(call q,$(patsubst %/,%,$(dir $*)))
+	$(by_path)
 
 tag/%:
-	$(INVOKE) $(call q,$(notdir $*)) --tag $(call q,$(patsubst %/,%,$(dir $*)))
+	$(by_path)
 
 fleet/%:
-	$(INVOKE) $(call q,$*) --all
-
-canary rolling update-deploy emergency:
-	$(INVOKE) $@ $(select)
+	$(call checked,$(INVOKE) $(call q,$*) --all $(select))
 
 blue-green:
 	$(INVOKE) blue-green $(if $(value TO),--to $(call q,$(value TO)))
 
 stage:
-	$(INVOKE) stage $(select) --plan $(plan)
+	$(call checked,$(INVOKE) stage $(select) --plan $(plan))
 
 apply:
 	$(INVOKE) apply $(plan)

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from nixtasks import inventory
-from nixtasks.cli import app
+from nixtasks.cli import app, tasks
 from nixtasks.errors import UsageError
 from nixtasks.host.runner import ShRunner
 
@@ -23,3 +23,89 @@ def test_host_lists_and_reasons():
     assert app.split_hosts(("web1,web2", "db1", "web1")) == ("web1", "web2", "db1")
     with pytest.raises(UsageError, match="control characters"):
         app.check_reason("two\nlines")
+
+
+def fleet_inventory(tmp_path: Path) -> inventory.Inventory:
+    (tmp_path / "nixtasks.toml").write_text('[hosts.web1]\ntags = ["web"]\n[hosts.db1]\ntags = ["db"]\n')
+    return inventory.load(env={}, cwd=tmp_path)
+
+
+@pytest.mark.parametrize("opts, message", [
+    (app.Options(hosts=("",)), "--host '' names no host; give --host NAME (hosts in nixtasks.toml: web1, db1), or, "
+                               "to act on this machine, leave out --host"),
+    (app.Options(hosts=(" , ",)), "--host ' , ' names no host"),
+    (app.Options(hosts=("web1", "")), "--host '' names no host"),
+    (app.Options(hosts=("web1,,db1",)), "--host 'web1,,db1' has an empty name in its list"),
+    (app.Options(tags=("",)), "--tag '' names no tag; give --tag NAME (tags in nixtasks.toml: db, web), or, to act "
+                              "on this machine, leave out --tag"),
+    (app.Options(all_hosts=True, hosts=("web1",)), "--all and --host web1 both select hosts"),
+    (app.Options(all_hosts=True, tags=("web",)), "--all and --tag web both select hosts"),
+    (app.Options(tags=("web",), target_host="root@10.0.0.1"), "--target-host root@10.0.0.1 deploys one configuration"),
+    (app.Options(all_hosts=True, target_host="root@10.0.0.1"), "--target-host root@10.0.0.1 deploys one"),
+])
+def test_an_empty_or_contradictory_selection_is_refused(tmp_path: Path, opts: app.Options, message: str):
+    inv = fleet_inventory(tmp_path)
+    with ShRunner() as runner, pytest.raises(UsageError) as err:
+        app.resolve_hosts(inv, opts, runner)  # refused before any command: no flake is needed here
+    assert str(err.value).startswith(message)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["invoke", "switch", "--host"], "--host needs a value"),
+    (["invoke", "switch", "--host", "--yes"], "--host needs a value"),
+    (["invoke", "status", "--tag", "--json"], "--tag needs a value"),
+    (["invoke", "gc", "-h"], "-h needs a value: --host NAME"),
+    (["nixtasks", "switch", "--host", "web1", "--tag"], "--tag needs a value"),
+])
+def test_a_bare_selection_flag_is_refused(argv: list[str], message: str):
+    name = argv[1]
+    with pytest.raises(UsageError) as err:
+        tasks.check_flags_have_values(name, argv)
+    assert str(err.value).startswith(message) and str(err.value).endswith("to act on this machine, leave out "
+                                                                           f"--{'tag' if 'tag' in message else 'host'}")
+
+
+def test_selection_flags_with_values_pass():
+    for argv in (["invoke", "switch", "--host", "web1", "--yes"], ["invoke", "switch"], ["invoke", "status", "--all"],
+                 ["invoke", "sudoers", "--user", "x"], ["invoke", "switch", "--host=", "--yes"]):
+        tasks.check_flags_have_values(argv[1], argv)  # --host= is the empty value resolve_hosts refuses
+
+
+@pytest.mark.parametrize("flag", ["--pause", "--confirm-timeout", "--copy-timeout", "--activation-timeout",
+                                  "--max-fail-percentage", "--soak", "--follow"])
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf", "1e999"])
+def test_numbers_that_are_not_finite_say_so(flag: str, value: str):
+    with pytest.raises(UsageError) as err:
+        app.number(value, flag, 1, whole=False)
+    assert str(err.value).startswith(f"{flag}: {value} is not a finite number;") and "too small" not in str(err.value)
+
+
+@pytest.mark.parametrize("flag", ["--parallel", "--keep", "--generation"])
+def test_whole_numbers_refuse_inf_and_nan(flag: str):
+    for value in ("inf", "nan"):
+        with pytest.raises(UsageError, match=f"^{flag}: '{value}' is not a whole number"):
+            app.number(value, flag, 1)
+
+
+def test_batch_sizes_suggest_a_value_of_the_same_option():
+    with pytest.raises(UsageError) as err:
+        app.policy_flags(batch_size="0")
+    assert "e.g. --batch-size 5" in str(err.value) and "--batches" not in str(err.value)
+    for spec in ("1,,2", "1,", ",5"):
+        with pytest.raises(UsageError, match="has an empty item"):
+            app.policy_flags(batches=spec)
+    assert app.policy_flags(batches="1, 5,20%").batches == "1, 5,20%"
+
+
+def test_an_inventory_batch_size_suggests_toml(tmp_path: Path):
+    (tmp_path / "nixtasks.toml").write_text("[policy]\nbatch_size = 0\n")
+    with pytest.raises(UsageError, match="e.g. batch_size = 5$"):
+        inventory.load(env={}, cwd=tmp_path)
+
+
+def test_a_long_inventory_is_summed_up_in_the_error(tmp_path: Path):
+    (tmp_path / "nixtasks.toml").write_text("".join(f"[hosts.h{i}]\n" for i in range(20)))
+    inv = inventory.load(env={}, cwd=tmp_path)
+    with ShRunner() as runner, pytest.raises(UsageError, match=r"\(hosts in nixtasks.toml: h0, h1, .*, h7 and 12 "
+                                                              r"more\), or, to act on this machine"):
+        app.resolve_hosts(inv, app.Options(hosts=("",)), runner)

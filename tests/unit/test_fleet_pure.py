@@ -85,9 +85,10 @@ def test_bad_fleet_options_are_one_clear_error(args, message):
 
 def test_batch_size_and_batches_together_are_refused(tmp_path: Path):
     inv = inventory.load(env={}, cwd=tmp_path)
-    opts = app.Options(policy=app.policy_flags(batch_size="1", batches="1,2"))
     with pytest.raises(UsageError, match="not both"):
-        app.policy(inv, opts)
+        app.policy_flags(batch_size="1", batches="1,2")
+    with pytest.raises(UsageError, match="not both"):
+        app.policy(inv, app.Options(policy=app.PolicyFlags(batch_size="1", batches="1,2")))
 
 
 def test_the_fleet_question_names_every_host():

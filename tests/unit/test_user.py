@@ -1,6 +1,8 @@
 """What a new user meets: the secrets guard, the CI workflow, the `nixtasks` command's
 errors, and generations in nixos-rebuild's JSON shape."""
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +12,12 @@ import yaml
 
 from nixtasks.actions import ci, secrets
 from nixtasks.host import generations
+from nixtasks.host.runner import ShRunner
 
-KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+# Built at run time, so that this file itself holds no key-shaped line: the secrets guard passes
+# this repository (the demo inventory at its top deploys examples/fleet from it).
+KEY = "\n".join(["-----BEGIN OPENSSH " + "PRIVATE KEY-----", "b3BlbnNzaC1rZXktdjEAAAAA",
+                  "-----END OPENSSH " + "PRIVATE KEY-----", ""])
 
 
 def test_plaintext_secrets_are_found_with_file_and_line():
@@ -27,7 +33,8 @@ def test_plaintext_secrets_are_found_with_file_and_line():
 
 def test_encrypted_files_are_fine():
     assert secrets.scan_text("s.age", "-----BEGIN AGE ENCRYPTED FILE-----\nYWdl\n") == []
-    assert secrets.scan_text("secrets.yaml", "db: ENC[AES256_GCM,data:abc]\nsops:\n    mac: x\n") == []
+    sops = "db: ENC[" + "AES256_GCM,data:abc]\nsops:\n    mac: x\n"  # built: this file is scanned, not skipped
+    assert secrets.scan_text("secrets.yaml", sops) == []
 
 
 def test_the_guard_reads_only_tracked_files_and_honours_allowed_ones(tmp_path: Path):
@@ -37,6 +44,17 @@ def test_the_guard_reads_only_tracked_files_and_honours_allowed_ones(tmp_path: P
     assert [f.path for f in secrets.scan(tmp_path, ["host.key", "dir/other.key"], ())] == ["host.key", "dir/other.key"]
     assert secrets.scan(tmp_path, ["host.key", "dir/other.key"], ("host.key", "dir/")) == []
     assert secrets.scan(tmp_path, ["missing.key"], ()) == []
+
+
+def test_this_checkout_passes_its_own_secrets_guard():
+    """The demo inventory at the checkout's top deploys examples/fleet, and Nix copies every
+    tracked file of the repository: none may look like a secret (test fixtures build theirs)."""
+    top = Path(__file__).resolve().parents[2]
+    if not (top / ".git").exists():
+        pytest.skip("not a git checkout")
+    with ShRunner() as runner:
+        assert secrets.tracked_files(str(top), runner)  # the guard below reads them
+        secrets.guard(str(top / "examples" / "fleet"), (), runner)
 
 
 def test_the_ci_workflow_is_valid_yaml_that_builds_every_host_and_never_deploys():
@@ -108,3 +126,50 @@ def test_init_quotes_host_names_with_dots_so_the_inventory_loads(tmp_path: Path)
 
 def test_the_workflow_builds_a_flake_in_a_subdirectory_from_the_top():
     assert ci.build_command("web1", "./infra").startswith('nix build --no-link --print-build-logs "./infra#')
+
+
+def user_make(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The thin Makefile users get, with `echo` standing in for invoke: what it would run."""
+    makefile = Path(__file__).resolve().parents[2] / "nixtasks" / "cli" / "user.mk"
+    clean = {k: v for k, v in os.environ.items() if k not in ("HOSTS", "TAG", "MAKEFLAGS", "MAKELEVEL")}
+    return subprocess.run(["make", "-s", "-f", str(makefile), "INVOKE=echo invoke", *args], cwd=tmp_path, text=True,
+                          capture_output=True, env={**clean, **(env or {})}, stdin=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (("switch", "HOSTS="), {}, "error: HOSTS= is empty; give host names like HOSTS=web1,web2, or leave HOSTS out "
+                               "to act on this machine"),
+    (("switch",), {"HOSTS": ""}, "error: HOSTS= is empty"),  # a CI job's empty variable
+    (("build", "HOSTS= "), {}, "error: HOSTS= is empty"),
+    (("switch", "TAG="), {}, "error: TAG= is empty; give a tag like TAG=web"),
+    (("rolling", "HOSTS=web1", "TAG="), {}, "error: TAG= is empty; give a tag like TAG=web, or leave TAG out"),
+    (("stage", "HOSTS="), {}, "error: HOSTS= is empty"),
+    (("host/web1/switch", "HOSTS="), {}, "error: HOSTS= is empty"),
+    (("host//switch",), {}, "error: make host//switch names no host; name one like make host/web1/switch, or run "
+                            "make switch to act on this machine"),
+    (("tag//switch",), {}, "error: make tag//switch names no tag; name one like make tag/web/switch"),
+    (("host/web1/",), {}, "error: make host/web1/ names no action; e.g. make host/web1/switch"),
+    (("host/switch",), {}, "error: make host/switch: give a host and an action, like make host/web1/switch"),
+])
+def test_make_refuses_an_empty_selection_before_invoke_runs(tmp_path: Path, args, env, message):
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    proc = user_make(tmp_path, *args, env=env)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and errors[0].startswith(message), proc.stderr
+    assert proc.stdout == ""  # invoke never ran
+
+
+@pytest.mark.parametrize("args, ran", [
+    (("switch",), "invoke switch"),
+    (("switch", "HOSTS=web1,web2"), "invoke switch --host 'web1,web2'"),
+    (("host/web1/build",), "invoke 'build' --host 'web1'"),
+    (("tag/web/switch",), "invoke 'switch' --tag 'web'"),
+    (("fleet/build", "HOSTS=web1"), "invoke 'build' --all --host 'web1'"),  # invoke refuses the conflict
+    (("rolling", "TAG=web"), "invoke rolling --tag 'web'"),
+])
+def test_make_passes_a_selection_to_invoke(tmp_path: Path, args, ran):
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    proc = user_make(tmp_path, *args)
+    assert proc.returncode == 0 and proc.stdout.split() == ran.replace("'", "").split(), proc.stderr
