@@ -132,6 +132,21 @@ def merge(*journals: Iterable[Record]) -> list[Record]:
     return sorted(by_id.values(), key=lambda r: (r.time, r.host))
 
 
+def finished(records: Sequence[Record]) -> list[Record]:
+    """One record per host per deploy: an activation's `started` record goes when a later record
+    of that host says how it ended (the same system tried, by the same operator); it stays when
+    none does (the deployer was killed, and the host alone says what began)."""
+    kept, ends = [], set()
+    for record in reversed(records):  # newest first: a start is answered by an end after it
+        mark = (record.host, record.tried_path, record.operator)
+        if record.outcome != STARTED:
+            ends.add(mark)
+        elif mark in ends:
+            continue
+        kept.append(record)
+    return kept[::-1]
+
+
 def append_local(path: Path, record: Record) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as handle:

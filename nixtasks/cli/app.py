@@ -498,7 +498,7 @@ def run_history(opts: Options, as_json: bool) -> None:
 
         with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
             found = list(pool.map(records_of, hosts))
-    records = journal.merge(*found)
+    records = journal.finished(journal.merge(*found))
     if as_json:
         print(json.dumps([asdict(r) for r in records], indent=2))
     else:

@@ -134,3 +134,14 @@ def test_a_killed_run_s_control_directory_goes_and_a_live_one_s_stays(tmp_path, 
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     made = runner.short_control_dir()
     assert Path(made, runner.OWNER_FILE).read_text() == runner.process_identity(os.getpid())
+
+
+def test_history_has_one_record_per_host_per_deploy_and_keeps_a_start_that_never_ended():
+    def record(host: str, outcome: str, tried: str, operator: str = "ann@box") -> journal.Record:
+        return replace(journal.new_record(host, "switch", outcome, tried_path=tried), operator=operator)
+
+    started, ended = record("web1", "started", "/nix/store/a"), record("web1", "ok", "/nix/store/a")
+    killed = record("web2", "started", "/nix/store/b")  # its deployer was killed: nothing after it
+    reverted = record("web2", "reverted by the watchdog", "/nix/store/b", operator="nixtasks-watchdog@web2")
+    again = record("web1", "started", "/nix/store/a")  # the same system once more, still under way
+    assert journal.finished([started, ended, killed, reverted, again]) == [ended, killed, reverted, again]
