@@ -21,13 +21,13 @@ for link in {SYSTEM_PROFILE}-*-link; do
   p=$(readlink -f "$link")
   v=$(cat "$p/nixos-version" 2>/dev/null)
   r=$("$p/sw/bin/nixos-version" --configuration-revision 2>/dev/null || cat "$p/configuration-revision" 2>/dev/null)
-  k=$(readlink -f "$p/kernel" 2>/dev/null)
+  k=$(readlink -e "$p/kernel" 2>/dev/null)
   kv=$(ls "$p/kernel-modules/lib/modules" 2>/dev/null | head -n 1)
   sp=$(ls "$p/specialisation" 2>/dev/null | tr '\\n' ' ')
   printf 'gen\\t%s\\t%s\\t%s\\t%s\\t%s\\t%s\\t%s\\n' "$n" "$p" "$v" "$r" "$k" "$kv" "$sp"
 done
 printf 'running\\t%s\\n' "$(readlink -f /run/current-system 2>/dev/null)"
-printf 'booted-kernel\\t%s\\n' "$(readlink -f /run/booted-system/kernel 2>/dev/null)"
+printf 'booted-kernel\\t%s\\n' "$(readlink -e /run/booted-system/kernel 2>/dev/null)"
 printf 'machine-id\\t%s\\n' "$(cat /etc/machine-id 2>/dev/null)"
 """
 

@@ -7,6 +7,8 @@ import subprocess
 
 from nixtasks.actions.journal import HOST_JOURNAL
 
+from .conftest import labctl
+
 
 def deploy(fleet, host: str, *extra: str) -> subprocess.CompletedProcess[str]:
     return fleet.invoke("switch", "--host", host, "--yes", *extra)
@@ -163,3 +165,16 @@ def test_history_records_deploys_refusals_failures_and_rollbacks(fleet):
     on_host = fleet.lab.exec("web1", "cat", HOST_JOURNAL).stdout
     assert first["id"] in on_host and records[-1]["id"] in on_host
     assert records[-3]["id"] not in on_host  # a refusal never reached the host
+
+
+def test_a_rollback_after_a_reboot_warns_of_no_kernel_change_that_is_not_there(fleet):
+    """The lab's systems have no kernel: the missing link must not read as a kernel per
+    generation (it once warned that modules would not match after every reboot)."""
+    assert deploy(fleet, "web1").returncode == 0
+    fleet.set_knobs("web1", release="1.1")
+    assert deploy(fleet, "web1").returncode == 0
+    labctl("reboot", "web1")
+    proc = fleet.invoke("rollback", "--host", "web1", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert "kernel" not in proc.stderr
+    assert fleet.lab.current_system("web1") == fleet.lab.profile("web1") != fleet.build("web1")
