@@ -182,9 +182,27 @@ def policy(inv: inventory.Inventory, opts: Options) -> Policy:
     return replace(chosen, **values)
 
 
+MIRROR: list[bool] = []  # set by the session: the lines go to standard output too
+
+
 def echo(line: str) -> None:
     sys.stderr.write(line + "\n")  # one write: lines of parallel hosts never interleave
     sys.stderr.flush()
+    if MIRROR:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def mirror_to_log(as_json: bool) -> None:
+    """`invoke switch | tee deploy.log`: the plan, the hosts' lines and the report go to the
+    log too (the terminal keeps them, with the live view and the questions); not when stdout
+    carries the JSON report, nor when it is the same file as stderr (`2>&1 | tee`)."""
+    try:
+        same = os.path.sameopenfile(sys.stdout.fileno(), sys.stderr.fileno())
+    except (OSError, ValueError):
+        same = True
+    if not as_json and not sys.stdout.isatty() and not same and not MIRROR:
+        MIRROR.append(True)
 
 
 def split_hosts(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -424,6 +442,7 @@ def live_tools(opts: Options, runner: Runner, asker: Prompter | None = None) -> 
 def with_report(opts: Options, run: Callable[[engine.Tools], Report], runner: Runner) -> Report:
     """Run the engine with the live view (on a terminal) and print the report as JSON if asked,
     also when the run failed."""
+    mirror_to_log(opts.json)
     try:
         with live_tools(opts, runner) as tools:
             report = run(tools)

@@ -5,10 +5,11 @@ instead of waiting on a prompt nobody sees."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import Refused
 
@@ -100,13 +101,31 @@ class Scripted:
         return Approval.of(answer, names)
 
 
+_TERMINAL: dict[str, Any] = {}
+
+
+def terminal_io() -> dict[str, Any]:
+    """Where questions are asked: on standard input and output when both are the terminal;
+    when the output goes elsewhere (`invoke switch | tee deploy.log`), on the controlling
+    terminal itself, so the question is seen and the pipe gets the plan and the report."""
+    if sys.stdout.isatty():
+        return {}
+    if not _TERMINAL:
+        from prompt_toolkit.input import create_input
+        from prompt_toolkit.output import create_output
+
+        tty = open("/dev/tty", "r+", encoding="utf-8")  # noqa: SIM115 (kept open for the run's questions)
+        _TERMINAL.update(input=create_input(tty), output=create_output(tty))
+    return dict(_TERMINAL)
+
+
 class Questionary:
     can_ask = True
 
     def confirm(self, question: str) -> bool:
         import questionary  # imported here: `invoke --list` must stay fast
 
-        answer = questionary.confirm(question, default=False).unsafe_ask()  # Ctrl-C raises
+        answer = questionary.confirm(question, default=False, **terminal_io()).unsafe_ask()  # Ctrl-C raises
         return bool(answer)
 
     def approve(self, question: str, names: Sequence[str], *, preselect: bool = False) -> Approval:
@@ -115,13 +134,15 @@ class Questionary:
         import questionary
 
         every, some, none = f"Yes, all {len(names)} hosts", "Choose hosts...", "No"
-        answer = questionary.select(question, choices=[none, every, some], default=none).unsafe_ask()
+        answer = questionary.select(question, choices=[none, every, some], default=none,
+                                    **terminal_io()).unsafe_ask()
         if answer == every:
             return Approval(tuple(names))
         if answer != some:
             return NO
         chosen = questionary.checkbox("Which hosts? (space checks or unchecks one, enter goes on)",
-                                      choices=[questionary.Choice(n, checked=preselect) for n in names]).unsafe_ask()
+                                      choices=[questionary.Choice(n, checked=preselect) for n in names],
+                                      **terminal_io()).unsafe_ask()
         return Approval.of(chosen or (), names)
 
 
@@ -133,12 +154,23 @@ def ask_password(question: str) -> str:
     with none, they refuse instead of waiting on a prompt nobody sees."""
     import questionary
 
-    answer = questionary.password(question).unsafe_ask()  # Ctrl-C raises
+    answer = questionary.password(question, **terminal_io()).unsafe_ask()  # Ctrl-C raises
     return str(answer or "")
 
 
 def has_terminal() -> bool:
-    return sys.stdin.isatty() and sys.stdout.isatty()
+    """A person to ask: standard input is a terminal, and so is the output, or the controlling
+    terminal can be opened to ask on (the output is piped to a log). Never without a terminal
+    on standard input: `invoke ... </dev/null` under a terminal is a script, not a person."""
+    if not sys.stdin.isatty():
+        return False
+    if sys.stdout.isatty():
+        return True
+    try:
+        os.close(os.open("/dev/tty", os.O_RDWR))
+    except OSError:
+        return False
+    return True
 
 
 def prompter_for(approved: bool) -> Prompter:
