@@ -43,6 +43,13 @@ class AnsweringScreen(pyte.HistoryScreen):
         self.answer(data)
 
 
+def controlling_terminal() -> None:
+    """In the child: a session of its own whose controlling terminal is the pty (its standard
+    input), as a shell's in a terminal window: /dev/tty is this terminal."""
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
 class Terminal:
     """`argv` on a pty of `cols` x `rows`, as the controlling terminal of its own session."""
 
@@ -58,7 +65,7 @@ class Terminal:
         environment = {**(env if env is not None else os.environ), "TERM": "xterm-256color",
                        "COLUMNS": str(cols), "LINES": str(rows)}
         self.proc = subprocess.Popen(list(argv), cwd=cwd, env=environment, stdin=slave, stdout=slave, stderr=slave,
-                                     start_new_session=True, close_fds=True)
+                                     preexec_fn=controlling_terminal, close_fds=True)
         os.close(slave)
         self.master = master
         self.screen.answer = lambda data: os.write(master, data.encode())

@@ -182,27 +182,26 @@ def policy(inv: inventory.Inventory, opts: Options) -> Policy:
     return replace(chosen, **values)
 
 
-MIRROR: list[bool] = []  # set by the session: the lines go to standard output too
+LOG: list[bool] = []  # set by a run whose output goes to a log (see `output_to_log`)
 
 
 def echo(line: str) -> None:
-    sys.stderr.write(line + "\n")  # one write: lines of parallel hosts never interleave
-    sys.stderr.flush()
-    if MIRROR:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+    stream = sys.stdout if LOG else sys.stderr
+    stream.write(line + "\n")  # one write: lines of parallel hosts never interleave
+    stream.flush()
 
 
-def mirror_to_log(as_json: bool) -> None:
-    """`invoke switch | tee deploy.log`: the plan, the hosts' lines and the report go to the
-    log too (the terminal keeps them, with the live view and the questions); not when stdout
-    carries the JSON report, nor when it is the same file as stderr (`2>&1 | tee`)."""
+def output_to_log(as_json: bool) -> None:
+    """`invoke switch | tee deploy.log`: the plan, the hosts' lines and the report go to standard
+    output, which the log (and, through tee, the terminal) gets, in plain lines; the questions go
+    to the terminal itself. Not when standard output carries the JSON report, is the terminal,
+    or is the same file as standard error (`2>&1 | tee`: it has them already)."""
     try:
         same = os.path.sameopenfile(sys.stdout.fileno(), sys.stderr.fileno())
     except (OSError, ValueError):
         same = True
-    if not as_json and not sys.stdout.isatty() and not same and not MIRROR:
-        MIRROR.append(True)
+    if not as_json and not sys.stdout.isatty() and not same and not LOG:
+        LOG.append(True)
 
 
 def split_hosts(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -434,7 +433,7 @@ def live_tools(opts: Options, runner: Runner, asker: Prompter | None = None) -> 
     """The engine's tools with the live view drawing (on a terminal). The prompter (`asker`, or
     the one the options give) is wrapped by the view: every question the run asks takes the live
     view off the screen until it is answered, so the question is never drawn over."""
-    progress, view = progress_for(echo)
+    progress, view = progress_for(echo, logged=bool(LOG))
     with view:
         yield engine.Tools(runner, view.asking(asker or prompter(opts)), progress, echo)
 
@@ -442,7 +441,7 @@ def live_tools(opts: Options, runner: Runner, asker: Prompter | None = None) -> 
 def with_report(opts: Options, run: Callable[[engine.Tools], Report], runner: Runner) -> Report:
     """Run the engine with the live view (on a terminal) and print the report as JSON if asked,
     also when the run failed."""
-    mirror_to_log(opts.json)
+    output_to_log(opts.json)
     try:
         with live_tools(opts, runner) as tools:
             report = run(tools)

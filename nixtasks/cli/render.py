@@ -117,10 +117,11 @@ class NoLive:
         return prompter
 
 
-def progress_for(echo: Any) -> tuple[Progress, LiveProgress | NoLive]:
-    """The live view on a terminal, plain lines elsewhere; the second value is the view, a
-    context that draws while the run lasts and wraps the prompter the run asks through."""
-    if sys.stderr.isatty():
+def progress_for(echo: Any, *, logged: bool = False) -> tuple[Progress, LiveProgress | NoLive]:
+    """The live view on a terminal, plain lines elsewhere (and when the lines go to a log); the
+    second value is the view, a context that draws while the run lasts and wraps the prompter
+    the run asks through."""
+    if sys.stderr.isatty() and not logged:
         live = LiveProgress()
         return live, live
     return PlainProgress(echo), NoLive()

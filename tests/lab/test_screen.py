@@ -221,16 +221,18 @@ def test_rollback_to_generation_42_in_an_init_repository(fleet, init_repo):
 
 
 
-def test_a_deploy_piped_to_tee_asks_on_the_terminal_and_logs_the_plan_and_report(fleet):
+def test_a_deploy_piped_to_tee_asks_on_the_terminal_and_logs_the_plan_and_report(fleet, tmp_path):
     """`invoke switch --host web1 | tee deploy.log`: the question goes to the controlling
     terminal (it was refused as "no terminal"), the plan and the report to the log as well."""
-    log = fleet.path / "deploy.log"
+    log = tmp_path / "deploy.log"
     line = f"{sys.executable} -m invoke switch --host web1 | tee {log}"
     with Terminal(["sh", "-c", line], cwd=fleet.path, env=fleet.lab.env) as term:
         term.wait_for("Switch web1 (root@web1) to nixos-system-web1-1.0?", timeout=120)
         term.holds("Switch web1 (root@web1)", 2)
         term.send("y")
         assert term.wait_exit() == 0, term.scrollback()
+        shown = term.scrollback()
+    assert shown.count("Plan: switch on 1 host(s)") == 1  # once on the terminal, through tee
     logged = log.read_text()
     assert "Plan: switch on 1 host(s)" in logged and "web1 -> root@web1" in logged
     assert "HOST" in logged and "web1  ok" in logged  # the report table
