@@ -114,8 +114,10 @@ def terminal_io() -> dict[str, Any]:
         from prompt_toolkit.input import create_input
         from prompt_toolkit.output import create_output
 
-        tty = open("/dev/tty", "r+", encoding="utf-8")  # noqa: SIM115 (kept open for the run's questions)
-        _TERMINAL.update(input=create_input(tty), output=create_output(tty))
+        # Kept open for the run's questions; two handles, since a terminal cannot seek.
+        reading = open("/dev/tty", encoding="utf-8")  # noqa: SIM115
+        writing = open("/dev/tty", "w", encoding="utf-8")  # noqa: SIM115
+        _TERMINAL.update(input=create_input(reading), output=create_output(writing))
     return dict(_TERMINAL)
 
 
