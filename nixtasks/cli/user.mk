@@ -5,7 +5,7 @@ INVOKE ?= invoke
 # YES=1 and REASON=... win over the same NIXTASKS_* variables in the environment.
 # $(value ...) takes them verbatim, and unexport keeps make from expanding them itself
 # when it would export them: make must never run a $(...) inside a reason.
-unexport YES REASON HOSTS TAG TO PLAN ASK_SUDO_PASSWORD
+unexport YES REASON HOSTS TAG TO PLAN ASK_SUDO_PASSWORD FOLLOW
 export NIXTASKS_YES := $(or $(value YES),$(NIXTASKS_YES))
 export NIXTASKS_REASON := $(or $(value REASON),$(NIXTASKS_REASON))
 # ASK_SUDO_PASSWORD=1: ask once for the hosts' sudo password (NIXTASKS_SUDO_PASSWORD_FILE without a terminal).
@@ -60,12 +60,16 @@ help::
 	@echo "make update-deploy TAG=web  nix flake update, build, one approval, commit flake.lock, deploy"
 	@echo "make stage HOSTS=...   build, copy, diff and write a plan file (PLAN=, default nixtasks-plan.json)"
 	@echo "make apply             deploy exactly the staged plan (PLAN=...)"
-	@echo "make emergency HOSTS=web1 REASON='...'  test-activate, check, ask, switch, follow the journal"
+	@echo "make emergency HOSTS=web1 REASON='...'  test-activate, check, ask, switch, follow the journal (FOLLOW=60 s)"
 	@echo "    YES=1 approves, REASON='...' records why, HOSTS=a,b and TAG=t select hosts,"
 	@echo "    ASK_SUDO_PASSWORD=1 asks for the hosts' sudo password"
 
-$(ACTIONS) canary rolling update-deploy emergency:
+$(ACTIONS) canary rolling update-deploy:
 	$(call checked,$(INVOKE) $@ $(select))
+
+# FOLLOW=SECONDS: how long to follow the hosts' journals afterwards (0: not at all).
+emergency:
+	$(call checked,$(INVOKE) emergency $(select) $(if $(value FOLLOW),--follow $(call q,$(value FOLLOW))))
 
 # Two rules, not one `host/% tag/%` rule: make takes a pattern rule's targets as made together.
 host/%:
