@@ -415,10 +415,10 @@ def parse_sizes(spec: str, what: str = "--batches") -> tuple[str, ...]:
 def split_target(spec: str) -> tuple[str | None, str] | None:
     """`[user@]name`, `[user@]fd00::11` or `[user@][fd00::11]` -> (user, address), the
     address bare; None for anything else."""
-    match = NAMED_TARGET.match(spec)
+    match = NAMED_TARGET.fullmatch(spec)  # fullmatch: `$` alone would let a final newline through
     if match:
         return match["user"], match["address"]
-    match = IPV6_TARGET.match(spec)
+    match = IPV6_TARGET.fullmatch(spec)
     if not match:
         return None
     address = match["bracketed"] or match["bare"]
