@@ -23,6 +23,14 @@ def ipv6(fleet) -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in pairs)
 
 
+def test_labctl_gives_hosts_already_up_an_ipv6_address_that_reset_keeps(fleet, ipv6):
+    rows = {row[0]: row for row in (line.split() for line in labctl("status").stdout.splitlines()[1:])}
+    assert {h: rows[h][6] for h in ipv6} == ipv6 == {
+        h: f"fd00:250:{LAB_ID}::{10 + fleet.lab.index(h)}" for h in ("web1", "web2", "db1")}
+    labctl("reset", "web1")
+    assert fleet.lab.ssh(f"root@{ipv6['web1']}", "hostname").stdout.strip() == "web1"  # host key known by it too
+
+
 def health_requests_from_the_deployer(fleet, host: str) -> list[str]:
     """The webapp's request log lines for /health that came from the bridge's IPv6 address."""
     log = fleet.lab.exec(host, "journalctl", "-u", "nixtasks-web.service", "--no-pager", "-o", "cat").stdout
