@@ -3,6 +3,7 @@ besides reading the file and the environment it is given."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shlex
@@ -21,9 +22,13 @@ from .errors import InventoryError, UsageError
 from .models import LOCAL, Check, Host, Limit, Policy, SudoPassword, Target
 
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-# [user@]address; never starting with '-', so it can never become an ssh option.
-TARGET = re.compile(
-    r"^(?:(?P<user>[a-z_][a-z0-9_.-]{0,31})@)?(?P<address>[A-Za-z0-9][A-Za-z0-9._-]*)$")
+USER = r"(?:(?P<user>[a-z_][a-z0-9_.-]{0,31})@)?"
+# [user@]name; never starting with '-', so it can never become an ssh option.
+NAMED_TARGET = re.compile(rf"^{USER}(?P<address>[A-Za-z0-9][A-Za-z0-9._-]*)$")
+# [user@]IPv6 literal, bare or in brackets: only hex digits, ':' and '.' (an embedded IPv4),
+# then checked by `ipaddress`; no '%' zone id (Nix passes `%25` on to ssh undecoded).
+IPV6_TARGET = re.compile(rf"^{USER}(?:\[(?P<bracketed>[0-9A-Fa-f:.]+)\]|(?P<bare>[0-9A-Fa-f:.]+))$")
+TARGET_EXAMPLES = '"deploy@web1", "root@[fd00::11]" or "fd00::11"'
 LOCALHOST = "localhost"
 
 
@@ -445,15 +450,34 @@ def parse_sizes(spec: str, what: str = "--batches", example: str | None = None) 
 # --- resolving hosts ------------------------------------------------------------------
 
 
+def split_target(spec: str) -> tuple[str | None, str] | None:
+    """`[user@]name`, `[user@]fd00::11` or `[user@][fd00::11]` -> (user, address), the
+    address bare; None for anything else."""
+    match = NAMED_TARGET.fullmatch(spec)  # fullmatch: `$` alone would let a final newline through
+    if match:
+        return match["user"], match["address"]
+    match = IPV6_TARGET.fullmatch(spec)
+    if not match:
+        return None
+    address = match["bracketed"] or match["bare"]
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        return None
+    return match["user"], address
+
+
 def parse_target(spec: str, default_user: str | None, sudo: bool | None) -> Target:
     if spec == LOCALHOST:
         return LOCAL
-    match = TARGET.match(spec)
-    if not match:
-        raise UsageError(f'"{spec}" is not a valid ssh target; expected [user@]host like "deploy@web1"')
-    ssh_user = match["user"] or default_user
+    parts = split_target(spec)
+    if parts is None:
+        raise UsageError(f'"{spec}" is not a valid ssh target; expected [user@]host like {TARGET_EXAMPLES}'
+                         + ("; an IPv6 zone id (%) is not supported: name the host in your ssh config with "
+                            "HostName instead" if "%" in spec else ""))
+    ssh_user = parts[0] or default_user
     use_sudo = sudo if sudo is not None else ssh_user != "root"  # no user: ssh's default, maybe not root
-    return Target(address=match["address"], user=ssh_user, sudo=use_sudo)
+    return Target(address=parts[1], user=ssh_user, sudo=use_sudo)
 
 
 def check_host_name(name: str) -> str:
@@ -525,6 +549,7 @@ def user(value: Any, source: str, key: str) -> str:
 
 
 def target(value: Any, source: str, key: str) -> str:
-    expect(isinstance(value, str) and (value == LOCALHOST or TARGET.match(value) is not None), source, key,
-           'expected a string like "deploy@web1"')
+    expect(isinstance(value, str) and (value == LOCALHOST or split_target(value) is not None), source, key,
+           f"expected a string like {TARGET_EXAMPLES}"
+           + (" (an IPv6 zone id, %, is not supported: name the host in your ssh config)" if "%" in str(value) else ""))
     return str(value)

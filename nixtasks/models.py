@@ -49,12 +49,25 @@ class Target:
         return self.address is None
 
     @property
+    def is_ipv6(self) -> bool:
+        """An IPv6 literal (the inventory accepts no other address with a colon)."""
+        return self.address is not None and ":" in self.address
+
+    @property
     def ssh_destination(self) -> str:
+        """What ssh takes: `root@fd00::11` (ssh reads `root@[fd00::11]` as a host named so)."""
         assert self.address is not None
         return f"{self.user}@{self.address}" if self.user else self.address
 
+    @property
+    def url_authority(self) -> str:
+        """[user@]host as a URL names it, an IPv6 literal in brackets: `root@[fd00::11]`."""
+        assert self.address is not None
+        host = f"[{self.address}]" if self.is_ipv6 else self.address
+        return f"{self.user}@{host}" if self.user else host
+
     def __str__(self) -> str:
-        return "localhost" if self.address is None else self.ssh_destination
+        return "localhost" if self.address is None else self.url_authority
 
 
 LOCAL = Target()

@@ -13,10 +13,12 @@ from ..models import LOCAL, Check, Host
 
 
 def ssh_address(host: Host, runner: Runner) -> str:
-    """The address ssh connects to (its config may map the name), for {address} in URLs."""
+    """The address ssh connects to (its config may map the name), for {address} in URLs: an
+    IPv6 literal in brackets (`[fd00::11]`, a zone id as `%25`), as a URL must have it."""
     if host.target.is_local:
         return "localhost"
-    return runner.ssh_settings(host.target).get("hostname") or host.target.address or host.name
+    address = runner.ssh_settings(host.target).get("hostname") or host.target.address or host.name
+    return f"[{address.replace('%', '%25')}]" if ":" in address else address
 
 
 def url_of(check: Check, host: Host, address: str) -> str:

@@ -46,19 +46,25 @@ def nix_eval_config_names(flake: str, nix_options: Sequence[str] = ()) -> Comman
                     f"{flake}#nixosConfigurations", "--apply", "builtins.attrNames"))
 
 
+def store_url(target: Target) -> str:
+    """A host's store for `nix copy`: Nix 2.8 and 2.26 both take an IPv6 literal in brackets
+    (`ssh://root@[fd00::11]`) and hand ssh `root@fd00::11`."""
+    return f"ssh://{target.url_authority}"
+
+
 def nix_copy(path: str, *, to: Target | None = None, source: Target | None = None) -> Command:
     """`nix copy` between this machine and hosts (ssh options come from NIX_SSHOPTS)."""
     argv = ["nix", *NIX_FEATURES, "copy"]
     if source is not None and not source.is_local:
-        argv += ["--from", f"ssh://{source.ssh_destination}"]
+        argv += ["--from", store_url(source)]
     if to is not None and not to.is_local:
-        argv += ["--to", f"ssh://{to.ssh_destination}"]
+        argv += ["--to", store_url(to)]
     return Command((*argv, "--", path), changes=True)
 
 
 def nix_copy_derivations(drvs: Sequence[str], *, to: Target) -> Command:
     """Copy derivations (not their outputs) to a build host."""
-    return Command(("nix", *NIX_FEATURES, "copy", "--derivation", "--to", f"ssh://{to.ssh_destination}", "--",
+    return Command(("nix", *NIX_FEATURES, "copy", "--derivation", "--to", store_url(to), "--",
                     *drvs))
 
 
@@ -423,7 +429,8 @@ def host_command(command: str) -> Command:
 
 def http_get(url: str, timeout: float) -> Command:
     """From the deployer. The URL is validated to start with http(s)://, never with '-'."""
-    return Command(("curl", "-sS", "--max-time", f"{timeout:g}", "-o", "-", "-w", "\n%{http_code}", url))
+    # -g: brackets are an IPv6 address ([fd00::11]) and braces the URL's own, never curl's globs.
+    return Command(("curl", "-g", "-sS", "--max-time", f"{timeout:g}", "-o", "-", "-w", "\n%{http_code}", url))
 
 
 def ssh_resolve(destination: str, options: Sequence[str]) -> Command:

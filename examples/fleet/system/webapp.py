@@ -74,19 +74,41 @@ def make_handler(config: dict, release: str):
     return Handler
 
 
+class DualStackServer(ThreadingHTTPServer):
+    """An IPv6 socket that takes IPv4 connections too (as ::ffff:a.b.c.d)."""
+
+    address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+def make_server(bind: str, port: int, handler) -> ThreadingHTTPServer:
+    if ":" not in bind:
+        return ThreadingHTTPServer((bind, port), handler)
+    try:
+        return DualStackServer((bind, port), handler)
+    except OSError:  # IPv6 is off on this host: IPv4 alone
+        if bind != "::":
+            raise
+        return ThreadingHTTPServer(("0.0.0.0", port), handler)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="per-host JSON settings")
     parser.add_argument("--port", type=int, default=80)
-    parser.add_argument("--bind", default="0.0.0.0")
+    parser.add_argument("--bind", default="::",
+                        help="address to listen on (default ::, IPv6 and IPv4 both; 0.0.0.0 where IPv6 is off)")
     args = parser.parse_args()
 
     config = json.loads(Path(args.config).read_text())
     release = RELEASE_FILE.read_text().strip()
-    server = ThreadingHTTPServer((args.bind, args.port), make_handler(config, release))
+    server = make_server(args.bind, args.port, make_handler(config, release))
     server.daemon_threads = True
     print(f"nixtasks-webapp {release} for {config['host']} listening on "
-          f"{args.bind}:{args.port}", flush=True)
+          f"{server.server_address[0]} port {args.port}", flush=True)
     sd_notify("READY=1")
     server.serve_forever()
 
