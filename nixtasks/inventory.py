@@ -206,7 +206,7 @@ def parse_recipes(table: Any, source: str) -> dict[str, Selection]:
         for key in ("hosts", "tags"):
             if key in entry:
                 names = strings(entry[key], source, f"{prefix}.{key}")
-                expect(bool(names) and all(HOST_NAME.match(n) for n in names), source, f"{prefix}.{key}",
+                expect(bool(names) and all(HOST_NAME.fullmatch(n) for n in names), source, f"{prefix}.{key}",
                        f'expected a non-empty list of {key} like ["{"web1" if key == "hosts" else "web"}"]')
                 values[key] = names
         expect(bool(values), source, prefix, 'expected hosts = [...] or tags = [...] (the default selection)')
@@ -220,7 +220,7 @@ def parse_blue_green(table: Any, source: str) -> BlueGreen:
     values: dict[str, Any] = {}
     if "groups" in table:
         groups = strings(table["groups"], source, "blue_green.groups")
-        expect(len(groups) == 2 and groups[0] != groups[1] and all(HOST_NAME.match(g) for g in groups), source,
+        expect(len(groups) == 2 and groups[0] != groups[1] and all(HOST_NAME.fullmatch(g) for g in groups), source,
                "blue_green.groups", 'expected two different tags like ["blue", "green"]')
         values["groups"] = groups
     if "switch_traffic" in table:
@@ -364,7 +364,7 @@ def check(item: Any, source: str, key: str) -> Check:
 
 def parse_host(name: str, entry: Any, source: str) -> HostEntry:
     key = f"hosts.{name}"
-    expect(bool(HOST_NAME.match(name)), source, key,
+    expect(bool(HOST_NAME.fullmatch(name)), source, key,
            "expected a host name of letters, digits, '.', '_' and '-' (at most 63 characters)")
     expect(isinstance(entry, dict), source, key, "expected a table")
     check_keys(entry, {"target", "tags", "build_host", "sudo", "config", "local", "checks", "canary",
@@ -384,7 +384,7 @@ def parse_host(name: str, entry: Any, source: str) -> HostEntry:
         values["sudo_password"] = sudo_password(entry["sudo_password"], source, f"{key}.sudo_password")
     if "config" in entry:
         config = string(entry["config"], source, f"{key}.config", "a configuration name")
-        expect(bool(HOST_NAME.match(config)), source, f"{key}.config",
+        expect(bool(HOST_NAME.fullmatch(config)), source, f"{key}.config",
                "expected a nixosConfigurations name of letters, digits, '.', '_' and '-'")
         values["config"] = config
     if "tags" in entry:
@@ -481,7 +481,7 @@ def parse_target(spec: str, default_user: str | None, sudo: bool | None) -> Targ
 
 
 def check_host_name(name: str) -> str:
-    if not HOST_NAME.match(name):
+    if not HOST_NAME.fullmatch(name):
         raise UsageError(f"{name!r} is not a valid host name; use letters, digits, '.', '_' and '-'")
     return name
 

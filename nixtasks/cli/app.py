@@ -704,7 +704,7 @@ def flake_configurations(runner: Runner, flake: str = ".") -> list[str]:
         names = json.loads(result.stdout or "[]")
     except ValueError as exc:
         raise NixtasksError(f"the flake's nixosConfigurations could not be listed: {result.stdout[:100]!r}") from exc
-    usable = [n for n in names if isinstance(n, str) and inventory.HOST_NAME.match(n)]
+    usable = [n for n in names if isinstance(n, str) and inventory.HOST_NAME.fullmatch(n)]
     if len(usable) < len(names):
         echo(f"warning: left out (not a host name nixtasks accepts): {', '.join(map(str, set(names) - set(usable)))}")
     return usable

@@ -70,7 +70,7 @@ def parse_plan(text: str, source: str, key: bytes) -> StagedPlan:
         raise bad("it names no hosts")
     staged = {}
     for name, entry in hosts.items():
-        if not isinstance(name, str) or not HOST_NAME.match(name) or not isinstance(entry, dict):
+        if not isinstance(name, str) or not HOST_NAME.fullmatch(name) or not isinstance(entry, dict):
             raise bad(f"host {name!r} is not valid")
         system, running, generation = entry.get("system"), entry.get("running"), entry.get("generation")
         if not isinstance(system, str) or not system.startswith("/nix/store/") or "/" in system[11:]:

@@ -145,3 +145,9 @@ def test_non_utf8_inventory_is_one_line(tmp_path):
     (tmp_path / "nixtasks.toml").write_bytes(b"[hosts.web1]\ntarget = \"\xff\"\n")
     with pytest.raises(UsageError, match="not UTF-8"):
         inventory.load(env={}, cwd=tmp_path)
+
+
+def test_a_host_name_with_a_newline_at_its_end_is_refused():
+    """A `$` in a regular expression also matches before a final newline: names are matched whole."""
+    with pytest.raises(UsageError, match="is not a valid host name"):
+        inventory.check_host_name("web1\n")
