@@ -40,6 +40,18 @@ def toplevel(runner: Runner, flake: str) -> str | None:
     return result.stdout.strip() or None if result.ok else None
 
 
+def at_revision(flake: str, top: str, revision: str) -> str:
+    """The local flake as committed at `revision` (`git+file://TOP?rev=REV&dir=SUB#...`), whatever
+    the working tree holds: Nix gives it `self.rev`. Other references are returned as they are."""
+    directory = flake_dir(flake)
+    if directory is None:
+        return flake
+    rel = directory[len(top):].strip("/")
+    fragment = flake.partition("#")[2]
+    ref = f"git+file://{top}?rev={revision}" + (f"&dir={rel}" if rel else "")
+    return f"{ref}#{fragment}" if fragment else ref
+
+
 def read(runner: Runner, flake: str) -> GitState:
     directory = flake_dir(flake)
     if directory is None:
