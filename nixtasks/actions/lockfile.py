@@ -100,9 +100,10 @@ def repository_top(directory: str, runner: Runner) -> str:
 
 
 def refuse_uncommitted(directory: str, runner: Runner) -> None:
-    status = runner.run(commands.git_file_status(directory, LOCK, FLAKE), LOCAL).stdout.strip()
-    if status:
-        files = [line[3:] for line in status.splitlines()]
+    lines = [line for line in runner.run(commands.git_file_status(directory, LOCK, FLAKE), LOCAL).stdout.splitlines()
+             if line.strip()]
+    if lines:
+        files, status = [line[3:] for line in lines], "; ".join(line.strip() for line in lines)
         have = "has" if len(files) == 1 else "have"
         raise UsageError(f"{' and '.join(files)} {have} uncommitted changes ({status}); commit or discard them "
                          f"first (git -C {directory} diff -- {LOCK} {FLAKE})")

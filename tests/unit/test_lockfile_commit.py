@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nixtasks.actions import lockfile
-from nixtasks.errors import NixtasksError
+from nixtasks.errors import NixtasksError, UsageError
 from nixtasks.host import gitstate
 from nixtasks.host.runner import ShRunner
 
@@ -68,3 +68,16 @@ def test_it_does_not_land_when_head_moved_meanwhile(repo: Path):
         with pytest.raises(NixtasksError, match="HEAD is no longer"):
             lockfile.land(directory, pending, MESSAGE, runner)
     assert git(repo, "rev-parse", "HEAD").strip() == moved
+
+
+def test_an_uncommitted_lock_or_flake_nix_is_refused_other_changes_are_not(repo: Path):
+    directory = str(repo / "fleet")
+    git(repo, "checkout", "-q", "--", "fleet/flake.lock")
+    with ShRunner() as runner:
+        lockfile.refuse_uncommitted(directory, runner)  # hosts.json is staged: it stays out of the commit
+        (repo / "fleet" / "flake.lock").write_text("edited\n")
+        (repo / "fleet" / "flake.nix").write_text("{ }\n")
+        git(repo, "add", "fleet/flake.nix")
+        with pytest.raises(UsageError, match=r"^fleet/flake.lock and fleet/flake.nix have uncommitted changes "
+                                             r"\(M fleet/flake.lock; A  fleet/flake.nix\)"):
+            lockfile.refuse_uncommitted(directory, runner)
