@@ -20,13 +20,9 @@ Echo = Callable[[str], None]
 
 def flake_at_head(flake: str, git: GitState, toplevel: str | None) -> str:
     """The flake as committed: a dirty working tree is not what HEAD builds."""
-    directory = gitstate.flake_dir(flake)
-    if directory is None or git.revision is None or not git.dirty or toplevel is None:
+    if git.revision is None or not git.dirty or toplevel is None:
         return flake
-    rel = directory[len(toplevel):].strip("/")
-    fragment = flake.partition("#")[2]
-    ref = f"git+file://{toplevel}?rev={git.revision}" + (f"&dir={rel}" if rel else "")
-    return f"{ref}#{fragment}" if fragment else ref
+    return gitstate.at_revision(flake, toplevel, git.revision)
 
 
 def expected_systems(hosts: tuple[Host, ...], flake: str, nix_options: tuple[str, ...], runner: Runner,

@@ -1,11 +1,13 @@
 """The flake's lock file for update-deploy: refuse uncommitted changes to it, update inputs,
-say what changed (per input, the old and new revision and date), restore it after a failed
-build, commit it alone."""
+say what changed (per input, the old and new revision and date), make its commit beside the
+branch (what is built and asked about), put that commit on the branch after the yes, or
+restore the file after a no or a failed build."""
 
 from __future__ import annotations
 
 import json
 import re
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,7 +19,17 @@ from ..host.runner import Runner
 from ..models import LOCAL
 
 LOCK = "flake.lock"
+FLAKE = "flake.nix"  # what `nix flake update` reads: the lock must fit the committed one
 INPUT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+@dataclass(frozen=True)
+class Pending:
+    """flake.lock's commit, made but not yet on the branch."""
+
+    top: str  # the repository's top directory
+    parent: str  # HEAD when it was made: the branch moves only from there
+    revision: str
 
 
 @dataclass(frozen=True)
@@ -79,11 +91,22 @@ def read_lock(directory: str) -> str:
     return path.read_text() if path.exists() else ""
 
 
+def repository_top(directory: str, runner: Runner) -> str:
+    top = gitstate.toplevel(runner, directory)
+    if top is None:
+        raise UsageError(f"update-deploy commits {LOCK}, and {directory} is not in a git repository; run "
+                         "`git init` and commit the flake first")
+    return top
+
+
 def refuse_uncommitted(directory: str, runner: Runner) -> None:
-    status = runner.run(commands.git_file_status(directory, LOCK), LOCAL)
-    if status.stdout.strip():
-        raise UsageError(f"{LOCK} has uncommitted changes ({status.stdout.strip()}); commit or discard them "
-                         f"first (git -C {directory} diff -- {LOCK})")
+    lines = [line for line in runner.run(commands.git_file_status(directory, LOCK, FLAKE), LOCAL).stdout.splitlines()
+             if line.strip()]
+    if lines:
+        files, status = [line[3:] for line in lines], "; ".join(line.strip() for line in lines)
+        have = "has" if len(files) == 1 else "have"
+        raise UsageError(f"{' and '.join(files)} {have} uncommitted changes ({status}); commit or discard them "
+                         f"first (git -C {directory} diff -- {LOCK} {FLAKE})")
 
 
 def check_inputs(directory: str, inputs: tuple[str, ...]) -> None:
@@ -111,6 +134,28 @@ def restore(directory: str, previous: str) -> None:
         path.unlink(missing_ok=True)
 
 
-def commit(directory: str, message: str, runner: Runner) -> str:
-    runner.run(commands.git_commit_file(directory, LOCK, message), LOCAL)
-    return runner.run(commands.git_revision(directory), LOCAL).stdout.strip()
+def pending_commit(directory: str, top: str, message: str, runner: Runner) -> Pending:
+    """The commit of HEAD's tree with the updated lock file, beside the branch: the systems are
+    built from it, so they carry its revision. Neither the branch nor the index moves."""
+    parent = runner.run(commands.git_revision(directory), LOCAL).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="nixtasks-update-") as scratch:
+        index = str(Path(scratch) / "index")
+        runner.run(commands.git_read_tree(directory, parent, index), LOCAL)
+        runner.run(commands.git_add_to_index(directory, LOCK, index), LOCAL)
+        tree = runner.run(commands.git_write_tree(directory, index), LOCAL).stdout.strip()
+    revision = runner.run(commands.git_commit_tree(directory, tree, parent, message), LOCAL).stdout.strip()
+    return Pending(top, parent, revision)
+
+
+def land(directory: str, pending: Pending, message: str, runner: Runner) -> None:
+    """The branch to the pending commit, if it has not moved since it was made."""
+    moved = runner.run(commands.git_move_head(directory, pending.revision, pending.parent, message), LOCAL,
+                       check=False)
+    if not moved.ok:
+        raise NixtasksError(f"HEAD is no longer {pending.parent[:12]} (something was committed while update-deploy "
+                            "asked), so nothing was committed or deployed; run update-deploy again")
+
+
+def sync_index(directory: str, runner: Runner) -> None:
+    """The index's lock file as the new HEAD has it; the working tree already does."""
+    runner.run(commands.git_reset_file(directory, LOCK), LOCAL)

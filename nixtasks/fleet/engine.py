@@ -156,16 +156,18 @@ def read_git(req: DeployRequest, tools: Tools) -> GitState:
     return git
 
 
-def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None = None, *,
-            as_root: bool = True) -> Prepared:
+def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None = None,
+            git: GitState | None = None, *, as_root: bool = True) -> Prepared:
     """Everything before the plan: the refusal without a terminal, the git check, one evaluation
     and build (or, with `systems`, the store paths of a staged plan: no evaluation), every host
     probed while that runs, unreachable hosts named, and (`as_root`: what follows runs as root
     there; staging does not) hosts whose sudo wants a password not given, then the NixOS and space
-    checks, copies and closure diffs in parallel. Changes nothing a host runs or boots."""
+    checks, copies and closure diffs in parallel. Changes nothing a host runs or boots. `git`: the
+    state of the commit `req.flake` names (update-deploy's, before it is on the branch), checked
+    already."""
     runner, echo = tools.runner, tools.echo
     warned = len(runner.warnings)
-    git = read_git(req, tools)
+    git = git or read_git(req, tools)
     journal = Journal(runner, tools.journal_path or deployer_journal_path(), git, req.reason, echo,
                       gitstate.repository(runner, req.flake))
     refuse_without_terminal(req.action.value, [h for h in req.hosts if needs_approval(req.action, h, git)],
@@ -234,11 +236,9 @@ def with_git(prep: Prepared, git: GitState) -> Prepared:
 
 
 def recommitted(prep: Prepared, tools: Tools, reason: str) -> Prepared:
-    """The same prepared changes, journalled with the flake's git state now (update-deploy
-    committed flake.lock after the plan) and `reason`."""
-    git = gitstate.read(tools.runner, prep.request.flake)
-    return replace(prep, request=replace(prep.request, reason=reason), git=git,
-                   journal=prep.journal.retold(git, reason))
+    """The same prepared changes, journalled with `reason` (update-deploy names its commit, which
+    is on the branch only after the plan)."""
+    return replace(prep, request=replace(prep.request, reason=reason), journal=prep.journal.retold(prep.git, reason))
 
 
 INTERRUPTED_BUILD = "interrupted during the build; nothing changed"

@@ -647,13 +647,41 @@ def git_diff(repo: str, path: str) -> Command:
     return Command(("git", "-C", repo, "--no-pager", "diff", "--", path))
 
 
-def git_file_status(repo: str, path: str) -> Command:
-    return Command(("git", "-C", repo, "status", "--porcelain", "--", path))
+def git_file_status(repo: str, *paths: str) -> Command:
+    return Command(("git", "-C", repo, "status", "--porcelain", "--", *paths))
 
 
-def git_commit_file(repo: str, path: str, message: str) -> Command:
-    """Commit that file alone, whatever else is staged."""
-    return Command(("git", "-C", repo, "commit", "--quiet", "--only", "-m", message, "--", path), changes=True)
+# A commit made beside the branch: HEAD's tree with one file as the working tree has it, in an
+# index of its own (GIT_INDEX_FILE), so neither the branch nor the user's index moves until
+# `git_move_head`.
+
+
+def git_read_tree(repo: str, revision: str, index: str) -> Command:
+    return Command(("env", f"GIT_INDEX_FILE={index}", "git", "-C", repo, "read-tree", revision), changes=True)
+
+
+def git_add_to_index(repo: str, path: str, index: str) -> Command:
+    return Command(("env", f"GIT_INDEX_FILE={index}", "git", "-C", repo, "add", "--", path), changes=True)
+
+
+def git_write_tree(repo: str, index: str) -> Command:
+    return Command(("env", f"GIT_INDEX_FILE={index}", "git", "-C", repo, "write-tree"), changes=True)
+
+
+def git_commit_tree(repo: str, tree: str, parent: str, message: str) -> Command:
+    """The commit object (signed if commit.gpgSign says so); no branch moves, no hook runs."""
+    return Command(("git", "-C", repo, "commit-tree", tree, "-p", parent, "-m", message), changes=True)
+
+
+def git_move_head(repo: str, revision: str, expected: str, message: str) -> Command:
+    """HEAD's branch to `revision`, only if it still is `expected` (else git refuses)."""
+    return Command(("git", "-C", repo, "update-ref", "-m", f"commit: {message}", "HEAD", revision, expected),
+                   changes=True)
+
+
+def git_reset_file(repo: str, path: str) -> Command:
+    """The index's entry for that file as HEAD has it (the working tree is left alone)."""
+    return Command(("git", "-C", repo, "reset", "--quiet", "--", path), changes=True)
 
 
 def local_hook(command: str) -> Command:

@@ -49,6 +49,18 @@ def repository(runner: Runner, flake: str) -> str | None:
     return None if directory is None else toplevel(runner, flake) or os.path.realpath(directory)
 
 
+def at_revision(flake: str, top: str, revision: str) -> str:
+    """The local flake as committed at `revision` (`git+file://TOP?rev=REV&dir=SUB#...`), whatever
+    the working tree holds: Nix gives it `self.rev`. Other references are returned as they are."""
+    directory = flake_dir(flake)
+    if directory is None:
+        return flake
+    rel = directory[len(top):].strip("/")
+    fragment = flake.partition("#")[2]
+    ref = f"git+file://{top}?rev={revision}" + (f"&dir={rel}" if rel else "")
+    return f"{ref}#{fragment}" if fragment else ref
+
+
 def read(runner: Runner, flake: str) -> GitState:
     directory = flake_dir(flake)
     if directory is None:

@@ -1,9 +1,11 @@
-"""update-deploy: `nix flake update`, show what changed, then the engine's prepare with the new
-lock (build every selected host, probe, copy, diff) and the plan of the hosts whose system
-changes; then one question naming them (a subset may be chosen), then commit flake.lock
-alone, then deploy exactly the prepared changes of the chosen hosts: as a canary when they
-include canary hosts, else as a rolling deploy. Nothing is built or asked twice. A declined
-question, a failed build or Ctrl-C before the commit restores flake.lock and commits nothing."""
+"""update-deploy: `nix flake update`, show what changed, then make the commit of the new lock
+beside the branch and the engine's prepare from that commit (build every selected host,
+probe, copy, diff), so the systems are exactly those of the commit that lands, with its
+revision; the plan of the hosts whose system changes; then one question naming them (a
+subset may be chosen), then the branch moves to that commit, then exactly the prepared
+changes of the chosen hosts go out: as a canary when they include canary hosts, else as a
+rolling deploy. Nothing is built or asked twice. A declined question, a failed build or
+Ctrl-C before then leaves the branch where it was and restores flake.lock."""
 
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from ..actions.plan import store_name
 from ..errors import NixtasksError, Refused
 from ..fleet import engine, pipeline
 from ..fleet.pipeline import Change
+from ..host import gitstate
 from ..host.prompts import HOW_TO_APPROVE, AlwaysYes
-from ..models import Outcome, Report
+from ..models import GitState, Outcome, Report
 from . import canary, rolling
 
 MESSAGE = "chore: update flake inputs"
@@ -28,9 +31,15 @@ def update_deploy(req: engine.DeployRequest, tools: engine.Tools, inputs: tuple[
     if not tools.prompter.can_ask:  # before anything is touched
         raise Refused(f"update-deploy commits flake.lock and deploys it to {', '.join(h.name for h in req.hosts)}; "
                       f"there is no terminal to ask on; {HOW_TO_APPROVE}. Nothing was changed")
+    top = lockfile.repository_top(directory, runner)
     lockfile.refuse_uncommitted(directory, runner)
     lockfile.check_inputs(directory, inputs)
     secrets.guard(req.flake, req.allow_secrets, runner)  # `nix flake update` copies the flake too
+    left_out = gitstate.read(runner, req.flake).changes
+    if left_out:  # built from the commit: what is not committed is not deployed either
+        echo(f"git: {len(left_out)} uncommitted change(s) stay out of the commit and of what is deployed:")
+        for line in left_out:
+            echo(f"  {line}")
     before = lockfile.read_lock(directory)
     committed = updated = False
     try:  # until flake.lock is committed, every way out puts it back as it was
@@ -43,7 +52,10 @@ def update_deploy(req: engine.DeployRequest, tools: engine.Tools, inputs: tuple[
         echo(f"{len(changed)} input(s) updated:")
         for change in changed:
             echo(f"  {change.name}: {change.old} -> {change.new}")
-        prep = engine.prepare(req, tools)  # every selected host: built with the new lock, probed, copied, diffed
+        pending = lockfile.pending_commit(directory, top, message, runner)
+        at_commit = replace(req, flake=gitstate.at_revision(req.flake, top, pending.revision))
+        # every selected host: built from that commit, probed, copied, diffed
+        prep = engine.prepare(at_commit, tools, git=GitState(revision=pending.revision))
         lost = [r.host for r in prep.skipped if r.host in {h.name for h in req.hosts if h.canary}]
         if lost:  # (--skip-unreachable) without it, the update would go out as if it had no canary
             raise NixtasksError(f"the canary {', '.join(lost)} cannot be reached, and the update must not go out "
@@ -60,13 +72,14 @@ def update_deploy(req: engine.DeployRequest, tools: engine.Tools, inputs: tuple[
             chosen = ask(chosen, tools, lock_text, soak)
         elif not tools.prompter.confirm(f"No selected host's system changes. Commit {lock_text} anyway?"):
             raise Refused("not approved; nothing was committed")
-        revision = lockfile.commit(directory, message, runner)
-        committed = True
+        lockfile.land(directory, pending, message, runner)
+        revision, committed = pending.revision, True
     finally:
         if not committed:
             lockfile.restore(directory, before)  # Nix may also have rewritten it without a change
             if updated:
                 echo("flake.lock restored; nothing was committed or deployed")
+    lockfile.sync_index(directory, runner)
     canaries = [c.host.name for c in chosen.changes if c.host.canary]
     how = f"as a canary ({', '.join(canaries)} first)" if canaries else "as a rolling deploy"
     echo(f"committed flake.lock as {revision[:12]} ({message})"

@@ -129,10 +129,17 @@ def test_update_deploy_with_a_real_input_change(fleet):
     head = fleet.git("rev-parse", "HEAD").strip()
     assert head != before and f"commit {head}" in proc.stderr
     assert "Canary: switch web1 first" in proc.stderr  # the selection has a canary host
-    for host in RELEASES:
-        assert fleet.lab.current_system(host) == deployed[host] == fleet.lab.profile(host)
+    for host in RELEASES:  # exactly the systems of the commit that landed, its revision in them
+        assert fleet.lab.current_system(host) == fleet.build(host) == deployed[host] == fleet.lab.profile(host)
+    assert_status_matches_head(fleet, RELEASES)
     with urllib.request.urlopen(f"http://{fleet.lab.address('web2')}/", timeout=5) as page:
         assert "Welcome to release two." in page.read().decode()  # the updated input is what runs
+
+
+def assert_status_matches_head(fleet: Fleet, hosts: tuple[str, ...]) -> None:
+    rows = {r["host"]: r for r in fleet.invoke_json("status", "--all")}
+    for host in hosts:
+        assert (rows[host]["flake"], rows[host]["revision"]) == ("up to date", "matches HEAD"), rows[host]
 
 
 def test_update_deploy_whose_build_fails_restores_the_lock(fleet):
@@ -154,6 +161,11 @@ def test_update_deploy_refuses_an_uncommitted_lock_and_no_terminal(fleet):
     proc = fleet.invoke("update-deploy", "--all", "--yes")
     assert proc.returncode == 2 and "flake.lock has uncommitted changes" in proc.stderr, proc.stderr
     fleet.git("checkout", "--", "flake.lock")
+    flake = fleet.path / "flake.nix"  # `nix flake update` would lock what HEAD's flake.nix does not ask for
+    flake.write_text(flake.read_text() + "\n")
+    proc = fleet.invoke("update-deploy", "--all", "--yes")
+    assert proc.returncode == 2 and "flake.nix has uncommitted changes" in proc.stderr, proc.stderr
+    fleet.git("checkout", "--", "flake.nix")
     proc = fleet.invoke("update-deploy", "--all")
     assert proc.returncode == 3 and "--yes" in errors(proc)[0]
 

@@ -10,7 +10,7 @@ import sys
 
 from tests.screen import DOWN, ENTER, SPACE, Terminal
 
-from .test_recipes import RELEASES, first_deploy, records, set_motd
+from .test_recipes import RELEASES, assert_status_matches_head, first_deploy, records, release, set_motd
 
 QUESTION = "Commit flake.lock (1 input(s) updated) and deploy it to web1, web2, db1, as a canary (web1 first)?"
 
@@ -37,10 +37,45 @@ def test_bare_update_deploy_at_a_terminal_shows_the_plan_then_asks_once(fleet):
     assert fleet.git("log", "-1", "--format=%s").strip() == "chore: update flake inputs"
     assert fleet.git("show", "--name-only", "--format=", "HEAD").split() == ["flake.lock"]
     assert fleet.git("status", "--porcelain") == ""
-    for host in RELEASES:
+    head = fleet.git("rev-parse", "HEAD").strip()
+    assert f"git:      {head[:12]}" in seen[plan:seen.index(QUESTION)]  # the plan names the commit to come
+    for host in RELEASES:  # the plan showed, and the hosts run, exactly what the new HEAD builds
         now = fleet.lab.current_system(host)
-        assert now != old[host] and now == fleet.lab.profile(host)
+        assert now != old[host] and now == fleet.lab.profile(host) == fleet.build(host)
+        assert f"    new:     {now}" in seen[plan:seen.index(QUESTION)]
+    assert_status_matches_head(fleet, RELEASES)
     assert {r["host"] for r in records(fleet) if r["reason"].startswith("update-deploy ")} == set(RELEASES)
+    assert {r["git_revision"] for r in records(fleet) if r["reason"].startswith("update-deploy ")} == {head}
+
+
+def test_a_declined_update_deploy_leaves_head_and_the_lock_as_they_were(fleet):
+    first_deploy(fleet)
+    old = {h: fleet.lab.current_system(h) for h in RELEASES}
+    set_motd(fleet, '"Welcome to release two."')
+    lock, head = (fleet.path / "flake.lock").read_text(), fleet.git("rev-parse", "HEAD")
+    with Terminal(invoke_argv("update-deploy"), cwd=fleet.path, env=fleet.lab.env) as term:
+        term.wait_for(QUESTION, timeout=240)
+        term.send(ENTER)  # No
+        assert term.wait_exit() == 3, term.scrollback()
+        assert "flake.lock restored; nothing was committed or deployed" in term.scrollback()
+    assert fleet.git("rev-parse", "HEAD") == head and (fleet.path / "flake.lock").read_text() == lock
+    assert fleet.git("status", "--porcelain") == ""
+    assert {h: fleet.lab.current_system(h) for h in RELEASES} == old
+
+
+def test_uncommitted_changes_stay_out_of_what_update_deploy_builds(fleet):
+    first_deploy(fleet)
+    set_motd(fleet, '"Welcome to release two."')
+    hosts_json = fleet.path / "hosts.json"
+    data = json.loads(hosts_json.read_text())
+    data["defaults"]["release"] = "9.9"  # not committed: not part of the commit, so not deployed
+    hosts_json.write_text(json.dumps(data, indent=2) + "\n")
+    proc = fleet.invoke("update-deploy", "--all", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert "uncommitted change(s) stay out of the commit and of what is deployed" in proc.stderr
+    assert fleet.git("status", "--porcelain").split() == ["M", "hosts.json"]  # still there, still uncommitted
+    assert [release(fleet, h) for h in RELEASES] == ["1.0"] * 3
+    assert_status_matches_head(fleet, RELEASES)  # status evaluates the flake at HEAD when the tree is dirty
 
 
 def test_update_deploy_of_the_hosts_left_checked(fleet):
@@ -90,6 +125,7 @@ def test_update_deploy_yes_deploys_the_inventorys_default_selection_only(fleet):
     deployed = {h["host"]: h["system_after"] for h in json.loads(proc.stdout)["hosts"]}
     assert set(deployed) == {"web1", "web2"}
     for host in ("web1", "web2"):
-        assert fleet.lab.current_system(host) == deployed[host] != old[host]
+        assert fleet.lab.current_system(host) == deployed[host] == fleet.build(host) != old[host]
     assert fleet.lab.current_system("db1") == old["db1"]
     assert fleet.git("log", "-1", "--format=%s").strip() == "chore: update flake inputs"
+    assert_status_matches_head(fleet, ("web1", "web2"))

@@ -1,7 +1,8 @@
 """What an answer approves, through the engine with the recording runner: a subset chosen in the
 checkbox goes out and exits 0, the others are "not selected" (reported and journalled); a no
-is a decline (exit 3). And update-deploy's order: the lock diff, the build and the plan, then
-the one question, then the commit, then the chosen hosts, with nothing built or asked twice."""
+is a decline (exit 3). And update-deploy's order: the lock diff, the commit made beside the
+branch, the build of that commit and the plan, then the one question, then the branch moved to
+the commit, then the chosen hosts, with nothing built or asked twice."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ OLD_LOCK = json.dumps({"nodes": {"root": {"inputs": {"nixpkgs": "nixpkgs"}},
                                  "nixpkgs": {"locked": {"rev": "a" * 40, "lastModified": 1700000000}}},
                        "root": "root", "version": 7})
 NEW_LOCK = OLD_LOCK.replace("a" * 40, "b" * 40)
-REVISION = "c0ffee" + "0" * 34
+PARENT = "c0ffee" + "0" * 34  # HEAD before the update
+REVISION = "beef" + "1" * 36  # the commit of the new lock
 
 
 class Fleet:
@@ -40,6 +42,7 @@ class Fleet:
     def __init__(self, flake: Path, hosts: dict[str, FakeHost]) -> None:
         self.flake, self.hosts = flake, hosts
         self.said: list[str] = []
+        self.head_moved = False  # someone committed while update-deploy asked
         self.runner = RecordingRunner(self.respond)
 
     def respond(self, step: str, cmd: Command, target: Target, fresh: bool) -> Result:
@@ -48,21 +51,32 @@ class Fleet:
                 self.said.append(f"<{target.address} locked>")
             return self.hosts[target.address](step, cmd, target, fresh)
         argv = cmd.argv
-        if "--is-inside-work-tree" in argv or "--show-toplevel" in argv:
+        if "--is-inside-work-tree" in argv:
             return Result(128, "", "fatal: not a git repository")
+        if "--show-toplevel" in argv:
+            return Result(0, f"{self.flake}\n", "")
         if "flake" in argv and "update" in argv:
             (self.flake / "flake.lock").write_text(NEW_LOCK)
             self.said.append("<flake update>")
         elif "eval" in argv:
+            self.said.append(f"<eval {next(a for a in argv if a.endswith('#nixosConfigurations'))}>")
             return Result(0, json.dumps({h: {"drv": f"/nix/store/{h}.drv", "out": NEW} for h in self.hosts}), "")
         elif "--realise" in argv:
             self.said.append("<build>")
         elif "path-info" in argv:
             return Result(0, "{}", "")
-        elif "commit" in argv:
-            self.said.append("<commit>")
-        elif "--verify" in argv:
+        elif "write-tree" in argv:
+            return Result(0, "7ree" * 10 + "\n", "")
+        elif "commit-tree" in argv:
+            self.said.append(f"<commit-tree {' '.join(argv[argv.index('commit-tree') + 1:])}>")
             return Result(0, REVISION + "\n", "")
+        elif "update-ref" in argv:
+            self.said.append(f"<update-ref {' '.join(argv[-3:])}>")
+            return Result(128, "", "fatal: cannot lock ref") if self.head_moved else OK
+        elif "reset" in argv:
+            self.said.append(f"<reset {argv[-1]}>")
+        elif "--verify" in argv:
+            return Result(0, PARENT + "\n", "")
         return OK
 
     def tools(self, answers: list[object], tmp_path: Path) -> engine.Tools:
@@ -152,16 +166,25 @@ def test_update_deploy_shows_the_plan_then_asks_once_then_commits_and_deploys(tm
     assert asked == ["<asked: Commit flake.lock (1 input(s) updated) and deploy it to web1, web2, as a canary "
                      "(web1 first)?> (preselected)"]  # once, naming the hosts whose system changes
     question = said_index(said, "<asked")
-    assert said_index(said, "nixpkgs: aaaaaaaaaaaa") < said_index(said, "<build>") < question
-    assert said_index(said, "Plan: switch on 2 host(s)") < said_index(said, f"    new:     {NEW}") < question
+    made = said_index(said, f"<commit-tree {'7ree' * 10} -p {PARENT} -m chore: update flake inputs>")
+    assert said_index(said, "<flake update>") < said_index(said, "nixpkgs: aaaaaaaaaaaa") < made
+    # the systems are built from that commit, not from the working tree
+    assert made < said_index(said, f"<eval git+file://{fleet.flake}?rev={REVISION}#nixosConfigurations>")
+    assert sum(line.startswith("<eval") for line in said) == 1
+    assert made < said_index(said, "<build>") < question
+    assert said_index(said, "Plan: switch on 2 host(s)") < said_index(said, f"  git:      {REVISION[:12]}") < question
+    assert said_index(said, f"    new:     {NEW}") < question
     assert said_index(said, "db1: up to date") < question and said.count("<build>") == 1
     locks = said_index(said, "<web1 locked>"), said_index(said, "<web2 locked>")
-    assert question < said_index(said, "<commit>") < locks[0] < locks[1]  # the canary first
+    moved = said_index(said, f"<update-ref HEAD {REVISION} {PARENT}>")  # only from the commit's parent
+    assert question < moved < said_index(said, "<reset flake.lock>") < locks[0] < locks[1]  # the canary first
+    assert (fleet.flake / "flake.lock").read_text() == NEW_LOCK
     assert "Canary: switch web1 first (1 host)? (approved with the update)" in capsys.readouterr().err
     assert outcomes(report) == {"db1": "ok", "web1": "ok", "web2": "ok"}
     assert fleet.hosts["web1"].running == fleet.hosts["web2"].running == NEW
     records = read_local(tmp_path / "journal.jsonl")
     assert {(r.host, r.reason) for r in records} == {(h, f"update-deploy {REVISION[:12]}") for h in ("web1", "web2")}
+    assert {(r.git_revision, r.git_dirty) for r in records} == {(REVISION, False)}
 
 
 def test_update_deploy_of_a_chosen_subset_deploys_only_those_as_a_rolling_deploy(tmp_path):
@@ -179,7 +202,7 @@ def test_an_update_whose_canary_cannot_be_reached_stops_before_the_question(tmp_
     with pytest.raises(NixtasksError, match="the canary web1 cannot be reached"):
         update_deploy.update_deploy(req, fleet.tools([True], tmp_path))
     assert not any(line.startswith("<asked") for line in fleet.said)
-    assert (fleet.flake / "flake.lock").read_text() == OLD_LOCK and "<commit>" not in fleet.said
+    assert (fleet.flake / "flake.lock").read_text() == OLD_LOCK and not moved(fleet)
 
 
 def test_a_declined_update_restores_the_lock_and_commits_nothing(tmp_path):
@@ -187,8 +210,24 @@ def test_a_declined_update_restores_the_lock_and_commits_nothing(tmp_path):
     with pytest.raises(Refused) as refused:
         update_deploy.update_deploy(request(fleet), fleet.tools([False], tmp_path))
     assert "nothing was committed or deployed" in str(refused.value)
-    assert (fleet.flake / "flake.lock").read_text() == OLD_LOCK and "<commit>" not in fleet.said
+    assert any(line.startswith("<commit-tree") for line in fleet.said)  # made, built, then left to git gc
+    assert (fleet.flake / "flake.lock").read_text() == OLD_LOCK and not moved(fleet)
     assert all(f.running != NEW for f in fleet.hosts.values())
+
+
+def test_an_update_approved_after_head_moved_commits_and_deploys_nothing(tmp_path):
+    fleet = fleet_of(tmp_path)
+    fleet.head_moved = True
+    with pytest.raises(NixtasksError, match=f"HEAD is no longer {PARENT[:12]}.*nothing was committed or deployed"):
+        update_deploy.update_deploy(request(fleet), fleet.tools([True], tmp_path))
+    assert (fleet.flake / "flake.lock").read_text() == OLD_LOCK
+    assert not any(line.startswith("<reset") for line in fleet.said)
+    assert all(f.running != NEW for f in fleet.hosts.values())
+
+
+def moved(fleet: Fleet) -> bool:
+    """Whether anything tried to move the branch or the index."""
+    return any(line.startswith(("<update-ref", "<reset")) for line in fleet.said)
 
 
 # --- update-deploy's selection ------------------------------------------------------------------
