@@ -564,15 +564,13 @@ WATCHDOG_FILE = f"{WATCHDOG_DIR}/watchdog.sh"
 # first line of standard input is a journal record for the host's journal ("activation
 # started": the activation's round trip writes it, and a batch has one standard input),
 # the rest the watchdog's script. `read` takes no more than its line from a pipe.
-ARM_SCRIPT = (
-    f"IFS= read -r record; "
-    "touch /run/systemd/system 2>/dev/null; "  # see UNITS_SH: a clean map of names first
-    f"mkdir -p {WATCHDOG_DIR} && "
-    f"rm -f {WATCHDOG_DIR}/watchdog-fired {WATCHDOG_REVERTED} {ACTIVATION_DONE} && "
-    f"cat > {WATCHDOG_FILE} && systemd-run --unit={WATCHDOG_UNIT} --quiet --collect --on-active=\"$1\" "
-    f"--timer-property=AccuracySec=100ms -- /bin/sh {WATCHDOG_FILE} \"$2\" \"$3\" \"$4\" \"$5\" \"$1\" "
-    f"\"$6\" \"$7\" && : > {WATCHDOG_ARMED} && {{ [ -z \"$record\" ] || "
-    f"{{ mkdir -p {HOST_JOURNAL.rsplit('/', 1)[0]} && printf '%s\\n' \"$record\" >> {HOST_JOURNAL}; }} || true; }}"
+ARM_SCRIPT = (  # in the watchdog's directory, so that its files need no path: sudo matches ~1000 characters
+    f"IFS= read -r record; mkdir -p {WATCHDOG_DIR} && cd {WATCHDOG_DIR} && "
+    f"rm -f watchdog-fired {WATCHDOG_REVERTED.rsplit('/', 1)[1]} {ACTIVATION_DONE.rsplit('/', 1)[1]} && "
+    f"cat > {WATCHDOG_FILE.rsplit('/', 1)[1]} && systemd-run --unit={WATCHDOG_UNIT} --quiet --collect "
+    f"--on-active=\"$1\" --timer-property=AccuracySec=100ms -- /bin/sh {WATCHDOG_FILE} \"$2\" \"$3\" \"$4\" \"$5\" "
+    f"\"$1\" \"$6\" \"$7\" && : > {WATCHDOG_ARMED.rsplit('/', 1)[1]} && {{ [ -z \"$record\" ] || "
+    f"{{ mkdir -p {HOST_JOURNAL.rsplit('/', 1)[0]} && printf '%s\\n' \"$record\" >> {HOST_JOURNAL}; }} || :; }}"
 )
 # Exit 3 while an activation still runs (its ssh session died, the unit did not): confirming
 # then would disarm the watchdog before the activation could break anything.
