@@ -18,12 +18,17 @@ def asking(kind: str) -> Terminal:
     return Terminal([sys.executable, str(PROGRAM), kind], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
 
 
+def asked_while_drawing(term: Terminal, question: str, seconds: float) -> str:
+    """The live view draws its rows, then the question is on the screen with no key pressed,
+    and stays there for `seconds`: the screen then."""
+    term.wait_for(r"web\d\s+copying", regex=True)
+    term.wait_for(question, timeout=10)
+    return term.holds(question, seconds)
+
+
 def test_the_question_stays_on_the_screen_and_the_live_view_resumes_after_the_answer():
     with asking("confirm") as term:
-        term.wait_for(r"web2\s+copying", regex=True)  # the live view is drawing
-        question = "Switch web1 (root@web1) to nixos-system-web1-1.1? (y/N)"
-        screen = term.wait_for(question, timeout=10)  # no key pressed
-        term.holds(question, 2)
+        screen = asked_while_drawing(term, "Switch web1 (root@web1) to nixos-system-web1-1.1? (y/N)", 2)
         assert "copying" not in term.text(), screen  # one thing at a time: the rows are off the screen
         term.send("y")  # questionary's confirm takes y without Enter
         screen = term.wait_for(r"web1\s+answered True", regex=True, timeout=10)
@@ -34,10 +39,7 @@ def test_the_question_stays_on_the_screen_and_the_live_view_resumes_after_the_an
 
 def test_the_live_view_resumes_after_ctrl_c_at_the_question():
     with asking("confirm") as term:
-        term.wait_for(r"web1\s+copying", regex=True)
-        question = "Switch web1 (root@web1) to nixos-system-web1-1.1?"
-        term.wait_for(question, timeout=10)
-        term.holds(question, 1)
+        asked_while_drawing(term, "Switch web1 (root@web1) to nixos-system-web1-1.1?", 1)
         term.send(CTRL_C)
         term.wait_for(r"web1\s+answered interrupted", regex=True, timeout=10)
         term.send(ENTER)
@@ -46,10 +48,7 @@ def test_the_live_view_resumes_after_ctrl_c_at_the_question():
 
 def test_the_select_and_the_checkbox_for_many_hosts_stay_on_the_screen():
     with asking("approve") as term:
-        term.wait_for(r"web2\s+copying", regex=True)
-        question = "Switch web1, web2 (2 hosts)?"
-        term.wait_for(question, timeout=10)
-        screen = term.holds(question, 2)
+        screen = asked_while_drawing(term, "Switch web1, web2 (2 hosts)?", 2)
         for choice in ("No", "Yes, all 2 hosts", "Choose hosts..."):
             assert choice in screen, screen
         term.send(DOWN + DOWN)
