@@ -192,15 +192,12 @@ def echo(line: str) -> None:
 
 
 def output_to_log(as_json: bool) -> None:
-    """`invoke switch | tee deploy.log`: the plan, the hosts' lines and the report go to standard
-    output, which the log (and, through tee, the terminal) gets, in plain lines; the questions go
-    to the terminal itself. Not when standard output carries the JSON report, is the terminal,
-    or is the same file as standard error (`2>&1 | tee`: it has them already)."""
-    try:
-        same = os.path.sameopenfile(sys.stdout.fileno(), sys.stderr.fileno())
-    except (OSError, ValueError):
-        same = True
-    if not as_json and not sys.stdout.isatty() and not same and not LOG:
+    """`invoke switch | tee deploy.log` at a terminal: the plan, the hosts' lines and the report
+    go to standard output, which the log (and, through tee, the terminal) gets, in plain lines;
+    the questions go to the terminal itself. Only then: standard error is the terminal and
+    standard output is not, and carries no JSON report. A script that captures both (`> log
+    2>&1`, CI) keeps everything on standard error as before."""
+    if not as_json and sys.stderr.isatty() and not sys.stdout.isatty() and not LOG:
         LOG.append(True)
 
 
