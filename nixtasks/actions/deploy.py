@@ -163,8 +163,13 @@ def result_links(hosts: Sequence[Host], built: Mapping[tuple[str, Target], Built
         if not made.at.is_local:
             runner.run(commands.nix_copy(made.path, source=made.at), LOCAL, label=host.name)
         link = directory / ("result" if len(hosts) == 1 else f"result-{host.name}")
-        runner.run(commands.add_result_link(made.path, str(link)), LOCAL, label=host.name)
-        echo(f"{host.name}: {os.path.relpath(link)} -> {made.path}")
+        cmd = commands.add_result_link(made.path, str(link))
+        made_link = runner.run(cmd, LOCAL, label=host.name, check=False)
+        if made_link.ok:
+            echo(f"{host.name}: {os.path.relpath(link)} -> {made.path}")
+        else:  # the system is built all the same (a read-only checkout, say): say so, and go on
+            why = runner.failure(cmd, LOCAL, host.name, made_link)
+            echo(f"warning: {host.name}: no {os.path.relpath(link)} link ({why}); the system is built: {made.path}")
 
 
 def refuse_unmatched_overrides(flags: NixFlags, warnings: Sequence[str]) -> None:

@@ -521,14 +521,16 @@ def parse_unit_line(line: str) -> tuple[str, str]:
 WATCHDOG_SCRIPT = f"""#!/bin/sh
 PATH="$3/sw/bin:$PATH"
 {UNITS_SH}
+# Inside a function $5 is the function's own (none): the confirmation's time goes in by name.
+confirm_time=$5
 after_activation() {{
   while running {ACTIVATION_UNIT}.service; do sleep 1; done
   [ -e {ACTIVATION_DONE} ] || return 1
-  left=$(( $(stat -c %Y {ACTIVATION_DONE}) + $5 - $(date +%s) ))
+  left=$(( $(stat -c %Y {ACTIVATION_DONE}) + confirm_time - $(date +%s) ))
   if [ "$left" -gt 0 ]; then sleep "$left"; fi
   return 0
 }}
-after_activation || {{ sleep "$5"; after_activation; }}
+after_activation || {{ sleep "$confirm_time"; after_activation; }}
 mv {WATCHDOG_DIR}/watchdog-armed {WATCHDOG_DIR}/watchdog-fired 2>/dev/null || exit 0
 echo "nixtasks watchdog: no confirmation within $5 s of the activation, reverting to $3"
 link=$(readlink {SYSTEM_PROFILE}); gen=${{link##*system-}}; gen=${{gen%-link}}

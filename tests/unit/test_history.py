@@ -145,3 +145,23 @@ def test_history_has_one_record_per_host_per_deploy_and_keeps_a_start_that_never
     reverted = record("web2", "reverted by the watchdog", "/nix/store/b", operator="nixtasks-watchdog@web2")
     again = record("web1", "started", "/nix/store/a")  # the same system once more, still under way
     assert journal.finished([started, ended, killed, reverted, again]) == [ended, killed, reverted, again]
+
+
+def test_the_watchdog_gives_the_confirmation_its_time_after_the_activation(tmp_path):
+    """After the activation ends, the watchdog waits the confirmation's time (its 5th argument)
+    before it reverts. Inside its function that argument was empty once, so a long activation
+    was reverted the moment it ended, however healthy."""
+    stubs = tmp_path / "running" / "sw" / "bin"
+    stubs.mkdir(parents=True)
+    for name, body in (("systemctl", ":"), ("stat", "echo 1000"), ("date", "echo 1000"),
+                       ("sleep", f"echo \"$1\" >> {tmp_path}/slept")):
+        (stubs / name).write_text(f"#!/bin/sh\n{body}\n")
+        (stubs / name).chmod(0o755)
+    done = tmp_path / "activation-done"
+    done.touch()
+    script = commands.WATCHDOG_SCRIPT
+    head = script[:script.index("after_activation ||")] + "after_activation\n"
+    head = head.replace(commands.ACTIVATION_DONE, str(done))
+    subprocess.run(["sh", "-c", head, "watchdog", "7", "/b", str(tmp_path / "running"), "switch", "45", "web1", "/n"],
+                   check=True, timeout=30)
+    assert (tmp_path / "slept").read_text().split() == ["45"]  # activation done at 1000, now 1000: all 45 s
