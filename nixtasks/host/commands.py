@@ -459,11 +459,14 @@ WATCHDOG_REVERTED = f"{WATCHDOG_DIR}/watchdog-reverted"
 # units that are loaded, without waiting through systemctl (whose wait loads the unit again);
 # and touches a unit directory once its units are gone, which makes systemd rebuild the map
 # the next time it loads a unit. These shell functions are constant text.
+# Short names (listed, busy, stop_listed): the confirmation's whole script must stay within
+# what sudo matches of a command line (about 1000 characters). `busy` is true when the unit
+# runs, and when systemctl cannot say (during a daemon-reexec, say): never read as "done".
 LISTED_SH = 'listed(){ systemctl list-units --all --plain --no-legend --full -- "$@" 2>/dev/null;};'
-RUNNING_SH = ('running(){ listed "$@"|{ while read -r u l state rest;do case $state in '
-              'active|activating|reloading|deactivating)exit 0;;esac;done;exit 1;};};')
-STOP_SH = ('stop_listed(){ units=$(listed "$@"|while read -r u rest;do echo "$u";done);'
-           '[ -z "$units" ]||systemctl stop --no-block $units;i=0;'
+RUNNING_SH = ('busy(){ o=$(listed "$@")||return 0;echo "$o"|{ while read -r u l a s;do '
+              'case $a in active|activating|reloading|deactivating)exit 0;;esac;done;exit 1;};};')
+STOP_SH = ('stop_listed(){ u=$(listed "$@"|while read -r n s;do echo "$n";done);'
+           '[ -z "$u" ]||systemctl stop --no-block $u;i=0;'
            'while [ -n "$(listed "$@")" ]&&[ $i -lt 200 ];do sleep 0.05;i=$((i+1));done;'
            'touch /run/systemd/system 2>/dev/null||:;};')
 UNITS_SH = LISTED_SH + RUNNING_SH + STOP_SH
@@ -524,7 +527,7 @@ PATH="$3/sw/bin:$PATH"
 # Inside a function $5 is the function's own (none): the confirmation's time goes in by name.
 confirm_time=$5
 after_activation() {{
-  while running {ACTIVATION_UNIT}.service; do sleep 1; done
+  while busy {ACTIVATION_UNIT}.service; do sleep 1; done
   [ -e {ACTIVATION_DONE} ] || return 1
   left=$(( $(stat -c %Y {ACTIVATION_DONE}) + confirm_time - $(date +%s) ))
   if [ "$left" -gt 0 ]; then sleep "$left"; fi
@@ -576,7 +579,7 @@ ARM_SCRIPT = (  # in the watchdog's directory, so that its files need no path: s
 )
 # Exit 3 while an activation still runs (its ssh session died, the unit did not): confirming
 # then would disarm the watchdog before the activation could break anything.
-CONFIRM_SCRIPT = (UNITS_SH + f"if running {ACTIVATION_UNIT}.service;then exit 3;fi;rm {WATCHDOG_ARMED}&&"
+CONFIRM_SCRIPT = (UNITS_SH + f"if busy {ACTIVATION_UNIT}.service;then exit 3;fi;rm {WATCHDOG_ARMED}&&"
                   f"stop_listed {WATCHDOG_UNIT}.timer {WATCHDOG_UNIT}.service")
 CONFIRM_BUSY = 3
 

@@ -32,7 +32,7 @@ if [ -d /run/systemd/system ]; then
   printf 'state\\t%s\\n' "$(systemctl is-system-running 2>/dev/null)"
   {commands.UNITS_SH}
   printf 'lock\\t%s\\n' "$(listed {commands.LOCK_UNIT})"
-  if running {commands.WATCHDOG_UNIT}.timer {commands.WATCHDOG_UNIT}.service; then
+  if busy {commands.WATCHDOG_UNIT}.timer {commands.WATCHDOG_UNIT}.service; then
     printf 'watchdog\\tpending\\n'
   fi
   systemctl --failed --plain --no-legend --no-pager 2>/dev/null | while read -r unit rest; do
