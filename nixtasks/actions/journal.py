@@ -136,12 +136,14 @@ def finished(records: Sequence[Record]) -> list[Record]:
     """One record per host per deploy: an activation's `started` record goes when a later record
     of that host says how it ended (the same system tried, by the same operator); it stays when
     none does (the deployer was killed, and the host alone says what began)."""
-    kept, ends = [], set()
-    for record in reversed(records):  # newest first: a start is answered by an end after it
+    kept: list[Record] = []
+    ends: dict[tuple[str, str | None, str], int] = {}  # ends not yet matched with their start
+    for record in reversed(records):  # newest first: a start is answered by the first end after it
         mark = (record.host, record.tried_path, record.operator)
         if record.outcome != STARTED:
-            ends.add(mark)
-        elif mark in ends:
+            ends[mark] = ends.get(mark, 0) + 1
+        elif ends.get(mark):
+            ends[mark] -= 1
             continue
         kept.append(record)
     return kept[::-1]

@@ -41,10 +41,19 @@ def load_key(path: Path, *, make: bool) -> bytes:
             raise UsageError(f"{path}: no plan key on this deployer, so no plan can have been sealed here; stage "
                              "the plan on this deployer: invoke stage") from None
         path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written whole under another name, then linked into place: a `stage` beside this one
+        # finds either no key or a whole one, and the first link made wins.
+        fresh = path.with_name(f".{path.name}.{secrets.token_hex(8)}")
+        descriptor = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(secrets.token_bytes(KEY_BYTES))
-        return path.read_bytes()
+        try:
+            os.link(fresh, path)
+        except FileExistsError:
+            pass
+        finally:
+            fresh.unlink()
+        return load_key(path, make=False)
     if mode & 0o077:
         raise UsageError(f"{path}: others may read the plan key; chmod 600 {path}")
     key = path.read_bytes()
@@ -58,8 +67,10 @@ def key_id(key: bytes) -> str:
     return hashlib.sha256(b"nixtasks plan key id\0" + key).hexdigest()[:16]
 
 
-def digest(key: bytes, part: str, value: Any) -> str:
-    text = json.dumps([part, value], sort_keys=True, ensure_ascii=True, separators=(",", ":"))
+def digest(key: bytes, plan_id: str, part: str, value: Any) -> str:
+    """The part's MAC, bound to its plan by the plan's id: a part of another plan sealed with the
+    same key (an older host entry) does not match in this one."""
+    text = json.dumps([plan_id, part, value], sort_keys=True, ensure_ascii=True, separators=(",", ":"))
     return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
 
 
@@ -73,7 +84,14 @@ def parts(plan: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def seal(plan: Mapping[str, Any], key: bytes) -> dict[str, Any]:
-    return {"key": key_id(key), "parts": {name: digest(key, name, value) for name, value in parts(plan).items()}}
+    plan_id = secrets.token_hex(16)
+    return {"key": key_id(key), "plan": plan_id,
+            "parts": {name: digest(key, plan_id, name, value) for name, value in parts(plan).items()}}
+
+
+def same(given: object, expected: str) -> bool:
+    """A digest from the file against ours, in constant time; anything not a digest is not."""
+    return isinstance(given, str) and given.isascii() and hmac.compare_digest(given.encode(), expected.encode())
 
 
 def mismatches(plan: Mapping[str, Any], key: bytes) -> list[str]:
@@ -84,9 +102,12 @@ def mismatches(plan: Mapping[str, Any], key: bytes) -> list[str]:
     if given.get("key") != key_id(key):
         return [f"it was sealed with another key ({given.get('key')!r}; this deployer's is {key_id(key)!r}): stage "
                 "it on the deployer that applies it"]
+    plan_id = given.get("plan")
+    if not isinstance(plan_id, str):
+        return ["its seal names no plan"]
     sealed, now = given["parts"], parts(plan)
     wrong = [f"{name} was changed after stage" for name, value in now.items()
-             if name in sealed and not hmac.compare_digest(str(sealed[name]), digest(key, name, value))]
+             if name in sealed and not same(sealed[name], digest(key, plan_id, name, value))]
     wrong += [f"{name} was added after stage" for name in now if name not in sealed]
     wrong += [f"{name} was removed after stage" for name in sealed if name not in now]
     return wrong

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from ..errors import UsageError
 from ..fleet import engine
-from ..models import HostResult, Report
+from ..models import HostResult, Outcome, Report
 from . import rolling
 
 
@@ -55,9 +55,11 @@ def go_out(prep: engine.Prepared, names: Sequence[str], tools: engine.Tools, soa
         skipped = engine.not_started(rest, f"not started: {why}", prep.journal, verb)
         return engine.finish(engine.report(prep, done + skipped, interrupted), tools.echo)
 
-    unreached = [r.host for r in prep.skipped if r.host in names]
-    if unreached:  # a canary that cannot be reached proves nothing about the release
-        return stop((), f"the canary {', '.join(unreached)} could not be reached")
+    missing = [r for r in prep.skipped if r.host in names]
+    if missing:  # a canary that cannot be reached, or whose system could not be made, proves nothing
+        why = "could not be reached" if all(r.outcome is Outcome.SKIPPED for r in missing) else \
+            "could not be reached or its system could not be made (--keep-going)"
+        return stop((), f"the canary {', '.join(r.host for r in missing)} {why}")
     go, left = engine.approve(prep, first, tools, question=(
         f"Canary: {verb} {', '.join(names)} first ({len(first)} host{'s' if len(first) != 1 else ''})?"))
     results, interrupted = engine.activate(prep, go, replace(req.policy, batches=()), tools)

@@ -90,8 +90,8 @@ def stage(req: engine.DeployRequest, tools: engine.Tools, plan_file: Path) -> St
     content = plan.as_json()
     content["seal"] = seal.seal(content, seal.load_key(seal.key_path(), make=True))
     plan_file.write_text(json.dumps(content, indent=2) + "\n")
-    if prep.skipped:
-        tools.echo(f"warning: not in the plan (unreachable): {', '.join(r.host for r in prep.skipped)}")
+    for left_out in prep.skipped:
+        tools.echo(f"warning: not in the plan: {left_out.host} ({left_out.message})")
     tools.echo(f"plan written to {plan_file}: {len(plan.hosts)} host(s), each closure already on its host. "
                f"Apply exactly these systems with: invoke apply {plan_file}")
     return plan

@@ -57,8 +57,9 @@ def update_deploy(req: engine.DeployRequest, tools: engine.Tools, inputs: tuple[
         # every selected host: built from that commit, probed, copied, diffed
         prep = engine.prepare(at_commit, tools, git=GitState(revision=pending.revision))
         lost = [r.host for r in prep.skipped if r.host in {h.name for h in req.hosts if h.canary}]
-        if lost:  # (--skip-unreachable) without it, the update would go out as if it had no canary
-            raise NixtasksError(f"the canary {', '.join(lost)} cannot be reached, and the update must not go out "
+        if lost:  # (--skip-unreachable, --keep-going) without it, the update would go out as if it had no canary
+            raise NixtasksError(f"the canary {', '.join(lost)} cannot be reached or its system could not be made, "
+                                "and the update must not go out "
                                 "without it; nothing was committed or deployed. Bring it back, or leave it out of "
                                 "the selection")
         moving = tuple(c for c in prep.changes if not up_to_date(c))

@@ -145,6 +145,10 @@ def test_history_has_one_record_per_host_per_deploy_and_keeps_a_start_that_never
     reverted = record("web2", "reverted by the watchdog", "/nix/store/b", operator="nixtasks-watchdog@web2")
     again = record("web1", "started", "/nix/store/a")  # the same system once more, still under way
     assert journal.finished([started, ended, killed, reverted, again]) == [ended, killed, reverted, again]
+    # killed while switching to a system, then that system deployed fine: the killed start stays
+    lost, retried, done = (record("web1", "started", "/nix/store/c"), record("web1", "started", "/nix/store/c"),
+                           record("web1", "ok", "/nix/store/c"))
+    assert journal.finished([lost, retried, done]) == [lost, done]
 
 
 def test_the_watchdog_gives_the_confirmation_its_time_after_the_activation(tmp_path):

@@ -83,6 +83,20 @@ def test_an_edited_plan_names_what_changed_and_is_refused():
         stage.parse_plan(json.dumps(added), "p.json", KEY)
     with pytest.raises(UsageError, match="it has no seal"):
         stage.parse_plan(json.dumps(staged()), "p.json", KEY)
+    odd = json.loads(text)
+    odd["seal"]["parts"]["action"] = "é" * 64  # not a digest at all: refused, not a crash
+    with pytest.raises(UsageError, match="action was changed"):
+        stage.parse_plan(json.dumps(odd), "p.json", KEY)
+
+
+def test_a_part_of_another_plan_sealed_with_the_same_key_does_not_match():
+    """Splicing: web1's entry (and its digest) from an older plan, put into a newer one."""
+    older = json.loads(sealed(staged(hosts={"web1": {"system": OLDER, "running": "", "generation": None}})))
+    newer = json.loads(sealed(staged()))
+    newer["hosts"]["web1"] = older["hosts"]["web1"]
+    newer["seal"]["parts"]["hosts.web1"] = older["seal"]["parts"]["hosts.web1"]
+    with pytest.raises(UsageError, match=r"hosts\.web1 was changed after stage"):
+        stage.parse_plan(json.dumps(newer), "p.json", KEY)
 
 
 def test_the_plan_key_is_made_private_once_and_refused_when_others_may_read_it(tmp_path):
