@@ -173,3 +173,11 @@ def test_make_passes_a_selection_to_invoke(tmp_path: Path, args, ran):
         pytest.skip("no make")
     proc = user_make(tmp_path, *args)
     assert proc.returncode == 0 and proc.stdout.split() == ran.replace("'", "").split(), proc.stderr
+
+
+def test_make_emergency_passes_follow(tmp_path):
+    """It could only follow the journals for the default 60 s (a blocking wait with YES=1)."""
+    made = user_make(tmp_path, "emergency", "HOSTS=web1", "FOLLOW=0", "REASON=fix")
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.split() == ["invoke", "emergency", "--host", "web1", "--follow", "0"]
+    assert user_make(tmp_path, "emergency", "HOSTS=web1").stdout.split() == ["invoke", "emergency", "--host", "web1"]
