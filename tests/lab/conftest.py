@@ -121,7 +121,9 @@ def lab() -> Lab:
     try:
         labctl("down")  # tests own the lab: start from nothing
         labctl("up", *HOSTS, *(f"--bind-ro={b}" for b in binds))
-        env = dict(os.environ)
+        # As at a user's shell: not inside `make check`, whose MAKELEVEL makes every make the
+        # tests run say "make[1]: Entering directory" and name itself make[1].
+        env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
         for line in labctl("env").stdout.splitlines():
             key, _, value = line.removeprefix("export ").partition("=")
             env[key] = value.strip("'")

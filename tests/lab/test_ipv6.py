@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
 from nixtasks.actions.journal import HOST_JOURNAL
@@ -10,7 +12,7 @@ from nixtasks.actions.journal import HOST_JOURNAL
 from .conftest import LAB_ID, NIX_2_26_HOST, labctl
 from .test_operations import deploy, release
 
-GATEWAY6 = f"fd00:250:{LAB_ID}::1"  # the deployer's side of the bridge
+GATEWAY6 = str(ipaddress.IPv6Address(f"fd00:250:{LAB_ID}::1"))  # the deployer's side of the bridge
 
 
 @pytest.fixture
@@ -26,7 +28,7 @@ def ipv6(fleet) -> dict[str, str]:
 def test_labctl_gives_hosts_already_up_an_ipv6_address_that_reset_keeps(fleet, ipv6):
     rows = {row[0]: row for row in (line.split() for line in labctl("status").stdout.splitlines()[1:])}
     assert {h: rows[h][6] for h in ipv6} == ipv6 == {
-        h: f"fd00:250:{LAB_ID}::{10 + fleet.lab.index(h)}" for h in ("web1", "web2", "db1")}
+        h: str(ipaddress.IPv6Address(f"fd00:250:{LAB_ID}::{10 + fleet.lab.index(h)}")) for h in ("web1", "web2", "db1")}
     labctl("reset", "web1")
     assert fleet.lab.ssh(f"root@{ipv6['web1']}", "hostname").stdout.strip() == "web1"  # host key known by it too
 
