@@ -225,7 +225,8 @@ def build_failures(req: DeployRequest, failed: Mapping[tuple[str, Target], str],
         echo(f"warning: {host.name}: {result.message} (--keep-going: the others go on)")
         journal.write(host, req.action.value, result.outcome.value, on_host=False, message=result.message)
     if results and len(results) == len(req.hosts):
-        raise DeployFailed(f"no host's system could be made: {results[0].host}: {results[0].message}",
+        raise DeployFailed(f"no host's system could be made: {results[0].host}: {results[0].message}; fix the "
+                           "configuration (`invoke build --host NAME --show-trace` shows Nix's whole trace)",
                            Report(req.action, results))
     return results
 

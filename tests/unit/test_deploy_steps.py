@@ -116,3 +116,17 @@ def test_keep_going_sets_aside_a_host_that_does_not_evaluate_or_build_with_nixs_
     runner = RecordingRunner(respond)  # without --keep-going, the first failure stops everything, as before
     with pytest.raises(NixtasksError, match="undefined variable 'oops'"):
         deploy.build(req, runner, runner.echo)
+
+
+def test_keep_going_with_no_host_left_stops_before_anything_and_says_what_to_do(tmp_path):
+    from nixtasks.actions.journal import Journal
+    from nixtasks.errors import DeployFailed
+    from nixtasks.fleet import engine
+
+    runner = RecordingRunner()
+    req = engine.DeployRequest(Action.SWITCH, (WEB1,), "/flake")
+    failed = {deploy.key(WEB1): "its evaluation failed: undefined variable 'oops'"}
+    with pytest.raises(DeployFailed, match="no host's system could be made: web1: its evaluation failed") as stopped:
+        engine.build_failures(req, failed, Journal(runner, tmp_path / "journal.jsonl"), 0.1, runner.echo)
+    assert "--show-trace" in str(stopped.value) and stopped.value.report.results[0].outcome.value == "failed"
+    assert runner.calls == []  # the host was not contacted: its record is the deployer's alone
