@@ -9,6 +9,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -249,3 +250,31 @@ def result_fields(result: HostResult) -> dict[str, Any]:
     return {"on_host": result.outcome is not Outcome.SKIPPED, "before_path": result.previous_system,
             "before_generation": result.previous_generation, "after_path": result.new_system,
             "after_generation": result.generation, "message": result.message, "tried_path": result.tried_system}
+
+
+MACHINE_ID = "/etc/machine-id"
+
+
+def history(hosts: Sequence[Host], runner: Runner, local: Sequence[Record], echo: Callable[[str], None],
+            workers: int) -> list[Record]:
+    """The records of the machines these hosts are: each host's own journal, and the deployer's
+    records (`local`) of that machine, by its /etc/machine-id: another repository's host of the
+    same name is another machine. The deployer's records from before machine ids are shown,
+    marked: hiding them would lose a journal's history at an upgrade."""
+    def records_of(host: Host) -> list[Record]:
+        cmds = [commands.read_file(HOST_JOURNAL), commands.read_file(MACHINE_ID)]
+        results = runner.run_all(cmds, host.target, check=False, keep_going=True)
+        if results[-1].exit_code == 255 or len(results) < len(cmds):
+            echo(f"warning: {host.name}: unreachable, so which machine it is is not known; showing the "
+                 f"deployer's records of every machine called {host.name}")
+            return [r for r in local if r.host == host.name]
+        machine = results[1].stdout.strip() if results[1].ok else ""
+        own = parse_lines(results[0].stdout) if results[0].ok else []
+        # The deployer's first: records of one second keep the order it wrote them in.
+        if not machine:
+            return [*(r for r in local if r.host == host.name), *own]
+        return [*of_machine(local, host.name, machine), *own]
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(hosts)))) as pool:
+        found = list(pool.map(records_of, hosts))
+    return finished(merge(*found))

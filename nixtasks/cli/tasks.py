@@ -101,7 +101,7 @@ def sudo_choice(sudo: bool, no_sudo: bool) -> bool | None:
 def options(host: Any, target_host: str | None = None, sudo: bool = False, no_sudo: bool = False,
             dry_run: bool = False, yes: bool = False, reason: str = "", inventory: str | None = None,
             tag: Any = None, all_hosts: bool = False, ask_sudo_password: bool = False) -> Any:
-    from .app import Options
+    from .options import Options
 
     return Options(hosts=tuple(host or ()), tags=tuple(tag or ()), all_hosts=all_hosts, target_host=target_host,
                    sudo=sudo_choice(sudo, no_sudo), dry_run=dry_run, yes=yes, reason=reason, inventory=inventory,
@@ -113,7 +113,7 @@ def help_for(*names: str, **extra: str) -> dict[str, str]:
 
 
 # Every deploy-like task (the actions, rollback and the recipes) takes these, with these defaults.
-# Numbers are taken as text and checked by cli/app.py, so a bad value is one `error:` line.
+# Numbers are taken as text and checked by cli/options.py, so a bad value is one `error:` line.
 DEPLOY_PARAMS: dict[str, Any] = {
     "host": None, "tag": None, "all": False, "target_host": None, "build_host": None, "sudo": False,
     "no_sudo": False, "show_trace": False, "dry_run": False, "yes": False, "reason": "", "inventory": None,
@@ -141,10 +141,10 @@ class DeployTask(Task):  # type: ignore[type-arg]
         return opts
 
 
-def deploy_task(name: str, doc: str, run: Callable[[Any, dict[str, Any]], None], skip: tuple[str, ...] = (),
+def deploy_task(name: str, doc: str, run: Callable[..., object], skip: tuple[str, ...] = (),
                 positional: tuple[str, ...] = (), iterable: tuple[str, ...] = (), **extra: tuple[Any, str]) -> Any:
     """A task with every deploy option (less `skip`) and its own `extra` ones ({name: (default,
-    help)}); `run(options, extra values)` does the work."""
+    help)}); `run(options, **extra values)` does the work."""
     import inspect
 
     names = {k: v for k, v in DEPLOY_PARAMS.items() if k not in skip}
@@ -154,7 +154,7 @@ def deploy_task(name: str, doc: str, run: Callable[[Any, dict[str, Any]], None],
     params += [inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=defaults[k]) for k in ordered]
 
     def body(c: Any, **kwargs: Any) -> None:
-        from .app import Options, nix_flags, policy_flags
+        from .options import Options, nix_flags, policy_flags
 
         values = {**defaults, **kwargs}
         flags = policy_flags(**{k: values[k] for k in POLICY_PARAMS if k in values})
@@ -168,7 +168,7 @@ def deploy_task(name: str, doc: str, run: Callable[[Any, dict[str, Any]], None],
                        verbose=values["verbose"], json=values["json"], full_diff=values.get("diff", False),
                        allow_secrets=tuple(values.get("allow_secret") or ()),
                        ask_sudo_password=values.get("ask_sudo_password", False), policy=flags, nix=nix)
-        run(opts, {k: values[k] for k in extra})
+        run(opts, **{k: values[k] for k in extra})
 
     body.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     body.__name__ = name.replace("-", "_")
@@ -182,22 +182,22 @@ def deploy_task(name: str, doc: str, run: Callable[[Any, dict[str, Any]], None],
 
 
 def action_task(action_name: str, doc: str, **extra: tuple[Any, str]) -> Any:
-    def run(opts: Any, values: dict[str, Any]) -> None:
+    def run(opts: Any, no_link: bool = False) -> None:
         from dataclasses import replace
 
         from ..models import Action
         from .app import run_action
 
-        run_action(Action(action_name), replace(opts, no_link=values.get("no_link", False)))
+        run_action(Action(action_name), replace(opts, no_link=no_link))
 
     return deploy_task(action_name, doc, run, **extra)
 
 
-def run_rollback_task(opts: Any, extra: dict[str, Any]) -> None:
-    from .app import number, run_rollback
+def run_rollback_task(opts: Any, generation: str | None, boot: bool) -> None:
+    from .app import run_rollback
+    from .options import number
 
-    generation = number(extra["generation"], "--generation", 1) if extra["generation"] is not None else None
-    run_rollback(opts, generation, extra["boot"])
+    run_rollback(opts, generation=number(generation, "--generation", 1), boot=boot)
 
 
 rollback = deploy_task(
@@ -264,12 +264,13 @@ def gc(c: Any, host: Any = None, keep: str = "3", tag: Any = None, all: bool = F
     """Delete old generations (never the running or booting one) and collect garbage."""
     from dataclasses import replace
 
-    from .app import number, policy_flags, run_gc
+    from .app import run_gc
+    from .options import number, policy_flags
 
     opts = options(host, target_host, sudo, no_sudo, dry_run, yes, inventory=inventory, tag=tag, all_hosts=all,
                    ask_sudo_password=ask_sudo_password)
     flags = policy_flags(parallel=parallel)
-    run_gc(replace(opts, json=json, verbose=verbose, policy=flags), number(keep, "--keep", 1))
+    run_gc(replace(opts, json=json, verbose=verbose, policy=flags), keep=number(keep, "--keep", 1))
 
 
 @task(iterable=["host", "tag"], help=help_for("host", "yes", "inventory", "ask-sudo-password", **SELECT))
@@ -311,43 +312,78 @@ def sudoers(c: Any, user: str = "deploy", password: bool = False) -> None:
     print_sudoers(user, password)
 
 
-def recipe(name: str) -> Callable[[Any, dict[str, Any]], None]:
-    """The cli/app.py runner of a recipe, imported when the task runs."""
+# Each recipe task names the runner it calls (in cli/recipe_tasks.py, imported when it runs) and
+# passes its own options by keyword.
 
-    def run(opts: Any, extra: dict[str, Any]) -> None:
-        from . import app
 
-        getattr(app, f"run_{name.replace('-', '_')}")(opts, *extra.values())
+def run_canary(opts: Any, canary: str | None, soak: str | None) -> None:
+    from . import recipe_tasks
 
-    return run
+    recipe_tasks.run_canary(opts, canaries=canary, soak=soak)
+
+
+def run_rolling(opts: Any) -> None:
+    from . import recipe_tasks
+
+    recipe_tasks.run_rolling(opts)
+
+
+def run_blue_green(opts: Any, to: str | None) -> None:
+    from . import recipe_tasks
+
+    recipe_tasks.run_blue_green(opts, to=to)
+
+
+def run_update_deploy(opts: Any, input: Any, message: str, soak: str | None) -> None:
+    from . import recipe_tasks
+
+    recipe_tasks.run_update_deploy(opts, inputs=tuple(input or ()), message=message, soak=soak)
+
+
+def run_stage(opts: Any, plan: str, action: str) -> None:
+    from . import recipe_tasks
+
+    recipe_tasks.run_stage(opts, plan_file=plan, action=action)
+
+
+def run_apply(opts: Any, plan: str | None) -> None:
+    from . import recipe_tasks
+
+    recipe_tasks.run_apply(opts, plan_file=plan)
+
+
+def run_emergency(opts: Any, follow: str | None) -> None:
+    from . import recipe_tasks
+
+    recipe_tasks.run_emergency(opts, follow=follow)
 
 
 SOAK = (None, "seconds to keep checking the canary hosts before the second approval (default 0)")
 canary = deploy_task(
     "canary", "Canary hosts first (switch, checks, soak, rollback on failure), a second approval, then the rest.",
-    recipe("canary"), canary=(None, "the canary host(s), a comma list (default: the inventory's canary hosts)"),
+    run_canary, canary=(None, "the canary host(s), a comma list (default: the inventory's canary hosts)"),
     soak=SOAK)
 rolling = deploy_task(
     "rolling", "One host at a time (or --batch-size/--batches), checks after each, halt on the first failure.",
-    recipe("rolling"))
+    run_rolling)
 blue_green = deploy_task(
     "blue-green", "Boot the new system on the idle group, reboot it, check it, then switch traffic to it.",
-    recipe("blue-green"), skip=("host", "tag", "all"), to=(None, "the idle group (an inventory tag) to deploy to"))
+    run_blue_green, skip=("host", "tag", "all"), to=(None, "the idle group (an inventory tag) to deploy to"))
 update_deploy = deploy_task(
     "update-deploy", "nix flake update, build, plan, one approval, commit flake.lock, then deploy the chosen hosts.",
-    recipe("update-deploy"), iterable=("input",), input=(None, "update only this input (repeat, or a comma list)"),
+    run_update_deploy, iterable=("input",), input=(None, "update only this input (repeat, or a comma list)"),
     message=("chore: update flake inputs", "the commit message of the flake.lock commit"), soak=SOAK)
 stage = deploy_task(
     "stage", "Build the selection, copy it, show each closure diff, and write a plan file for `apply`.",
-    recipe("stage"), skip=("yes",), plan=("nixtasks-plan.json", "the plan file to write"),
+    run_stage, skip=("yes",), plan=("nixtasks-plan.json", "the plan file to write"),
     action=("switch", "what apply will do: switch, boot or test"))
 apply = deploy_task(
-    "apply", "Deploy exactly the store paths of a staged plan file, after one approval.", recipe("apply"),
+    "apply", "Deploy exactly the store paths of a staged plan file, after one approval.", run_apply,
     skip=("host", "tag", "all", "build_host", "show_trace", *NIX_PARAMS), positional=("plan",),
     plan=(None, "the plan file `invoke stage` wrote (default: nixtasks-plan.json)"))
 emergency = deploy_task(
     "emergency", "A fix out fast: build, test-activate with the watchdog, check, ask, switch, follow the journal.",
-    recipe("emergency"), follow=(None, "seconds to follow the hosts' warnings and errors afterwards (default 60)"))
+    run_emergency, follow=(None, "seconds to follow the hosts' warnings and errors afterwards (default 60)"))
 
 
 build = action_task("build", "Build the system closure; activate nothing; leave ./result (./result-NAME for several).",
@@ -362,7 +398,7 @@ dry_activate = action_task("dry-activate", "Build and show what activation would
 @reports_errors
 def init(c: Any) -> None:
     """Write tasks.py, the thin Makefile and nixtasks.toml (hosts from the flake) here; never overwrites."""
-    from .app import run_init
+    from .scaffold import run_init
 
     run_init()
 
@@ -371,7 +407,7 @@ def init(c: Any) -> None:
 @reports_errors
 def ci_workflow(c: Any, path: str | None = None) -> None:
     """Write a GitHub Actions workflow that builds every host on push and pull request (never deploys)."""
-    from .app import run_ci_workflow
+    from .scaffold import run_ci_workflow
 
     run_ci_workflow(path)
 

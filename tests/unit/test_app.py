@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from nixtasks import inventory
-from nixtasks.cli import app, tasks
+from nixtasks.cli import options, session, tasks
 from nixtasks.errors import UsageError
 from nixtasks.host.runner import ShRunner
 
@@ -11,7 +11,7 @@ from nixtasks.host.runner import ShRunner
 def test_target_host_needs_a_host(tmp_path: Path):
     inv = inventory.load(env={}, cwd=tmp_path)
     with ShRunner() as runner, pytest.raises(UsageError, match="--target-host needs --host"):
-        app.resolve_hosts(inv, app.Options(target_host="root@web9"), runner)
+        session.resolve_hosts(inv, options.Options(target_host="root@web9"), runner)
 
 
 def test_ssh_options_with_spaces_are_refused():
@@ -20,9 +20,9 @@ def test_ssh_options_with_spaces_are_refused():
 
 
 def test_host_lists_and_reasons():
-    assert app.split_hosts(("web1,web2", "db1", "web1")) == ("web1", "web2", "db1")
+    assert options.split_hosts(("web1,web2", "db1", "web1")) == ("web1", "web2", "db1")
     with pytest.raises(UsageError, match="control characters"):
-        app.check_reason("two\nlines")
+        options.check_reason("two\nlines")
 
 
 def fleet_inventory(tmp_path: Path) -> inventory.Inventory:
@@ -31,22 +31,23 @@ def fleet_inventory(tmp_path: Path) -> inventory.Inventory:
 
 
 @pytest.mark.parametrize("opts, message", [
-    (app.Options(hosts=("",)), "--host '' names no host; give --host NAME (hosts in nixtasks.toml: web1, db1), or, "
+    (options.Options(hosts=("",)), "--host '' names no host; give --host NAME (hosts in nixtasks.toml: web1, db1), or, "
                                "to act on this machine, leave out --host"),
-    (app.Options(hosts=(" , ",)), "--host ' , ' names no host"),
-    (app.Options(hosts=("web1", "")), "--host '' names no host"),
-    (app.Options(hosts=("web1,,db1",)), "--host 'web1,,db1' has an empty name in its list"),
-    (app.Options(tags=("",)), "--tag '' names no tag; give --tag NAME (tags in nixtasks.toml: db, web), or, to act "
+    (options.Options(hosts=(" , ",)), "--host ' , ' names no host"),
+    (options.Options(hosts=("web1", "")), "--host '' names no host"),
+    (options.Options(hosts=("web1,,db1",)), "--host 'web1,,db1' has an empty name in its list"),
+    (options.Options(tags=("",)), "--tag '' names no tag; give --tag NAME (tags in nixtasks.toml: db, web), or, to act "
                               "on this machine, leave out --tag"),
-    (app.Options(all_hosts=True, hosts=("web1",)), "--all and --host web1 both select hosts"),
-    (app.Options(all_hosts=True, tags=("web",)), "--all and --tag web both select hosts"),
-    (app.Options(tags=("web",), target_host="root@10.0.0.1"), "--target-host root@10.0.0.1 deploys one configuration"),
-    (app.Options(all_hosts=True, target_host="root@10.0.0.1"), "--target-host root@10.0.0.1 deploys one"),
+    (options.Options(all_hosts=True, hosts=("web1",)), "--all and --host web1 both select hosts"),
+    (options.Options(all_hosts=True, tags=("web",)), "--all and --tag web both select hosts"),
+    (options.Options(tags=("web",), target_host="root@10.0.0.1"),
+     "--target-host root@10.0.0.1 deploys one configuration"),
+    (options.Options(all_hosts=True, target_host="root@10.0.0.1"), "--target-host root@10.0.0.1 deploys one"),
 ])
-def test_an_empty_or_contradictory_selection_is_refused(tmp_path: Path, opts: app.Options, message: str):
+def test_an_empty_or_contradictory_selection_is_refused(tmp_path: Path, opts: options.Options, message: str):
     inv = fleet_inventory(tmp_path)
     with ShRunner() as runner, pytest.raises(UsageError) as err:
-        app.resolve_hosts(inv, opts, runner)  # refused before any command: no flake is needed here
+        session.resolve_hosts(inv, opts, runner)  # refused before any command: no flake is needed here
     assert str(err.value).startswith(message)
 
 
@@ -76,7 +77,7 @@ def test_selection_flags_with_values_pass():
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf", "1e999"])
 def test_numbers_that_are_not_finite_say_so(flag: str, value: str):
     with pytest.raises(UsageError) as err:
-        app.number(value, flag, 1, whole=False)
+        options.number(value, flag, 1, whole=False)
     assert str(err.value).startswith(f"{flag}: {value} is not a finite number;") and "too small" not in str(err.value)
 
 
@@ -84,17 +85,17 @@ def test_numbers_that_are_not_finite_say_so(flag: str, value: str):
 def test_whole_numbers_refuse_inf_and_nan(flag: str):
     for value in ("inf", "nan"):
         with pytest.raises(UsageError, match=f"^{flag}: '{value}' is not a whole number"):
-            app.number(value, flag, 1)
+            options.number(value, flag, 1)
 
 
 def test_batch_sizes_suggest_a_value_of_the_same_option():
     with pytest.raises(UsageError) as err:
-        app.policy_flags(batch_size="0")
+        options.policy_flags(batch_size="0")
     assert "e.g. --batch-size 5" in str(err.value) and "--batches" not in str(err.value)
     for spec in ("1,,2", "1,", ",5"):
         with pytest.raises(UsageError, match="has an empty item"):
-            app.policy_flags(batches=spec)
-    assert app.policy_flags(batches="1, 5,20%").batches == "1, 5,20%"
+            options.policy_flags(batches=spec)
+    assert options.policy_flags(batches="1, 5,20%").batches == ("1", "5", "20%")
 
 
 def test_an_inventory_batch_size_suggests_toml(tmp_path: Path):
@@ -108,4 +109,4 @@ def test_a_long_inventory_is_summed_up_in_the_error(tmp_path: Path):
     inv = inventory.load(env={}, cwd=tmp_path)
     with ShRunner() as runner, pytest.raises(UsageError, match=r"\(hosts in nixtasks.toml: h0, h1, .*, h7 and 12 "
                                                               r"more\), or, to act on this machine"):
-        app.resolve_hosts(inv, app.Options(hosts=("",)), runner)
+        session.resolve_hosts(inv, options.Options(hosts=("",)), runner)

@@ -14,7 +14,8 @@ import pytest
 
 from nixtasks import inventory
 from nixtasks.actions.journal import read_local
-from nixtasks.cli.app import Options, update_deploy_selection
+from nixtasks.cli.options import Options
+from nixtasks.cli.recipe_tasks import update_deploy_selection
 from nixtasks.errors import NixtasksError, Refused, UsageError
 from nixtasks.fleet import engine
 from nixtasks.fleet.progress import PlainProgress

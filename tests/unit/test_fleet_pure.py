@@ -7,7 +7,7 @@ import pytest
 
 from nixtasks import inventory
 from nixtasks.actions import plan
-from nixtasks.cli import app
+from nixtasks.cli import options
 from nixtasks.errors import DeployFailed, InventoryError, UsageError
 from nixtasks.fleet import batches, engine
 from nixtasks.host.facts import parse_facts
@@ -44,10 +44,10 @@ def test_policy_from_inventory_tag_and_command_line(tmp_path: Path):
     assert inv.policy == Policy(parallel=4, batches=("1", "50%"), max_fail_percentage=10, confirm_timeout=20)
     assert inv.policy_for(("web",)) == Policy(parallel=4, batches=("2",), max_fail_percentage=10,
                                               confirm_timeout=20, pause=5)
-    flags = app.policy_flags(parallel="8", batches="1,3", rollback_batch_on_failure=True, no_checks=True,
+    flags = options.policy_flags(parallel="8", batches="1,3", rollback_batch_on_failure=True, no_checks=True,
                              skip_unreachable=True)
-    opts = app.Options(tags=("web",), policy=flags)
-    chosen = app.policy(inv, opts)
+    opts = options.Options(tags=("web",), policy=flags)
+    chosen = options.policy(inv, opts)
     assert (chosen.parallel, chosen.batches, chosen.pause, chosen.checks, chosen.rollback) == (8, ("1", "3"), 5,
                                                                                                False, True)
     assert chosen.rollback_batch_on_failure and chosen.skip_unreachable
@@ -78,17 +78,31 @@ def test_bad_policy_keys_name_the_key(tmp_path: Path, text: str, key: str):
 def test_bad_fleet_options_are_one_clear_error(args, message):
     parallel, size, sizes, pause, fail = args
     with pytest.raises(UsageError) as err:
-        app.policy_flags(parallel=parallel, batch_size=size, batches=sizes, pause=pause,
-                         max_fail_percentage=fail)
+        options.policy_flags(parallel=parallel, batch_size=size, batches=sizes, pause=pause,
+                             max_fail_percentage=fail)
     assert str(err.value).startswith(message)
 
 
-def test_batch_size_and_batches_together_are_refused(tmp_path: Path):
+def test_batch_size_and_batches_together_are_refused():
+    with pytest.raises(UsageError, match="not both"):
+        options.policy_flags(batch_size="1", batches="1,2")
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ({"max_fail_percentage": "150"}, "--max-fail-percentage: 150 is too large; give at most 100"),
+    ({"confirm_timeout": "7200"}, "--confirm-timeout: 7200 is too large; give at most 3600"),
+    ({"copy_timeout": "1e9"}, "--copy-timeout: 1e9 is too large; give at most 604800"),
+])
+def test_fleet_options_above_their_limit_are_one_clear_error(given, message):
+    with pytest.raises(UsageError, match=f"^{message}$"):
+        options.policy_flags(**given)
+
+
+def test_batch_sizes_are_parsed_once_into_the_policy(tmp_path: Path):
     inv = inventory.load(env={}, cwd=tmp_path)
-    with pytest.raises(UsageError, match="not both"):
-        app.policy_flags(batch_size="1", batches="1,2")
-    with pytest.raises(UsageError, match="not both"):
-        app.policy(inv, app.Options(policy=app.PolicyFlags(batch_size="1", batches="1,2")))
+    flags = options.policy_flags(batch_size=" 20% ")
+    assert flags.batches == ("20%",)
+    assert options.policy(inv, options.Options(policy=flags)).batches == ("20%",)
 
 
 def test_the_fleet_question_names_every_host():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nixtasks.actions import deploy
-from nixtasks.cli.app import nix_flags
+from nixtasks.cli.options import nix_flags
 from nixtasks.errors import UsageError
 from nixtasks.host.recording import RecordingRunner
 from nixtasks.host.runner import Result

@@ -12,7 +12,7 @@ import pytest
 
 from nixtasks import inventory
 from nixtasks.actions import access
-from nixtasks.cli import app
+from nixtasks.cli import options, sudo
 from nixtasks.errors import InventoryError, Refused, UsageError
 from nixtasks.host import commands
 from nixtasks.host.runner import Result, ShRunner
@@ -128,12 +128,12 @@ def test_bad_password_and_limit_keys_are_one_line(tmp_path: Path, text: str, mes
 
 
 def test_command_line_limits_name_their_setting_and_are_checked():
-    flags = app.policy_flags(copy_timeout="90", activation_timeout="30.5")
+    flags = options.policy_flags(copy_timeout="90", activation_timeout="30.5")
     assert flags.copy_timeout == 90 and flags.copy_timeout.setting == "copy_timeout"
-    chosen = app.policy(inventory.Inventory(source="x", root=Path(".")), app.Options(policy=flags))
+    chosen = options.policy(inventory.Inventory(source="x", root=Path(".")), options.Options(policy=flags))
     assert chosen.activation_timeout.setting == "activation_timeout" and chosen.activation_timeout == 30.5
     with pytest.raises(UsageError, match="--copy-timeout: 0 is too small"):
-        app.policy_flags(copy_timeout="0")
+        options.policy_flags(copy_timeout="0")
     limit = Limit(5, "copy_timeout")
     assert copy.deepcopy(limit).setting == "copy_timeout"  # dataclasses.asdict deep-copies
 
@@ -152,18 +152,18 @@ def test_password_modes_follow_the_inventory_and_the_flag():
         "db1": inventory.HostEntry("db1", target="deploy@db1", sudo_password=SudoPassword.PER_HOST),
         "root1": inventory.HostEntry("root1", target="root@root1", sudo_password=SudoPassword.ASK)})
     hosts = tuple(inventory.resolve_host(shared, n) for n in ("web1", "db1", "root1"))
-    modes = app.password_modes(app.Options(), hosts)
+    modes = sudo.password_modes(options.Options(), hosts)
     assert modes == {hosts[1].target: SudoPassword.PER_HOST}  # root needs no sudo, web1 no password
-    modes = app.password_modes(app.Options(ask_sudo_password=True), hosts)
+    modes = sudo.password_modes(options.Options(ask_sudo_password=True), hosts)
     assert modes == {hosts[0].target: SudoPassword.ASK, hosts[1].target: SudoPassword.PER_HOST}
 
 
 def test_no_terminal_and_no_password_file_is_refused(monkeypatch):
     monkeypatch.delenv("NIXTASKS_SUDO_PASSWORD_FILE", raising=False)
-    monkeypatch.setattr(app, "has_terminal", lambda: False)
+    monkeypatch.setattr(sudo, "has_terminal", lambda: False)
     host = inventory.resolve_host(inventory.Inventory(source="x", root=Path(".")), "web1")
     with ShRunner() as runner, pytest.raises(Refused, match="NIXTASKS_SUDO_PASSWORD_FILE"):
-        app.give_sudo_passwords(app.Options(ask_sudo_password=True), (host,), runner)
+        sudo.give_sudo_passwords(options.Options(ask_sudo_password=True), (host,), runner)
 
 
 def test_the_password_file_must_be_private_and_not_empty(tmp_path: Path):
@@ -171,14 +171,14 @@ def test_the_password_file_must_be_private_and_not_empty(tmp_path: Path):
     secret.write_text("s3cret\nsecond line\n")
     secret.chmod(0o640)
     with pytest.raises(UsageError, match=f"others may read it; chmod 600 {secret}"):
-        app.read_password_file(str(secret))
+        sudo.read_password_file(str(secret))
     secret.chmod(0o600)
-    assert app.read_password_file(str(secret)).value == "s3cret"
+    assert sudo.read_password_file(str(secret)).value == "s3cret"
     secret.write_text("\n")
     with pytest.raises(UsageError, match="first line is empty"):
-        app.read_password_file(str(secret))
+        sudo.read_password_file(str(secret))
     with pytest.raises(UsageError, match="cannot read it"):
-        app.read_password_file(str(tmp_path / "missing"))
+        sudo.read_password_file(str(tmp_path / "missing"))
     assert os.stat(secret).st_mode & 0o077 == 0
 
 

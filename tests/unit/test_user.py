@@ -93,11 +93,11 @@ def test_generations_json_has_nixos_rebuilds_fields():
 
 @pytest.mark.parametrize("spec", ["1e9", "-3"])
 def test_keep_must_be_a_positive_whole_number(spec):
-    from nixtasks.cli import app
+    from nixtasks.cli import options
     from nixtasks.errors import UsageError
 
     with pytest.raises(UsageError):
-        app.number(spec, "--keep", 1)
+        options.number(spec, "--keep", 1)
 
 
 def test_wireguard_and_nix_signing_keys_are_secrets_but_public_keys_are_not():
@@ -117,9 +117,9 @@ def test_a_symlink_to_a_key_is_not_what_the_store_gets(tmp_path: Path):
 
 def test_init_quotes_host_names_with_dots_so_the_inventory_loads(tmp_path: Path):
     from nixtasks import inventory
-    from nixtasks.cli import app
+    from nixtasks.cli import scaffold
 
-    (tmp_path / "nixtasks.toml").write_text(app.inventory_text(["db.prod", "web1"]))
+    (tmp_path / "nixtasks.toml").write_text(scaffold.inventory_text(["db.prod", "web1"]))
     loaded = inventory.load(env={}, cwd=tmp_path)
     assert sorted(loaded.hosts) == ["db.prod", "web1"] and loaded.hosts["db.prod"].target == "db.prod"
 
