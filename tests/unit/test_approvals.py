@@ -19,11 +19,12 @@ from nixtasks.cli.recipe_tasks import update_deploy_selection
 from nixtasks.errors import NixtasksError, Refused, UsageError
 from nixtasks.fleet import engine
 from nixtasks.fleet.progress import PlainProgress
-from nixtasks.host.prompts import AlwaysYes, Approval, NoTerminal, Scripted
-from nixtasks.host.recording import OK, RecordingRunner
+from nixtasks.host.prompts import AlwaysYes, Approval, NoTerminal
 from nixtasks.host.runner import Result
 from nixtasks.models import Action, Command, Host, Policy, Target
 from nixtasks.recipes import update_deploy
+from tests.prompts import Scripted
+from tests.recording import OK, RecordingRunner
 
 from .test_pipeline import NEW, FakeHost
 

@@ -8,9 +8,9 @@ import pytest
 
 from nixtasks.actions import deploy
 from nixtasks.errors import NixtasksError
-from nixtasks.host.recording import OK, RecordingRunner
 from nixtasks.host.runner import Result
 from nixtasks.models import LOCAL, Action, Command, Host, Target
+from tests.recording import OK, RecordingRunner
 
 OLD, NEW = "/nix/store/" + "a" * 32 + "-nixos-system-web1-1.0", "/nix/store/" + "b" * 32 + "-nixos-system-web1-1.1"
 WEB1 = Host("web1", "web1", Target("web1", "root"))

@@ -11,9 +11,9 @@ from nixtasks import inventory
 from nixtasks.actions.checks import run_check, ssh_address
 from nixtasks.errors import InventoryError, UsageError
 from nixtasks.host import commands
-from nixtasks.host.recording import RecordingRunner
 from nixtasks.host.runner import Result
 from nixtasks.models import Check, Command, Host, Target
+from tests.recording import RecordingRunner
 
 PATH = "/nix/store/abc-nixos-system-web1-1.0"
 

@@ -7,9 +7,9 @@ import pytest
 from nixtasks.actions import deploy
 from nixtasks.cli.options import nix_flags
 from nixtasks.errors import UsageError
-from nixtasks.host.recording import RecordingRunner
 from nixtasks.host.runner import Result
 from nixtasks.models import LOCAL, Action, Command, Host, NixFlags, Target
+from tests.recording import RecordingRunner
 
 WEB1 = Host("web1", "web1", Target("web1", "root"))
 BUILT = Host("web2", "web2", Target("web2", "root"), build_host=Target("builder", "root"))

@@ -10,9 +10,9 @@ import pytest
 
 from nixtasks.actions import access, gc, plan
 from nixtasks.host import generations, nixversion, space
-from nixtasks.host.recording import RecordingRunner
 from nixtasks.host.runner import Result
 from nixtasks.models import Command, Host, Target
+from tests.recording import RecordingRunner
 
 FIXTURES = Path(__file__).parent / "fixtures"
 VERSIONS = {"2.8": (2, 8, 0), "2.26": (2, 26, 3)}

@@ -14,9 +14,9 @@ from nixtasks.fleet import pipeline, watchdog
 from nixtasks.fleet.pipeline import Checks
 from nixtasks.fleet.progress import PlainProgress
 from nixtasks.host.facts import parse_facts
-from nixtasks.host.recording import OK, RecordingRunner
 from nixtasks.host.runner import Result
 from nixtasks.models import SYSTEM_PROFILE, Action, Check, Command, Host, Outcome, Policy, Stage, Target
+from tests.recording import OK, RecordingRunner
 
 OLD, NEW = "/nix/store/" + "a" * 32 + "-nixos-system-web1-1.0", "/nix/store/" + "b" * 32 + "-nixos-system-web1-1.1"
 WEB1 = Host("web1", "web1", Target("web1", "root"), checks=(Check("unit", "app.service", retries=1),))

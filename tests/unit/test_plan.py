@@ -1,8 +1,9 @@
 from nixtasks.actions import plan
 from nixtasks.errors import Refused
 from nixtasks.host.gitstate import parse_status
-from nixtasks.host.prompts import NoTerminal, Scripted
+from nixtasks.host.prompts import NoTerminal
 from nixtasks.models import Action, GitState, Host, HostPlan, HostResult, Outcome, Plan, Report, Target
+from tests.prompts import Scripted
 
 REMOTE = Host("web1", "web1", Target("web1", "root"))
 LOCAL = Host("box", "box", Target(sudo=False))

@@ -10,9 +10,9 @@ from nixtasks.actions import checks, inspection
 from nixtasks.errors import DeployFailed, HostUnreachable, NixtasksError
 from nixtasks.fleet import engine
 from nixtasks.host.facts import FACTS_SCRIPT, Facts, facts_command, parse_facts, read_facts
-from nixtasks.host.recording import RecordingRunner
 from nixtasks.host.runner import Result, failure_of
 from nixtasks.models import Action, Check, Command, Host, HostResult, Outcome, Policy, Report, Target
+from tests.recording import RecordingRunner
 
 DEPLOY = Host("web2", "web2", Target("10.0.0.12", "deploy", sudo=True))
 ROOT = Host("web1", "web1", Target("10.0.0.11", "root"))

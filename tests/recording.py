@@ -9,11 +9,11 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..errors import NixtasksError
-from ..models import Command, Target
-from . import commands
-from .facts import FACTS_SCRIPT
-from .runner import Result, failure_of
+from nixtasks.errors import NixtasksError
+from nixtasks.host import commands
+from nixtasks.host.facts import FACTS_SCRIPT
+from nixtasks.host.runner import Result, failure_of
+from nixtasks.models import Command, Target
 
 OK = Result(0, "", "")
 
