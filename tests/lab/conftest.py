@@ -109,6 +109,15 @@ class Lab:
             return err.code, err.read().decode()
 
 
+def bring_up(workspace: Path) -> None:
+    """The session's lab from nothing: web1, web2 and db1, with this checkout, this Python and
+    the workspace bound read-only into every host. Tests that take the lab down (the scale
+    tests) call it again when they are done, so no test depends on running last."""
+    binds = sorted({str(REPO), sys.prefix, sys.base_prefix, str(workspace)})
+    labctl("down")  # tests own the lab: start from nothing
+    labctl("up", *HOSTS, *(f"--bind-ro={b}" for b in binds))
+
+
 @pytest.fixture(scope="session")
 def lab() -> Lab:
     reason = lab_unavailable()
@@ -117,10 +126,8 @@ def lab() -> Lab:
             pytest.fail(f"lab tests must run in CI, but {reason}")
         pytest.skip(reason)
     workspace = Path(tempfile.mkdtemp(prefix="nixtasks-e2e-", dir="/var/tmp"))
-    binds = sorted({str(REPO), sys.prefix, sys.base_prefix, str(workspace)})
     try:
-        labctl("down")  # tests own the lab: start from nothing
-        labctl("up", *HOSTS, *(f"--bind-ro={b}" for b in binds))
+        bring_up(workspace)
         # As at a user's shell: not inside `make check`, whose MAKELEVEL makes every make the
         # tests run say "make[1]: Entering directory" and name itself make[1].
         env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}

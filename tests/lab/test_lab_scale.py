@@ -1,4 +1,5 @@
-"""Runs last (it takes the lab down): 16 hosts come up and go down, and nothing is left."""
+"""16 hosts come up and go down, and nothing is left; a crashed lab is cleaned up. Each test
+brings the session's lab back as it found it, so these may run in any order."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import signal
 import subprocess
 from pathlib import Path
 
-from .conftest import LAB_ID, STATE, SUFFIX, labctl
+import pytest
+
+from .conftest import LAB_ID, STATE, SUFFIX, bring_up, labctl
 
 EXTRA = [f"h{i:02d}" for i in range(1, 14)]  # with web1, web2 and db1: 16 hosts
 
@@ -43,7 +46,16 @@ def lab_leftovers() -> list[str]:
     return left
 
 
-def test_up_again_says_so_and_up_after_a_crash_cleans_up_first(lab):
+@pytest.fixture
+def restored(lab):
+    """The session's lab, brought back up as the other tests need it after the test."""
+    try:
+        yield lab
+    finally:
+        bring_up(lab.workspace)
+
+
+def test_up_again_says_so_and_up_after_a_crash_cleans_up_first(restored):
     again = labctl("up")
     assert "already up: web1 web2 db1" in again.stderr
     # Kill every host's supervisor by PID, as a crash would: its containers live on, orphaned.
@@ -56,7 +68,7 @@ def test_up_again_says_so_and_up_after_a_crash_cleans_up_first(lab):
     assert [(r[0], r[2], r[3]) for r in rows] == [(h, "running", "yes") for h in ("web1", "web2", "db1")]
 
 
-def test_sixteen_hosts_come_up_and_the_lab_goes_down_without_a_trace(lab):
+def test_sixteen_hosts_come_up_and_the_lab_goes_down_without_a_trace(restored):
     labctl("up", *EXTRA)
     status = labctl("status").stdout
     rows = [line.split() for line in status.splitlines()[1:]]
