@@ -292,3 +292,15 @@ class Policy:
     # sooner by ssh's keep-alives (see Defaults in inventory.py).
     copy_timeout: float = Limit(3600, "copy_timeout")  # one host's `nix copy`
     activation_timeout: float = Limit(1800, "activation_timeout")  # setting the profile, switch-to-configuration
+
+
+# How many hosts are talked to at once outside a deploy's batches (whose width is the policy's
+# `parallel`): reads of a host (probes, status) are cheap, so more; copies, collections and
+# checks that do work on both sides, fewer. One place, so that every task agrees.
+READS_AT_ONCE = 32
+WORK_AT_ONCE = 16
+
+
+def at_once(count: int, limit: int) -> int:
+    """Threads for `count` hosts: no more than `limit`, and at least one (a pool needs one)."""
+    return max(1, min(limit, count))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 from ..host import commands, gitstate, nixversion, space
 from ..host.runner import SUDO_WANTS_PASSWORD, Runner
-from ..models import LOCAL, SYSTEM_PROFILE, Action, Command, Host, Target
+from ..models import LOCAL, SYSTEM_PROFILE, WORK_AT_ONCE, Action, Command, Host, Target, at_once
 
 Echo = Callable[[str], None]
 ENV_PATHS = ("/run/current-system/sw/bin/env", "/usr/bin/env")  # NixOS, then FHS systems
@@ -205,7 +205,7 @@ def doctor(hosts: tuple[Host, ...], flake: str, runner: Runner) -> list[Finding]
     if git.untracked:
         found.append(Finding("(deployer)", "git", False, f"untracked, so the flake cannot see: "
                              f"{', '.join(git.untracked[:5])}", "git add them if they matter", warning=True))
-    with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+    with ThreadPoolExecutor(max_workers=at_once(len(hosts), WORK_AT_ONCE)) as pool:
         for findings in pool.map(lambda h: doctor_host(h, runner), hosts):
             found += findings
     return found

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from ..host import commands, gitstate
 from ..host.facts import Facts, read_facts
 from ..host.runner import Runner
-from ..models import LOCAL, GitState, Host
+from ..models import LOCAL, READS_AT_ONCE, WORK_AT_ONCE, GitState, Host, at_once
 from .checks import label, run_check, ssh_address
 from .plan import store_name
 
@@ -77,7 +77,7 @@ def revision_state(facts: Facts, git: GitState) -> str:
 
 def status(hosts: tuple[Host, ...], flake: str, nix_options: tuple[str, ...], runner: Runner,
            echo: Echo) -> list[StatusRow]:
-    with ThreadPoolExecutor(max_workers=min(32, len(hosts) + 1)) as pool:
+    with ThreadPoolExecutor(max_workers=at_once(len(hosts) + 1, READS_AT_ONCE)) as pool:
         expected_future = pool.submit(expected_systems, hosts, flake, nix_options, runner, echo)
         facts = list(pool.map(lambda h: read_facts(h, runner), hosts))
         expected, git = expected_future.result()
@@ -132,7 +132,7 @@ class Verdict:
 def verify(hosts: tuple[Host, ...], flake: str, nix_options: tuple[str, ...], runner: Runner,
            echo: Echo) -> list[Verdict]:
     expected, _git = expected_systems(hosts, flake, nix_options, runner, echo)
-    with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+    with ThreadPoolExecutor(max_workers=at_once(len(hosts), WORK_AT_ONCE)) as pool:
         return list(pool.map(lambda h: verify_host(h, expected.get(h.config), runner), hosts))
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..host import commands
 from ..host.runner import Result, Runner
-from ..models import Command, GitState, Host, HostResult, Outcome
+from ..models import READS_AT_ONCE, Command, GitState, Host, HostResult, Outcome, at_once
 
 HOST_JOURNAL = commands.HOST_JOURNAL
 
@@ -255,8 +255,8 @@ def result_fields(result: HostResult) -> dict[str, Any]:
 MACHINE_ID = "/etc/machine-id"
 
 
-def history(hosts: Sequence[Host], runner: Runner, local: Sequence[Record], echo: Callable[[str], None],
-            workers: int) -> list[Record]:
+def history(hosts: Sequence[Host], runner: Runner, local: Sequence[Record],
+            echo: Callable[[str], None]) -> list[Record]:
     """The records of the machines these hosts are: each host's own journal, and the deployer's
     records (`local`) of that machine, by its /etc/machine-id: another repository's host of the
     same name is another machine. The deployer's records from before machine ids are shown,
@@ -275,6 +275,6 @@ def history(hosts: Sequence[Host], runner: Runner, local: Sequence[Record], echo
             return [*(r for r in local if r.host == host.name), *own]
         return [*of_machine(local, host.name, machine), *own]
 
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(hosts)))) as pool:
+    with ThreadPoolExecutor(max_workers=at_once(len(hosts), READS_AT_ONCE)) as pool:
         found = list(pool.map(records_of, hosts))
     return finished(merge(*found))

@@ -21,7 +21,7 @@ from ..host.generations import (
     render,
 )
 from ..host.runner import Runner
-from ..models import Action, Host, HostPlan
+from ..models import WORK_AT_ONCE, Action, Host, HostPlan, at_once
 from .journal import HOST_JOURNAL, Record, failed_systems, of_machine, parse_lines
 from .plan import store_name
 
@@ -56,7 +56,7 @@ def describe_failure(record: Record) -> str:
 
 def show_generations(hosts: tuple[Host, ...], runner: Runner,
                      here: Sequence[Record] = ()) -> dict[str, HostGenerations]:
-    with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+    with ThreadPoolExecutor(max_workers=at_once(len(hosts), WORK_AT_ONCE)) as pool:
         return dict(zip((h.name for h in hosts), pool.map(lambda h: read_generations(h, runner, here), hosts)))
 
 

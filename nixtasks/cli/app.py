@@ -74,7 +74,7 @@ def run_history(opts: Options, as_json: bool) -> None:
     local = journal.read_local(journal.deployer_journal_path())
     with session(replace(opts, all_hosts=opts.all_hosts or not (opts.hosts or opts.tags)), root=False,
                  builds=False) as (_inv, runner, hosts):
-        records = journal.history(hosts, runner, local, echo, workers=16)
+        records = journal.history(hosts, runner, local, echo)
     if as_json:
         print(json.dumps([asdict(r) for r in records], indent=2))
     else:

@@ -10,7 +10,7 @@ from .. import inventory
 from ..errors import NixtasksError, Refused, UsageError
 from ..host.prompts import PASSWORD_FILE_VARIABLE, ask_password, has_terminal
 from ..host.runner import ShRunner
-from ..models import Host, Secret, SudoPassword, Target
+from ..models import WORK_AT_ONCE, Host, Secret, SudoPassword, Target, at_once
 from .options import Options
 from .output import echo
 
@@ -68,7 +68,7 @@ def give_sudo_passwords(opts: Options, hosts: tuple[Host, ...], runner: ShRunner
             secrets_for.update({t: secret for t in shared})
         for target in (t for t, m in modes.items() if m is SudoPassword.PER_HOST):
             secrets_for[target] = Secret(ask_password(f"sudo password for {target}:"))
-    with ThreadPoolExecutor(max_workers=min(16, len(secrets_for))) as pool:
+    with ThreadPoolExecutor(max_workers=at_once(len(secrets_for), WORK_AT_ONCE)) as pool:
         verdicts = dict(zip(secrets_for, pool.map(lambda ts: runner.check_sudo_password(*ts), secrets_for.items())))
     refused = []
     for target, verdict in verdicts.items():

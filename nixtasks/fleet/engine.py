@@ -31,6 +31,8 @@ from ..host.facts import Facts, read_facts
 from ..host.prompts import HOW_TO_APPROVE, NO, Approval, Prompter
 from ..host.runner import Runner
 from ..models import (
+    READS_AT_ONCE,
+    WORK_AT_ONCE,
     Action,
     GitState,
     Host,
@@ -43,6 +45,7 @@ from ..models import (
     Report,
     Stage,
     Target,
+    at_once,
 )
 from . import batches, follow, health, hooks, lock, pipeline, reboot
 from .pipeline import Change, Context
@@ -174,7 +177,7 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
                             tools.prompter, journal)
     build_req = req.build_request()
     interrupted = False
-    with ThreadPoolExecutor(max_workers=min(32, len(req.hosts))) as pool:
+    with ThreadPoolExecutor(max_workers=at_once(len(req.hosts), READS_AT_ONCE)) as pool:
         # The hosts are asked what they run while the systems build: both take a while.
         probes = [pool.submit(read_facts, h, runner, sudo_probe=as_root) for h in req.hosts]
         started = time.monotonic()
@@ -207,7 +210,7 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
             diff = steps.diff_on_host(host, before.running, made, runner)
         return Change(host, req.action, made.path, before, diff=diff, copy_seconds=seconds)
 
-    with ThreadPoolExecutor(max_workers=min(16, max(1, len(hosts)))) as pool:
+    with ThreadPoolExecutor(max_workers=at_once(len(hosts), WORK_AT_ONCE)) as pool:
         # Every host is checked (a NixOS closure, room for it) and copied before any activation.
         changes = tuple(pool.map(lambda hf: one(*hf), hosts))
     return Prepared(req, git, journal, changes, unbuilt + skipped, build_seconds, tuple(runner.warnings[warned:]))
@@ -366,14 +369,14 @@ def rollback(req: RollbackRequest, tools: Tools) -> Report:
     journal = Journal(runner, tools.journal_path or deployer_journal_path(), None, req.reason, echo)
     refuse_without_terminal("rollback", [h for h in req.hosts if not h.is_local], tools.prompter, journal)
     request = rollbacks.Request(req.hosts, req.generation, req.boot, req.reason)
-    with ThreadPoolExecutor(max_workers=min(32, len(req.hosts))) as pool:
+    with ThreadPoolExecutor(max_workers=at_once(len(req.hosts), READS_AT_ONCE)) as pool:
         facts = list(pool.map(lambda h: read_facts(h, runner, sudo_probe=True), req.hosts))
     journal.know(req.hosts, (f.machine_id for f in facts))
     action = Action.BOOT if req.boot else Action.SWITCH
     hosts, skipped = reachable(req.hosts, facts, req.policy, action, echo)
     sudo_ready(hosts)
     here = read_local(journal.path)  # the deployer's records: which generations failed before
-    with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+    with ThreadPoolExecutor(max_workers=at_once(len(hosts), WORK_AT_ONCE)) as pool:
         # Every host's target is chosen before anything changes anywhere.
         chosen = list(pool.map(lambda hf: rollbacks.prepare(hf[0], request, runner, echo, here), hosts))
     changes = [Change(s.plan.host, action, s.target.path, f, generation=s.target.number, diff=s.plan.closure_diff)
@@ -590,7 +593,7 @@ def gc(hosts: tuple[Host, ...], keep: int, policy: Policy, tools: Tools) -> Repo
     journal = Journal(runner, tools.journal_path or deployer_journal_path(), None, "", echo)
     if not runner.dry_run:
         refuse_without_terminal("gc", hosts, tools.prompter, journal)
-    with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+    with ThreadPoolExecutor(max_workers=at_once(len(hosts), WORK_AT_ONCE)) as pool:
         chosen = list(pool.map(lambda h: collection.choose(h, keep, runner), hosts))
         facts = list(pool.map(lambda h: read_facts(h, runner), hosts))
     journal.know(hosts, (f.machine_id for f in facts))

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..host import commands
 from ..host.facts import Facts, read_facts
 from ..host.runner import Runner
-from ..models import Action, Host, HostResult, Outcome, Stage
+from ..models import Action, Host, HostResult, Outcome, Stage, at_once
 from . import health, lock
 from .pipeline import Change, Clock, Context, outcome_result, revert
 
@@ -55,7 +55,7 @@ def reboot_into(changes: Sequence[Change], ctx: Context, timeout: float) -> tupl
             return outcome_result(change, Outcome.FAILED, None, f"the reboot step stopped with an unexpected error "
                                   f"({exc!r}); what the host runs and boots is not known: check it by hand")
 
-    with ThreadPoolExecutor(max_workers=max(1, min(ctx.policy.parallel, len(changes)))) as pool:
+    with ThreadPoolExecutor(max_workers=at_once(len(changes), ctx.policy.parallel)) as pool:
         return tuple(pool.map(one, changes))
 
 

@@ -14,9 +14,6 @@ from ..models import Action, Command, Host, Policy
 # After the deadline, how long the host gets to revert and answer again.
 REVERT_GRACE = 60.0
 POLL_INTERVAL = 2.0
-# How long an activation whose ssh session died may keep running before nixtasks stops
-# waiting to confirm it (the watchdog itself waits for it as long as it takes).
-ACTIVATION_LIMIT = 1800.0
 
 
 def wanted(host: Host, action: Action, before: Facts, policy: Policy) -> bool:
@@ -39,9 +36,10 @@ class Confirmation:
     FIRED = "fired"  # the watchdog already took its turn
 
 
-def confirm(host: Host, runner: Runner, limit: float = ACTIVATION_LIMIT) -> str:
+def confirm(host: Host, runner: Runner, limit: float) -> str:
     """Confirm over a new connection; while an activation still runs on the host (its ssh
-    session died, the unit did not), wait for it to end first."""
+    session died, the unit did not), wait for it to end first, for at most `limit` seconds
+    (the policy's activation_timeout: the watchdog itself waits for it as long as it takes)."""
     deadline = time.monotonic() + limit
     while True:
         result = runner.run(commands.confirm_watchdog(), host.target, check=False, fresh=True)
