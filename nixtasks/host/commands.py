@@ -102,10 +102,6 @@ def is_nixos_system(path: str) -> Command:
     return Command(("test", "-f", f"{path}/nixos-version"))
 
 
-def has_systemd() -> Command:
-    return Command(("test", "-d", "/run/systemd/system"))
-
-
 def current_system() -> Command:
     """What the host runs now, resolved; read as the ssh user (no sudo)."""
     return Command(("readlink", "-e", "/run/current-system"))

@@ -122,7 +122,6 @@ def test_diff_closures_and_queries():
     assert commands.diff_closures("/a", "/b").argv == (
         "nix", "--extra-experimental-features", "nix-command", "store", "diff-closures", "/a", "/b")
     assert commands.is_nixos_system(PATH).argv == ("test", "-f", f"{PATH}/nixos-version")
-    assert commands.has_systemd().argv == ("test", "-d", "/run/systemd/system")
 
 
 def test_failed_commands_are_named_briefly():
