@@ -24,6 +24,7 @@ demo: setup
 bench: setup
 	python3 -c 'import matplotlib' 2>/dev/null || python3 -m pip install -q --disable-pip-version-check -e ".[bench]"
 	benchmarks/bench
+	benchmarks/engine-scale
 
 lab-up: setup
 	lab/labctl up

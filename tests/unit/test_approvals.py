@@ -23,10 +23,9 @@ from nixtasks.host.prompts import AlwaysYes, Approval, NoTerminal
 from nixtasks.host.runner import Result
 from nixtasks.models import Action, Command, Host, Policy, Target
 from nixtasks.recipes import update_deploy
+from tests.fakes import NEW, FakeHost
 from tests.prompts import Scripted
 from tests.recording import OK, RecordingRunner
-
-from .test_pipeline import NEW, FakeHost
 
 HOSTS = tuple(Host(n, n, Target(n, "root"), canary=n == "web1") for n in ("web1", "web2", "db1"))
 OLD_LOCK = json.dumps({"nodes": {"root": {"inputs": {"nixpkgs": "nixpkgs"}},
