@@ -412,8 +412,9 @@ def ask(changes: Sequence[Change], asking: Sequence[Change], question: str, prom
     selected when a subset was chosen."""
     answer = prompter.approve(question, [c.host.name for c in asking], preselect=preselect) if asking else NO
     go, left = [], []
+    asked = {c.host.name for c in asking}  # names, not Change equality: linear at a thousand hosts
     for change in changes:
-        if change in asking and change.host.name not in answer.hosts:
+        if change.host.name in asked and change.host.name not in answer.hosts:
             left.append(pipeline.unchanged(change, *unapproved(answer)))
             if change.action.changes_host:
                 journal.write_result(change.host, verb, left[-1])
