@@ -5,10 +5,15 @@ host went through, what was asked, the report and the journal."""
 
 from __future__ import annotations
 
+import _thread
 import json
-from collections.abc import Iterable, Sequence
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 from nixtasks.actions.journal import read_local
 from nixtasks.fleet import engine, reboot
@@ -74,6 +79,33 @@ class TurnsUnhealthy(FakeHost):
             self.good -= 1
             if self.good < 0:
                 return Result(3, "failed", "")
+        return super().__call__(step, cmd, target, fresh)
+
+
+def ctrl_c_in_the_main_thread() -> None:
+    """Ctrl-C as the terminal sends it: in the main thread, once that thread waits for the
+    hosts under way (engine.wait_all), so that it lands where a person's would."""
+    main = threading.main_thread().ident
+    while not any(f.f_code.co_name == "wait_all" for f in frames(sys._current_frames().get(main))):
+        time.sleep(0.001)
+    _thread.interrupt_main()
+
+
+def frames(frame: FrameType | None) -> Iterator[FrameType]:
+    while frame is not None:
+        yield frame
+        frame = frame.f_back
+
+
+@dataclass
+class CtrlCAt(FakeHost):
+    """A FakeHost during whose `step` the person at the terminal presses Ctrl-C."""
+
+    at: str = "activate switch"
+
+    def __call__(self, step: str, cmd: Command, target: Target, fresh: bool) -> Result:
+        if step == self.at:
+            ctrl_c_in_the_main_thread()
         return super().__call__(step, cmd, target, fresh)
 
 
