@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from nixtasks.actions.journal import read_local
-from nixtasks.fleet import engine, reboot
+from nixtasks.fleet import engine
 from nixtasks.fleet.progress import PlainProgress
 from nixtasks.host.prompts import Approval
 from nixtasks.host.runner import Result
@@ -233,7 +233,10 @@ def fleet_of(tmp: Path, *names: str, rebooting: bool = False, **fakes: FakeHost)
     return Fleet(tmp, {n: fakes.get(n) or kind() for n in names})
 
 
-def request(fleet_hosts: Sequence[Host], policy: Policy = Policy(), action: Action = Action.SWITCH,
+DEFAULT = Policy()
+
+
+def request(fleet_hosts: Sequence[Host], policy: Policy = DEFAULT, action: Action = Action.SWITCH,
             reason: str = "") -> engine.DeployRequest:
     return engine.DeployRequest(action, tuple(fleet_hosts), "/src/flake", policy=policy, reason=reason)
 
@@ -243,8 +246,5 @@ def outcomes(report_or_error: object) -> dict[str, str]:
     return {r.host: r.outcome.value for r in report.results}  # type: ignore[attr-defined]
 
 
-def no_reboot_wait(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(reboot, "POLL", 0)
-
-
-__all__ = ["NEW", "OLD", "FakeHost", "DownHost", "TurnsUnhealthy", "RebootingHost", "Fleet", "fleet_of", "hosts", "host", "request", "outcomes"]
+__all__ = ["DEFAULT", "NEW", "OLD", "CtrlCAt", "DownHost", "FakeHost", "Fleet", "RebootingHost", "TurnsUnhealthy",
+           "fleet_of", "host", "hosts", "outcomes", "request"]

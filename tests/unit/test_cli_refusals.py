@@ -260,3 +260,9 @@ def test_apply_of_a_missing_plan_file_says_how_to_make_one(nixtasks):
     ran = nixtasks("apply", "missing.json", "--yes")
     refused(ran, "missing.json: cannot read the plan (No such file or directory); make one with `invoke stage`")
     assert ran.runners == []
+
+
+def test_the_harness_sees_commands_when_a_task_does_run(nixtasks):
+    """What `refused` relies on: a task that gets past its checks sends commands to the runner."""
+    ran = nixtasks("switch", "--host", "web1", "--yes")
+    assert ran.commands > 0 and len(ran.runners) == 1, ran.stderr

@@ -11,7 +11,7 @@ from nixtasks.fleet import reboot
 from nixtasks.models import Policy
 from nixtasks.recipes import blue_green
 
-from .flows import NEW, OLD, DownHost, RebootingHost, fleet_of, host, outcomes, request
+from .flows import DEFAULT, NEW, OLD, DownHost, RebootingHost, fleet_of, host, outcomes, request
 
 NAMES = ("web1", "web2")
 BLUE = tuple(host(n, tags=("blue",)) for n in NAMES)
@@ -30,7 +30,7 @@ def no_wait_between_polls(monkeypatch):
     monkeypatch.setattr(reboot, "POLL", 0)
 
 
-def run(fleet, *answers, hook: str = HOOK, timeout: float = 5.0, policy: Policy = Policy(), hosts=BLUE):
+def run(fleet, *answers, hook: str = HOOK, timeout: float = 5.0, policy: Policy = DEFAULT, hosts=BLUE):
     return blue_green.blue_green(request(hosts, policy), fleet.tools(*answers), "blue", hook, timeout)
 
 

@@ -12,7 +12,7 @@ from nixtasks.host.prompts import NoTerminal
 from nixtasks.models import Policy
 from nixtasks.recipes import canary
 
-from .flows import NEW, OLD, DownHost, FakeHost, TurnsUnhealthy, fleet_of, hosts, outcomes, request
+from .flows import DEFAULT, NEW, OLD, DownHost, FakeHost, TurnsUnhealthy, fleet_of, hosts, outcomes, request
 
 NAMES = ("web1", "web2", "db1")
 HOSTS = hosts(*NAMES, canary=("web1",))
@@ -24,7 +24,7 @@ FIRST = ("Canary: switch web1 first (1 host)?", ("web1",))
 REST = ("The canary is healthy. Switch the rest: web2, db1 (2 hosts)?", ("web2", "db1"))
 
 
-def run(fleet, *answers, policy: Policy = Policy(), soak: float = 0.0):
+def run(fleet, *answers, policy: Policy = DEFAULT, soak: float = 0.0):
     return canary.canary(request(HOSTS, policy), fleet.tools(*answers), soak=soak)
 
 
@@ -117,12 +117,14 @@ def test_a_host_of_the_rest_that_fails_halts_the_hosts_after_it(tmp_path):
         run(fleet, True, True)
     assert outcomes(failed.value) == {"web1": "ok", "web2": "rolled back", "db1": "not started"}
     assert fleet.steps("web2") == PROBED + ROLLED_BACK and fleet.steps("db1") == PROBED
-    assert failed.value.report.results[2].message.startswith("not started: batch 1 failed (1 of 1 host(s)")  # of the rest
+    # batch 1 of the rest
+    assert failed.value.report.results[2].message.startswith("not started: batch 1 failed (1 of 1 host(s)")
 
 
 def test_a_canary_unhealthy_during_its_soak_is_rolled_back_and_the_rest_never_start(tmp_path):
     fleet = fleet_of(tmp_path, *NAMES, web1=TurnsUnhealthy(good=1))
-    with pytest.raises(DeployFailed, match="^web1: rolled back: unhealthy during the soak \\(web1: check unit app.service") as failed:
+    with pytest.raises(DeployFailed, match=r"^web1: rolled back: unhealthy during the soak \(web1: check unit "
+                                           "app.service") as failed:
         run(fleet, True, True, soak=30)
     assert fleet.asked() == [FIRST]
     assert fleet.steps("web1")[len(PROBED + SWITCHED):] == [

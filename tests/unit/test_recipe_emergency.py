@@ -11,7 +11,7 @@ from nixtasks.errors import DeployFailed, Interrupted, Refused, UsageError
 from nixtasks.models import Policy
 from nixtasks.recipes import emergency
 
-from .flows import NEW, OLD, FakeHost, fleet_of, hosts, outcomes, request
+from .flows import DEFAULT, NEW, OLD, FakeHost, fleet_of, hosts, outcomes, request
 
 NAMES = ("web1", "web2")
 HOSTS = hosts(*NAMES)
@@ -23,7 +23,7 @@ SWITCH_QUESTION = ("EMERGENCY: web1, web2 passed the test activation and its che
                    "entry)?", NAMES)
 
 
-def run(fleet, *answers, reason: str = "CVE fix", follow: float = 0.0, policy: Policy = Policy()):
+def run(fleet, *answers, reason: str = "CVE fix", follow: float = 0.0, policy: Policy = DEFAULT):
     return emergency.emergency(request(HOSTS, policy, reason=reason), fleet.tools(*answers), follow)
 
 
@@ -38,7 +38,8 @@ def test_test_activation_then_a_second_question_then_the_switch_then_the_journal
     assert outcomes(report) == {"web1": "ok", "web2": "ok"} and report.action == "emergency"
     records = {(r.host, r.action, r.outcome, r.reason) for r in read_local(tmp_path / "journal.jsonl")
                if r.outcome != "started"}
-    assert records == {(n, a, "ok", "EMERGENCY: CVE fix") for n in NAMES for a in ("emergency-test", "emergency-switch")}
+    assert records == {(n, action, "ok", "EMERGENCY: CVE fix") for n in NAMES
+                       for action in ("emergency-test", "emergency-switch")}
     assert "following the warnings and errors of web1, web2 for 0.01 s (Ctrl-C ends it)" in fleet.said
 
 

@@ -10,7 +10,7 @@ from nixtasks.errors import DeployFailed, Interrupted, Refused
 from nixtasks.models import Policy
 from nixtasks.recipes import rolling
 
-from .flows import NEW, OLD, CtrlCAt, DownHost, FakeHost, fleet_of, hosts, outcomes, request
+from .flows import DEFAULT, NEW, OLD, CtrlCAt, DownHost, FakeHost, fleet_of, hosts, outcomes, request
 
 NAMES = ("web1", "web2", "db1")
 HOSTS = hosts(*NAMES)
@@ -19,7 +19,7 @@ SWITCHED = ["lock", "facts", "arm", "set-profile", "activate switch", "confirm*"
 ASKED = ("Switch web1, web2, db1 (3 hosts)?", NAMES)
 
 
-def run(fleet, *answers, policy: Policy = Policy()):
+def run(fleet, *answers, policy: Policy = DEFAULT):
     return rolling.rolling(request(HOSTS, policy), fleet.tools(*answers))
 
 
