@@ -21,7 +21,6 @@ from nixtasks.fleet.progress import PlainProgress
 from nixtasks.host.prompts import Approval
 from nixtasks.host.runner import Result
 from nixtasks.models import Action, Check, Command, Host, Policy, Target
-from tests.prompts import Scripted
 from tests.recording import OK, RecordingRunner
 
 from .test_pipeline import NEW, OLD, FakeHost
@@ -86,7 +85,10 @@ def ctrl_c_in_the_main_thread() -> None:
     """Ctrl-C as the terminal sends it: in the main thread, once that thread waits for the
     hosts under way (engine.wait_all), so that it lands where a person's would."""
     main = threading.main_thread().ident
+    deadline = time.monotonic() + 30  # a test of a changed engine fails, it does not hang
     while not any(f.f_code.co_name == "wait_all" for f in frames(sys._current_frames().get(main))):
+        if time.monotonic() > deadline:
+            raise AssertionError("the main thread never waited for the hosts (engine.wait_all)")
         time.sleep(0.001)
     _thread.interrupt_main()
 
@@ -117,12 +119,14 @@ class Asked:
     names: tuple[str, ...] = ()
 
 
-class Answers(Scripted):
-    """Scripted answers that keep who was asked; KeyboardInterrupt as an answer is Ctrl-C."""
+class Answers:
+    """Like tests.prompts.Scripted (True, False, or the names picked in the checkbox), and it
+    keeps whom each question named; KeyboardInterrupt as an answer is Ctrl-C at the question."""
+
+    can_ask = True
 
     def __init__(self, answers: Iterable[object]) -> None:
-        super().__init__([])
-        self.answers = list(answers)  # type: ignore[arg-type]
+        self.answers = list(answers)
         self.asked: list[Asked] = []
 
     def _next(self) -> object:
@@ -210,10 +214,6 @@ class Fleet:
     def locked(self) -> list[str]:
         """The hosts whose lock was taken, in the order they were first locked."""
         return list(dict.fromkeys(c.target.address or "" for c in self.runner.calls if c.step == "lock"))
-
-    def activated(self, name: str) -> list[str]:
-        """The activations one host saw, in order."""
-        return [s for s in self.steps(name) if s.startswith("activate")]
 
     def deployer(self) -> list[str]:
         """The deployer's own commands (eval, build, copy, hooks), in order."""

@@ -4,14 +4,17 @@ Ctrl-C while building) stops it before any question, lock or activation, with th
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
-from nixtasks.errors import CommandFailed, HostUnreachable, Interrupted
+from nixtasks.errors import CommandFailed, HostUnreachable, Interrupted, Refused
 from nixtasks.fleet import engine, reboot
+from nixtasks.host.prompts import NoTerminal
+from nixtasks.models import Action
 from nixtasks.recipes import blue_green, canary, emergency, rolling, stage
 
-from .flows import DownHost, Fleet, fleet_of, host, request
+from .flows import NEW, OLD, DownHost, Fleet, fleet_of, host, request
 
 NAMES = ("web1", "web2")
 HOSTS = tuple(host(n, canary=n == "web1", tags=("blue",)) for n in NAMES)
@@ -74,3 +77,24 @@ def test_the_recipes_here_are_every_one_that_builds():
 
     modules = {p.stem.replace("_", "-") for p in Path(nixtasks.recipes.__file__).parent.glob("*.py")}
     assert modules - {"--init--", "update-deploy"} == set(RECIPES)
+
+
+ASKING: dict[str, Recipe] = {
+    **{name: RECIPES[name] for name in ("rolling", "canary", "blue-green", "emergency")},
+    "apply": lambda req, tools: stage.apply(req, tools, stage.StagedPlan(
+        Action.SWITCH, None, False, "now", {n: stage.StagedHost(NEW, OLD, 1) for n in NAMES})),
+}
+
+
+VERBS = {"rolling": "switch", "canary": "switch", "blue-green": "boot", "emergency": "test", "apply": "switch"}
+
+
+@pytest.mark.parametrize("name", ASKING)
+def test_without_a_terminal_every_recipe_that_asks_refuses_before_it_probes_or_builds(tmp_path, name):
+    fleet = fleet_of(tmp_path, *NAMES)
+    tools = replace(fleet.tools(), prompter=NoTerminal())
+    with pytest.raises(Refused, match=f"^{VERBS[name]} on web1, web2 needs an approval and there is no terminal to "
+                                      "ask on; pass --yes") as refused:
+        ASKING[name](request(HOSTS, reason="fix"), tools)
+    assert refused.value.exit_code == 3 and fleet.runner.calls == []
+    assert {(host, outcome) for host, _action, outcome in fleet.journal()} == {(n, "refused") for n in NAMES}
