@@ -102,6 +102,10 @@ def refused(ran: Ran, line: str, code: int = 2) -> None:
     (("switch", "--host", "web1", "--batch-size", "2", "--batches", "1,2"), "give --batch-size or --batches, not both"),
     (("switch", "--host", "web1", "--batches", "1,,2"), "--batches: '1,,2' has an empty item"),
     (("switch", "--host", "web1", "--pause", "inf"), "--pause: inf is not a finite number"),
+    (("switch", "--host", "web1", "--pause", "nan"), "--pause: nan is not a finite number"),
+    (("switch", "--host", "web1", "--confirm-timeout", "inf"), "--confirm-timeout: inf is not a finite number"),
+    (("switch", "--host", "web1", "--max-fail-percentage", "nan"), "--max-fail-percentage: nan is not a finite "
+                                                                   "number"),
     (("switch", "--host", "web1", "--max-fail-percentage", "101"), "--max-fail-percentage: 101 is too large; give "
                                                                    "at most 100"),
     (("switch", "--host", "web1", "--confirm-timeout", "0"), "--confirm-timeout: 0 is too small; give at least 1"),
@@ -115,6 +119,9 @@ def refused(ran: Ran, line: str, code: int = 2) -> None:
                                                                   "reference"),
     (("rollback", "--host", "web1", "--generation", "0"), "--generation: 0 is too small; give at least 1"),
     (("gc", "--host", "web1", "--keep", "many"), "--keep: 'many' is not a whole number"),
+    (("gc", "--host", "web1", "--keep", "nan"), "--keep: 'nan' is not a whole number"),
+    (("rollback", "--host", "web1", "--generation", "inf"), "--generation: 'inf' is not a whole number"),
+    (("canary", "--all", "--soak", "inf"), "--soak: inf is not a finite number"),
     (("gc", "--host", "web1", "--parallel", "0"), "--parallel: 0 is too small"),
     (("canary", "--all", "--soak", "-1"), "--soak: -1 is too small; give at least 0"),
     (("emergency", "--host", "web1", "--follow", "nan"), "--follow: nan is not a finite number"),
