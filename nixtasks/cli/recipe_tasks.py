@@ -105,19 +105,17 @@ def run_stage(opts: Options, plan_file: str, action: str) -> None:
             stage.stage(request, tools, Path(plan_file))
 
 
-def run_apply(opts: Options, plan_file: str | None) -> Report:
+def run_apply(opts: Options, plan_file: str) -> Report:
+    """The hosts are the plan's: the task has no --host, --tag or --all to give."""
     from ..actions import seal
     from ..recipes import stage
 
-    plan_file = plan_file or "nixtasks-plan.json"
     path = Path(plan_file)
     try:
         text = path.read_text()
     except OSError as exc:
         raise UsageError(f"{plan_file}: cannot read the plan ({exc.strerror}); make one with `invoke stage`") from None
     plan = stage.parse_plan(text, plan_file, seal.load_key(seal.key_path(), make=False))
-    if opts.hosts or opts.tags or opts.all_hosts:
-        raise UsageError("apply deploys the hosts of its plan; leave out --host, --tag and --all")
     return run_recipe(replace(opts, hosts=tuple(plan.hosts)), lambda req, tools: stage.apply(req, tools, plan),
                       plan.action)
 

@@ -346,7 +346,7 @@ def run_stage(opts: Any, plan: str, action: str) -> None:
     recipe_tasks.run_stage(opts, plan_file=plan, action=action)
 
 
-def run_apply(opts: Any, plan: str | None) -> None:
+def run_apply(opts: Any, plan: str) -> None:
     from . import recipe_tasks
 
     recipe_tasks.run_apply(opts, plan_file=plan)
@@ -380,7 +380,8 @@ stage = deploy_task(
 apply = deploy_task(
     "apply", "Deploy exactly the store paths of a staged plan file, after one approval.", run_apply,
     skip=("host", "tag", "all", "build_host", "show_trace", *NIX_PARAMS), positional=("plan",),
-    plan=(None, "the plan file `invoke stage` wrote (default: nixtasks-plan.json)"))
+    plan=(None, "the plan file `invoke stage` wrote, e.g. nixtasks-plan.json (required; make apply gives "
+                "PLAN, by default that one)"))
 emergency = deploy_task(
     "emergency", "A fix out fast: build, test-activate with the watchdog, check, ask, switch, follow the journal.",
     run_emergency, follow=(None, "seconds to follow the hosts' warnings and errors afterwards (default 60)"))
