@@ -1,7 +1,8 @@
 """The lab's identity: its id, and every name, path and address that follows from it.
 
-The one place they are worked out: labctl, the lab tests (tests/lab/conftest.py) and the
-benchmarks import them from here, so that they always agree on which lab they talk to.
+The one place they are worked out, so that everything agrees on which lab it talks to: labctl
+and the lab tests (tests/lab/conftest.py) import them from here; the shell scripts (the demo,
+examples/make-repo, benchmarks/status-fleet) and the benchmarks ask `labctl env`.
 """
 
 from __future__ import annotations
