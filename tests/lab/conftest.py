@@ -20,16 +20,18 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-LABCTL = REPO / "lab" / "labctl"
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "lab"))  # lab/nixlab, found as lab/labctl finds it
+
+from nixlab import config as lab_config  # the lab's id, names and state directory, as labctl works them out
+
+REPO = lab_config.REPO
+LABCTL = lab_config.LABCTL
 HOSTS = ("web1", "web2", "db1")
 # The lab is a mixed fleet (labctl's DEFAULT_HOST_SUITES): db1 runs Debian 13 with Nix 2.26, web1 and
 # web2 Debian 12 with Nix 2.8, the deployer's own. Tests of what differs between Nix versions take one
 # host of each through the `root_host` or `deploy_host` fixture.
 NIX_2_26_HOST = "db1"
-LAB_ID = os.environ.get("NIXTASKS_LAB_ID", "0")  # as labctl names its lab
-SUFFIX = "" if LAB_ID == "0" else LAB_ID
-STATE = Path(os.environ.get("NIXTASKS_LAB_DIR", f"/var/lib/nixtasks-lab{SUFFIX}"))
+LAB_ID, SUFFIX, STATE = lab_config.LAB_ID, lab_config.SUFFIX, lab_config.STATE
 TOOLS = ("systemd-nspawn", "debootstrap", "nix", "ssh", "ssh-keygen", "nsenter", "ip", "git", "make")
 
 
@@ -68,14 +70,14 @@ class Lab:
         return proc
 
     def ssh(self, target: str, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(["ssh", "-F", str(STATE / "ssh/config"), "-o", "BatchMode=yes", target, command],
+        proc = subprocess.run(["ssh", "-F", str(lab_config.SSH_CONFIG), "-o", "BatchMode=yes", target, command],
                               text=True, capture_output=True, timeout=60)
         if check and proc.returncode != 0:
             raise AssertionError(f"ssh {target} {command!r} exited {proc.returncode}: {proc.stderr}")
         return proc
 
     def address(self, host: str) -> str:
-        return f"10.250.{LAB_ID}.{10 + json.loads((STATE / 'hosts.json').read_text())['hosts'][host]}"
+        return lab_config.address(self.index(host))
 
     def index(self, host: str) -> int:
         return int(json.loads((STATE / "hosts.json").read_text())["hosts"][host])
@@ -84,12 +86,12 @@ class Lab:
         """Drop the host's packets to the deployer silently (not refused): a blackhole route in
         the host's own network namespace, so connections hang instead of failing."""
         verb = "add" if on else "del"
-        subprocess.run(["ip", "-n", f"lab{SUFFIX}-{host}", "route", verb, "blackhole", f"10.250.{LAB_ID}.1/32"],
+        subprocess.run(["ip", "-n", lab_config.netns(host), "route", verb, "blackhole", f"{lab_config.GATEWAY}/32"],
                        check=on, capture_output=True)
 
     def slow_link(self, host: str, rate: str | None) -> None:
         """Traffic to the host at `rate` (e.g. "50kbit"), or back to full speed (None)."""
-        veth = f"lab{SUFFIX}v{self.index(host)}"
+        veth = lab_config.veth(self.index(host))
         subprocess.run(["tc", "qdisc", "del", "dev", veth, "root"], capture_output=True)
         if rate:
             subprocess.run(["tc", "qdisc", "add", "dev", veth, "root", "tbf", "rate", rate, "burst", "1600",

@@ -1,0 +1,82 @@
+"""labctl's command line: the subcommands, their flags and help, and the exit codes (1 for a
+LabError, printed as one `error:` line; 130 for Ctrl-C)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import nixlab
+from nixlab import commands, config
+from nixlab.deployer import DEPLOYER_PYTHON
+from nixlab.hosts import supervise
+from nixlab.proc import LabError
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labctl", description=(nixlab.__doc__ or "").split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="boot hosts (default: web1 web2 db1)")
+    up.add_argument("hosts", nargs="*")
+    up.add_argument("--bind-ro", action="append", default=[], metavar="PATH",
+                    help="bind PATH read-only into every host, at the same place")
+    up.add_argument("--store-size", metavar="SIZE",
+                    help="give the new hosts a /nix/store of this size (e.g. 2M), to fill it up in tests")
+    up.add_argument("--sudo-password", metavar="PASSWORD",
+                    help="the new hosts' deploy user needs this password for sudo (instead of NOPASSWD)")
+    up.add_argument("--deployer", action="store_true",
+                    help="the new hosts are deployers (Debian 13, Python 3.13, Nix 2.26): nixtasks' dependencies "
+                    "installed from wheels downloaded once here, the lab's ssh material and Nix config bound in")
+    up.add_argument("--suite", choices=config.SUITES,
+                    help="the Debian release of the new hosts (default: trixie for "
+                    f"{', '.join(config.DEFAULT_HOST_SUITES)}, else {config.DEFAULT_SUITE})")
+    up.add_argument("--ipv6", action="store_true",
+                    help=f"give the HOSTs (booted now or already up) an IPv6 address too, {config.IPV6_PREFIX}"
+                    f"<10+index> (as their IPv4 address ends), with {config.IPV6_GATEWAY} on the bridge; ssh knows "
+                    "their host key under it, `env` exports NIXTASKS_LAB_IPV6, `status` shows it")
+    up.set_defaults(func=commands.cmd_up)
+    down = sub.add_parser("down", help="power everything off and remove all the lab made (or only HOSTs)")
+    down.add_argument("hosts", nargs="*")
+    down.set_defaults(func=commands.cmd_down)
+    reset = sub.add_parser("reset", help="give hosts a fresh writable layer and boot them again")
+    reset.add_argument("hosts", nargs="*")
+    reset.set_defaults(func=commands.cmd_reset)
+    status = sub.add_parser("status", help="addresses (IPv4, IPv6), systemd state, sshd and current system of "
+                            "each host")
+    status.add_argument("hosts", nargs="*")
+    status.set_defaults(func=commands.cmd_status)
+    ex = sub.add_parser("exec", help="run a command inside a host, without ssh")
+    ex.add_argument("host")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER)
+    ex.set_defaults(func=commands.cmd_exec)
+    rb = sub.add_parser("reboot", help="reboot hosts for real; they boot their boot profile")
+    rb.add_argument("hosts", nargs="+")
+    rb.set_defaults(func=commands.cmd_reboot)
+    sub.add_parser("env", help="print the export lines a deployer needs").set_defaults(func=commands.cmd_env)
+    sub.add_parser("seed", help="add the example fleet's path: input to this machine's store (Nix 2.8)"
+                   ).set_defaults(func=commands.cmd_seed)
+    image = sub.add_parser("image", help="build a base image if missing and print its path")
+    image.add_argument("--suite", choices=config.SUITES, default=config.DEFAULT_SUITE,
+                       help="the Debian release (default: %(default)s)")
+    image.set_defaults(func=commands.cmd_image)
+    sub.add_parser("wheels", help=f"download the deployer hosts' wheels for Python {DEPLOYER_PYTHON} if missing "
+                   "and print their directory").set_defaults(func=commands.cmd_wheels)
+    sv = sub.add_parser("_supervise")
+    sv.add_argument("host")
+    sv.set_defaults(func=lambda a: supervise(a.host))
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "cmd", None) and args.cmd[0] == "--":
+        args.cmd = args.cmd[1:]
+    try:
+        code: int = args.func(args)
+        return code
+    except LabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
