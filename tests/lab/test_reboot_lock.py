@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 
-from tests.screen import ENTER, Terminal
+from tests.screen import Terminal
 
 from .conftest import Fleet, start_invoke
 from .test_recipes import boot_id, first_deploy, new_release, records, release
@@ -39,11 +39,20 @@ def wait_for_line(lines: list[str], text: str, proc: subprocess.Popen[str], time
         time.sleep(0.05)
 
 
+def slow_check(fleet: Fleet) -> None:
+    """web1's checks take 8 s: the checks after the reboot, under the lock, are a sure window."""
+    toml = fleet.path / "nixtasks.toml"
+    toml.write_text(toml.read_text().replace('canary = true\n', 'canary = true\n'
+                                             'checks = [{ command = "sleep 8", timeout = 30 }]\n', 1))
+    fleet.git("commit", "-qam", "web1's checks take a while")
+
+
 def test_a_second_deploy_during_blue_greens_reboot_is_refused_as_locked(fleet):
     """A second `invoke switch --host web1 --yes`, started when `[web1] reboot` appears (and again
     whenever it ended, until blue-green is done), never gets web1: the lock is held from the
     boot activation through the checks after the reboot."""
     first_deploy(fleet)
+    slow_check(fleet)
     new_release(fleet)
     new = fleet.build("web1")
     booted = boot_id(fleet, "web1")
@@ -53,8 +62,13 @@ def test_a_second_deploy_during_blue_greens_reboot_is_refused_as_locked(fleet):
     wait_for_line(lines, "[web1] reboot", green)
     new_release(fleet, "1.2")  # the second deployer's release: blue-green built 1.1 already
     attempts: list[subprocess.CompletedProcess[str]] = []
+    # Until the checks after the reboot have begun (the first "[web1] checks" is the boot's): after
+    # them blue-green lets go, and a deploy then is welcome.
     while green.poll() is None and len(attempts) < 30:
+        checking = sum("[web1] checks" in line for line in lines) >= 2
         attempts.append(fleet.invoke("switch", "--host", "web1", "--yes"))
+        if checking:
+            break
     assert green.wait(timeout=300) == 0, "".join(lines)
     text = "".join(lines)
     assert "traffic switched to blue" in text and (fleet.path / "traffic.txt").read_text().split() == ["blue", "web1"]
@@ -106,7 +120,7 @@ def test_a_hold_refuses_others_expires_by_itself_and_unlock_clears_it(fleet):
 def emergency_at_terminal(fleet: Fleet) -> Terminal:
     env = {**fleet.lab.env, "NIXTASKS_YES": "", "NIXTASKS_REASON": ""}
     return Terminal([sys.executable, "-m", "invoke", "emergency", "--host", "web1", "--reason", "CVE fix"],
-                    cwd=fleet.path, env=env, cols=160)
+                    cwd=fleet.path, env=env, cols=400)
 
 
 SWITCH_QUESTION = "passed the test activation and its checks. Switch (make it the boot entry)?"
@@ -135,6 +149,11 @@ def test_emergency_no_at_the_switch_says_what_runs_and_leaves_it_on_request(flee
     outcomes = [(r["action"], r["outcome"]) for r in records(fleet) if str(r["action"]).startswith("emergency")
                 and r["outcome"] != "started"]
     assert outcomes == [("emergency-test", "ok"), ("emergency-switch", "declined")], outcomes
+    assert lock_left(fleet, "web1") == ""
+    # What the report says to do to go back later does that.
+    proc = fleet.invoke("rollback", "--host", "web1", "--generation", "1", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert fleet.lab.current_system("web1") == old == fleet.lab.profile("web1")
 
 
 def test_emergency_no_at_the_switch_then_back_to_the_booted_system(fleet):
