@@ -56,7 +56,7 @@ def emergency(req: engine.DeployRequest, tools: engine.Tools, follow: float) -> 
     if tested_still:
         first = tested_still[0]
         more = f" (and {len(tested_still) - 1} more host(s))" if len(tested_still) > 1 else ""
-        raise DeployFailed(f"{first.host}: {first.outcome.value}: {first.message}{more}", report)
+        raise DeployFailed(f"{first.host}: {first.message}{more}", report)
     return report
 
 
@@ -79,8 +79,8 @@ def offer_to_go_back(prep: engine.Prepared, on_test: Sequence[tuple[Change, Host
     profile's system `test`-activated, under the lock, with the watchdog and checks, journalled
     as emergency-back. Returns the hosts' results and whether Ctrl-C came."""
     backs = [back_change(c) for c, _r in on_test if c.before.boot_path]
-    for result in kept:
-        tools.echo(f"{result.host}: {result.message}")
+    for result in kept:  # what is so, before the question (the how-to is in the report)
+        tools.echo(f"{result.host}: {result.message.split('. Back now:')[0]}")
     if not backs or not tools.prompter.can_ask:
         return kept, False
     hosts = ", ".join(c.host.name for c in backs)
