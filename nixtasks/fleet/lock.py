@@ -1,7 +1,7 @@
 """One deploy or rollback at a time per host, across deployers: a transient systemd unit on
 the host is the lock (systemd starts one unit of a name, atomically), and its
 RuntimeMaxSec lets the lock of a deployer that died expire by itself. A deploy that reboots
-a host keeps it across the reboot with a hold on the host's disk (see `kept`)."""
+a host keeps it across the reboot with a hold on the host's disk (see `keep`)."""
 
 from __future__ import annotations
 

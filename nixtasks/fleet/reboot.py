@@ -111,8 +111,8 @@ def reboot_one(change: Change, ctx: Context, timeout: float) -> HostResult:
             return after_reboot(change, ctx, clock, facts, problem, timeout)
         refused = lock.retake(host, ctx.verb, ttl, runner)
         if refused:
-            return outcome_result(change, Outcome.LOCKED, clock, f"rebooted into the new system, but {refused} "
-                                  "before its checks ran", facts)
+            return outcome_result(change, Outcome.LOCKED if lock.by_another(refused) else Outcome.FAILED, clock,
+                                  f"rebooted into the new system, but {refused} before its checks ran", facts)
         return after_reboot(change, ctx, clock, facts, problem, timeout)
     finally:
         lock.let_go(host, ctx.verb, ttl, runner)
