@@ -116,6 +116,22 @@ def test_a_hold_refuses_others_expires_by_itself_and_unlock_clears_it(fleet):
     assert release(fleet, "web1") == "1.1"
 
 
+def test_blue_green_as_deploy_with_only_the_sudoers_snippet(fleet):
+    """web2 (green) reached as `deploy`, whose sudo allows only `invoke sudoers`' snippet: the
+    hold is written, renewed, and let go through sudo as well."""
+    first_deploy(fleet)
+    snippet = fleet.invoke("sudoers", "--user", "deploy").stdout
+    fleet.lab.exec("web2", "sh", "-c", f"cat > /etc/sudoers.d/deploy <<'EOF'\n{snippet}EOF\n"
+                   "chmod 0440 /etc/sudoers.d/deploy")
+    assert fleet.lab.ssh("deploy@web2", "sudo -n id", check=False).returncode != 0  # nothing else is allowed
+    new_release(fleet)
+    proc = fleet.invoke("blue-green", "--to", "green", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr, proc.stderr
+    assert fleet.lab.current_system("web2") == fleet.build("web2") == fleet.lab.profile("web2")
+    assert lock_left(fleet, "web2") == ""
+
+
 # --- emergency: no at the switch question ------------------------------------------------------
 
 
