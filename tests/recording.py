@@ -27,11 +27,15 @@ def step_of(cmd: Command) -> str:
         return "confirm"
     if FACTS_SCRIPT in argv:
         return "facts"
-    if argv[0] == "systemd-run" and f"--unit={commands.LOCK_UNIT}" in argv:
+    if commands.TAKE_SCRIPT in argv:
         return "lock"
     if commands.RELEASE_SCRIPT in argv or commands.UNLOCK_SCRIPT in argv:
         return "unlock"
-    if argv[:2] == ("systemctl", "list-units") and commands.LOCK_UNIT in argv:
+    if commands.HOLD_SCRIPT in argv:
+        return "hold"
+    if commands.UNHOLD_SCRIPT in argv:
+        return "unhold"
+    if commands.HOLDER_SCRIPT in argv:
         return "lock-holder"
     for i, word in enumerate(argv):
         if word.endswith("/bin/switch-to-configuration"):

@@ -41,9 +41,9 @@ def root_commands() -> list[Command]:
             commands.journal_append(commands.HOST_JOURNAL, ""), commands.release_lock(), commands.confirm_watchdog(),
             commands.reboot(), commands.follow_journal(), commands.release_lock(OWNER),
             commands.hold_gc_root(STORE, NUMBER), commands.release_gc_roots(1), commands.release_gc_roots(2)]
-    lock = commands.take_lock(OWNER, 1)
-    cmds.append(replace(lock, argv=tuple(w.replace("RuntimeMaxSec=1", f"RuntimeMaxSec={NUMBER}")
-                                         for w in lock.argv)))
+    for lock in (commands.take_lock(OWNER, 1), commands.hold_lock(OWNER, 1)):
+        cmds.append(replace(lock, argv=(*lock.argv[:-1], NUMBER)))
+    cmds.append(commands.release_hold(OWNER))
     arm = commands.arm_watchdog(1, 1, STORE, STORE, Action.SWITCH, host=NAME, system=STORE)
     cmds.append(replace(arm, argv=(*arm.argv[:4], NUMBER, GENERATION, STORE, STORE, ACTION, NAME, STORE)))
     for system in (STORE, SYSTEM_PROFILE):

@@ -1,14 +1,17 @@
 """One deploy or rollback at a time per host, across deployers: a transient systemd unit on
 the host is the lock (systemd starts one unit of a name, atomically), and its
-RuntimeMaxSec lets the lock of a deployer that died expire by itself."""
+RuntimeMaxSec lets the lock of a deployer that died expire by itself. A deploy that reboots
+a host keeps it across the reboot with a hold on the host's disk (see `keep`)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import getpass
 import os
 import re
 import socket
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,8 +30,11 @@ def by_another(refused: str | None) -> bool:
     return bool(refused) and str(refused).startswith(HELD_BY_ANOTHER)
 
 
+@functools.cache
 def owner(action: str) -> str:
-    """Who holds the lock, readable by the next deployer: `who=...,action=...,pid=...,since=...`."""
+    """Who holds the lock, readable by the next deployer: `who=...,action=...,pid=...,since=...`.
+    The same text for every take of one run's `action` (`since`: its first), so that a hold
+    admits the deploy that wrote it, after the host's reboot, and no other."""
     who = f"{getpass.getuser()}@{socket.gethostname()}"
     since = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     fields = {"who": who, "action": action, "pid": str(os.getpid()), "since": since}
@@ -36,18 +42,77 @@ def owner(action: str) -> str:
 
 
 def holder(host: Host, runner: Runner) -> str:
-    """The lock's owner text, or "" when the host is not locked."""
+    """The lock's owner text (of a hold across a reboot, or of the unit), or "" when the host is
+    not locked."""
     result = runner.run(commands.lock_holder(), host.target, check=False)
-    state, description = commands.parse_unit_line(result.stdout)
-    if state not in ("active", "activating") or not description.startswith("nixtasks-lock:"):
-        return ""
-    return description.removeprefix("nixtasks-lock:")
+    return commands.parse_lock_holder(result.stdout)
 
 
 def take(host: Host, action: str, ttl: float, runner: Runner) -> tuple[str | None, str]:
     """Take the host's lock: (None, our owner text) when taken; otherwise (why not, "")."""
     refused, mine, _facts = take_and_read(host, action, ttl, runner, read=False)
     return refused, mine
+
+
+# --- across a reboot --------------------------------------------------------------------------
+
+
+def keep(host: Host, action: str, ttl: float, runner: Runner) -> str | None:
+    """The host kept for this run's `action` across reboots until `let_go`: the lock taken, a
+    hold written on the host's disk for `ttl` seconds, the unit released (the hold admits this
+    run's own takes, and no other deploy's). None when kept, else why not."""
+    refused, mine = take(host, action, ttl, runner)
+    if refused:
+        return refused
+    results = runner.run_all([commands.hold_lock(mine, ttl), commands.release_lock(mine)], host.target,
+                             check=False, label=host.name)
+    if results[0].ok:
+        if not results[-1].ok or len(results) < 2:
+            runner.echo(f"warning: {host.name}: could not release the deploy lock after writing its hold; it "
+                        f"expires by itself after {ttl:g} s")
+        return None
+    release_or_warn(host, runner, mine, ttl)
+    detail = (results[0].stderr.strip().splitlines() or [f"exit {results[0].exit_code}"])[-1]
+    return f"cannot keep the lock across the reboot: {detail}"
+
+
+def renew_hold(host: Host, action: str, ttl: float, runner: Runner) -> str | None:
+    """Under the lock (admitted by our hold), the hold renewed for `ttl` seconds: the reboot
+    that follows ends the unit, not the hold. None when held, else why not."""
+    refused, mine = take(host, action, ttl, runner)
+    if refused:
+        return refused
+    result = runner.run(commands.hold_lock(mine, ttl), host.target, check=False, label=host.name)
+    if result.ok:
+        return None
+    release_or_warn(host, runner, mine, ttl)
+    detail = (result.stderr.strip().splitlines() or [f"exit {result.exit_code}"])[-1]
+    return f"cannot keep the lock across the reboot: {detail}"
+
+
+def retake(host: Host, action: str, ttl: float, runner: Runner, tries: int = 10) -> str | None:
+    """After the reboot, the lock taken again as the owner of the hold. A refusal by another
+    deploy may be one whose take found our hold and is stopping its unit: tried again, once a
+    second, `tries` times. None when taken, else why not."""
+    for attempt in range(tries):
+        refused, _mine = take(host, action, ttl, runner)
+        if not refused or not by_another(refused) or attempt == tries - 1:
+            return refused
+        time.sleep(1)
+    return None  # not reached: the last try returns
+
+
+def let_go(host: Host, action: str, ttl: float, runner: Runner) -> bool:
+    """The hold removed and the lock released, each only if still this run's `action`'s; a
+    warning when the host could not be told (both expire by themselves)."""
+    mine = owner(action)
+    results = runner.run_all([commands.release_hold(mine), commands.release_lock(mine)], host.target,
+                             check=False, label=host.name, keep_going=True)
+    if len(results) == 2 and all(r.ok for r in results):
+        return True
+    runner.echo(f"warning: {host.name}: could not release the deploy lock or its hold across the reboot; they "
+                f"expire by themselves after {ttl:g} s, or: invoke unlock --host {host.name}")
+    return False
 
 
 def take_and_read(host: Host, action: str, ttl: float, runner: Runner, *,
@@ -67,7 +132,10 @@ def take_and_read(host: Host, action: str, ttl: float, runner: Runner, *,
     if result.exit_code == 255 and not host.is_local:
         lost = runner.failure(commands.take_lock("", ttl), host.target, host.name, result)
         return f"cannot take the lock: {lost}", "", None
-    held_by = holder(host, runner)
+    if result.exit_code == commands.LOCK_HELD:  # another deploy's hold, which its take names
+        held_by = commands.held_until(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "")
+    else:
+        held_by = holder(host, runner)
     if held_by:
         return f"{HELD_BY_ANOTHER} ({held_by})", "", None
     detail = (result.stderr.strip().splitlines() or [f"exit {result.exit_code}"])[-1]

@@ -1,7 +1,9 @@
 """Reboots as a fleet step (blue-green): reboot, wait until the host answers with a new boot
 id and runs what its boot entry holds, run its checks; on failure, set the boot entry back
 and reboot once more. Checks never run before the boot id changed (morph's users learned
-that health checks can pass before a reboot has happened)."""
+that health checks can pass before a reboot has happened). The deploy lock is kept across
+the reboots by a hold on the host's disk (fleet/lock.py), from the deploy's first step
+through the checks after the reboot."""
 
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from ..host import commands
 from ..host.facts import Facts, read_facts
 from ..host.runner import Runner
-from ..models import Action, Host, HostResult, Outcome, Stage, at_once
+from ..models import Action, Host, HostResult, Outcome, Policy, Stage, at_once
 from . import health, lock
-from .pipeline import Change, Clock, Context, outcome_result, revert
+from .pipeline import Change, Clock, Context, outcome_result, revert, unchanged
 
 POLL = 1.0
 
@@ -59,24 +61,61 @@ def reboot_into(changes: Sequence[Change], ctx: Context, timeout: float) -> tupl
         return tuple(pool.map(one, changes))
 
 
+def keep_for_reboot(changes: Sequence[Change], runner: Runner, policy: Policy,
+                    verb: str) -> tuple[list[Change], list[HostResult]]:
+    """Before a deploy that reboots its hosts changes anything: each host kept for this run
+    (`lock.keep`: a hold on its disk that only this run's takes pass) from its first step
+    through the checks after its reboot. Returns the hosts kept, and those that could not be
+    as results (locked, or failed: nothing changed)."""
+    def one(change: Change) -> str | None:
+        if runner.dry_run or not change.before.systemd:
+            return None
+        return lock.keep(change.host, verb, policy.lock_timeout, runner)
+
+    with ThreadPoolExecutor(max_workers=at_once(len(changes), policy.parallel)) as pool:
+        refusals = list(pool.map(one, changes))
+    kept, refused = [], []
+    for change, why in zip(changes, refusals):
+        if why is None:
+            kept.append(change)
+        elif lock.by_another(why):
+            refused.append(unchanged(change, Outcome.LOCKED, f"{why}; nothing changed. If that deployer is gone: "
+                                     f"invoke unlock --host {change.host.name}"))
+        else:
+            refused.append(unchanged(change, Outcome.FAILED, f"{why}; nothing changed"))
+    return kept, refused
+
+
+def let_go(changes: Sequence[Change], runner: Runner, policy: Policy, verb: str) -> None:
+    """The holds of `keep_for_reboot` removed (with any lock of ours): a host that never got
+    to its reboot (a failed activation, Ctrl-C) is not kept until the hold expires."""
+    hosts = [c.host for c in changes if c.before.systemd and not runner.dry_run]
+    with ThreadPoolExecutor(max_workers=at_once(len(hosts), policy.parallel)) as pool:
+        list(pool.map(lambda h: lock.let_go(h, verb, policy.lock_timeout, runner), hosts))
+
+
 def reboot_one(change: Change, ctx: Context, timeout: float) -> HostResult:
-    """Under the host's lock: the lock unit is gone with the reboot, so it is taken again once
-    the host is back, for its checks and, if need be, the boot back."""
-    host, runner = change.host, ctx.runner
+    """Under the host's lock and its hold (`keep_for_reboot`): the hold is renewed and outlives
+    the reboot, which ends the lock unit; once the host is back the lock is taken again, for its
+    checks and, if need be, the boot back. Both are let go at the end, whatever happened."""
+    host, runner, ttl = change.host, ctx.runner, ctx.policy.lock_timeout
     clock = Clock(host.name, ctx.progress)
-    refused, _mine = lock.take(host, "blue-green", ctx.policy.lock_timeout, runner)
-    if refused:
-        return outcome_result(change, Outcome.LOCKED, clock, f"{refused}; not rebooted (it boots the new system "
-                              "at its next boot)")
-    with clock.stage(Stage.REBOOT):
-        facts, problem = reboot_and_wait(host, runner, timeout)
-    if problem:  # no lock to take on a host that did not come back
-        return after_reboot(change, ctx, clock, facts, problem, timeout)
-    with lock.held(host, "blue-green", ctx.policy.lock_timeout, runner) as refused:
+    try:
+        refused = lock.renew_hold(host, ctx.verb, ttl, runner)
         if refused:
-            return outcome_result(change, Outcome.LOCKED, clock, f"rebooted into the new system, but {refused} "
-                                  "before its checks ran", facts)
+            return outcome_result(change, Outcome.LOCKED if lock.by_another(refused) else Outcome.FAILED, clock,
+                                  f"{refused}; not rebooted (it boots the new system at its next boot)")
+        with clock.stage(Stage.REBOOT):
+            facts, problem = reboot_and_wait(host, runner, timeout)
+        if problem:  # no lock to take on a host that did not come back
+            return after_reboot(change, ctx, clock, facts, problem, timeout)
+        refused = lock.retake(host, ctx.verb, ttl, runner)
+        if refused:
+            return outcome_result(change, Outcome.LOCKED if lock.by_another(refused) else Outcome.FAILED, clock,
+                                  f"rebooted into the new system, but {refused} before its checks ran", facts)
         return after_reboot(change, ctx, clock, facts, problem, timeout)
+    finally:
+        lock.let_go(host, ctx.verb, ttl, runner)
 
 
 def after_reboot(change: Change, ctx: Context, clock: Clock, facts: Facts, problem: str,

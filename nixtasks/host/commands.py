@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 from collections.abc import Sequence
+from datetime import datetime, timezone
 
 from ..models import SYSTEM_PROFILE, Action, Command, Target
 
@@ -468,33 +469,87 @@ STOP_SH = ('stop_listed(){ u=$(listed "$@"|while read -r n s;do echo "$n";done);
 UNITS_SH = LISTED_SH + RUNNING_SH + STOP_SH
 
 
+# A reboot ends the lock unit with everything else in /run. A deploy that reboots a host
+# (blue-green) first writes a hold on the host's disk, while it holds the unit: "<expiry epoch>
+# <owner>", renamed into place. Taking the lock honours another owner's hold until it expires
+# (the policy's lock_timeout, like the unit's RuntimeMaxSec), so that the same deploy, and only
+# it, takes the lock again after the reboot. The checks come after systemd-run: whoever got the
+# unit sees a hold written before the unit was free (exit LOCK_HELD, and the unit stopped again).
+LOCK_HOLD = "/var/lib/nixtasks/lock-hold"
+LOCK_HELD = 75
+MY_UNIT_SH = f'mine(){{ listed {LOCK_UNIT}|{{ read -r u l a s o;[ "$o" = "nixtasks-lock:$1" ];}};}};'
+TAKE_SCRIPT = (f"systemd-run --unit={LOCK_UNIT} --quiet --collect --property=RuntimeMaxSec=$2 "
+               f'"--description=nixtasks-lock:$1" sleep infinity||exit;read -r t o 2>/dev/null <{LOCK_HOLD}||exit 0;'
+               f'[ "$t" -gt "$(date +%s)" ] 2>/dev/null&&[ "$o" != "$1" ]||exit 0;echo "$t $o">&2;'
+               f"systemctl stop --no-block {LOCK_UNIT};exit {LOCK_HELD}")
+# Only by the unit's owner, who is the only one that can write: written to a file beside it, then renamed.
+HOLD_SCRIPT = (LISTED_SH + MY_UNIT_SH + f'mine "$1"||exit 3;mkdir -p {LOCK_HOLD.rsplit("/", 1)[0]}&&'
+               f'echo "$(($(date +%s)+$2)) $1">{LOCK_HOLD}.new&&mv -f {LOCK_HOLD}.new {LOCK_HOLD}')
+UNHOLD_SCRIPT = f'read -r t o 2>/dev/null <{LOCK_HOLD}||exit 0;[ "$o" != "$1" ]||rm -f {LOCK_HOLD}'
+HOLDER_SCRIPT = (f"systemctl list-units --all --plain --no-legend --full -- {LOCK_UNIT};"
+                 f'read -r t o 2>/dev/null <{LOCK_HOLD}&&[ "$t" -gt "$(date +%s)" ]&&echo "hold $t $o";:')
+
+
 def take_lock(owner: str, ttl: float) -> Command:
     """A transient unit is the lock: systemd refuses a second unit of the same name, atomically,
-    and RuntimeMaxSec ends it when a dead deployer never releases it. `owner` is
-    `who=...,action=...,pid=...,since=...` (letters, digits and `@._:=,+-` only)."""
-    return Command(("systemd-run", f"--unit={LOCK_UNIT}", "--quiet", "--collect",
-                    f"--property=RuntimeMaxSec={int(ttl)}", f"--description=nixtasks-lock:{owner}",
-                    "sleep", "infinity"), sudo=True, changes=True)
+    and RuntimeMaxSec ends it when a dead deployer never releases it. Another owner's unexpired
+    hold refuses it too (exit LOCK_HELD). `owner` is `who=...,action=...,pid=...,since=...`
+    (letters, digits and `@._:=,+-` only)."""
+    return Command(("sh", "-c", TAKE_SCRIPT, "nixtasks-lock", owner, str(int(ttl))), sudo=True, changes=True)
+
+
+def hold_lock(owner: str, ttl: float) -> Command:
+    """The hold that outlives a reboot, for `ttl` seconds from now; only by the unit's owner."""
+    return Command(("sh", "-c", HOLD_SCRIPT, "nixtasks-hold", owner, str(int(ttl))), sudo=True, changes=True)
+
+
+def release_hold(owner: str) -> Command:
+    """Remove the hold if it is `owner`'s (an expired one may have been replaced by another's)."""
+    return Command(("sh", "-c", UNHOLD_SCRIPT, "nixtasks-unhold", owner), sudo=True, changes=True)
 
 
 # Not ours (any more) or gone (a reboot): nothing to release.
-RELEASE_SCRIPT = (LISTED_SH + STOP_SH
-                  + f'listed {LOCK_UNIT}|{{ read -r u l a s owner;[ "$owner" = "nixtasks-lock:$1" ];}}'
-                  + f"||exit 0;stop_listed {LOCK_UNIT}")
-UNLOCK_SCRIPT = LISTED_SH + STOP_SH + f"stop_listed {LOCK_UNIT}"
+RELEASE_SCRIPT = (LISTED_SH + STOP_SH + MY_UNIT_SH + f'mine "$1"||exit 0;stop_listed {LOCK_UNIT}')
+UNLOCK_SCRIPT = LISTED_SH + STOP_SH + f"rm -f {LOCK_HOLD}&&stop_listed {LOCK_UNIT}"
 
 
 def release_lock(owner: str | None = None) -> Command:
     """Stop the lock unit; with `owner`, only if it is still that owner's (a lock that
-    expired and was taken by another deploy is theirs)."""
+    expired and was taken by another deploy is theirs). Without, also remove any hold
+    (`invoke unlock`)."""
     if owner is None:
         return Command(("sh", "-c", UNLOCK_SCRIPT), sudo=True, changes=True)
     return Command(("sh", "-c", RELEASE_SCRIPT, "nixtasks-unlock", owner), sudo=True, changes=True)
 
 
 def lock_holder() -> Command:
-    """The lock unit's `list-units` line ("" when there is none): unit, load, active, sub, description."""
-    return Command(("systemctl", "list-units", "--all", "--plain", "--no-legend", "--full", "--", LOCK_UNIT))
+    """The lock unit's `list-units` line ("" when there is none): unit, load, active, sub,
+    description; then `hold <expiry> <owner>` for a hold that has not expired."""
+    return Command(("sh", "-c", HOLDER_SCRIPT))
+
+
+def held_until(hold: str) -> str:
+    """A hold's "<expiry epoch> <owner>" -> "<owner>; kept across a reboot until <time> UTC"
+    ("" for anything else)."""
+    expiry, _, holder = hold.strip().partition(" ")
+    if not expiry.isdigit() or not holder:
+        return ""
+    until = datetime.fromtimestamp(int(expiry), timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return f"{holder}; kept across a reboot until {until} UTC"
+
+
+def parse_lock_holder(text: str) -> str:
+    """`lock_holder`'s answer -> the owner text of an unexpired hold, else of an active lock
+    unit ("" when neither): a hold names the deploy that reboots the host, also while a refused
+    taker's unit is on its way out."""
+    lines = text.splitlines()
+    for line in lines:
+        if line.startswith("hold ") and held_until(line.removeprefix("hold ")):
+            return held_until(line.removeprefix("hold "))
+    state, description = parse_unit_line(lines[0] if lines else "")
+    if state in ("active", "activating") and description.startswith("nixtasks-lock:"):
+        return description.removeprefix("nixtasks-lock:")
+    return ""
 
 
 def parse_unit_line(line: str) -> tuple[str, str]:

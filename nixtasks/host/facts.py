@@ -32,6 +32,8 @@ if [ -d /run/systemd/system ]; then
   printf 'state\\t%s\\n' "$(systemctl is-system-running 2>/dev/null)"
   {commands.UNITS_SH}
   printf 'lock\\t%s\\n' "$(listed {commands.LOCK_UNIT})"
+  read -r t o 2>/dev/null <{commands.LOCK_HOLD} && [ "$t" -gt "$(date +%s)" ] 2>/dev/null &&
+    printf 'hold\\t%s %s\\n' "$t" "$o"
   if busy {commands.WATCHDOG_UNIT}.timer {commands.WATCHDOG_UNIT}.service; then
     printf 'watchdog\\tpending\\n'
   fi
@@ -62,7 +64,7 @@ class Facts:
     state: str = ""  # systemctl is-system-running
     failed_units: tuple[str, ...] = ()
     systemd: bool = False
-    lock_holder: str = ""  # "who=...,action=...": another deploy holds the host
+    lock_holder: str = ""  # "who=...,action=...": a deploy holds the host (its hold across a reboot first)
     reverted: str = ""  # "<epoch> <exit>": the watchdog reverted the last activation
     watchdog_pending: bool = False  # an earlier deploy's watchdog was never confirmed and may still revert
     store_free: int | None = None  # bytes free where /nix/store lives
@@ -87,7 +89,8 @@ def parse_facts(text: str) -> Facts:
                  boot_path=values.get("profile-path", ""), version=values.get("version", ""),
                  revision=values.get("revision", ""), state=values.get("state", ""), failed_units=tuple(failed),
                  systemd=values.get("systemd") == "yes",
-                 lock_holder=lock.removeprefix(LOCK_PREFIX) if lock.startswith(LOCK_PREFIX) else "",
+                 lock_holder=(commands.held_until(values.get("hold", ""))
+                              or (lock.removeprefix(LOCK_PREFIX) if lock.startswith(LOCK_PREFIX) else "")),
                  reverted=values.get("reverted", ""), watchdog_pending=values.get("watchdog") == "pending",
                  sudo_wants_password=values.get("sudo") == "password",
                  store_free=available_bytes("header\n" + values["store-df"]) if values.get("store-df") else None,

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..errors import NixtasksError, Refused
-from ..fleet import engine
+from ..fleet import engine, reboot
+from ..fleet.pipeline import Change
 from ..models import Action, Report
 
 
@@ -26,11 +27,21 @@ def blue_green(req: engine.DeployRequest, tools: engine.Tools, to: str, switch_t
     if left and not engine.declined(left):  # traffic never moves to a part of a group
         raise Refused(f"blue-green boots {to} as a whole ({', '.join(names)}), not a chosen subset; nothing was "
                       "changed. Run it again and answer yes or no")
-    results, interrupted = engine.activate(prep, go, req.policy, tools, verb="blue-green")
-    if interrupted or left or any(r.failed for r in results):
-        return engine.finish(engine.report(prep, left + results, interrupted, "blue-green"), tools.echo)
-    booted = [c for c, r in zip(go, results) if r.outcome.value == "ok"]
-    rebooted, interrupted = engine.reboot_into_new(prep, booted, req.policy, reboot_timeout, tools, "blue-green")
+    # Kept from here through the checks after the reboot: no other deploy gets in between.
+    kept, refused = reboot.keep_for_reboot(go, tools.runner, req.policy, "blue-green")
+    for result in refused:
+        prep.journal.write_result(next(c.host for c in go if c.host.name == result.host), "blue-green", result)
+    handed: list[Change] = []  # to the reboot step, which lets each go after its checks
+    try:
+        results, interrupted = engine.activate(prep, kept, req.policy, tools, verb="blue-green")
+        if interrupted or left or refused or any(r.failed for r in results):
+            return engine.finish(engine.report(prep, left + tuple(refused) + results, interrupted, "blue-green"),
+                                 tools.echo)
+        handed = [c for c, r in zip(kept, results) if r.outcome.value == "ok"]
+        rebooted, interrupted = engine.reboot_into_new(prep, handed, req.policy, reboot_timeout, tools,
+                                                       "blue-green")
+    finally:  # hosts that never got to their reboot (each rebooted one let go after its checks)
+        reboot.let_go([c for c in kept if c not in handed], tools.runner, req.policy, "blue-green")
     if interrupted:  # traffic is never switched after Ctrl-C
         return engine.finish(engine.report(prep, rebooted, True, "blue-green"), tools.echo)
     if any(r.failed for r in rebooted) or prep.skipped:

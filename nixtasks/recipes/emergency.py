@@ -1,15 +1,20 @@
 """emergency: a fix out fast, but never blind. Builds (a dirty tree is shown, not refused),
 `test`-activates with the watchdog, runs the checks, asks, then `switch`es, and follows the
 hosts' warnings and errors for a while. A test activation that fails its checks is rolled
-back and nothing is switched. The reason is required and the journal marks it."""
+back and nothing is switched. The reason is required and the journal marks it. A no at the
+switch leaves a host on the tested system and booting the old one: said so, and (at a
+terminal) the host can go back to its booted system at once."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 
-from ..errors import UsageError
+from ..actions.plan import store_name
+from ..errors import DeployFailed, Refused, UsageError
 from ..fleet import engine
-from ..models import Action, Outcome, Report
+from ..fleet.pipeline import Change
+from ..models import Action, HostResult, Outcome, Report
 
 
 def emergency(req: engine.DeployRequest, tools: engine.Tools, follow: float) -> Report:
@@ -33,7 +38,76 @@ def emergency(req: engine.DeployRequest, tools: engine.Tools, follow: float) -> 
         f"EMERGENCY: {tested_names} passed the test activation and its checks. Switch (make it the boot entry)?"))
     switched, stopped = engine.activate(prep, go_switch, req.policy, tools, verb="emergency-switch")
     interrupted = interrupted or stopped
-    report = engine.report(prep, left + left_switch + switched, interrupted, "emergency")
+    by_name = {c.host.name: c for c in switches}
+    on_test = [(by_name[r.host], r) for r in left_switch]
+    kept = tuple(still_tested(c, r) for c, r in on_test)
+    if on_test and not interrupted:
+        kept, interrupted = offer_to_go_back(prep, on_test, kept, req, tools)
+    report = engine.report(prep, left + kept + switched, interrupted, "emergency")
     if follow and switched and not report.failed() and not interrupted:
         engine.follow_journals([c.host for c in go_switch], follow, tools)
-    return engine.finish(report, tools.echo)
+    tested_still = [r for r in kept if r.outcome in (Outcome.DECLINED, Outcome.NOT_SELECTED)
+                    and r.new_system != by_name[r.host].before.boot_path]
+    try:
+        engine.finish(report, tools.echo)
+    except Refused:  # "declined": true only of hosts that went back
+        if not tested_still:
+            raise
+    if tested_still:
+        first = tested_still[0]
+        more = f" (and {len(tested_still) - 1} more host(s))" if len(tested_still) > 1 else ""
+        raise DeployFailed(f"{first.host}: {first.message}{more}", report)
+    return report
+
+
+def still_tested(change: Change, left: HostResult) -> HostResult:
+    """A host not switched after its test activation: it runs the tested system and boots the
+    old one, which its next boot goes back to; said so, not "nothing changed"."""
+    before = change.before
+    why = "declined the switch" if left.outcome is Outcome.DECLINED else left.message.split(";")[0]
+    return replace(left, new_system=change.system, generation=before.generation, tried_system=change.system,
+                   message=(f"{why}: it runs the test-activated system {store_name(change.system)} and boots the "
+                            f"old one (generation {before.generation}, {store_name(before.boot_path)}): its next "
+                            f"boot goes back. Back now: invoke rollback --host {change.host.name} --generation "
+                            f"{before.generation}; to keep the fix: invoke switch --host {change.host.name}"))
+
+
+def offer_to_go_back(prep: engine.Prepared, on_test: Sequence[tuple[Change, HostResult]],
+                     kept: tuple[HostResult, ...], req: engine.DeployRequest,
+                     tools: engine.Tools) -> tuple[tuple[HostResult, ...], bool]:
+    """At a terminal (a no was answered there): back to the booted system now? Yes: the boot
+    profile's system `test`-activated, under the lock, with the watchdog and checks, journalled
+    as emergency-back. Returns the hosts' results and whether Ctrl-C came."""
+    backs = [back_change(c) for c, _r in on_test if c.before.boot_path]
+    for result in kept:  # what is so, before the question (the how-to is in the report)
+        tools.echo(f"{result.host}: {result.message.split('. Back now:')[0]}")
+    if not backs or not tools.prompter.can_ask:
+        return kept, False
+    hosts = ", ".join(c.host.name for c in backs)
+    try:
+        again = tools.prompter.confirm(f"Go back to the booted system on {hosts} now (its boot entry, "
+                                       "switch-to-configuration test)?")
+    except KeyboardInterrupt:
+        again = False
+    if not again:
+        return kept, False
+    went, interrupted = engine.activate(prep, backs, req.policy, tools, verb="emergency-back")
+    done = {r.host: r for r in went}
+    return tuple(went_back(r, done[r.host]) if r.host in done else r for r in kept), interrupted
+
+
+def back_change(change: Change) -> Change:
+    """From the tested system (what runs now, and what a failed go-back returns to) to the boot
+    profile's system, as a `test` activation that leaves the boot entry alone."""
+    now = replace(change.before, running=change.system)
+    return replace(change, action=Action.TEST, system=change.before.boot_path, before=now, expect_running=None,
+                   diff="", copy_seconds=0.0)
+
+
+def went_back(declined: HostResult, back: HostResult) -> HostResult:
+    """One row per host: declined and back on its booted system, or what the go-back came to."""
+    if back.outcome is Outcome.OK:
+        return replace(declined, new_system=back.new_system, generation=back.generation, stages=back.stages,
+                       message=f"declined the switch; back on the booted system ({store_name(back.new_system)}, "
+                               f"generation {back.generation}), as before the emergency")
+    return replace(back, message=f"declined the switch; going back to the booted system: {back.message}")

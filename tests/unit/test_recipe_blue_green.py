@@ -17,10 +17,13 @@ NAMES = ("web1", "web2")
 BLUE = tuple(host(n, tags=("blue",)) for n in NAMES)
 HOOK = "lb --to {to} {hosts}"
 PROBED = ["facts", "xargs -r"]
-BOOTED = ["lock", "facts", "set-profile", "activate boot", "unlock"]
+# The lock reserved across the reboot (an on-disk hold beside the lock unit), then the boot deploy
+BOOTED = ["lock", "hold", "unlock", "lock", "facts", "set-profile", "activate boot", "unlock"]
 BOOT_ID, BOOT_ID_FRESH = "cat /proc/sys/kernel/random/boot_id", "cat /proc/sys/kernel/random/boot_id*"
-# the lock unit goes with the reboot: taken before it, and again for the checks once the host is back
-REBOOTED = ["lock", BOOT_ID, "systemctl reboot", BOOT_ID_FRESH, "facts*", "lock", "unit", "facts", "unlock"]
+# the lock unit goes with the reboot, the hold stays: taken and renewed before it, the unit taken again
+# for the checks once the host is back, and both let go at the end
+REBOOTED = ["lock", "hold", BOOT_ID, "systemctl reboot", BOOT_ID_FRESH, "facts*", "lock", "unit", "facts", "unhold",
+            "unlock"]
 BOOT_QUESTION = ("Boot the new system on blue (web1, web2) and reboot them?", NAMES)
 TRAFFIC_QUESTION = ("blue (web1, web2) runs the new system and is healthy. Switch traffic to blue?", ())
 
@@ -102,8 +105,11 @@ def test_a_host_that_does_not_come_back_keeps_traffic_where_it_is(tmp_path):
                                            "reboot; it cannot be booted back from here") as failed:
         run(fleet, True, True, timeout=0.05)
     assert outcomes(failed.value) == {"web1": "ok", "web2": "failed"}
-    assert fleet.steps("web2")[:len(PROBED + BOOTED) + 3] == PROBED + BOOTED + ["lock", BOOT_ID, "systemctl reboot"]
-    assert set(fleet.steps("web2")[len(PROBED + BOOTED) + 3:]) == {BOOT_ID_FRESH}  # asked until the time was up
+    rebooting = PROBED + BOOTED + ["lock", "hold", BOOT_ID, "systemctl reboot"]
+    assert fleet.steps("web2")[:len(rebooting)] == rebooting
+    # asked until the time was up; then its lock is let go (the hold and whatever unit is left)
+    assert set(fleet.steps("web2")[len(rebooting):-2]) == {BOOT_ID_FRESH}
+    assert fleet.steps("web2")[-2:] == ["unhold", "unlock"]
     assert fleet.asked() == [BOOT_QUESTION] and fleet.hooks == []
     assert "traffic stays where it is: blue did not come back healthy as a whole" in fleet.said
     assert ("web2", "blue-green", "failed") in fleet.journal()
@@ -114,8 +120,9 @@ def test_a_host_that_fails_its_checks_after_the_reboot_is_booted_back(tmp_path):
     with pytest.raises(DeployFailed, match="^web2: rolled back: check unit app.service.*; booted back into "
                                            "generation 1$") as failed:
         run(fleet, True, True)
-    assert fleet.steps("web2") == PROBED + BOOTED + REBOOTED[:-1] + [
-        "switch-generation 1", "activate boot", BOOT_ID, "systemctl reboot", BOOT_ID_FRESH, "facts*", "unlock"]
+    assert fleet.steps("web2") == PROBED + BOOTED + REBOOTED[:-2] + [
+        "switch-generation 1", "activate boot", BOOT_ID, "systemctl reboot", BOOT_ID_FRESH, "facts*", "unhold",
+        "unlock"]
     assert (fleet.fakes["web2"].running, fleet.fakes["web2"].profile, fleet.fakes["web2"].reboots) == (OLD, 1, 2)
     assert outcomes(failed.value) == {"web1": "ok", "web2": "rolled back"}
     assert fleet.asked() == [BOOT_QUESTION] and fleet.hooks == []

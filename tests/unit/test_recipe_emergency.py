@@ -65,12 +65,16 @@ def test_a_no_at_the_test_question_activates_nothing(tmp_path):
     assert fleet.journal() == [("web1", "emergency-test", "declined"), ("web2", "emergency-test", "declined")]
 
 
-def test_a_no_at_the_switch_question_switches_nothing(tmp_path):
-    """As on main: the hosts keep running the tested system, their boot entry unchanged."""
+def test_a_no_at_the_switch_question_leaves_the_tested_system_running_and_says_so(tmp_path):
+    """The hosts keep running the tested system, their boot entry unchanged: not "nothing changed"
+    and not exit 3. The offer to go back is declined too."""
     fleet = fleet_of(tmp_path, *NAMES)
-    with pytest.raises(Refused, match="^not approved for web1, web2; nothing was changed there$") as refused:
-        run(fleet, True, False)
-    assert refused.value.exit_code == 3
+    with pytest.raises(DeployFailed, match="^web1: declined the switch: it runs the test-activated system "
+                                           "nixos-system-web1-1.1 and boots the old one") as failed:
+        run(fleet, True, False, False)
+    assert failed.value.exit_code == 1
+    assert fleet.asked()[-1] == ("Go back to the booted system on web1, web2 now (its boot entry, "
+                                 "switch-to-configuration test)?", ())
     assert {n: fleet.steps(n) for n in NAMES} == {n: PROBED + TESTED for n in NAMES}
     assert all((f.running, f.profile) == (NEW, 1) for f in fleet.fakes.values())
     assert fleet.journal()[2:] == [("web1", "emergency-switch", "declined"), ("web2", "emergency-switch", "declined")]
