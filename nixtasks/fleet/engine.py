@@ -290,9 +290,18 @@ def approve(prep: Prepared, changes: Sequence[Change], tools: Tools, question: s
 
 
 def activate(prep: Prepared, changes: Sequence[Change], policy: Policy, tools: Tools,
-             verb: str | None = None) -> tuple[tuple[HostResult, ...], bool]:
+             verb: str | None = None, *, hold: bool = False) -> tuple[tuple[HostResult, ...], bool]:
+    """`hold`: an ok is not journalled here (a soak follows that may still take the host back):
+    the caller journals it once it is final (`soak`, or `journal_held`)."""
     ctx = Context(tools.runner, policy, tools.progress, verb or prep.request.action.value)
-    return run_changes(changes, ctx, prep.journal)
+    return run_changes(changes, ctx, prep.journal, hold=hold)
+
+
+def journal_held(prep: Prepared, changes: Sequence[Change], results: Sequence[HostResult], verb: str) -> None:
+    """The oks `activate(hold=True)` left to the caller, as they are final."""
+    for change, result in zip(changes, results):
+        if result.outcome is Outcome.OK and change.action.changes_host:
+            prep.journal.write_result(change.host, verb, result)
 
 
 def report(prep: Prepared, results: Sequence[HostResult], interrupted: bool,
@@ -431,11 +440,13 @@ def declined(results: Sequence[HostResult]) -> bool:
     return any(r.outcome is Outcome.DECLINED for r in results)
 
 
-def run_changes(changes: Sequence[Change], ctx: Context, journal: Journal) -> tuple[tuple[HostResult, ...], bool]:
+def run_changes(changes: Sequence[Change], ctx: Context, journal: Journal, *,
+                hold: bool = False) -> tuple[tuple[HostResult, ...], bool]:
     """Every change through the pipeline, in the policy's batches. Returns the results and
     whether Ctrl-C stopped the run. One record per host: at once, under its lock; with
-    --rollback-batch-on-failure an ok waits for its batch's end (it may yet go back)."""
-    held = ctx.policy.rollback_batch_on_failure
+    --rollback-batch-on-failure an ok waits for its batch's end (it may yet go back); with
+    `hold`, the caller journals the oks."""
+    held = ctx.policy.rollback_batch_on_failure or hold
     journalled = replace(ctx, journal=journal, hold_ok=held)
 
     def work(change: Change) -> HostResult:
@@ -458,12 +469,13 @@ def run_changes(changes: Sequence[Change], ctx: Context, journal: Journal) -> tu
             if result.outcome is not Outcome.OK or not change.action.changes_host:
                 out.append(result)
                 continue
-            if halted:
+            if halted and ctx.policy.rollback_batch_on_failure:
                 back = roll_back_one(change, ctx, batch_failure(failed),
                                      why=f"its batch failed ({', '.join(r.host for r in failed)})")
                 result = with_its_batch(result, back)
                 ctx.progress.done(result)
-            journal.write_result(change.host, ctx.verb, result)
+            if result.outcome is not Outcome.OK or not hold:
+                journal.write_result(change.host, ctx.verb, result)
             out.append(result)
         return out
 
@@ -483,7 +495,8 @@ def batch_failure(failed: Sequence[HostResult]) -> str:
 
 
 def with_its_batch(went: HostResult, back: HostResult) -> HostResult:
-    """One result for a host that went out fine, then back with its batch: the rollback's
+    """One result for a host that went out fine, then back (with its batch, or after a canary's
+    soak): the rollback's
     outcome and what the host runs after it, with the whole way's stages and the system that
     was tried (it was activated)."""
     stages = went.stages + tuple(s for s in back.stages if s[0] is not Stage.COPY)
@@ -675,22 +688,24 @@ def not_started(changes: Sequence[Change], why: str, journal: Journal, verb: str
     return results
 
 
-def soak(prep: Prepared, changes: Sequence[Change], seconds: float, policy: Policy, tools: Tools,
-         verb: str) -> tuple[tuple[HostResult, ...], bool]:
-    """Keep checking hosts that went out for `seconds`; if one turns unhealthy, every one of
-    them is rolled back. Returns the rollbacks (none when they stayed healthy), and whether
-    Ctrl-C ended the soak (the hosts stay as they are)."""
+def soak(prep: Prepared, changes: Sequence[Change], went: Sequence[HostResult], seconds: float, policy: Policy,
+         tools: Tools, verb: str) -> tuple[tuple[HostResult, ...], bool]:
+    """Keep checking hosts that went out (`went`: their oks, not journalled yet) for `seconds`;
+    if one turns unhealthy, every one of them is rolled back. Each host's one record says how
+    it ended. Returns the rollbacks (none when they stayed healthy), and whether Ctrl-C ended
+    the soak (the hosts stay as they are)."""
     tools.echo(f"soak: checking {', '.join(c.host.name for c in changes)} for {seconds:g} s")
     stop = threading.Event()
     found = shielded(lambda: health.soak([(c.host, c.before) for c in changes], seconds, tools.runner, tools.echo,
                                          stop=stop), stop, tools.echo)
     if not found:
         tools.echo("soak: interrupted" if stop.is_set() else "soak: healthy all along")
+        journal_held(prep, changes, went, verb)
         return (), stop.is_set()
     ctx = Context(tools.runner, policy, tools.progress, verb)
     why = "; ".join(f"{host}: {problem}" for host, problem in found.items())
-    backs = tuple(shielded(lambda: [roll_back_one(c, ctx, f"unhealthy during the soak ({why})") for c in changes],
-                           stop, tools.echo))
+    backs = tuple(with_its_batch(w, b) for w, b in zip(went, shielded(
+        lambda: [roll_back_one(c, ctx, f"unhealthy during the soak ({why})") for c in changes], stop, tools.echo)))
     for change, back in zip(changes, backs):
         prep.journal.write_result(change.host, verb, back)
     return backs, stop.is_set()

@@ -4,6 +4,8 @@ no that came when hosts had already changed, and one journal record per host per
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from nixtasks.actions.journal import Journal, finished, read_local
@@ -109,3 +111,25 @@ def test_a_batch_that_goes_out_fine_journals_each_ok_once(tmp_path):
     assert [r.outcome for r in results] == [Outcome.OK, Outcome.OK]
     ends = [(r.host, r.outcome, r.after_path) for r in read_local(tmp_path / "journal.jsonl") if r.outcome != "started"]
     assert sorted(ends) == [("web1", "ok", NEW), ("web2", "ok", NEW)]
+
+
+def test_a_canary_rolled_back_by_its_soak_has_one_record(tmp_path):
+    fakes = {"web1": FakeHost(), "web2": FakeHost()}
+    runner = fleet(fakes)
+    journal = Journal(runner, tmp_path / "journal.jsonl")
+    ctx = pipeline.Context(runner, Policy(), PlainProgress(runner.echo), "switch")
+    changes = [pipeline.Change(HOSTS[n], Action.SWITCH, NEW, parse_facts(fakes[n].facts())) for n in fakes]
+    went, _ = engine.run_changes(changes, ctx, journal, hold=True)
+    assert [r.outcome for r in went] == [Outcome.OK, Outcome.OK]
+    assert all(r.outcome == "started" for r in read_local(tmp_path / "journal.jsonl"))  # the oks wait for the soak
+    fakes["web2"].healthy = {OLD}  # turns unhealthy during the soak
+    prep = SimpleNamespace(journal=journal)
+    tools = engine.Tools(runner, None, PlainProgress(runner.echo), runner.echo)  # type: ignore[arg-type]
+    backs, interrupted = engine.soak(prep, changes, went, 0.01, Policy(), tools, "switch")  # type: ignore[arg-type]
+    assert not interrupted and [r.outcome for r in backs] == [Outcome.ROLLED_BACK, Outcome.ROLLED_BACK]
+    assert fakes["web1"].running == OLD == fakes["web2"].running
+    ends = [r for r in read_local(tmp_path / "journal.jsonl") if r.outcome != "started"]
+    assert [(r.host, r.outcome, r.tried_path) for r in ends] == [("web1", "rolled back", NEW),
+                                                                 ("web2", "rolled back", NEW)]
+    assert "unhealthy during the soak (web2: check unit app.service" in ends[0].message
+    assert len(finished(read_local(tmp_path / "journal.jsonl"))) == 2
