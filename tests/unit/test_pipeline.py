@@ -359,3 +359,15 @@ def test_no_confirmation_stops_the_checks(monkeypatch):
                                                            PlainProgress(runner.echo), "switch"))
     assert result.outcome is Outcome.REVERTED
     assert len(started) == 1 and started[0].stop.is_set()
+
+
+def test_a_lock_this_run_left_on_the_host_is_not_another_deploy_s():
+    from nixtasks.fleet import lock
+
+    fake = FakeHost(holder=lock.owner("switch"))  # an earlier step's, whose release was lost
+    result, runner = apply(fake)
+    assert result.outcome is Outcome.OK and fake.running == NEW
+    assert runner.steps()[:3] == ["lock", "facts", "arm"]
+    assert runner.steps()[-1] == "unlock"
+    another = FakeHost(holder=lock.owner("switch").replace("pid=", "pid=1"))
+    assert apply(another)[0].outcome is Outcome.LOCKED
