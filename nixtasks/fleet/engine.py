@@ -607,7 +607,8 @@ def finish(report: Report, echo: Echo) -> Report:
     # Hosts left out of a chosen subset count for nothing: the exit code is that of those approved.
     declined = [r.host for r in report.results if r.outcome is Outcome.DECLINED]
     if declined:
-        went = [f"{r.host} ({r.outcome.value})" for r in report.results if r.changed]
+        went = [f"{r.host} ({'in an earlier step' if r.outcome is Outcome.DECLINED else r.outcome.value})"
+                for r in report.results if r.changed]  # a declined host changed: e.g. an emergency's test
         if not went:
             rest = f"; not started: {', '.join(stopped)}" if stopped else ""
             raise Refused(f"not approved for {', '.join(declined)}; nothing was changed on any host{rest}{also}")

@@ -133,3 +133,11 @@ def test_a_canary_rolled_back_by_its_soak_has_one_record(tmp_path):
                                                                  ("web2", "rolled back", NEW)]
     assert "unhealthy during the soak (web2: check unit app.service" in ends[0].message
     assert len(finished(read_local(tmp_path / "journal.jsonl"))) == 2
+
+
+def test_a_no_after_a_test_activation_of_that_host_says_an_earlier_step_changed_it():
+    tested = HostResult(host="web1", action=Action.SWITCH, outcome=Outcome.DECLINED, previous_system=OLD,
+                        new_system=NEW, previous_generation=1, generation=1)  # runs NEW, boots generation 1
+    with pytest.raises(DeployFailed) as err:
+        engine.finish(Report("emergency", (tested,)), lambda line: None)
+    assert str(err.value).startswith("not approved for web1; this run changed web1 (in an earlier step) before that")
