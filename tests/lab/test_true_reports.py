@@ -100,6 +100,7 @@ def test_a_host_that_went_down_after_the_plan_is_failed_not_locked_and_not_known
     wait_for(lines, "pausing")
     fleet.lab.exec("web2", "systemctl", "poweroff", check=False)  # down, as a machine switched off
     out, _ = proc.communicate(timeout=300)
+    wait_for(lines, "error: ", timeout=30)  # its stderr, read by a thread, to its last line
     text = "".join(lines)
     assert proc.returncode == 1, text
     found = errors(text)
@@ -124,7 +125,7 @@ def test_a_host_changed_since_the_plan_reports_what_it_runs_now(fleet: Fleet):
     release(fleet, web1="1.1", web2="1.1")
     since = journal_length(fleet)
     proc, lines = start_invoke(fleet.path, fleet.lab.env, "switch", "--host", "web1,web2", "--yes", "--batches", "1",
-                               "--pause", "15", "--json")
+                               "--pause", "30", "--json")
     wait_for(lines, "pausing")
     theirs = release(fleet, web2="1.2")  # another operator's deploy of web2, meanwhile
     other = fleet.invoke("switch", "--host", "web2", "--yes")
@@ -132,6 +133,7 @@ def test_a_host_changed_since_the_plan_reports_what_it_runs_now(fleet: Fleet):
     now = fleet.lab.current_system("web2")
     assert now.endswith("-nixos-system-web2-1.2") and now == fleet.lab.profile("web2")
     out, _ = proc.communicate(timeout=300)
+    wait_for(lines, "error: ", timeout=30)  # its stderr, read by a thread, to its last line
     text = "".join(lines)
     assert proc.returncode == 1, text
     assert "it changed since the plan" in errors(text)[0], text
