@@ -496,9 +496,8 @@ def batch_failure(failed: Sequence[HostResult]) -> str:
 
 def with_its_batch(went: HostResult, back: HostResult) -> HostResult:
     """One result for a host that went out fine, then back (with its batch, or after a canary's
-    soak): the rollback's
-    outcome and what the host runs after it, with the whole way's stages and the system that
-    was tried (it was activated)."""
+    soak): the rollback's outcome and what the host runs after it, with the whole way's stages
+    and the system that was tried (it was activated)."""
     stages = went.stages + tuple(s for s in back.stages if s[0] is not Stage.COPY)
     return replace(back, stages=stages, duration=round(went.duration + back.duration, 3),
                    tried_system=went.tried_system, previous_system=went.previous_system,

@@ -49,8 +49,8 @@ class Context:
     progress: Progress
     verb: str  # what the journal and the lock call it: switch, boot, test, rollback
     journal: Journal | None = None  # given: `apply` journals each host's result itself
-    # An ok is not the end yet (--rollback-batch-on-failure: its batch may still take it back):
-    # `apply` journals every other result, and the caller the ok, once it is final.
+    # An ok is not the end yet (--rollback-batch-on-failure, a canary's soak: the host may still
+    # go back): `apply` journals every other result, and the caller the ok, once it is final.
     hold_ok: bool = False
 
 
