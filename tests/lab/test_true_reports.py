@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -21,6 +22,15 @@ def wait_for(lines: list[str], text: str, timeout: float = 300) -> None:
     while not any(text in line for line in list(lines)):
         assert time.monotonic() < deadline, f"never saw {text!r} in:\n{''.join(lines)}"
         time.sleep(0.05)
+
+
+def finished_output(proc: subprocess.Popen[str]) -> str:
+    """Its stdout (the JSON), once it exited; its stderr is start_invoke's thread's alone
+    (communicate would read it too)."""
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    proc.wait(timeout=300)
+    return out
 
 
 def errors(text: str) -> list[str]:
@@ -99,7 +109,7 @@ def test_a_host_that_went_down_after_the_plan_is_failed_not_locked_and_not_known
                                "--pause", "10", "--json")
     wait_for(lines, "pausing")
     fleet.lab.exec("web2", "systemctl", "poweroff", check=False)  # down, as a machine switched off
-    out, _ = proc.communicate(timeout=300)
+    out = finished_output(proc)
     wait_for(lines, "error: ", timeout=30)  # its stderr, read by a thread, to its last line
     text = "".join(lines)
     assert proc.returncode == 1, text
@@ -132,7 +142,7 @@ def test_a_host_changed_since_the_plan_reports_what_it_runs_now(fleet: Fleet):
     assert other.returncode == 0, other.stderr
     now = fleet.lab.current_system("web2")
     assert now.endswith("-nixos-system-web2-1.2") and now == fleet.lab.profile("web2")
-    out, _ = proc.communicate(timeout=300)
+    out = finished_output(proc)
     wait_for(lines, "error: ", timeout=30)  # its stderr, read by a thread, to its last line
     text = "".join(lines)
     assert proc.returncode == 1, text
