@@ -241,6 +241,19 @@ class HostResult:
         """Went wrong, whatever was done about it afterwards: never exits 0."""
         return self.outcome in (Outcome.FAILED, Outcome.ROLLED_BACK, Outcome.REVERTED, Outcome.LOCKED)
 
+    @property
+    def changed(self) -> bool:
+        """This run left the host running (or, for boot, booting) something else than before it:
+        its boot generation moved, or (unless boot) its running system did. Not known counts as
+        changed."""
+        if isinstance(self.action, Action) and not self.action.changes_host:
+            return False
+        if self.previous_system is None and self.previous_generation is None:
+            return self.new_system is not None or self.generation is not None
+        if self.generation != self.previous_generation:
+            return True
+        return self.action is not Action.BOOT and self.new_system != self.previous_system
+
 
 @dataclass(frozen=True)
 class Report:

@@ -293,9 +293,18 @@ def approve(prep: Prepared, changes: Sequence[Change], tools: Tools, question: s
 
 
 def activate(prep: Prepared, changes: Sequence[Change], policy: Policy, tools: Tools,
-             verb: str | None = None) -> tuple[tuple[HostResult, ...], bool]:
+             verb: str | None = None, *, hold: bool = False) -> tuple[tuple[HostResult, ...], bool]:
+    """`hold`: an ok is not journalled here (a soak follows that may still take the host back):
+    the caller journals it once it is final (`soak`, or `journal_held`)."""
     ctx = Context(tools.runner, policy, tools.progress, verb or prep.request.action.value)
-    return run_changes(changes, ctx, prep.journal)
+    return run_changes(changes, ctx, prep.journal, hold=hold)
+
+
+def journal_held(prep: Prepared, changes: Sequence[Change], results: Sequence[HostResult], verb: str) -> None:
+    """The oks `activate(hold=True)` left to the caller, as they are final."""
+    for change, result in zip(changes, results):
+        if result.outcome is Outcome.OK and change.action.changes_host:
+            prep.journal.write_result(change.host, verb, result)
 
 
 def report(prep: Prepared, results: Sequence[HostResult], interrupted: bool,
@@ -435,37 +444,46 @@ def declined(results: Sequence[HostResult]) -> bool:
     return any(r.outcome is Outcome.DECLINED for r in results)
 
 
-def run_changes(changes: Sequence[Change], ctx: Context, journal: Journal) -> tuple[tuple[HostResult, ...], bool]:
+def run_changes(changes: Sequence[Change], ctx: Context, journal: Journal, *,
+                hold: bool = False) -> tuple[tuple[HostResult, ...], bool]:
     """Every change through the pipeline, in the policy's batches. Returns the results and
-    whether Ctrl-C stopped the run."""
-
-    journalled = replace(ctx, journal=journal)  # each host's record at once, with its lock's release
+    whether Ctrl-C stopped the run. One record per host: at once, under its lock; with
+    --rollback-batch-on-failure an ok waits for its batch's end (it may yet go back); with
+    `hold`, the caller journals the oks."""
+    held = ctx.policy.rollback_batch_on_failure or hold
+    journalled = replace(ctx, journal=journal, hold_ok=held)
 
     def work(change: Change) -> HostResult:
         try:
             result = pipeline.apply(change, journalled if change.action.changes_host else ctx)
         except Exception as exc:  # noqa: BLE001 (an unforeseen error must not lose the host's record)
-            result = pipeline.unchanged(change, Outcome.FAILED, f"nixtasks stopped on this host with an unexpected "
-                                        f"error ({exc!r}); what it runs now is not known: check it by hand")
+            result = pipeline.unknown(change, Outcome.FAILED, f"nixtasks stopped on this host with an unexpected "
+                                      f"error ({exc!r}); check it by hand", ctx.runner)
             if change.action.changes_host:
                 journal.write_result(change.host, ctx.verb, result)
         ctx.progress.done(result)
         return result
 
-    def halted_batch(batch: Sequence[Change], results: Sequence[HostResult]) -> list[HostResult]:
-        """rollback_batch_on_failure: the healthy hosts of the batch that halted go back too."""
-        failed = ", ".join(r.host for r in results if r.failed)
+    def settle(batch: Sequence[Change], results: Sequence[HostResult], halted: bool) -> list[HostResult]:
+        """The batch's end: when it halted, its healthy hosts go back too; then each ok that
+        waited is journalled, once, as it ends (ok, or rolled back with its batch)."""
+        failed = [r for r in results if r.failed]
         out = []
         for change, result in zip(batch, results):
-            if result.outcome is Outcome.OK and change.action.changes_host:
-                back = roll_back_one(change, ctx, f"ok, but its batch failed ({failed})")
-                journal.write_result(change.host, ctx.verb, back)
-                out.append(back)
-            else:
+            if result.outcome is not Outcome.OK or not change.action.changes_host:
                 out.append(result)
+                continue
+            if halted and ctx.policy.rollback_batch_on_failure:
+                back = roll_back_one(change, ctx, batch_failure(failed),
+                                     why=f"its batch failed ({', '.join(r.host for r in failed)})")
+                result = with_its_batch(result, back)
+                ctx.progress.done(result)
+            if result.outcome is not Outcome.OK or not hold:
+                journal.write_result(change.host, ctx.verb, result)
+            out.append(result)
         return out
 
-    results, interrupted = run_batches(changes, work, ctx.policy, ctx.runner.echo, halted_batch,
+    results, interrupted = run_batches(changes, work, ctx.policy, ctx.runner.echo, settle if held else None,
                                        lambda c, why: pipeline.unchanged(c, Outcome.NOT_STARTED, why))
     for change, result in zip(changes, results):
         if result.outcome is Outcome.NOT_STARTED and change.action.changes_host:
@@ -473,23 +491,45 @@ def run_changes(changes: Sequence[Change], ctx: Context, journal: Journal) -> tu
     return tuple(results), interrupted
 
 
-def roll_back_one(change: Change, ctx: Context, failure: str) -> HostResult:
+def batch_failure(failed: Sequence[HostResult]) -> str:
+    """Why a healthy host goes back with its batch: which hosts failed, and how the first did."""
+    first = failed[0].message.split("; ")[0] if failed else ""
+    names = ", ".join(r.host for r in failed)
+    return f"with its batch: {names} failed" + (f" ({failed[0].outcome.value}: {first})" if first else "")
+
+
+def with_its_batch(went: HostResult, back: HostResult) -> HostResult:
+    """One result for a host that went out fine, then back (with its batch, or after a canary's
+    soak): the rollback's outcome and what the host runs after it, with the whole way's stages
+    and the system that was tried (it was activated)."""
+    stages = went.stages + tuple(s for s in back.stages if s[0] is not Stage.COPY)
+    return replace(back, stages=stages, duration=round(went.duration + back.duration, 3),
+                   tried_system=went.tried_system, previous_system=went.previous_system,
+                   previous_generation=went.previous_generation)
+
+
+def roll_back_one(change: Change, ctx: Context, failure: str, why: str = "") -> HostResult:
     """A host that went out fine goes back anyway (its batch or its canary soak failed): under
     its lock, to what it ran before."""
     clock = pipeline.Clock(change.host.name, ctx.progress)
     with lock.held(change.host, ctx.verb, ctx.policy.lock_timeout, ctx.runner,
                    systemd=change.before.systemd) as refused:
-        if refused:
+        if refused:  # it runs the new system still, or not known: read again
             return pipeline.outcome_result(change, Outcome.FAILED, clock,
-                                           f"{failure}; could not roll it back: {refused}")
-        return pipeline.roll_back(change, ctx, clock, failure)
+                                           f"{failure}; could not roll it back: {refused}",
+                                           read_facts(change.host, ctx.runner))
+        with clock.stage(Stage.ROLLBACK):
+            back = pipeline.roll_back(change, ctx, clock, failure, why=why)
+        return replace(back, stages=(*back.stages, clock.stages[-1]))  # timed once it is over
 
 
 def run_batches(items: Sequence[T], work: Callable[[T], HostResult], policy: Policy, echo: Echo,
-                on_halt: Callable[[Sequence[T], Sequence[HostResult]], list[HostResult]],
+                settle: Callable[[Sequence[T], Sequence[HostResult], bool], list[HostResult]] | None,
                 not_started: Callable[[T, str], HostResult]) -> tuple[list[HostResult], bool]:
     """Batches one after another, the hosts of a batch in parallel (at most `policy.parallel`).
-    Ctrl-C: nothing new starts, running hosts finish (with their checks and rollback)."""
+    Ctrl-C: nothing new starts, running hosts finish (with their checks and rollback). `settle`
+    (given: with --rollback-batch-on-failure) ends each batch, told whether it halted the run;
+    Ctrl-C does not stop it."""
     stop = threading.Event()
     halted = ""
     results: list[HostResult] = []
@@ -515,8 +555,8 @@ def run_batches(items: Sequence[T], work: Callable[[T], HostResult], policy: Pol
                 halted = (f"not started: batch {number} failed ({failed} of {len(batch)} host(s), more than "
                           f"{policy.max_fail_percentage:g}%)")
                 echo(f"halting: {failed} of {len(batch)} host(s) of batch {number} failed")
-                if policy.rollback_batch_on_failure:
-                    done = shielded(functools.partial(on_halt, batch, done), stop, echo)
+            if settle is not None:
+                done = shielded(functools.partial(settle, batch, done, bool(halted)), stop, echo)
             results += done
     return results, stop.is_set()
 
@@ -553,7 +593,9 @@ def interruptible_sleep(seconds: float, stop: threading.Event, echo: Echo) -> bo
 
 def finish(report: Report, echo: Echo) -> Report:
     """The report shown, then the run's one error line, if any: never exit 0 after a failure, a
-    rollback, a host not started, declined or skipped as unreachable (the selection is not done)."""
+    rollback, a host not started, declined or skipped as unreachable (the selection is not done).
+    Exit 3 says "nothing was changed": only when no host was, so a no after hosts went out (a
+    recipe's later question, after its canary) is a selection partly done, exit 1."""
     echo(render_report(report))
     if report.interrupted:
         raise Interrupted(f"interrupted; {summary(report)}", report)
@@ -565,15 +607,21 @@ def finish(report: Report, echo: Echo) -> Report:
         more = f" ({len(failed) - 1} more host(s) failed)" if len(failed) > 1 else ""
         raise DeployFailed(f"{first.host}: {first.outcome.value}: {first.message}{more}{also}", report)
     stopped = [r.host for r in report.results if r.outcome is Outcome.NOT_STARTED]
+    # Hosts left out of a chosen subset count for nothing: the exit code is that of those approved.
+    declined = [r.host for r in report.results if r.outcome is Outcome.DECLINED]
+    if declined:
+        went = [f"{r.host} ({'in an earlier step' if r.outcome is Outcome.DECLINED else r.outcome.value})"
+                for r in report.results if r.changed]  # a declined host changed: e.g. an emergency's test
+        if not went:
+            rest = f"; not started: {', '.join(stopped)}" if stopped else ""
+            raise Refused(f"not approved for {', '.join(declined)}; nothing was changed on any host{rest}{also}")
+        raise DeployFailed(f"not approved for {', '.join(declined)}; this run changed {', '.join(went)} before that, "
+                           f"so the selection is only partly done: the report says what each host runs{also}", report)
     if stopped:
         raise DeployFailed(f"not started: {', '.join(stopped)}{also}", report)
     if skipped:  # the others went out, but not the whole selection (as deploy-rs users asked in its #214)
         raise DeployFailed(f"skipped as unreachable (--skip-unreachable): {', '.join(skipped)}; nothing was changed "
                            f"there; deploy {'it' if len(skipped) == 1 else 'them'} once reachable", report)
-    # Hosts left out of a chosen subset count for nothing: the exit code is that of those approved.
-    declined = [r.host for r in report.results if r.outcome is Outcome.DECLINED]
-    if declined:
-        raise Refused(f"not approved for {', '.join(declined)}; nothing was changed there")
     return report
 
 
@@ -627,7 +675,7 @@ def gc(hosts: tuple[Host, ...], keep: int, policy: Policy, tools: Tools) -> Repo
         return result
 
     go = [s for s in chosen if s.host.name in answer.hosts]
-    results, interrupted = run_batches(go, work, replace(policy, batches=()), echo, lambda _b, r: list(r),
+    results, interrupted = run_batches(go, work, replace(policy, batches=()), echo, None,
                                        lambda s, why: HostResult(host=s.host.name, action="gc",
                                                                  outcome=Outcome.NOT_STARTED, message=why))
     return finish(Report("gc", left + tuple(results), interrupted=interrupted), echo)
@@ -644,22 +692,24 @@ def not_started(changes: Sequence[Change], why: str, journal: Journal, verb: str
     return results
 
 
-def soak(prep: Prepared, changes: Sequence[Change], seconds: float, policy: Policy, tools: Tools,
-         verb: str) -> tuple[tuple[HostResult, ...], bool]:
-    """Keep checking hosts that went out for `seconds`; if one turns unhealthy, every one of
-    them is rolled back. Returns the rollbacks (none when they stayed healthy), and whether
-    Ctrl-C ended the soak (the hosts stay as they are)."""
+def soak(prep: Prepared, changes: Sequence[Change], went: Sequence[HostResult], seconds: float, policy: Policy,
+         tools: Tools, verb: str) -> tuple[tuple[HostResult, ...], bool]:
+    """Keep checking hosts that went out (`went`: their oks, not journalled yet) for `seconds`;
+    if one turns unhealthy, every one of them is rolled back. Each host's one record says how
+    it ended. Returns the rollbacks (none when they stayed healthy), and whether Ctrl-C ended
+    the soak (the hosts stay as they are)."""
     tools.echo(f"soak: checking {', '.join(c.host.name for c in changes)} for {seconds:g} s")
     stop = threading.Event()
     found = shielded(lambda: health.soak([(c.host, c.before) for c in changes], seconds, tools.runner, tools.echo,
                                          stop=stop), stop, tools.echo)
     if not found:
         tools.echo("soak: interrupted" if stop.is_set() else "soak: healthy all along")
+        journal_held(prep, changes, went, verb)
         return (), stop.is_set()
     ctx = Context(tools.runner, policy, tools.progress, verb)
     why = "; ".join(f"{host}: {problem}" for host, problem in found.items())
-    backs = tuple(shielded(lambda: [roll_back_one(c, ctx, f"unhealthy during the soak ({why})") for c in changes],
-                           stop, tools.echo))
+    backs = tuple(with_its_batch(w, b) for w, b in zip(went, shielded(
+        lambda: [roll_back_one(c, ctx, f"unhealthy during the soak ({why})") for c in changes], stop, tools.echo)))
     for change, back in zip(changes, backs):
         prep.journal.write_result(change.host, verb, back)
     return backs, stop.is_set()

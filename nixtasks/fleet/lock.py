@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ..host import commands
-from ..host.facts import Facts, facts_command, parse_facts
+from ..host.facts import Facts, facts_command, parse_facts, read_facts
 from ..host.runner import Result, Runner
 from ..models import Command, Host
 
@@ -39,6 +39,14 @@ def owner(action: str) -> str:
     since = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     fields = {"who": who, "action": action, "pid": str(os.getpid()), "since": since}
     return ",".join(f"{k}={UNSAFE.sub('_', v)}" for k, v in fields.items())
+
+
+def ours(held_by: str) -> bool:
+    """Whether a lock's owner text is this very process's: taken in an earlier step of this run
+    (a blue-green's boot, an emergency's test) whose release was lost with its connection."""
+    fields = dict(part.partition("=")[::2] for part in held_by.split(","))
+    mine = dict(part.partition("=")[::2] for part in owner("").split(","))
+    return (fields.get("who"), fields.get("pid")) == (mine["who"], mine["pid"])
 
 
 def holder(host: Host, runner: Runner) -> str:
@@ -136,6 +144,8 @@ def take_and_read(host: Host, action: str, ttl: float, runner: Runner, *,
         held_by = commands.held_until(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "")
     else:
         held_by = holder(host, runner)
+    if held_by and ours(held_by):  # no other deployer: this run holds it still, and goes on under it
+        return None, held_by, (read_facts(host, runner) if read else None)
     if held_by:
         return f"{HELD_BY_ANOTHER} ({held_by})", "", None
     detail = (result.stderr.strip().splitlines() or [f"exit {result.exit_code}"])[-1]

@@ -49,6 +49,9 @@ class Context:
     progress: Progress
     verb: str  # what the journal and the lock call it: switch, boot, test, rollback
     journal: Journal | None = None  # given: `apply` journals each host's result itself
+    # An ok is not the end yet (--rollback-batch-on-failure, a canary's soak: the host may still
+    # go back): `apply` journals every other result, and the caller the ok, once it is final.
+    hold_ok: bool = False
 
 
 @dataclass
@@ -72,10 +75,12 @@ class Clock:
 
 def outcome_result(ch: Change, outcome: Outcome, clock: Clock | None, message: str = "",
                    after: Facts | None = None) -> HostResult:
-    """A result from what the host was seen to run afterwards (`after`), else from before."""
+    """A result from what the host was seen to run afterwards (`after`; not known when it did
+    not answer), else from what it ran when its turn came (nothing was done to it since)."""
     seen = after if after is not None and after.reachable else None
     if seen is None:
-        system = None if after is not None else ch.before.running or None
+        running = ch.before.running if ch.expect_running is None else ch.expect_running
+        system = None if after is not None else (ch.before.boot_path if ch.action is Action.BOOT else running) or None
         generation = None if after is not None else ch.before.generation
     else:
         system = (seen.boot_path if ch.action is Action.BOOT else seen.running) or None
@@ -95,6 +100,16 @@ def outcome_result(ch: Change, outcome: Outcome, clock: Clock | None, message: s
 
 def unchanged(ch: Change, outcome: Outcome, message: str) -> HostResult:
     return outcome_result(ch, outcome, None, message)
+
+
+def unknown(ch: Change, outcome: Outcome, message: str, runner: Runner) -> HostResult:
+    """A result where nixtasks does not know what the host runs: read again (what it runs and
+    boots now, or nothing if it does not answer), not what the plan saw."""
+    try:
+        now = read_facts(ch.host, runner)
+    except Exception as exc:  # noqa: BLE001 (the result must still be made)
+        now = Facts(reachable=False, error=str(exc))
+    return outcome_result(ch, outcome, None, message, now)
 
 
 def apply(ch: Change, ctx: Context) -> HostResult:
@@ -117,14 +132,18 @@ def apply(ch: Change, ctx: Context) -> HostResult:
             else:
                 refused = held.enter_context(lock.held(ch.host, ctx.verb, ctx.policy.lock_timeout, ctx.runner,
                                                        systemd=ch.before.systemd))
+        # Refused: nothing was done to the host, but another deploy may be changing it, or it
+        # went down since the plan: what it runs now is read again (unknown if it does not answer).
         if refused and lock.by_another(refused):
             result = outcome_result(ch, Outcome.LOCKED, clock, f"{refused}; nothing changed. If that deployer "
-                                    f"is gone: invoke unlock --host {ch.host.name}")
+                                    f"is gone: invoke unlock --host {ch.host.name}", read_facts(ch.host, ctx.runner))
         elif refused:  # ssh or sudo failed: not a lock to undo
-            result = outcome_result(ch, Outcome.FAILED, clock, f"{refused}; nothing changed")
+            result = outcome_result(ch, Outcome.FAILED, clock, f"{refused}; nothing changed",
+                                    read_facts(ch.host, ctx.runner))
         else:
             result = apply_locked(ch, ctx, clock, lease.facts if lease else None)
-        if ctx.journal is not None:  # journalled at once, under the lock, sent with its release
+        if ctx.journal is not None and not (ctx.hold_ok and result.outcome is Outcome.OK):
+            # journalled at once, under the lock, sent with its release
             _record, record = ctx.journal.prepare_result(ch.host, ctx.verb, result)
             if lease is not None and not refused:
                 lease.before_release = record
@@ -181,8 +200,8 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock, now: Facts | None = Non
     if not runner.dry_run:
         now = now or read_facts(host, runner)
         stale = changed_since_plan(ch, now)
-        if stale:
-            return outcome_result(ch, Outcome.FAILED, clock, f"{stale}; nothing changed")
+        if stale:  # what it runs is what another deploy left (or not known), not what the plan saw
+            return outcome_result(ch, Outcome.FAILED, clock, f"{stale}; nothing changed", now)
         if ch.expect_running is None:
             ch = replace(ch, before=now)  # the failed units to compare with are those of now
     failure = ""

@@ -62,13 +62,16 @@ def go_out(prep: engine.Prepared, names: Sequence[str], tools: engine.Tools, soa
         return stop((), f"the canary {', '.join(r.host for r in missing)} {why}")
     go, left = engine.approve(prep, first, tools, question=(
         f"Canary: {verb} {', '.join(names)} first ({len(first)} host{'s' if len(first) != 1 else ''})?"))
-    results, interrupted = engine.activate(prep, go, replace(req.policy, batches=()), tools)
+    # With a soak, a canary's record waits for its end: ok, or rolled back by the soak.
+    results, interrupted = engine.activate(prep, go, replace(req.policy, batches=()), tools, hold=bool(soak))
     done = left + results
     if interrupted or engine.declined(left) or any(r.failed for r in results):
+        if soak:
+            engine.journal_held(prep, go, results, verb)
         return stop(done, "interrupted" if interrupted else "the canary was not approved" if engine.declined(left)
                     else "the canary failed", interrupted)
     if soak:
-        backs, interrupted = engine.soak(prep, go, soak, req.policy, tools, verb)
+        backs, interrupted = engine.soak(prep, go, results, soak, req.policy, tools, verb)
         if backs:
             return stop(left + backs, "the canary turned unhealthy during its soak", interrupted)
         if interrupted:

@@ -148,13 +148,13 @@ def test_run_batches_halts_and_marks_later_hosts_not_started():
         return result(name, Outcome.NOT_STARTED, why)
 
     results, interrupted = engine.run_batches(list("abcde"), work, Policy(batches=("1", "2")), lambda line: None,
-                                              lambda _b, r: list(r), not_started)
+                                              None, not_started)
     assert [(r.host, r.outcome) for r in results] == [
         ("a", Outcome.OK), ("b", Outcome.ROLLED_BACK), ("c", Outcome.OK), ("d", Outcome.NOT_STARTED),
         ("e", Outcome.NOT_STARTED)]
     assert "batch 2 failed" in results[-1].message and not interrupted
     results, _ = engine.run_batches(list("abcd"), work, Policy(batches=("2",), max_fail_percentage=50),
-                                    lambda line: None, lambda _b, r: list(r), not_started)
+                                    lambda line: None, None, not_started)
     assert all(r.outcome is not Outcome.NOT_STARTED for r in results)  # 1 of 2 is 50%: not more
 
 

@@ -126,8 +126,9 @@ def test_a_failed_activation_is_rolled_back_after_the_watchdog_is_disarmed():
 def test_a_locked_host_is_left_alone():
     fake = FakeHost(holder="who=ann@laptop,action=switch")
     result, runner = apply(fake)
-    assert runner.steps() == ["lock"]
+    assert runner.steps() == ["lock", "facts"]  # what it runs now, as the other deploy left it so far
     assert result.outcome is Outcome.LOCKED and result.failed
+    assert (result.new_system, result.generation) == (OLD, 1)
     assert result.message.startswith("locked by another deploy (who=ann@laptop,action=switch); nothing changed")
     assert "invoke unlock --host web1" in result.message
 
@@ -135,7 +136,7 @@ def test_a_locked_host_is_left_alone():
 def test_a_lock_that_sudo_refuses_is_a_failure_not_a_lock_to_undo():
     fake = FakeHost(lock_error="sudo: a password is required")
     result, runner = apply(fake)
-    assert runner.steps() == ["lock"]
+    assert runner.steps() == ["lock", "facts"]
     assert result.outcome is Outcome.FAILED and fake.profile == 1
     assert result.message == "cannot take the lock: sudo: a password is required; nothing changed"
     assert "unlock" not in result.message and "locked" not in result.message
@@ -217,6 +218,34 @@ def test_a_host_changed_since_the_plan_is_left_alone():
     result, runner = apply_after(FakeHost(), other_deploy)
     assert runner.steps() == ["lock", "facts", "unlock"]
     assert result.outcome is Outcome.FAILED and "someone deployed in between" in result.message
+    # what the host runs and boots now (the other deploy's), not what the plan saw
+    assert (result.new_system, result.generation) == ("/nix/store/other", 2)
+    assert (result.previous_system, result.previous_generation) == (OLD, 1) and result.tried_system is None
+
+
+def test_a_host_lost_before_its_lock_is_a_failure_and_what_it_runs_is_not_known():
+    fake = FakeHost()
+
+    def gone(step: str, cmd: Command, target: Target, fresh: bool) -> Result:
+        return Result(255, "", "ssh: connect to host web1 port 22: Connection refused")
+
+    runner = RecordingRunner(gone)
+    ctx = pipeline.Context(runner, DEFAULT, PlainProgress(runner.echo), "switch")
+    result = pipeline.apply(change(fake), ctx)
+    assert runner.steps() == ["lock", "facts"]
+    assert result.outcome is Outcome.FAILED and "cannot reach the host over ssh" in result.message
+    assert "unlock" not in result.message and "locked" not in result.message
+    assert (result.new_system, result.generation) == (None, None)  # not known: it does not answer
+
+
+def test_a_host_not_activated_reports_what_it_runs_and_boots_as_its_turn_found_it():
+    fake = FakeHost()
+    fake.generations[2], fake.profile = NEW, 2  # booted next: NEW; runs OLD
+    boot = pipeline.unchanged(change(fake, Action.BOOT), Outcome.DECLINED, "declined; nothing changed")
+    assert (boot.new_system, boot.generation, boot.changed) == (NEW, 2, False)
+    tested = pipeline.Change(WEB1, Action.SWITCH, NEW, parse_facts(FakeHost().facts()), expect_running=NEW)
+    declined = pipeline.unchanged(tested, Outcome.DECLINED, "declined")  # after its test activation
+    assert (declined.new_system, declined.generation, declined.changed) == (NEW, 1, True)
 
 
 def test_a_revert_that_left_the_boot_entry_is_not_reported_reverted(monkeypatch):
@@ -283,3 +312,15 @@ def test_no_confirmation_stops_the_checks(monkeypatch):
                                                            PlainProgress(runner.echo), "switch"))
     assert result.outcome is Outcome.REVERTED
     assert len(started) == 1 and started[0].stop.is_set()
+
+
+def test_a_lock_this_run_left_on_the_host_is_not_another_deploy_s():
+    from nixtasks.fleet import lock
+
+    fake = FakeHost(holder=lock.owner("switch"))  # an earlier step's, whose release was lost
+    result, runner = apply(fake)
+    assert result.outcome is Outcome.OK and fake.running == NEW
+    assert runner.steps()[:3] == ["lock", "facts", "arm"]
+    assert runner.steps()[-1] == "unlock"
+    another = FakeHost(holder=lock.owner("switch").replace("pid=", "pid=1"))
+    assert apply(another)[0].outcome is Outcome.LOCKED

@@ -58,7 +58,7 @@ def test_without_a_traffic_hook_nothing_is_asked_after_the_reboot(tmp_path):
 
 def test_a_no_at_the_boot_question_boots_nothing_and_exits_3(tmp_path):
     fleet = fleet_of(tmp_path, *NAMES, rebooting=True)
-    with pytest.raises(Refused, match="^not approved for web1, web2; nothing was changed there$"):
+    with pytest.raises(Refused, match="^not approved for web1, web2; nothing was changed on any host$"):
         run(fleet, False)
     assert fleet.locked() == [] and fleet.hooks == []
     assert fleet.journal() == [("web1", "blue-green", "declined"), ("web2", "blue-green", "declined")]

@@ -64,7 +64,7 @@ def test_a_host_that_fails_its_checks_is_rolled_back_and_halts(tmp_path):
 
 def test_a_no_changes_nothing_and_exits_3(tmp_path):
     fleet = fleet_of(tmp_path, *NAMES)
-    with pytest.raises(Refused, match="^not approved for web1, web2, db1; nothing was changed there$") as refused:
+    with pytest.raises(Refused, match="^not approved for web1, web2, db1; nothing was changed on any host$") as refused:
         run(fleet, False)
     assert refused.value.exit_code == 3 and fleet.locked() == []
     assert fleet.journal() == [(n, "switch", "declined") for n in NAMES]
@@ -92,7 +92,7 @@ def test_a_locked_host_halts_the_rest(tmp_path):
     with pytest.raises(DeployFailed, match=r"^web1: locked: locked by another deploy \(who=bob@ci") as failed:
         run(fleet, True)
     assert outcomes(failed.value) == {"web1": "locked", "web2": "not started", "db1": "not started"}
-    assert fleet.steps("web1") == PROBED + ["lock"]
+    assert fleet.steps("web1") == PROBED + ["lock", "facts"]  # re-read, to report what it runs
 
 
 def test_ctrl_c_while_a_host_activates_lets_it_finish_and_starts_no_other(tmp_path):
