@@ -164,7 +164,8 @@ def verify_host(host: Host, expected: str | None, runner: Runner) -> Verdict:
         verdict.problems.append(facts.error.removeprefix(f"{host.name}: "))
         return verdict
     runs = ("" if not facts.running or facts.running == facts.boot_path else
-            f", runs {'test-activated' if facts.running_generation is None else facts.running_generation}")
+            ", runs a test-activated system (no generation)" if facts.running_generation is None else
+            f", runs generation {facts.running_generation}")
     verdict.notes.append(f"nixos-version {facts.version or '(none)'}, boots generation {facts.generation or '-'}"
                          f"{runs}, systemd {facts.state or 'unknown'}")
     if not facts.running:

@@ -31,6 +31,8 @@ def store_name(path: str | None) -> str:
 
 def approval_question(hp: HostPlan) -> str:
     where = "this machine" if hp.host.is_local else f"{hp.host.name} ({hp.host.target})"
+    if hp.action is Action.BOOT:
+        return f"Make {store_name(hp.new_system)} the boot entry of {where}?"
     return f"{VERBS[hp.action]} {where} to {store_name(hp.new_system)}?"
 
 

@@ -423,9 +423,10 @@ def halt_text(percentage: float, sizes: Sequence[int]) -> str:
 
 
 def unwatched_text(unwatched: Mapping[str, str]) -> str:
-    if not unwatched:
-        return ""
-    return "; not on " + "; ".join(f"{name} ({why})" for name, why in unwatched.items())
+    reasons: dict[str, list[str]] = {}
+    for name, why in unwatched.items():
+        reasons.setdefault(why, []).append(name)
+    return "".join(f"; not on {', '.join(names)} ({why})" for why, names in reasons.items())
 
 
 def unwatched_hosts(changes: Sequence[Change], policy: Policy) -> dict[str, str]:

@@ -153,6 +153,11 @@ def test_a_boot_outcome_says_the_host_still_runs_the_old_system():
     assert progress == []  # no check ran against the old system
 
 
+def test_a_boot_question_names_what_becomes_the_boot_entry():
+    assert plan.approval_question(HostPlan(WEB1, Action.BOOT, V11, V10)) == \
+        "Make nixos-system-web1-1.1 the boot entry of web1 (root@web1)?"
+
+
 def test_a_boot_of_what_already_runs_and_of_a_fresh_host():
     change = pipeline.Change(WEB1, Action.BOOT, NEW, Facts(reachable=True, running=OLD, generation=1))
     assert pipeline.boot_note(change, Facts(reachable=True, running=NEW, generation=2)) == \
@@ -215,6 +220,11 @@ def test_the_watchdog_line_names_the_hosts_it_cannot_guard():
     text = engine.describe_policy(Policy(), ["web1", "web2"], Action.SWITCH, unwatched=unwatched).splitlines()
     assert text[-1] == ("  watchdog: a remote host reverts by itself unless it confirms within 30 s; not on web1 (it "
                         "runs no system yet to go back to)")
+    several = {"web1": "it runs no system yet to go back to", "db1": "it runs no system yet to go back to",
+               "box": "this machine"}
+    assert engine.describe_policy(Policy(), ["web1", "db1", "box"], Action.TEST, unwatched=several).splitlines()[-1] \
+        == ("  watchdog: a remote host reverts by itself unless it confirms within 30 s; not on web1, db1 (it runs no "
+            "system yet to go back to); not on box (this machine)")
     off = engine.describe_policy(Policy(watchdog=False, checks=False), ["web1"], Action.TEST).splitlines()
     assert off[-2:] == ["  checks:   SKIPPED (--no-checks); a failed host is rolled back",
                         "  watchdog: OFF (--no-watchdog)"]
