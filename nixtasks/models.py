@@ -179,12 +179,18 @@ class GitState:
 
 @dataclass(frozen=True)
 class HostPlan:
+    """One host in a plan: what it runs and what it boots now, each with its own generation,
+    and what it gets."""
+
     host: Host
     action: Action
     new_system: str
-    current_system: str | None  # None: nothing activated yet, or not asked
+    current_system: str | None  # what runs; None: nothing activated yet, or not asked
     closure_diff: str = ""
-    current_generation: int | None = None
+    running_generation: int | None = None  # the generation that runs; None: none does (test-activated)
+    boot_system: str | None = None  # what the boot profile holds; None: no boot entry yet, or not asked
+    boot_generation: int | None = None
+    new_generation: int | None = None  # a rollback's: the existing generation it goes to
 
 
 @dataclass(frozen=True)

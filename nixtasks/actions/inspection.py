@@ -55,12 +55,32 @@ class StatusRow:
     revision: str  # matches HEAD, differs, unknown
     failed_units: tuple[str, ...]
     error: str = ""
+    running_generation: int | None = None  # the generation that runs; None: none does (a `test`), or nothing runs
+    boots: str = ""  # the boot profile's system
+
+    @property
+    def test_activated(self) -> bool:
+        """Runs a system that is no generation of its profile: the next boot does not run it."""
+        return bool(self.system) and self.running_generation is None
 
     def as_json(self) -> dict[str, object]:
-        """An unreachable host's failed units are not known: null, not an empty list."""
+        """An unreachable host's failed units are not known: null, not an empty list. `generation`
+        is the boot profile's; `running_generation` the one that runs (null after a `test`)."""
         return {"host": self.host, "reachable": self.reachable, "generation": self.generation,
-                "system": self.system or None, "flake": self.flake, "revision": self.revision,
+                "system": self.system or None, "running_generation": self.running_generation,
+                "test_activated": self.test_activated, "boot_system": self.boots or None,
+                "flake": self.flake, "revision": self.revision,
                 "failed_units": list(self.failed_units) if self.reachable else None, "error": self.error or None}
+
+    def generation_cell(self) -> str:
+        """The generation that runs, and the one that boots when it is another."""
+        if not self.reachable:
+            return "-"
+        runs = ("-" if not self.system else "test-activated" if self.running_generation is None
+                else str(self.running_generation))
+        if self.system and self.system == self.boots:
+            return runs
+        return f"{runs} (boots {self.generation})" if self.generation is not None else runs
 
 
 def compare(facts: Facts, expected: str | None) -> str:
@@ -82,7 +102,8 @@ def status(hosts: tuple[Host, ...], flake: str, nix_options: tuple[str, ...], ru
         facts = list(pool.map(lambda h: read_facts(h, runner), hosts))
         expected, git = expected_future.result()
     return [StatusRow(h.name, f.reachable, f.generation, f.running, compare(f, expected.get(h.config)),
-                      revision_state(f, git), f.failed_units, f.error) for h, f in zip(hosts, facts)]
+                      revision_state(f, git), f.failed_units, f.error, f.running_generation, f.boot_path)
+            for h, f in zip(hosts, facts)]
 
 
 def render_status(rows: list[StatusRow]) -> None:
@@ -93,7 +114,7 @@ def render_status(rows: list[StatusRow]) -> None:
     for column in ("host", "reachable", "generation", "system", "flake at HEAD", "revision", "failed units"):
         table.add_column(column)
     for r in rows:
-        table.add_row(r.host, "yes" if r.reachable else "[red]no[/red]", str(r.generation or "-"),
+        table.add_row(r.host, "yes" if r.reachable else "[red]no[/red]", r.generation_cell(),
                       store_name(r.system) if r.system else "-",
                       {"drifted": "[yellow]drifted[/yellow]"}.get(r.flake, r.flake), r.revision,
                       failed_units_cell(r))
@@ -142,8 +163,11 @@ def verify_host(host: Host, expected: str | None, runner: Runner) -> Verdict:
     if not facts.reachable:  # the error names the host already; the verdict's line does too
         verdict.problems.append(facts.error.removeprefix(f"{host.name}: "))
         return verdict
-    verdict.notes.append(f"nixos-version {facts.version or '(none)'}, generation {facts.generation or '-'}, "
-                         f"systemd {facts.state or 'unknown'}")
+    runs = ("" if not facts.running or facts.running == facts.boot_path else
+            ", runs a test-activated system (no generation)" if facts.running_generation is None else
+            f", runs generation {facts.running_generation}")
+    verdict.notes.append(f"nixos-version {facts.version or '(none)'}, boots generation {facts.generation or '-'}"
+                         f"{runs}, systemd {facts.state or 'unknown'}")
     if not facts.running:
         verdict.problems.append("no system is activated (/run/current-system is missing)")
     elif facts.running != facts.boot_path:

@@ -31,6 +31,8 @@ def store_name(path: str | None) -> str:
 
 def approval_question(hp: HostPlan) -> str:
     where = "this machine" if hp.host.is_local else f"{hp.host.name} ({hp.host.target})"
+    if hp.action is Action.BOOT:
+        return f"Make {store_name(hp.new_system)} the boot entry of {where}?"
     return f"{VERBS[hp.action]} {where} to {store_name(hp.new_system)}?"
 
 
@@ -59,14 +61,11 @@ def render(plan: Plan, *, full_diff: bool = True) -> str:
     for hp in plan.hosts:
         target = "this machine" if hp.host.is_local else str(hp.host.target)
         builder = f" (built on {hp.host.build_host})" if hp.host.build_host else ""
-        lines += [
-            f"  {hp.host.name} -> {target}",
-            f"    action:  {hp.action.value}{builder}",
-            f"    now:     {hp.current_system or '(no system activated yet)'}{gen_text(hp.current_generation)}",
-            f"    new:     {hp.new_system}",
-        ]
-        if hp.current_system == hp.new_system:
-            lines.append("    diff:    none (the host already runs this system)")
+        lines += [f"  {hp.host.name} -> {target}", f"    action:  {hp.action.value}{builder}", *system_lines(hp),
+                  f"    new:     {hp.new_system}{gen_text(hp.new_generation)}"]
+        same = unchanged_text(hp)
+        if same:
+            lines.append(f"    diff:    none ({same})")
         elif hp.closure_diff.strip() and not full_diff:
             lines.append(f"    diff:    {diff_summary(hp.closure_diff)}")
         elif hp.closure_diff.strip():
@@ -82,6 +81,35 @@ def render(plan: Plan, *, full_diff: bool = True) -> str:
 
 def gen_text(number: int | None) -> str:
     return f" (generation {number})" if number is not None else ""
+
+
+def system_lines(hp: HostPlan) -> list[str]:
+    """What the host runs and what it boots, each with its own generation: one `now` line when
+    they are the same system, else a `runs` and a `boots` line."""
+    if hp.current_system and hp.current_system == hp.boot_system:
+        return [f"    now:     {hp.current_system} (generation {hp.boot_generation}, runs and boots)"]
+    if not hp.current_system and not hp.boot_system:
+        return ["    now:     (no system activated yet)"]
+    if not hp.current_system:
+        runs = "(no system activated yet)"
+    elif hp.running_generation is None:
+        runs = f"{hp.current_system} (test-activated, no generation)"
+    else:
+        runs = f"{hp.current_system} (generation {hp.running_generation}, not the boot entry)"
+    boots = f"{hp.boot_system}{gen_text(hp.boot_generation)}" if hp.boot_system else "(no boot entry yet)"
+    return [f"    runs:    {runs}", f"    boots:   {boots}"]
+
+
+def unchanged_text(hp: HostPlan) -> str:
+    """Why a host's plan changes nothing of what `hp.action` changes ("" when it changes something)."""
+    runs, boots = hp.current_system == hp.new_system, hp.boot_system == hp.new_system
+    if hp.action is Action.BOOT:
+        return "the host already boots this system" if boots else ""
+    if not runs:
+        return ""
+    if hp.action.sets_profile and not boots:
+        return f"the host already runs this system; the {hp.action.value} makes it the boot entry"
+    return "the host already runs this system"
 
 
 def render_git(git: GitState) -> list[str]:

@@ -87,7 +87,11 @@ def prepare(host: Host, req: Request, runner: Runner, echo: Echo, here: Sequence
     diff = ""
     if gens.running_path and gens.running_path != target.path and not runner.dry_run:
         diff = runner.run(commands.diff_closures(gens.running_path, target.path), host.target, check=False).stdout
-    plan = HostPlan(host, action, target.path, gens.running_path or None, diff, boot.number if boot else None)
+    running = [g for g in gens.generations if g.running]  # newest first; a system deployed twice is two
+    runs = boot if boot is not None and boot.running else next(iter(running), None)
+    plan = HostPlan(host, action, target.path, gens.running_path or None, diff,
+                    running_generation=runs.number if runs else None, boot_system=boot.path if boot else None,
+                    boot_generation=boot.number if boot else None, new_generation=target.number)
     return Step(plan, target, tuple(notes))
 
 

@@ -31,3 +31,8 @@ def split(items: Sequence[T], sizes: Sequence[str]) -> list[list[T]]:
 def halts(failed: int, batch: int, max_fail_percentage: float) -> bool:
     """More than `max_fail_percentage` of the batch failed (equalling it does not halt)."""
     return batch > 0 and failed * 100 > max_fail_percentage * batch
+
+
+def halting_count(batch: int, max_fail_percentage: float) -> int:
+    """The fewest failed hosts that halt a batch of `batch` hosts (more than `batch`: it never halts)."""
+    return next((failed for failed in range(batch + 1) if halts(failed, batch, max_fail_percentage)), batch + 1)

@@ -47,7 +47,7 @@ from ..models import (
     Target,
     at_once,
 )
-from . import batches, follow, health, hooks, lock, pipeline, reboot
+from . import batches, follow, health, hooks, lock, pipeline, reboot, watchdog
 from .pipeline import Change, Context
 from .progress import Progress
 
@@ -260,13 +260,20 @@ def interrupted_build(req: DeployRequest, journal: Journal, echo: Echo) -> Inter
     return Interrupted("interrupted during the build; nothing was changed on any host", report)
 
 
-def show_plan(prep: Prepared, tools: Tools, policy: Policy | None = None) -> None:
-    req = prep.request
-    plans = tuple(HostPlan(c.host, c.action, c.system, c.before.running or None, c.diff, c.before.generation)
-                  for c in prep.changes)
+def show_plan(prep: Prepared, tools: Tools, policy: Policy | None = None, *, reboot: float | None = None,
+              first: Sequence[str] = ()) -> None:
+    """The plan: each host as it is and what it gets, the hosts left out, then what the run does
+    (see `describe_policy` for `reboot` and `first`)."""
+    req, policy = prep.request, policy or prep.request.policy
+    plans = tuple(HostPlan(c.host, c.action, c.system, c.before.running or None, c.diff,
+                           running_generation=c.before.running_generation, boot_system=c.before.boot_path or None,
+                           boot_generation=c.before.generation) for c in prep.changes)
     tools.echo(render(Plan(req.action, plans, prep.git, prep.warnings, req.reason, req.all_nix_options),
                       full_diff=req.full_diff))
-    tools.echo(describe_policy(policy or req.policy, len(prep.changes), req.action))
+    for left in prep.skipped:
+        tools.echo(f"  left out: {left.host} ({left.message.splitlines()[0] if left.message else left.outcome.value})")
+    tools.echo(describe_policy(policy, [c.host.name for c in prep.changes], req.action, reboot=reboot, first=first,
+                               unwatched=unwatched_hosts(prep.changes, policy)))
 
 
 def gate(prep: Prepared, changes: Sequence[Change], tools: Tools, question: str,
@@ -349,25 +356,97 @@ def sudo_ready(hosts: Sequence[tuple[Host, Facts]]) -> None:
                         f"nixtasks' commands run without one: invoke sudoers --user {user}")
 
 
-def describe_policy(policy: Policy, count: int, action: Action) -> str:
-    """What the run will do after the approval, as it really happens for `action`."""
-    sizes = [len(b) for b in batches.split(range(count), policy.batches)]
-    text = (f"  batches:  {', '.join(str(s) for s in sizes)} host(s), {min(policy.parallel, max(sizes, default=1))} "
-            f"at a time; halt when more than {policy.max_fail_percentage:g}% of a batch fails")
-    if policy.pause and len(sizes) > 1:
-        text += f"; {policy.pause:g} s between batches"
-    if action is Action.DRY_ACTIVATE:
-        return text + ("\n  effect:   none: each host only says what an activation would change (no lock, checks "
-                       "or watchdog)")
+def describe_policy(policy: Policy, names: Sequence[str], action: Action, *, reboot: float | None = None,
+                    first: Sequence[str] = (), unwatched: Mapping[str, str] | None = None) -> str:
+    """What the run will do after the approval, as it really happens for `action`: which hosts go
+    in which batch, what halts the run, when checks run and where the watchdog guards. `reboot`:
+    the hosts are rebooted into their new boot entry (blue-green), given that many seconds to come
+    back. `first`: hosts that go before the batches (the canary). `unwatched`: hosts the watchdog
+    cannot guard, and why."""
+    lines = batch_lines(policy, [n for n in names if n not in first], first, action.changes_host)
     rolled = "rolled back" if policy.rollback else "LEFT AS IT IS (--no-rollback)"
-    if action is Action.BOOT:
-        return (text + "\n  effect:   the boot entry is set; nothing is activated before the next reboot, so no checks "
-                f"and no watchdog run now; a host whose boot entry is not the new system is {rolled}")
-    text += f"\n  checks:   {'after each activation' if policy.checks else 'SKIPPED (--no-checks)'}"
-    text += f"; a failed host is {rolled}"
-    if policy.watchdog:
-        text += f"\n  watchdog: a remote host reverts by itself unless it confirms within {policy.confirm_timeout:g} s"
-    return text
+    if action is Action.DRY_ACTIVATE:
+        lines.append("  effect:   none: each host only says what an activation would change (no lock, checks or "
+                     "watchdog)")
+    elif reboot is not None:
+        back = ("booted back into its previous generation" if policy.rollback
+                else "LEFT AS IT IS (--no-rollback)")
+        checks = ("after the reboot, on the new system (never before the host answers with a new boot id)"
+                  if policy.checks else "SKIPPED (--no-checks); after the reboot it must still run the new system")
+        lines += [f"  effect:   the boot entry is set (a host whose boot entry is not the new system is {rolled}), "
+                  f"then each host is rebooted into it and has {reboot:g} s to answer running it",
+                  f"  checks:   {checks}; a host that fails is {back}",
+                  "  watchdog: none: nothing is activated without a reboot; a host that does not answer after it is "
+                  "reported failed, its previous generation still in its boot menu"]
+    elif action is Action.BOOT:
+        lines += ["  effect:   only the boot entry is set: each host runs what it runs now until it reboots; a host "
+                  f"whose boot entry is not the new system is {rolled}",
+                  "  checks:   none: they would test the system that runs now, not the new one (after the reboot: "
+                  "invoke verify)",
+                  "  watchdog: none: nothing is activated now"]
+    else:
+        checks = ("after each host's activation: its inventory checks, and no unit failing that did not before"
+                  if policy.checks else "SKIPPED (--no-checks)")
+        lines.append(f"  checks:   {checks}; a failed host is {rolled}")
+        if not policy.watchdog:
+            lines.append("  watchdog: OFF (--no-watchdog)")
+        else:
+            lines.append(f"  watchdog: a remote host reverts by itself unless it confirms within "
+                         f"{policy.confirm_timeout:g} s" + unwatched_text(unwatched or {}))
+    return "\n".join(lines)
+
+
+def batch_lines(policy: Policy, names: Sequence[str], first: Sequence[str], changes_host: bool) -> list[str]:
+    """The batches, host by host, and what a failing batch does."""
+    groups = batches.split(names, policy.batches)
+    if first and not groups:
+        return [f"  batches:  {', '.join(first)} (the canary), all at once"]
+    at_once = min(policy.parallel, max((len(g) for g in groups), default=1))
+    ahead = f"{', '.join(first)} first (the canary), then " if first else ""
+    if len(groups) <= 1:
+        lines = [f"  batches:  {ahead}one ({', '.join(names) or 'no host'}), {at_once} at a time"]
+    else:
+        pause = f", {policy.pause:g} s apart (--pause)" if policy.pause else ""
+        lines = [f"  batches:  {ahead}{len(groups)}, one after another{pause}, up to {at_once} host(s) at a time"]
+        lines += [f"    {number}: {', '.join(group)}" for number, group in enumerate(groups, start=1)]
+    if not changes_host or not groups or (len(groups) == 1 and not policy.rollback_batch_on_failure):
+        return lines  # one batch: nothing after it to halt
+    limit = halt_text(policy.max_fail_percentage, sorted({len(g) for g in groups}, reverse=True))
+    if not limit:
+        return [*lines, f"  halt:     never ({policy.max_fail_percentage:g}% of a batch may fail: "
+                        "--max-fail-percentage)"]
+    then = ["the batches after it do not start"] if len(groups) > 1 else []
+    then.append("its healthy hosts are rolled back too (--rollback-batch-on-failure)"
+                if policy.rollback_batch_on_failure else
+                "its healthy hosts keep the new system (--rollback-batch-on-failure rolls them back too)")
+    return [*lines, f"  halt:     {limit}: {'; '.join(then)}"]
+
+
+def halt_text(percentage: float, sizes: Sequence[int]) -> str:
+    """When a batch halts the run, in hosts ("" for never): "when more than 25% of a batch fails
+    (failed hosts that halt it: 2 of 4, 1 of 1)"."""
+    counts = [(batches.halting_count(size, percentage), size) for size in sizes]
+    if all(needed > size for needed, size in counts):
+        return ""
+    if percentage == 0:
+        return "when a host of a batch fails (--max-fail-percentage 0)"
+    said = ", ".join(f"{needed} of {size}" for needed, size in counts if needed <= size)
+    return f"when more than {percentage:g}% of a batch fails (failed hosts that halt it: {said})"
+
+
+def unwatched_text(unwatched: Mapping[str, str]) -> str:
+    reasons: dict[str, list[str]] = {}
+    for name, why in unwatched.items():
+        reasons.setdefault(why, []).append(name)
+    return "".join(f"; not on {', '.join(names)} ({why})" for why, names in reasons.items())
+
+
+def unwatched_hosts(changes: Sequence[Change], policy: Policy) -> dict[str, str]:
+    """The hosts a `switch` or `test` activates without the watchdog, and why."""
+    return {c.host.name: ("this machine" if c.host.is_local else "no systemd" if not c.before.systemd
+                          else "it runs no system yet to go back to")
+            for c in changes if c.action.changes_running_system and policy.watchdog
+            and not watchdog.wanted(c.host, c.action, c.before, policy)}
 
 
 # --- rollback -------------------------------------------------------------------------------
@@ -393,7 +472,8 @@ def rollback(req: RollbackRequest, tools: Tools) -> Report:
     echo(render(Plan(action, tuple(s.plan for s in chosen), None, (), req.reason), full_diff=req.full_diff))
     for note in (n for s in chosen for n in s.notes):
         echo(f"  warning: {note}")
-    echo(describe_policy(req.policy, len(changes), action))
+    echo(describe_policy(req.policy, [c.host.name for c in changes], action,
+                         unwatched=unwatched_hosts(changes, req.policy)))
     asking = [c for c in changes if not c.host.is_local]
     question = (rollbacks.question(chosen[0]) if len(changes) == 1
                 else f"Roll back {', '.join(c.host.name for c in asking)} ({len(asking)} hosts)?")

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from ..actions.journal import Journal
+from ..actions.plan import store_name
 from ..errors import CommandFailed, NixtasksError
 from ..host import commands
 from ..host.facts import Facts, read_facts
@@ -255,13 +256,15 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock, now: Facts | None = Non
         return outcome_result(ch, Outcome.OK, clock, "dry run: nothing changed")
     after = None
     if checks is not None:
-        ctx.progress.stage(host.name, Stage.CHECKS)
+        if policy.checks and ch.action.changes_running_system:  # `boot` runs none: it only reads the host
+            ctx.progress.stage(host.name, Stage.CHECKS)
         failure, after = checks.result()
         clock.stages.extend(checks.clock.stages)
     after = after or read_facts(host, runner)
     if not failure:
         note = "checks skipped (--no-checks)" if not policy.checks and ch.action.changes_running_system else ""
-        return outcome_result(ch, Outcome.OK, clock, note, after)
+        return outcome_result(ch, Outcome.OK, clock, boot_note(ch, after) if ch.action is Action.BOOT else note,
+                              after)
     if not after.reachable:
         return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; the host no longer answers: {after.error}",
                               after)
@@ -270,6 +273,15 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock, now: Facts | None = Non
                               f"with `invoke rollback --host {host.name}`", after)
     with clock.stage(Stage.ROLLBACK):
         return roll_back(ch, ctx, clock, failure)
+
+
+def boot_note(ch: Change, after: Facts) -> str:
+    """A `boot` that went well: the boot entry is set, and the host runs what it ran until it reboots."""
+    entry = "boot entry set" + (f" (generation {after.generation})" if after.generation is not None else "")
+    if after.running == ch.system:
+        return f"{entry}; it already runs this system"
+    runs = f"still runs {store_name(after.running)}" if after.running else "runs no system"
+    return f"{entry}; it {runs} until it reboots"
 
 
 class Unseen:

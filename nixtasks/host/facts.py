@@ -21,9 +21,15 @@ SUDO_PROBE_ARGS = ("nixtasks-facts", "sudo-probe")
 
 # Constant text: nothing from the user goes into it.
 FACTS_SCRIPT = f"""
-printf 'running\\t%s\\n' "$(readlink -e /run/current-system 2>/dev/null)"
+running=$(readlink -e /run/current-system 2>/dev/null)
+printf 'running\\t%s\\n' "$running"
 printf 'profile\\t%s\\n' "$(readlink {SYSTEM_PROFILE} 2>/dev/null)"
 printf 'profile-path\\t%s\\n' "$(readlink -e {SYSTEM_PROFILE} 2>/dev/null)"
+if [ -n "$running" ]; then
+  for link in {SYSTEM_PROFILE}-*-link; do
+    if [ "$(readlink -e "$link" 2>/dev/null)" = "$running" ]; then printf 'running-link\\t%s\\n' "$link"; fi
+  done
+fi
 printf 'version\\t%s\\n' "$(cat /run/current-system/nixos-version 2>/dev/null)"
 printf 'revision\\t%s\\n' "$(/run/current-system/sw/bin/nixos-version --configuration-revision 2>/dev/null || \\
   cat /run/current-system/configuration-revision 2>/dev/null)"
@@ -58,6 +64,7 @@ class Facts:
     reachable: bool
     running: str = ""  # /run/current-system, "" when nothing was activated
     generation: int | None = None  # the profile's generation: what boots next
+    running_generation: int | None = None  # the generation whose system runs; None: none does (a `test`)
     boot_path: str = ""  # the profile's system
     version: str = ""
     revision: str = ""
@@ -76,16 +83,20 @@ class Facts:
 def parse_facts(text: str) -> Facts:
     values: dict[str, str] = {}
     failed: list[str] = []
+    running_links: list[int] = []
     for line in text.splitlines():
         key, _, value = line.partition("\t")
         if key == "failed" and value:
             failed.append(value)
+        elif key == "running-link":
+            running_links += [n for n in [generation_of_profile_link(value)] if n is not None]
         else:
             values[key] = value
     state, lock = commands.parse_unit_line(values.get("lock", ""))
     lock = lock if state in ("active", "activating") else ""
-    return Facts(reachable=True, running=values.get("running", ""),
-                 generation=generation_of_profile_link(values.get("profile", "")),
+    generation = generation_of_profile_link(values.get("profile", ""))
+    return Facts(reachable=True, running=values.get("running", ""), generation=generation,
+                 running_generation=running_generation(generation, running_links),
                  boot_path=values.get("profile-path", ""), version=values.get("version", ""),
                  revision=values.get("revision", ""), state=values.get("state", ""), failed_units=tuple(failed),
                  systemd=values.get("systemd") == "yes",
@@ -95,6 +106,12 @@ def parse_facts(text: str) -> Facts:
                  sudo_wants_password=values.get("sudo") == "password",
                  store_free=available_bytes("header\n" + values["store-df"]) if values.get("store-df") else None,
                  machine_id=values.get("machine-id", "").strip())
+
+
+def running_generation(boot: int | None, matching: list[int]) -> int | None:
+    """Of the generations whose system is the running one, the boot generation if it is one
+    of them (a system deployed twice has two), else the newest."""
+    return boot if boot in matching else max(matching, default=None)
 
 
 def facts_command(*, sudo_probe: bool = False) -> Command:

@@ -149,6 +149,10 @@ def render(host: str, gens: HostGenerations) -> str:
         state = ", ".join(s for s, on in (("running", g.running), ("boots", g.boots), ("FAILED: " + g.failed,
                                                                                       bool(g.failed))) if on)
         lines.append(f"  {g.number:>4}  {g.date:19}  {g.version[:10]:10}  {g.revision[:12]:12}  {state}")
+    if gens.running_path and not any(g.running for g in gens.generations):
+        boot = gens.boot_generation()
+        lines.append(f"  runs {gens.running_path}: test-activated, no generation"
+                     + (f" (the next boot runs generation {boot.number})" if boot else ""))
     return "\n".join(lines)
 
 

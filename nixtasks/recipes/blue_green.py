@@ -18,7 +18,7 @@ def blue_green(req: engine.DeployRequest, tools: engine.Tools, to: str, switch_t
     boot = replace(req, action=Action.BOOT)
     prep = engine.prepare(boot, tools)
     names = [c.host.name for c in prep.changes]
-    engine.show_plan(prep, tools)
+    engine.show_plan(prep, tools, reboot=reboot_timeout)
     tools.echo(f"  blue-green: boot the new system on {to} ({', '.join(names)}), reboot, check; then switch "
                f"traffic to {to}" + ("" if switch_traffic else " (no switch_traffic in [blue_green]: by hand)"))
     go, left = engine.approve(prep, prep.changes, tools, question=(

@@ -31,7 +31,7 @@ def choose(req: engine.DeployRequest, named: Sequence[str]) -> tuple[str, ...]:
 def canary(req: engine.DeployRequest, tools: engine.Tools, named: Sequence[str] = (), soak: float = 0.0) -> Report:
     names = choose(req, named)
     prep = engine.prepare(req, tools)
-    engine.show_plan(prep, tools, rolling.policy(req.policy))
+    engine.show_plan(prep, tools, rolling.policy(req.policy), first=names)
     tools.echo(describe(prep, names, soak))
     return go_out(prep, names, tools, soak)
 

@@ -40,7 +40,8 @@ def test_boot_and_dry_activate_plans_say_what_really_happens(fleet: Fleet):
     assert fleet.lab.current_system("web1") == first == fleet.lab.profile("web1")
     boot = fleet.make("host/web1/boot", "YES=1")
     assert boot.returncode == 0, boot.stderr
-    assert ("  effect:   the boot entry is set; nothing is activated before the next reboot, so no checks and no "
-            "watchdog run now; a host whose boot entry is not the new system is rolled back") in boot.stderr
-    assert "checks:" not in boot.stderr and "watchdog:" not in boot.stderr
+    assert ("  effect:   only the boot entry is set: each host runs what it runs now until it reboots; a host whose "
+            "boot entry is not the new system is rolled back") in boot.stderr
+    assert "  checks:   none: they would test the system that runs now, not the new one" in boot.stderr
+    assert "  watchdog: none: nothing is activated now" in boot.stderr and "[web1] checks" not in boot.stderr
     assert fleet.lab.current_system("web1") == first and fleet.lab.profile("web1") == fleet.build("web1") != first

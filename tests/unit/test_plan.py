@@ -30,9 +30,11 @@ def test_question_names_the_host_and_the_system():
 
 def test_rendered_plan_shows_target_action_paths_git_and_diff():
     hp = HostPlan(REMOTE, Action.SWITCH, "/nix/store/new-nixos-system-web1-1.1", "/nix/store/old-nixos-system-web1-1.0",
-                  "nixtasks-webapp: 1.0 → 1.1\n")
+                  "nixtasks-webapp: 1.0 → 1.1\n", running_generation=3,
+                  boot_system="/nix/store/old-nixos-system-web1-1.0", boot_generation=3)
     text = plan.render(Plan(Action.SWITCH, (hp,), DIRTY, ("warning: Git tree is dirty",), "hotfix"))
-    for expected in ("web1 -> root@web1", "action:  switch", "now:     /nix/store/old-nixos-system-web1-1.0",
+    for expected in ("web1 -> root@web1", "action:  switch",
+                     "now:     /nix/store/old-nixos-system-web1-1.0 (generation 3, runs and boots)",
                      "new:     /nix/store/new-nixos-system-web1-1.1", "git:      aaaaaaaaaaaa (dirty)",
                      "nixtasks-webapp: 1.0 → 1.1", "reason:   hotfix", "Nix warned 1 time(s)"):
         assert expected in text

@@ -120,13 +120,14 @@ def test_an_http_check_reads_as_the_url_it_requested():
 
 def test_the_plan_says_what_each_action_really_does():
     policy = Policy()
-    switch = engine.describe_policy(policy, 2, Action.SWITCH)
-    assert "checks:   after each activation; a failed host is rolled back" in switch and "watchdog:" in switch
-    assert engine.describe_policy(policy, 2, Action.TEST) == switch
-    boot = engine.describe_policy(policy, 2, Action.BOOT)
-    assert "effect:   the boot entry is set; nothing is activated before the next reboot, so no checks and no " \
-           "watchdog run now" in boot
-    assert "checks:" not in boot and "watchdog:" not in boot
-    dry = engine.describe_policy(policy, 2, Action.DRY_ACTIVATE)
+    switch = engine.describe_policy(policy, ["web1", "web2"], Action.SWITCH)
+    assert "checks:   after each host's activation" in switch and "a failed host is rolled back" in switch
+    assert "watchdog: a remote host reverts by itself" in switch
+    assert engine.describe_policy(policy, ["web1", "web2"], Action.TEST) == switch
+    boot = engine.describe_policy(policy, ["web1", "web2"], Action.BOOT)
+    assert "effect:   only the boot entry is set: each host runs what it runs now until it reboots" in boot
+    assert "checks:   none: they would test the system that runs now" in boot
+    assert "watchdog: none: nothing is activated now" in boot
+    dry = engine.describe_policy(policy, ["web1", "web2"], Action.DRY_ACTIVATE)
     assert "effect:   none: each host only says what an activation would change" in dry
     assert "checks:" not in dry and "watchdog:" not in dry and "rolled back" not in dry
