@@ -39,7 +39,9 @@ def test_the_canary_goes_alone_then_the_rest_one_at_a_time_after_a_second_questi
     assert outcomes(report) == {n: "ok" for n in NAMES} and report.ok
     assert fleet.journal() == [(n, "switch", "ok") for n in NAMES]
     assert "  canary:   web1 first; then, after a second approval, web2, db1" in fleet.said
-    assert "  batches:  1, 1, 1 host(s), 1 at a time; halt when more than 0% of a batch fails" in fleet.text()
+    assert ("  batches:  web1 first (the canary), then 2, one after another, up to 1 host(s) at a time\n"
+            "    1: web2\n    2: db1\n") in fleet.text()
+    assert "  canary:   web1 first; then, after a second approval, web2, db1" in fleet.text()
 
 
 def test_a_no_for_the_canary_changes_nothing_and_asks_nothing_more(tmp_path):

@@ -32,13 +32,15 @@ def test_one_question_then_one_host_at_a_time(tmp_path):
     assert fleet.when("web2", "unlock") < fleet.when("db1", "lock")
     assert outcomes(report) == {n: "ok" for n in NAMES} and report.ok
     assert fleet.journal() == [(n, "switch", "ok") for n in NAMES]
-    assert "  batches:  1, 1, 1 host(s), 1 at a time; halt when more than 0% of a batch fails" in fleet.text()
+    assert ("  batches:  3, one after another, up to 1 host(s) at a time\n"
+            "    1: web1\n    2: web2\n    3: db1\n") in fleet.text()
 
 
 def test_batches_given_replace_one_at_a_time(tmp_path):
     fleet = fleet_of(tmp_path, *NAMES)
     assert run(fleet, True, policy=Policy(batches=("2",))).ok
-    assert "  batches:  2, 1 host(s), 2 at a time; halt when more than 0% of a batch fails" in fleet.text()
+    assert ("  batches:  2, one after another, up to 2 host(s) at a time\n"
+            "    1: web1, web2\n    2: db1\n") in fleet.text()
     assert max(fleet.when("web1", "unlock"), fleet.when("web2", "unlock")) < fleet.when("db1", "lock")
 
 
