@@ -129,3 +129,12 @@ def test_one_record_per_host_per_deploy_in_each_place(soak):
     skipped = entry("skipped")
     assert soak.check_records(d, skipped, "web1", [], [], [], off=False) == [
         "0 records in history (none), not 1 (skipped)", "0 records in the deployer's journal (none), not 1 (skipped)"]
+
+
+def test_a_host_whose_build_failed_has_no_record_of_its_own(soak):
+    d = deploy(soak, "switch", entry("failed"), code=1)
+    failed = {**entry("failed", after=OLD), "message": "its build failed: builder exited 1"}
+    record = {"reason": "soak-r1-d1", "host": "web1", "outcome": "failed"}
+    assert soak.check_records(d, failed, "web1", [record], [record], [], off=False) == []
+    assert soak.check_records(d, failed, "web1", [record], [record], [record], off=False) == [
+        "1 records in the host's journal (failed), not 0 (failed)"]
