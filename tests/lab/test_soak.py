@@ -9,10 +9,14 @@ import sys
 
 from .conftest import REPO, Lab
 
-SEED = 2
-# Fault kinds left out of this short run because they trip findings not fixed yet (`make soak`
-# keeps them): see the closing note of issue 18.
-LEAVE_OUT: tuple[str, ...] = ()
+# A seed whose 3 rounds on 6 hosts inject most kinds of fault: a failing activation, failed
+# units, an unhealthy release, cut networks, slow hosts, a host powered off before and one during
+# a deploy, SIGINT, two deployers at once, boot, test and canary.
+SEED = 35
+# Left out here, kept by `make soak`, until nixtasks is fixed (issue 18): with
+# --rollback-batch-on-failure a healthy host rolled back with its batch gets two records (item 6),
+# and a host skipped as unreachable (--skip-unreachable) gets none, in history or either journal.
+LEAVE_OUT = ("rollback-batch", "skip-unreachable")
 
 
 def test_a_short_soak_of_random_faults_finds_no_violation(lab: Lab):
