@@ -138,3 +138,12 @@ def test_a_host_whose_build_failed_has_no_record_of_its_own(soak):
     assert soak.check_records(d, failed, "web1", [record], [record], [], off=False) == []
     assert soak.check_records(d, failed, "web1", [record], [record], [record], off=False) == [
         "1 records in the host's journal (failed), not 0 (failed)"]
+
+
+def test_a_rollback_puts_back_a_running_system_other_than_the_boot_entry(soak):
+    """After a test (or a boot), R0 != B0: a failed switch's rollback restores both, still different."""
+    rolled = entry("rolled back", before=OLD, after=OLD, gen_before=3, gen_after=3)
+    d = deploy(soak, "switch", rolled, code=1)
+    before = state(soak, OLD, OTHER, 3)
+    assert soak.check_state("web1", [(d, rolled)], before, state(soak, OLD, OTHER, 3), NEW, False) == []
+    assert soak.check_state("web1", [(d, rolled)], before, state(soak, OTHER, OTHER, 3), NEW, False)
