@@ -11,7 +11,7 @@ A host booted with `up --deployer` is a deployer instead (Debian 13, Python 3.13
 nixtasks' dependencies installed from wheels prepared on this machine, and the lab's ssh
 material and deployer-side Nix config bound in, so that nixtasks runs there against the others.
 
-Subcommands: up, down, reset, status, exec, reboot, env, seed, image, wheels. Run as root.
+Subcommands: up, down, reset, status, exec, reboot, stop, start, env, seed, image, wheels. Run as root.
 Everything the lab makes is named in nixlab.config, so `down` can remove exactly that:
 network namespaces `lab-<host>`, the bridge `lab-br0`, veths `labv<N>`, cgroups
 `nixtasks-lab/<host>`, and the state directory (with NIXTASKS_LAB_ID=N: `labN-<host>`,

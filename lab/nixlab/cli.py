@@ -52,6 +52,12 @@ def parser() -> argparse.ArgumentParser:
     rb = sub.add_parser("reboot", help="reboot hosts for real; they boot their boot profile")
     rb.add_argument("hosts", nargs="+")
     rb.set_defaults(func=commands.cmd_reboot)
+    stop = sub.add_parser("stop", help="power hosts off, keeping their disk (a pulled plug)")
+    stop.add_argument("hosts", nargs="+")
+    stop.set_defaults(func=commands.cmd_stop)
+    start = sub.add_parser("start", help="boot stopped hosts again: they boot their boot profile")
+    start.add_argument("hosts", nargs="+")
+    start.set_defaults(func=commands.cmd_start)
     sub.add_parser("env", help="print the export lines a deployer needs").set_defaults(func=commands.cmd_env)
     sub.add_parser("seed", help="add the example fleet's path: input to this machine's store (Nix 2.8)"
                    ).set_defaults(func=commands.cmd_seed)

@@ -80,6 +80,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         reg.setdefault("deployers", {}).update({h: wheels for h in new})
     if args.ipv6:
         reg["ipv6"] = sorted(set(reg.get("ipv6", [])) | set(hosts))
+    reg["stopped"] = [h for h in reg.get("stopped", []) if h not in new]  # `up` gives them a fresh layer
     if running:
         log(f"already up: {' '.join(running)}")
         if args.ipv6:
@@ -150,6 +151,8 @@ def remove_hosts(hosts: list[str]) -> None:
         reg.get("deployers", {}).pop(host, None)
         if host in reg.get("ipv6", []):
             reg["ipv6"].remove(host)
+        if host in reg.get("stopped", []):
+            reg["stopped"].remove(host)
     save_registry(reg)
     write_ssh_config(reg)
 
@@ -176,6 +179,8 @@ def cmd_reset(args: argparse.Namespace) -> int:
         seed_upper(reg, host)
         start_host(reg, host)
     boot_all(reg, hosts)
+    reg["stopped"] = [h for h in reg.get("stopped", []) if h not in hosts]
+    save_registry(reg)
     return 0
 
 
@@ -228,6 +233,34 @@ def cmd_reboot(args: argparse.Namespace) -> int:
             time.sleep(0.05)
         wait_ready(reg, host)
         log(f"{host} rebooted")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    """Power hosts off as a pulled plug would, keeping their disk (`start` boots them again)."""
+    reg = load_registry()
+    hosts = known_hosts(reg, validate_hosts(args.hosts))
+    reg["stopped"] = sorted(set(reg.get("stopped", [])) | set(hosts))
+    save_registry(reg)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+        list(pool.map(stop_host, hosts))
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    """Boot stopped hosts on the disk they had: they boot their boot profile."""
+    reg = load_registry()
+    hosts = [h for h in known_hosts(reg, validate_hosts(args.hosts)) if not supervisor_alive(h)]
+    for host in hosts:
+        ensure_netns(reg, host)
+        # Its link as new hardware has it: up (an activation that cut it off set it down in the namespace).
+        bring_link_up(reg, host)
+        ensure_ipv6(reg, host)
+        start_host(reg, host)
+    boot_all(reg, hosts)
+    reg = load_registry()
+    reg["stopped"] = sorted(set(reg.get("stopped", [])) - set(hosts))
+    save_registry(reg)
     return 0
 
 

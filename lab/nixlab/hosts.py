@@ -233,7 +233,9 @@ def kill_cgroup(host: str | None) -> None:
 
 
 def lab_is_up(reg: Registry) -> bool:
-    return bool(reg["hosts"]) and all(supervisor_alive(h) for h in reg["hosts"])
+    """Every host runs, or was powered off on purpose (`stop`): then the lab is not stale."""
+    stopped = set(reg.get("stopped", []))
+    return bool(reg["hosts"]) and all(supervisor_alive(h) or h in stopped for h in reg["hosts"])
 
 
 def raise_inotify_limit(hosts: int) -> None:

@@ -19,6 +19,7 @@ class Registry(TypedDict, total=False):
     sudo_password: dict[str, str]  # host -> its deploy user's sudo password (`up --sudo-password`)
     deployers: dict[str, str]  # deployer host -> its wheels directory (`up --deployer`)
     ipv6: list[str]  # the hosts with an IPv6 address (`up --ipv6`)
+    stopped: list[str]  # the hosts powered off on purpose (`stop`), their disk kept
 
 
 def registry_path() -> Path:

@@ -1,0 +1,31 @@
+"""The soak's short version, as `make soak` runs it: a few rounds of random faults on six lab hosts
+with a fixed seed, every invariant of lab/soak checked after each round on the hosts themselves."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from .conftest import REPO, Lab
+
+# A seed whose 3 rounds on 6 hosts inject most kinds of fault: a failing activation, failed
+# units, an unhealthy release, cut networks, slow hosts, a host powered off before and one during
+# a deploy, SIGINT, two deployers at once, boot, test and canary.
+SEED = 35
+# Left out here, kept by `make soak`, until nixtasks is fixed (issue 18): with
+# --rollback-batch-on-failure a healthy host rolled back with its batch gets two records (item 6);
+# a host skipped as unreachable (--skip-unreachable) gets none, in history or either journal; a
+# host powered off after its profile was set to a system that cuts it off (break_network), before
+# its watchdog reverted it, boots that system with no watchdog (it lives in /run) and never answers.
+LEAVE_OUT = ("rollback-batch", "skip-unreachable", "down-cut-off")
+
+
+def test_a_short_soak_of_random_faults_finds_no_violation(lab: Lab):
+    proc = subprocess.run([sys.executable, str(REPO / "lab" / "soak"), "--rounds", "3", "--hosts", "6",
+                           "--seed", str(SEED), *(f"--leave-out={f}" for f in LEAVE_OUT)],
+                          env=lab.env, text=True, capture_output=True, stdin=subprocess.DEVNULL, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+    summary = re.search(r"^soak: 3 round\(s\) on 6 hosts, (\d+) deploys; faults: (.*)$", proc.stdout, re.M)
+    assert summary and int(summary[1]) >= 4 and summary[2] != "none", proc.stdout
+    assert proc.stdout.rstrip().endswith("soak: no violation"), proc.stdout
