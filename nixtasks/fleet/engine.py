@@ -194,6 +194,7 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
     unbuilt = build_failures(req, builds.failed, journal, build_seconds, echo)
     going = [(h, f) for h, f in zip(req.hosts, facts) if steps.key(h) not in builds.failed]
     hosts, skipped = reachable([h for h, _ in going], [f for _, f in going], req.policy, req.action, echo)
+    journal_skipped(req.hosts, skipped, journal, req.action.value)
     sudo_ready(hosts)
 
     def one(host: Host, before: Facts) -> Change:
@@ -342,6 +343,14 @@ def reachable(hosts: Sequence[Host], facts: Sequence[Facts], policy: Policy, act
     return [(h, f) for h, f in zip(hosts, facts) if f.reachable], skipped
 
 
+def journal_skipped(hosts: Sequence[Host], skipped: Sequence[HostResult], journal: Journal, verb: str) -> None:
+    """A host skipped as unreachable gets its record too (in the deployer's journal only: it could
+    not be reached), so that history has one record per host of every deploy."""
+    by_name = {h.name: h for h in hosts}
+    for result in skipped:
+        journal.write(by_name[result.host], verb, result.outcome.value, on_host=False, message=result.message)
+
+
 def sudo_ready(hosts: Sequence[tuple[Host, Facts]]) -> None:
     """A host whose sudo wants a password nixtasks was not given stops the run here, before
     anything is copied, asked or activated (not as a lock it could not take, later)."""
@@ -462,6 +471,7 @@ def rollback(req: RollbackRequest, tools: Tools) -> Report:
     journal.know(req.hosts, (f.machine_id for f in facts))
     action = Action.BOOT if req.boot else Action.SWITCH
     hosts, skipped = reachable(req.hosts, facts, req.policy, action, echo)
+    journal_skipped(req.hosts, skipped, journal, "rollback")
     sudo_ready(hosts)
     here = read_local(journal.path)  # the deployer's records: which generations failed before
     with ThreadPoolExecutor(max_workers=at_once(len(hosts), WORK_AT_ONCE)) as pool:

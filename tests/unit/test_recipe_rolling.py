@@ -87,6 +87,7 @@ def test_an_unreachable_host_skipped_leaves_the_others_going_and_exits_1(tmp_pat
     assert fleet.asked() == [("Switch web1, db1 (2 hosts)?", ("web1", "db1"))]  # web2 is not asked about
     assert outcomes(failed.value) == {"web2": "skipped", "web1": "ok", "db1": "ok"}
     assert fleet.steps("web2") == ["facts"]
+    assert sorted(fleet.journal()) == [("db1", "switch", "ok"), ("web1", "switch", "ok"), ("web2", "switch", "skipped")]
 
 
 def test_a_locked_host_halts_the_rest(tmp_path):
