@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import enum
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 SYSTEM_PROFILE = "/nix/var/nix/profiles/system"
+
+Echo = Callable[[str], None]  # where a line for the person goes (stderr, the live view, a test's list)
 
 
 class Action(enum.Enum):

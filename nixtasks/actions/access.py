@@ -4,7 +4,6 @@ that checks ssh, sudo, Nix, copy trust, disk space and the git tree, printing ea
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
@@ -12,7 +11,6 @@ from ..host import commands, gitstate, nixversion, space
 from ..host.runner import SUDO_WANTS_PASSWORD, Runner
 from ..models import LOCAL, SYSTEM_PROFILE, WORK_AT_ONCE, Action, Command, Host, Target, at_once
 
-Echo = Callable[[str], None]
 ENV_PATHS = ("/run/current-system/sw/bin/env", "/usr/bin/env")  # NixOS, then FHS systems
 LOW_SPACE = 1024**3
 

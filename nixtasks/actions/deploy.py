@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -15,9 +15,8 @@ from typing import TypeVar
 from ..errors import CommandFailed, NixtasksError, UsageError
 from ..host import commands, space
 from ..host.runner import Runner
-from ..models import LOCAL, Action, Host, NixFlags, Target
+from ..models import LOCAL, Action, Echo, Host, NixFlags, Target
 
-Echo = Callable[[str], None]
 T = TypeVar("T")
 
 

@@ -4,17 +4,15 @@ boots), then collect garbage and say what was freed."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..errors import CommandFailed
 from ..host import commands
 from ..host.generations import Generation, numbers_text, to_delete
 from ..host.runner import Runner
-from ..models import Host, HostResult, Outcome
+from ..models import Echo, Host, HostResult, Outcome
 from .rollback import read_generations
 
-Echo = Callable[[str], None]
 FREED = re.compile(r"^\d+ store paths deleted, .* freed$", re.M)
 
 

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..host import commands, gitstate
 from ..host.facts import Facts, read_facts
 from ..host.runner import Runner
-from ..models import LOCAL, READS_AT_ONCE, WORK_AT_ONCE, GitState, Host, at_once
+from ..models import LOCAL, READS_AT_ONCE, WORK_AT_ONCE, Echo, GitState, Host, at_once
 from .checks import label, run_check, ssh_address
 from .plan import store_name
 
-Echo = Callable[[str], None]
 
 def flake_at_head(flake: str, git: GitState, toplevel: str | None) -> str:
     """The flake as committed: a dirty working tree is not what HEAD builds."""

@@ -5,7 +5,7 @@ switch-to-configuration)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -21,11 +21,9 @@ from ..host.generations import (
     render,
 )
 from ..host.runner import Runner
-from ..models import WORK_AT_ONCE, Action, Host, HostPlan, at_once
+from ..models import WORK_AT_ONCE, Action, Echo, Host, HostPlan, at_once
 from .journal import HOST_JOURNAL, Record, failed_systems, of_machine, parse_lines
 from .plan import store_name
-
-Echo = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,7 @@ from ..models import (
     READS_AT_ONCE,
     WORK_AT_ONCE,
     Action,
+    Echo,
     GitState,
     Host,
     HostPlan,
@@ -51,7 +52,6 @@ from . import batches, follow, health, hooks, lock, pipeline, reboot, watchdog
 from .pipeline import Change, Context
 from .progress import Progress
 
-Echo = Callable[[str], None]
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -546,7 +546,7 @@ def run_changes(changes: Sequence[Change], ctx: Context, journal: Journal, *,
     def work(change: Change) -> HostResult:
         try:
             result = pipeline.apply(change, journalled if change.action.changes_host else ctx)
-        except Exception as exc:  # noqa: BLE001 (an unforeseen error must not lose the host's record)
+        except Exception as exc:  # an unforeseen error must not lose the host's record
             result = pipeline.unknown(change, Outcome.FAILED, f"nixtasks stopped on this host with an unexpected "
                                       f"error ({exc!r}); check it by hand", ctx.runner)
             if change.action.changes_host:

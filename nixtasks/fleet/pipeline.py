@@ -108,7 +108,7 @@ def unknown(ch: Change, outcome: Outcome, message: str, runner: Runner) -> HostR
     boots now, or nothing if it does not answer), not what the plan saw."""
     try:
         now = read_facts(ch.host, runner)
-    except Exception as exc:  # noqa: BLE001 (the result must still be made)
+    except Exception as exc:  # the result must still be made
         now = Facts(reachable=False, error=str(exc))
     return outcome_result(ch, outcome, None, message, now)
 
@@ -312,7 +312,7 @@ class Checks:
             self._outcome = verify_and_check(ch, ctx, self.clock, self.stop)
         except NixtasksError as exc:  # e.g. a check that cannot run here: the host is not known to be good
             self._outcome = (f"the checks could not run: {exc}", None)
-        except Exception as exc:  # noqa: BLE001 (the host's thread reports it; it must not vanish here)
+        except Exception as exc:  # the host's thread reports it; it must not vanish here
             self._outcome = (f"the checks stopped with an unexpected error ({exc!r})", None)
 
     def result(self) -> tuple[str, Facts | None]:

@@ -3,12 +3,9 @@ live view on a terminal (rich) is in cli/render.py."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
-from ..models import HostResult, Stage
-
-Echo = Callable[[str], None]
+from ..models import Echo, HostResult, Stage
 
 
 class Progress(Protocol):

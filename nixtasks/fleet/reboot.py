@@ -53,7 +53,7 @@ def reboot_into(changes: Sequence[Change], ctx: Context, timeout: float) -> tupl
     def one(change: Change) -> HostResult:
         try:
             return reboot_one(change, ctx, timeout)
-        except Exception as exc:  # noqa: BLE001 (one host's surprise must not lose the others' records)
+        except Exception as exc:  # one host's surprise must not lose the others' records
             return outcome_result(change, Outcome.FAILED, None, f"the reboot step stopped with an unexpected error "
                                   f"({exc!r}); what the host runs and boots is not known: check it by hand")
 

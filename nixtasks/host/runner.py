@@ -16,17 +16,16 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as NoAnswerYet
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from ..errors import CommandFailed, HostUnreachable, NixtasksError, UsageError
-from ..models import Command, Secret, Target
+from ..models import Command, Echo, Secret, Target
 from . import commands
 
-Echo = Callable[[str], None]
 SUDO_WANTS_PASSWORD = "sudo: a password is required"
 HOW_TO_GIVE = (" (give it with --ask-sudo-password, NIXTASKS_SUDO_PASSWORD_FILE without a terminal, or allow "
                "nixtasks' commands without one: invoke sudoers --user USER)")
@@ -300,7 +299,7 @@ class ShRunner:
                 result = self._execute(commands.ssh_resolve(destination, self.fresh_ssh_options).argv, None,
                                        timeout=30)
                 future.set_result(result.stdout if result.ok else "")
-            except Exception:  # noqa: BLE001 (then the config's own order and the target's own address)
+            except Exception:  # then the config's own order and the target's own address
                 future.set_result("")
 
         try:
