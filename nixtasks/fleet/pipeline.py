@@ -247,7 +247,7 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock, now: Facts | None = Non
     checks = Checks(ch, ctx) if not failure and not runner.dry_run else None
     if armed:
         with clock.stage(Stage.CONFIRM):
-            confirmed = watchdog.confirm(host, runner, policy.activation_timeout)
+            confirmed = watchdog.confirm(host, runner, policy.activation_timeout + watchdog.REVERT_GRACE)
         if confirmed != watchdog.Confirmation.CONFIRMED:
             if checks is not None:
                 checks.stop.set()
