@@ -35,29 +35,22 @@ def parser() -> argparse.ArgumentParser:
                     f"<10+index> (as their IPv4 address ends), with {config.IPV6_GATEWAY} on the bridge; ssh knows "
                     "their host key under it, `env` exports NIXTASKS_LAB_IPV6, `status` shows it")
     up.set_defaults(func=commands.cmd_up)
-    down = sub.add_parser("down", help="power everything off and remove all the lab made (or only HOSTs)")
-    down.add_argument("hosts", nargs="*")
-    down.set_defaults(func=commands.cmd_down)
-    reset = sub.add_parser("reset", help="give hosts a fresh writable layer and boot them again")
-    reset.add_argument("hosts", nargs="*")
-    reset.set_defaults(func=commands.cmd_reset)
-    status = sub.add_parser("status", help="addresses (IPv4, IPv6), systemd state, sshd and current system of "
-                            "each host")
-    status.add_argument("hosts", nargs="*")
-    status.set_defaults(func=commands.cmd_status)
+    # The subcommands that take host names: (name, whether at least one is needed, what it does, runner).
+    for name, needed, what, func in (
+            ("down", False, "power everything off and remove all the lab made (or only HOSTs)", commands.cmd_down),
+            ("reset", False, "give hosts a fresh writable layer and boot them again", commands.cmd_reset),
+            ("status", False, "addresses (IPv4, IPv6), systemd state, sshd and current system of each host",
+             commands.cmd_status),
+            ("reboot", True, "reboot hosts for real; they boot their boot profile", commands.cmd_reboot),
+            ("stop", True, "power hosts off, keeping their disk (a pulled plug)", commands.cmd_stop),
+            ("start", True, "boot stopped hosts again: they boot their boot profile", commands.cmd_start)):
+        on_hosts = sub.add_parser(name, help=what)
+        on_hosts.add_argument("hosts", nargs="+" if needed else "*")
+        on_hosts.set_defaults(func=func)
     ex = sub.add_parser("exec", help="run a command inside a host, without ssh")
     ex.add_argument("host")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
     ex.set_defaults(func=commands.cmd_exec)
-    rb = sub.add_parser("reboot", help="reboot hosts for real; they boot their boot profile")
-    rb.add_argument("hosts", nargs="+")
-    rb.set_defaults(func=commands.cmd_reboot)
-    stop = sub.add_parser("stop", help="power hosts off, keeping their disk (a pulled plug)")
-    stop.add_argument("hosts", nargs="+")
-    stop.set_defaults(func=commands.cmd_stop)
-    start = sub.add_parser("start", help="boot stopped hosts again: they boot their boot profile")
-    start.add_argument("hosts", nargs="+")
-    start.set_defaults(func=commands.cmd_start)
     sub.add_parser("env", help="print the export lines a deployer needs").set_defaults(func=commands.cmd_env)
     sub.add_parser("seed", help="add the example fleet's path: input to this machine's store (Nix 2.8)"
                    ).set_defaults(func=commands.cmd_seed)

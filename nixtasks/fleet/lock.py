@@ -80,8 +80,7 @@ def keep(host: Host, action: str, ttl: float, runner: Runner) -> str | None:
                         f"expires by itself after {ttl:g} s")
         return None
     release_or_warn(host, runner, mine, ttl)
-    detail = (results[0].stderr.strip().splitlines() or [f"exit {results[0].exit_code}"])[-1]
-    return f"cannot keep the lock across the reboot: {detail}"
+    return f"cannot keep the lock across the reboot: {last_line(results[0])}"
 
 
 def renew_hold(host: Host, action: str, ttl: float, runner: Runner) -> str | None:
@@ -94,20 +93,25 @@ def renew_hold(host: Host, action: str, ttl: float, runner: Runner) -> str | Non
     if result.ok:
         return None
     release_or_warn(host, runner, mine, ttl)
-    detail = (result.stderr.strip().splitlines() or [f"exit {result.exit_code}"])[-1]
-    return f"cannot keep the lock across the reboot: {detail}"
+    return f"cannot keep the lock across the reboot: {last_line(result)}"
 
 
 def retake(host: Host, action: str, ttl: float, runner: Runner, tries: int = 10) -> str | None:
     """After the reboot, the lock taken again as the owner of the hold. A refusal by another
     deploy may be one whose take found our hold and is stopping its unit: tried again, once a
     second, `tries` times. None when taken, else why not."""
-    for attempt in range(tries):
-        refused, _mine = take(host, action, ttl, runner)
-        if not refused or not by_another(refused) or attempt == tries - 1:
-            return refused
+    refused, _mine = take(host, action, ttl, runner)
+    for _ in range(tries - 1):
+        if not by_another(refused):
+            break
         time.sleep(1)
-    return None  # not reached: the last try returns
+        refused, _mine = take(host, action, ttl, runner)
+    return refused
+
+
+def last_line(result: Result) -> str:
+    """What a failed command said last, for a one-line refusal (its exit code if it said nothing)."""
+    return (result.stderr.strip().splitlines() or [f"exit {result.exit_code}"])[-1]
 
 
 def let_go(host: Host, action: str, ttl: float, runner: Runner) -> bool:
@@ -148,7 +152,7 @@ def take_and_read(host: Host, action: str, ttl: float, runner: Runner, *,
         return None, held_by, (read_facts(host, runner) if read else None)
     if held_by:
         return f"{HELD_BY_ANOTHER} ({held_by})", "", None
-    detail = (result.stderr.strip().splitlines() or [f"exit {result.exit_code}"])[-1]
+    detail = last_line(result)
     return f"cannot take the lock: {detail}", "", None
 
 

@@ -145,20 +145,25 @@ SWITCH_QUESTION = "passed the test activation and its checks. Switch (make it th
 BACK_QUESTION = "Go back to the booted system"
 
 
-def test_emergency_no_at_the_switch_says_what_runs_and_leaves_it_on_request(fleet):
-    first_deploy(fleet)
-    old = fleet.lab.current_system("web1")
-    new_release(fleet)
-    new = fleet.build("web1")
+def decline_the_switch(fleet, go_back: str) -> tuple[int, str]:
+    """emergency at a terminal: yes to the test activation, no to the switch, then `go_back` to
+    the offer to go back to the booted system. The exit code and what the screen showed."""
     with emergency_at_terminal(fleet) as term:
         term.wait_for("EMERGENCY: test-activate web1", timeout=300)
         term.send("y")
         term.wait_for(SWITCH_QUESTION, timeout=300)
         term.send("n")
         term.wait_for(BACK_QUESTION, timeout=60)
-        term.send("n")
-        code = term.wait_exit()
-        screen = term.scrollback()
+        term.send(go_back)
+        return term.wait_exit(), term.scrollback()
+
+
+def test_emergency_no_at_the_switch_says_what_runs_and_leaves_it_on_request(fleet):
+    first_deploy(fleet)
+    old = fleet.lab.current_system("web1")
+    new_release(fleet)
+    new = fleet.build("web1")
+    code, screen = decline_the_switch(fleet, go_back="n")
     assert code == 1, screen
     assert "declined; nothing changed" not in screen
     assert "runs the test-activated system" in screen and "boots the old one" in screen
@@ -178,15 +183,7 @@ def test_emergency_no_at_the_switch_then_back_to_the_booted_system(fleet):
     first_deploy(fleet)
     old = fleet.lab.current_system("web1")
     new_release(fleet)
-    with emergency_at_terminal(fleet) as term:
-        term.wait_for("EMERGENCY: test-activate web1", timeout=300)
-        term.send("y")
-        term.wait_for(SWITCH_QUESTION, timeout=300)
-        term.send("n")
-        term.wait_for(BACK_QUESTION, timeout=60)
-        term.send("y")
-        code = term.wait_exit()
-        screen = term.scrollback()
+    code, screen = decline_the_switch(fleet, go_back="y")
     assert code == 3, screen
     assert "back on the booted system" in screen, screen
     assert fleet.lab.current_system("web1") == old == fleet.lab.profile("web1")

@@ -98,16 +98,23 @@ def test_a_no_after_the_canary_went_out_exits_1_and_names_what_changed(fleet: Fl
     assert [r.outcome for r in host_records(fleet, "web1", revision)] == ["ok"]
 
 
-# --- 5b: a host lost after the plan -------------------------------------------------------------
-
-
-def test_a_host_that_went_down_after_the_plan_is_failed_not_locked_and_not_known(fleet: Fleet):
+def paused_between_batches(fleet: Fleet, pause: int) -> tuple[int, subprocess.Popen[str], list[str]]:
+    """web1 and web2 on release 1.0, then a switch of both to 1.1, one batch at a time, started and
+    paused after web1's batch: the journal's length before it, the deployer and its lines."""
     assert fleet.invoke("switch", "--host", "web1,web2", "--yes").returncode == 0
     release(fleet, web1="1.1", web2="1.1")
     since = journal_length(fleet)
     proc, lines = start_invoke(fleet.path, fleet.lab.env, "switch", "--host", "web1,web2", "--yes", "--batches", "1",
-                               "--pause", "10", "--json")
+                               "--pause", str(pause), "--json")
     wait_for(lines, "pausing")
+    return since, proc, lines
+
+
+# --- 5b: a host lost after the plan -------------------------------------------------------------
+
+
+def test_a_host_that_went_down_after_the_plan_is_failed_not_locked_and_not_known(fleet: Fleet):
+    since, proc, lines = paused_between_batches(fleet, pause=10)
     fleet.lab.exec("web2", "systemctl", "poweroff", check=False)  # down, as a machine switched off
     out = finished_output(proc)
     wait_for(lines, "error: ", timeout=30)  # its stderr, read by a thread, to its last line
@@ -131,12 +138,7 @@ def test_a_host_that_went_down_after_the_plan_is_failed_not_locked_and_not_known
 
 
 def test_a_host_changed_since_the_plan_reports_what_it_runs_now(fleet: Fleet):
-    assert fleet.invoke("switch", "--host", "web1,web2", "--yes").returncode == 0
-    release(fleet, web1="1.1", web2="1.1")
-    since = journal_length(fleet)
-    proc, lines = start_invoke(fleet.path, fleet.lab.env, "switch", "--host", "web1,web2", "--yes", "--batches", "1",
-                               "--pause", "30", "--json")
-    wait_for(lines, "pausing")
+    since, proc, lines = paused_between_batches(fleet, pause=30)
     theirs = release(fleet, web2="1.2")  # another operator's deploy of web2, meanwhile
     other = fleet.invoke("switch", "--host", "web2", "--yes")
     assert other.returncode == 0, other.stderr
