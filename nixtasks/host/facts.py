@@ -27,7 +27,8 @@ printf 'profile\\t%s\\n' "$(readlink {SYSTEM_PROFILE} 2>/dev/null)"
 printf 'profile-path\\t%s\\n' "$(readlink -e {SYSTEM_PROFILE} 2>/dev/null)"
 if [ -n "$running" ]; then
   for link in {SYSTEM_PROFILE}-*-link; do
-    if [ "$(readlink -e "$link" 2>/dev/null)" = "$running" ]; then printf 'running-link\\t%s\\n' "$link"; fi
+    # -ef: the same directory (the shell's own test, no process per generation)
+    if [ "$link" -ef "$running" ]; then printf 'running-link\\t%s\\n' "$link"; fi
   done
 fi
 printf 'version\\t%s\\n' "$(cat /run/current-system/nixos-version 2>/dev/null)"
