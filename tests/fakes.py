@@ -43,6 +43,13 @@ class FakeHost:
             return Result(255 if step == "confirm" else 1, "", f"error: {step} broke")
         if step == "facts":
             return Result(0, self.facts(), "")
+        if "--list-generations" in cmd.argv:
+            listed = (f"{n:4}   2026-12-01 08:45:{n % 60:02}   {'(current)' if n == self.profile else ''}\n"
+                      for n in sorted(self.generations))
+            return Result(0, "".join(listed), "")
+        if cmd.argv[:2] == ("sh", "-c") and "printf 'gen" in cmd.argv[2]:  # the generations' details
+            return Result(0, "".join(f"gen\t{n}\t{path}\t\t\t\t\t\n" for n, path in self.generations.items())
+                          + f"running\t{self.running}\n", "")
         if step == "set-profile":
             self.profile = max(self.generations) + 1
             self.generations[self.profile] = cmd.argv[-1]

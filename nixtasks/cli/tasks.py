@@ -254,13 +254,13 @@ def history(c: Any, host: Any = None, tag: Any = None, all: bool = False, json: 
 
 
 @task(iterable=["host", "tag"], help=help_for("host", "target-host", "sudo", "no-sudo", "dry-run", "yes", "inventory",
-                                              "parallel", "json", "verbose", "ask-sudo-password", **SELECT,
-                                              keep="how many of the newest generations to keep (default 3)"))
+                                              "parallel", "json", "verbose", "ask-sudo-password", "skip-unreachable",
+                                              **SELECT, keep="how many of the newest generations to keep (default 3)"))
 @reports_errors
 def gc(c: Any, host: Any = None, keep: str = "3", tag: Any = None, all: bool = False, target_host: str | None = None,
        sudo: bool = False, no_sudo: bool = False, dry_run: bool = False, yes: bool = False,
        inventory: str | None = None, parallel: str | None = None, json: bool = False, verbose: bool = False,
-       ask_sudo_password: bool = False) -> None:
+       ask_sudo_password: bool = False, skip_unreachable: bool = False) -> None:
     """Delete old generations (never the running or booting one) and collect garbage."""
     from dataclasses import replace
 
@@ -269,7 +269,7 @@ def gc(c: Any, host: Any = None, keep: str = "3", tag: Any = None, all: bool = F
 
     opts = options(host, target_host, sudo, no_sudo, dry_run, yes, inventory=inventory, tag=tag, all_hosts=all,
                    ask_sudo_password=ask_sudo_password)
-    flags = policy_flags(parallel=parallel)
+    flags = policy_flags(parallel=parallel, skip_unreachable=skip_unreachable)
     run_gc(replace(opts, json=json, verbose=verbose, policy=flags), keep=number(keep, "--keep", 1))
 
 

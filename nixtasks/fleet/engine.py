@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from ..actions import deploy as steps
 from ..actions import gc as collection
@@ -25,10 +25,10 @@ from ..actions import rollback as rollbacks
 from ..actions import secrets
 from ..actions.journal import Journal, deployer_journal_path, read_local
 from ..actions.plan import approval_question, fleet_question, needs_approval, render, render_git, render_report
-from ..errors import DeployFailed, HostUnreachable, Interrupted, NixtasksError, Refused
+from ..errors import DeployFailed, Interrupted, Refused
 from ..host import gitstate
 from ..host.facts import Facts, read_facts
-from ..host.prompts import HOW_TO_APPROVE, NO, Approval, Prompter
+from ..host.prompts import Prompter
 from ..host.runner import Runner
 from ..models import (
     READS_AT_ONCE,
@@ -48,11 +48,12 @@ from ..models import (
     Target,
     at_once,
 )
-from . import batches, follow, health, hooks, lock, pipeline, reboot, watchdog
+from . import batches, follow, health, hooks, lock, pipeline, reboot, selection, watchdog
 from .pipeline import Change, Context
 from .progress import Progress
 
 T = TypeVar("T")
+S = TypeVar("S")
 R = TypeVar("R")
 
 
@@ -173,7 +174,7 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
     git = git or read_git(req, tools)
     journal = Journal(runner, tools.journal_path or deployer_journal_path(), git, req.reason, echo,
                       gitstate.repository(runner, req.flake))
-    refuse_without_terminal(req.action.value, [h for h in req.hosts if needs_approval(req.action, h, git)],
+    selection.refuse_without_terminal(req.action.value, [h for h in req.hosts if needs_approval(req.action, h, git)],
                             tools.prompter, journal)
     build_req = req.build_request()
     interrupted = False
@@ -193,9 +194,8 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
         raise interrupted_build(req, journal, echo)
     unbuilt = build_failures(req, builds.failed, journal, build_seconds, echo)
     going = [(h, f) for h, f in zip(req.hosts, facts) if steps.key(h) not in builds.failed]
-    hosts, skipped = reachable([h for h, _ in going], [f for _, f in going], req.policy, req.action, echo)
-    journal_skipped(req.hosts, skipped, journal, req.action.value)
-    sudo_ready(hosts)
+    hosts, skipped = selection.admit([h for h, _ in going], [f for _, f in going], req.policy, req.action,
+                                     req.action.value, journal, echo)
 
     def one(host: Host, before: Facts) -> Change:
         made = builds.built[steps.key(host)] if systems is None else steps.given(host, systems[host.name], runner)
@@ -322,49 +322,6 @@ def report(prep: Prepared, results: Sequence[HostResult], interrupted: bool,
     return Report(action or prep.request.action, prep.skipped + timed, interrupted=interrupted)
 
 
-def reachable(hosts: Sequence[Host], facts: Sequence[Facts], policy: Policy, action: Action,
-              echo: Echo) -> tuple[list[tuple[Host, Facts]], tuple[HostResult, ...]]:
-    """Unreachable hosts stop the deploy before anything changes, unless they are skipped."""
-    down = [(h, f) for h, f in zip(hosts, facts) if not f.reachable]
-    if down and not policy.skip_unreachable:
-        names = ", ".join(h.name for h, _ in down)
-        # The probe's error already says "<host>: cannot reach the host over ssh (<ssh's words>)".
-        said = down[0][1].error if len(down) == 1 else f"{names} cannot be reached ({down[0][1].error})"
-        raise HostUnreachable(names, (), message=f"{said}; nothing was changed on any host. Bring "
-                              f"{'it' if len(down) == 1 else 'them'} back, leave {'it' if len(down) == 1 else 'them'}"
-                              " out of the selection, or pass --skip-unreachable")
-    for host, fact in down:
-        echo(f"warning: {host.name}: unreachable, skipped (--skip-unreachable): {fact.error}")
-    skipped = tuple(HostResult(host=h.name, action=action, outcome=Outcome.SKIPPED,
-                               message=f"unreachable: {f.error}") for h, f in down)
-    if down and len(down) == len(hosts):
-        raise NixtasksError(f"no host of the selection can be reached ({', '.join(h.name for h, _ in down)}); "
-                            "nothing was changed; check ssh to them with `invoke doctor --all`")
-    return [(h, f) for h, f in zip(hosts, facts) if f.reachable], skipped
-
-
-def journal_skipped(hosts: Sequence[Host], skipped: Sequence[HostResult], journal: Journal, verb: str) -> None:
-    """A host skipped as unreachable gets its record too (in the deployer's journal only: it could
-    not be reached), so that history has one record per host of every deploy."""
-    by_name = {h.name: h for h in hosts}
-    for result in skipped:
-        journal.write(by_name[result.host], verb, result.outcome.value, on_host=False, message=result.message)
-
-
-def sudo_ready(hosts: Sequence[tuple[Host, Facts]]) -> None:
-    """A host whose sudo wants a password nixtasks was not given stops the run here, before
-    anything is copied, asked or activated (not as a lock it could not take, later)."""
-    wanting = [h for h, f in hosts if f.sudo_wants_password]
-    if not wanting:
-        return
-    users = sorted({h.target.user or "USER" for h in wanting})
-    user = users[0] if len(users) == 1 else "USER"
-    names = ", ".join(f"{h.name} ({h.target})" for h in wanting)
-    raise NixtasksError(f"{names}: sudo there wants a password and none was given; nothing was changed on any host. "
-                        "Give it with --ask-sudo-password (NIXTASKS_SUDO_PASSWORD_FILE without a terminal), or let "
-                        f"nixtasks' commands run without one: invoke sudoers --user {user}")
-
-
 def describe_policy(policy: Policy, names: Sequence[str], action: Action, *, reboot: float | None = None,
                     first: Sequence[str] = (), unwatched: Mapping[str, str] | None = None) -> str:
     """What the run will do after the approval, as it really happens for `action`: which hosts go
@@ -462,71 +419,50 @@ def unwatched_hosts(changes: Sequence[Change], policy: Policy) -> dict[str, str]
 
 
 def rollback(req: RollbackRequest, tools: Tools) -> Report:
+    """Each host back to its previous generation (past those that failed) or generation N."""
     runner, echo = tools.runner, tools.echo
     journal = Journal(runner, tools.journal_path or deployer_journal_path(), None, req.reason, echo)
-    refuse_without_terminal("rollback", [h for h in req.hosts if not h.is_local], tools.prompter, journal)
     request = rollbacks.Request(req.hosts, req.generation, req.boot, req.reason)
-    with ThreadPoolExecutor(max_workers=at_once(len(req.hosts), READS_AT_ONCE)) as pool:
-        facts = list(pool.map(lambda h: read_facts(h, runner, sudo_probe=True), req.hosts))
-    journal.know(req.hosts, (f.machine_id for f in facts))
     action = Action.BOOT if req.boot else Action.SWITCH
-    hosts, skipped = reachable(req.hosts, facts, req.policy, action, echo)
-    journal_skipped(req.hosts, skipped, journal, "rollback")
-    sudo_ready(hosts)
     here = read_local(journal.path)  # the deployer's records: which generations failed before
-    with ThreadPoolExecutor(max_workers=at_once(len(hosts), WORK_AT_ONCE)) as pool:
-        # Every host's target is chosen before anything changes anywhere.
-        chosen = list(pool.map(lambda hf: rollbacks.prepare(hf[0], request, runner, echo, here), hosts))
-    changes = [Change(s.plan.host, action, s.target.path, f, generation=s.target.number, diff=s.plan.closure_diff)
-               for s, (_h, f) in zip(chosen, hosts)]
-    echo(render(Plan(action, tuple(s.plan for s in chosen), None, (), req.reason), full_diff=req.full_diff))
-    for note in (n for s in chosen for n in s.notes):
-        echo(f"  warning: {note}")
-    echo(describe_policy(req.policy, [c.host.name for c in changes], action,
-                         unwatched=unwatched_hosts(changes, req.policy)))
-    asking = [c for c in changes if not c.host.is_local]
-    question = (rollbacks.question(chosen[0]) if len(changes) == 1
+    chosen: dict[str, rollbacks.Step] = {}
+
+    def choose(host: Host, facts: Facts) -> Change:
+        step = chosen[host.name] = rollbacks.prepare(host, request, runner, echo, here)
+        return Change(host, action, step.target.path, facts, generation=step.target.number, diff=step.plan.closure_diff)
+
+    def show(changes: Sequence[Change]) -> None:
+        steps_ = [chosen[c.host.name] for c in changes]
+        echo(render(Plan(action, tuple(s.plan for s in steps_), None, (), req.reason), full_diff=req.full_diff))
+        for note in (n for s in steps_ for n in s.notes):
+            echo(f"  warning: {note}")
+        echo(describe_policy(req.policy, [c.host.name for c in changes], action,
+                             unwatched=unwatched_hosts(changes, req.policy)))
+
+    def question(asking: Sequence[Change]) -> str:
+        return (rollbacks.question(chosen[asking[0].host.name]) if len(asking) == 1
                 else f"Roll back {', '.join(c.host.name for c in asking)} ({len(asking)} hosts)?")
-    go, declined = ask(changes, asking, question, tools.prompter, journal, "rollback")
-    results, interrupted = run_changes(go, Context(runner, req.policy, tools.progress, "rollback"), journal)
-    return finish(Report("rollback", skipped + declined + results, interrupted=interrupted), echo)
+
+    operation = Operation(
+        verb="rollback", action=action, choose=choose, host_of=lambda c: c.host, show=show, question=question,
+        asks=lambda h: not h.is_local, left_as_is=pipeline.unchanged,
+        run=lambda go: run_changes(go, Context(runner, req.policy, tools.progress, "rollback"), journal))
+    return run_operation(operation, req.hosts, req.policy, tools, journal)
 
 
 # --- approval, batches, report --------------------------------------------------------------
 
 
-def refuse_without_terminal(verb: str, asking: Sequence[Host], prompter: Prompter, journal: Journal) -> None:
-    """No terminal and no approval: refuse before anything is built or changed."""
-    if asking and not prompter.can_ask:
-        for host in asking:
-            journal.write(host, verb, "refused", on_host=False, message="no terminal and no approval")
-        raise Refused(f"{verb} on {', '.join(h.name for h in asking)} needs an approval and there is no "
-                      f"terminal to ask on; {HOW_TO_APPROVE}. Nothing was changed")
-
-
 def ask(changes: Sequence[Change], asking: Sequence[Change], question: str, prompter: Prompter, journal: Journal,
         verb: str, preselect: bool = False) -> tuple[list[Change], tuple[HostResult, ...]]:
-    """One question for the hosts that need an approval: the approved changes (and those that
-    need none), and the others as results, journalled at once: declined after a no, not
-    selected when a subset was chosen."""
-    answer = prompter.approve(question, [c.host.name for c in asking], preselect=preselect) if asking else NO
-    go, left = [], []
-    asked = {c.host.name for c in asking}  # names, not Change equality: linear at a thousand hosts
-    for change in changes:
-        if change.host.name in asked and change.host.name not in answer.hosts:
-            left.append(pipeline.unchanged(change, *unapproved(answer)))
-            if change.action.changes_host:
-                journal.write_result(change.host, verb, left[-1])
-        else:
-            go.append(change)
-    return go, tuple(left)
+    """`selection.ask` for a deploy's changes: a host left as it is journalled when its action
+    would have changed it."""
+    def journalled(change: Change, result: HostResult) -> None:
+        if change.action.changes_host:
+            journal.write_result(change.host, verb, result)
 
-
-def unapproved(answer: Approval) -> tuple[Outcome, str]:
-    """What a host not in the answer is: left out of a chosen subset, or declined."""
-    if answer.subset:
-        return Outcome.NOT_SELECTED, "not selected; nothing changed"
-    return Outcome.DECLINED, "declined; nothing changed"
+    return selection.ask(changes, asking, question, prompter, host_of=lambda c: c.host, left_as_is=pipeline.unchanged,
+                         journal=journalled, preselect=preselect)
 
 
 def declined(results: Sequence[HostResult]) -> bool:
@@ -730,25 +666,24 @@ def gc(hosts: tuple[Host, ...], keep: int, policy: Policy, tools: Tools) -> Repo
     """Old generations deleted and garbage collected, with the deploys' approval, lock and report."""
     runner, echo = tools.runner, tools.echo
     journal = Journal(runner, tools.journal_path or deployer_journal_path(), None, "", echo)
-    if not runner.dry_run:
-        refuse_without_terminal("gc", hosts, tools.prompter, journal)
-    with ThreadPoolExecutor(max_workers=at_once(len(hosts), WORK_AT_ONCE)) as pool:
-        chosen = list(pool.map(lambda h: collection.choose(h, keep, runner), hosts))
-        facts = list(pool.map(lambda h: read_facts(h, runner), hosts))
-    journal.know(hosts, (f.machine_id for f in facts))
-    for step in chosen:
-        echo(collection.describe(step, keep))
-    names = [h.name for h in hosts]
-    question = (f"Delete {len(chosen[0].doomed)} generation(s) on {names[0]} and collect garbage?" if len(names) == 1
+    systemd: dict[str, bool] = {}
+
+    def choose(host: Host, facts: Facts) -> collection.GcStep:
+        systemd[host.name] = facts.systemd
+        return collection.choose(host, keep, runner)
+
+    def show(chosen: Sequence[collection.GcStep]) -> None:
+        for step in chosen:
+            echo(collection.describe(step, keep))
+
+    def question(asking: Sequence[collection.GcStep]) -> str:
+        names = [s.host.name for s in asking]
+        return (f"Delete {len(asking[0].doomed)} generation(s) on {names[0]} and collect garbage?" if len(names) == 1
                 else f"Delete old generations and collect garbage on {', '.join(names)} ({len(names)} hosts)?")
-    answer = tools.prompter.approve(question, names)
-    outcome, _ = unapproved(answer)
-    left = tuple(HostResult(host=s.host.name, action="gc", outcome=outcome, message=f"{outcome.value}; nothing deleted")
-                 for s in chosen if s.host.name not in answer.hosts)
-    for step in chosen:
-        if step.host.name not in answer.hosts:
-            journal.write(step.host, "gc", outcome.value, message=f"{outcome.value}; nothing deleted")
-    systemd = {h.name: f.systemd for h, f in zip(hosts, facts)}
+
+    def left_as_is(step: collection.GcStep, outcome: Outcome, message: str) -> HostResult:
+        return HostResult(host=step.host.name, action="gc", outcome=outcome,
+                          message=message.replace("nothing changed", "nothing deleted"))
 
     def work(step: collection.GcStep) -> HostResult:
         host = step.host
@@ -764,11 +699,55 @@ def gc(hosts: tuple[Host, ...], keep: int, policy: Policy, tools: Tools) -> Repo
             journal.write(host, "gc", result.outcome.value, message=result.message)
         return result
 
-    go = [s for s in chosen if s.host.name in answer.hosts]
-    results, interrupted = run_batches(go, work, replace(policy, batches=()), echo, None,
-                                       lambda s, why: HostResult(host=s.host.name, action="gc",
-                                                                 outcome=Outcome.NOT_STARTED, message=why))
-    return finish(Report("gc", left + tuple(results), interrupted=interrupted), echo)
+    def run(go: Sequence[collection.GcStep]) -> tuple[list[HostResult], bool]:
+        return run_batches(go, work, replace(policy, batches=()), echo, None,
+                           lambda s, why: left_as_is(s, Outcome.NOT_STARTED, why))
+
+    operation = Operation(verb="gc", action="gc", choose=choose, host_of=lambda s: s.host, show=show,
+                          question=question, asks=lambda h: True, left_as_is=left_as_is, run=run,
+                          refuse=not runner.dry_run)
+    return run_operation(operation, hosts, policy, tools, journal)
+
+
+# --- one flow for every host operation ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Operation(Generic[S]):
+    """What a host operation says that is its own; `run_operation` gives it the rest of the flow
+    (deploys go through the same selection steps, split by the recipes: `prepare`, `approve`)."""
+
+    verb: str  # in the journals, refusals and the report
+    action: Action | str  # of a host skipped as unreachable
+    choose: Callable[[Host, Facts], S]  # each admitted host's step, read before anything changes anywhere
+    host_of: Callable[[S], Host]
+    show: Callable[[Sequence[S]], None]  # the plan
+    question: Callable[[Sequence[S]], str]  # for the steps of hosts that ask
+    asks: Callable[[Host], bool]  # whether a host needs the approval
+    left_as_is: Callable[[S, Outcome, str], HostResult]  # declined, not selected, not started
+    run: Callable[[Sequence[S]], tuple[Sequence[HostResult], bool]]  # the approved, in batches; interrupted?
+    refuse: bool = True  # refuse without a terminal (a gc dry run only prints)
+
+
+def run_operation(op: Operation[S], hosts: Sequence[Host], policy: Policy, tools: Tools, journal: Journal) -> Report:
+    """Refused without a terminal, every host read and admitted (unreachable: named, or skipped
+    and journalled; a sudo wanting a password: stopped), each host's step chosen, one plan, one
+    approval, the approved through the batches, one report."""
+    runner = tools.runner
+    if op.refuse:
+        selection.refuse_without_terminal(op.verb, [h for h in hosts if op.asks(h)], tools.prompter, journal)
+    facts = selection.read_hosts(hosts, runner)
+    going, skipped = selection.admit(hosts, facts, policy, op.action, op.verb, journal, tools.echo)
+    with ThreadPoolExecutor(max_workers=at_once(len(going), WORK_AT_ONCE)) as pool:
+        # Every host's step is chosen before anything changes anywhere.
+        chosen = list(pool.map(lambda hf: op.choose(*hf), going))
+    op.show(chosen)
+    asking = [s for s in chosen if op.asks(op.host_of(s))]
+    go, left = selection.ask(chosen, asking, op.question(asking) if asking else "", tools.prompter,
+                             host_of=op.host_of, left_as_is=op.left_as_is,
+                             journal=lambda s, r: journal.write_result(op.host_of(s), op.verb, r))
+    results, interrupted = op.run(go)
+    return finish(Report(op.verb, skipped + left + tuple(results), interrupted=interrupted), tools.echo)
 
 
 # --- steps the recipes combine --------------------------------------------------------------

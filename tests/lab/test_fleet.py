@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,6 +47,11 @@ class Fleet8:
     def invoke(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=self.path, text=True, capture_output=True,
                               env=self.env(), stdin=subprocess.DEVNULL, timeout=timeout)
+
+    def invoke_json(self, *args: str) -> Any:
+        proc = self.invoke(*args, "--json")
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
 
     def start(self, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
         """invoke in the background; its stderr lines collect in the returned list."""
@@ -257,6 +263,38 @@ def test_an_unreachable_host_stops_the_deploy_unless_skipped(fleet8):
         assert fleet8.release("app1") == "1.1" and fleet8.release("app3") == "1.1"
     finally:
         fleet8.lab.exec("app2", "ip", "link", "set", "lab0", "up")
+
+
+def test_gc_stops_for_an_unreachable_host_unless_skipped(fleet8):
+    """gc admits its hosts as a deploy does: it used to read generations before asking whether a
+    host answered, so one unreachable host aborted the whole gc and --skip-unreachable was not
+    taken."""
+    fleet8.deploy_all()
+    fleet8.knobs(defaults={"release": "1.1"})
+    assert fleet8.invoke("switch", "--tag", "app", "--yes").returncode == 0
+
+    def generations(host: str) -> list[int]:
+        return [g["number"] for g in fleet8.invoke_json("generations", "--host", host)[host]]
+
+    before = {h: generations(h) for h in ("app1", "app2", "app3")}
+    assert all(len(numbers) >= 2 for numbers in before.values()), before
+    fleet8.lab.exec("app2", "ip", "link", "set", "lab0", "down")
+    try:
+        proc = fleet8.invoke("gc", "--tag", "app", "--keep", "1", "--yes")
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert proc.returncode == 1 and len(errors) == 1, proc.stderr
+        assert errors[0].startswith("error: app2: cannot reach the host") and "--skip-unreachable" in errors[0]
+        assert generations("app1") == before["app1"] and generations("app3") == before["app3"]  # nothing deleted
+        proc = fleet8.invoke("gc", "--tag", "app", "--keep", "1", "--yes", "--skip-unreachable")
+        assert proc.returncode == 1, proc.stderr  # the selection is not done
+        assert "app2  skipped" in proc.stderr
+        assert generations("app1") == before["app1"][:1] and generations("app3") == before["app3"][:1]
+    finally:
+        fleet8.lab.exec("app2", "ip", "link", "set", "lab0", "up")
+    assert generations("app2") == before["app2"]
+    records = [r for r in fleet8.invoke_json("history", "--tag", "app") if r["action"] == "gc"]
+    assert sorted((r["host"], r["outcome"]) for r in records) == [("app1", "ok"), ("app2", "skipped"),
+                                                                  ("app3", "ok")], records
 
 
 def test_fleet_rollback_by_tag(fleet8):

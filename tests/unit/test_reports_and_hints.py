@@ -8,7 +8,7 @@ import pytest
 
 from nixtasks.actions import checks, inspection
 from nixtasks.errors import DeployFailed, HostUnreachable, NixtasksError
-from nixtasks.fleet import engine
+from nixtasks.fleet import engine, selection
 from nixtasks.host.facts import FACTS_SCRIPT, Facts, facts_command, parse_facts, read_facts
 from nixtasks.host.runner import Result, failure_of
 from nixtasks.models import Action, Check, Command, Host, HostResult, Outcome, Policy, Report, Target
@@ -41,9 +41,9 @@ def test_the_first_read_asks_sudo_without_a_password_only_where_sudo_is_used():
 
 def test_a_host_whose_sudo_wants_a_password_stops_the_run_in_one_line_saying_how_to_give_it():
     good, wanting = Facts(reachable=True), Facts(reachable=True, sudo_wants_password=True)
-    engine.sudo_ready([(ROOT, good), (DEPLOY, good)])  # nothing to say
+    selection.sudo_ready([(ROOT, good), (DEPLOY, good)])  # nothing to say
     with pytest.raises(NixtasksError) as err:
-        engine.sudo_ready([(ROOT, good), (DEPLOY, wanting)])
+        selection.sudo_ready([(ROOT, good), (DEPLOY, wanting)])
     line = err.value.line
     assert line.startswith("error: web2 (deploy@10.0.0.12): sudo there wants a password and none was given; "
                            "nothing was changed on any host.")

@@ -1,0 +1,79 @@
+"""Every host operation admits its hosts the same way (issue 19 item 1): deploy, rollback and gc
+read every host, stop before anything changes when one cannot be reached (or skip it, with
+--skip-unreachable, and journal it), and stop when a host's sudo wants a password that was not
+given. gc used to read generations before asking whether a host answered, so one unreachable
+host aborted the whole gc and --skip-unreachable was ignored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import pytest
+
+from nixtasks.errors import DeployFailed, HostUnreachable, NixtasksError
+from nixtasks.fleet import engine
+from nixtasks.host.runner import Result
+from nixtasks.models import Command, Policy, Target
+from tests.fakes import NEW, OLD, FakeHost
+
+from .flows import DownHost, fleet_of, hosts, outcomes
+
+SKIP = Policy(skip_unreachable=True)
+
+
+@dataclass
+class WantsSudoPassword(FakeHost):
+    """sudo -n there refuses nixtasks' commands: a password is required."""
+
+    def __call__(self, step: str, cmd: Command, target: Target, fresh: bool) -> Result:
+        if step == "facts" and "sudo-probe" in cmd.argv:
+            return Result(0, self.facts() + "sudo\tpassword\n", "")
+        return super().__call__(step, cmd, target, fresh)
+
+
+def changed(fleet, name: str) -> list[str]:
+    """The commands that change the host (and the lock, taken only to change it)."""
+    return [c.step for c in fleet.runner.calls if c.target.address == name and (c.cmd.changes or c.step == "lock")]
+
+
+def run(operation: str, fleet, policy: Policy, *answers: object):
+    names = tuple(fleet.fakes)
+    selection = tuple(replace(h, target=Target(h.name, "deploy", sudo=True)) if isinstance(fleet.fakes[h.name],
+                      WantsSudoPassword) else h for h in hosts(*names))
+    for fake in fleet.fakes.values():  # something to roll back to, and to delete
+        fake.generations = {1: OLD, 2: NEW, 3: NEW, 4: NEW, 5: OLD}
+        fake.profile = 5
+    tools = fleet.tools(*answers)
+    if operation == "gc":
+        return engine.gc(selection, 3, policy, tools)
+    return engine.rollback(engine.RollbackRequest(selection, policy=policy), tools)
+
+
+@pytest.mark.parametrize("operation", ["gc", "rollback"])
+def test_an_unreachable_host_stops_the_operation_before_anything_changes(tmp_path, operation):
+    fleet = fleet_of(tmp_path, "web1", "web2", web2=DownHost())
+    with pytest.raises(HostUnreachable) as stopped:
+        run(operation, fleet, Policy(), True)
+    assert "web2" in str(stopped.value) and "--skip-unreachable" in str(stopped.value)
+    assert changed(fleet, "web1") == [] and fleet.asked() == []
+
+
+@pytest.mark.parametrize("operation", ["gc", "rollback"])
+def test_skip_unreachable_goes_on_without_the_host_and_journals_it(tmp_path, operation):
+    fleet = fleet_of(tmp_path, "web1", "web2", web2=DownHost())
+    with pytest.raises(DeployFailed) as partly:  # the selection is not done: never exit 0
+        run(operation, fleet, SKIP, True)
+    assert outcomes(partly.value) == {"web2": "skipped", "web1": "ok"}
+    assert [names for _q, names in fleet.asked()] == [("web1",)]  # the question names only who goes
+    assert changed(fleet, "web1") and changed(fleet, "web2") == []
+    verb = "gc" if operation == "gc" else "rollback"
+    assert sorted(fleet.journal()) == [("web1", verb, "ok"), ("web2", verb, "skipped")]
+
+
+@pytest.mark.parametrize("operation", ["gc", "rollback"])
+def test_a_sudo_that_wants_a_password_stops_the_operation_before_it_asks(tmp_path, operation):
+    fleet = fleet_of(tmp_path, "web1", "web2", web2=WantsSudoPassword())
+    with pytest.raises(NixtasksError) as stopped:
+        run(operation, fleet, Policy(), True)
+    assert "web2 (deploy@web2): sudo there wants a password" in str(stopped.value)
+    assert changed(fleet, "web1") == [] and fleet.asked() == []
