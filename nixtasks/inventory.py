@@ -19,7 +19,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .errors import InventoryError, UsageError
-from .models import LOCAL, Check, Host, Limit, Policy, SudoPassword, Target
+from .models import LOCAL, BatchSize, Check, Host, Limit, Policy, SudoPassword, Target
 
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 USER = r"(?:(?P<user>[a-z_][a-z0-9_.-]{0,31})@)?"
@@ -430,8 +430,8 @@ def env_bool(value: str, name: str) -> bool:
 BATCH_SIZE = re.compile(r"^([1-9][0-9]{0,5})(%?)$")
 
 
-def parse_sizes(spec: str, what: str = "--batches", example: str | None = None) -> tuple[str, ...]:
-    """`1,5,20%` -> ("1", "5", "20%"): each a number of hosts or a percentage of the selection.
+def parse_sizes(spec: str, what: str = "--batches", example: str | None = None) -> tuple[BatchSize, ...]:
+    """`1,5,20%` -> (1, 5, 20%): each a number of hosts or a percentage of the selection.
     `example` is a correct value to suggest (default: `WHAT 1,5,20%`)."""
     example = example or f"{what} 1,5,20%"
     items = [s.strip() for s in spec.split(",")]
@@ -444,7 +444,7 @@ def parse_sizes(spec: str, what: str = "--batches", example: str | None = None) 
         if not match or (match[2] and int(match[1]) > 100):
             raise UsageError(f"{what}: {size!r} is not a batch size; give a number of hosts like 5 or a "
                              f"percentage like 20%, e.g. {example}")
-    return tuple(items)
+    return tuple(BatchSize(int(size.rstrip("%")), size.endswith("%")) for size in items)
 
 
 # --- resolving hosts ------------------------------------------------------------------

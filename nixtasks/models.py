@@ -295,11 +295,32 @@ class Limit(float):
 
 
 @dataclass(frozen=True)
+class BatchSize:
+    """One of Ansible's `serial` sizes: a number of hosts, or a percentage of the selection.
+    Checked where it is read (the command line, the inventory); never zero, so batches always
+    make progress."""
+
+    count: int
+    percent: bool = False
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or (self.percent and self.count > 100):
+            raise ValueError(f"not a batch size: {self}")
+
+    def of(self, total: int) -> int:
+        """Hosts in a batch of this size: a percentage is rounded down, but never below one host."""
+        return max(1, total * self.count // 100) if self.percent else self.count
+
+    def __str__(self) -> str:
+        return f"{self.count}{'%' if self.percent else ''}"
+
+
+@dataclass(frozen=True)
 class Policy:
     """How a fleet goes out: batches, parallelism, and what a failure does."""
 
     parallel: int = 10  # hosts activated at once within a batch
-    batches: tuple[str, ...] = ()  # Ansible's serial: "1", "5", "20%"; the last repeats. Empty: one batch
+    batches: tuple[BatchSize, ...] = ()  # Ansible's serial: 1, 5, 20%; the last repeats. Empty: one batch
     pause: float = 0.0  # seconds between batches
     max_fail_percentage: float = 0.0  # of a batch; exceeding it halts, equalling it does not
     rollback_batch_on_failure: bool = False  # roll back a halting batch's healthy hosts too

@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from .. import inventory
 from ..errors import UsageError
-from ..models import Limit, NixFlags, Policy
+from ..models import BatchSize, Limit, NixFlags, Policy
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class PolicyFlags:
     """The fleet options given on the command line; None: the inventory's [policy] decides."""
 
     parallel: int | None = None
-    batches: tuple[str, ...] | None = None  # --batch-size (one size) or --batches, parsed
+    batches: tuple[BatchSize, ...] | None = None  # --batch-size (one size) or --batches, parsed
     pause: float | None = None
     max_fail_percentage: float | None = None
     rollback_batch_on_failure: bool | None = None
@@ -154,7 +154,8 @@ def limit(value: str | None, setting: str) -> Limit | None:
 def policy(inv: inventory.Inventory, opts: Options) -> Policy:
     """[policy], then [policy.tags.TAG] of the selected tag, then the command line (checked
     by `policy_flags`)."""
-    given = {k: v for k, v in asdict(opts.policy).items() if v is not None}
+    given = {f.name: getattr(opts.policy, f.name) for f in fields(opts.policy)
+             if getattr(opts.policy, f.name) is not None}  # not asdict: it would take BatchSizes apart
     return replace(inv.policy_for(split_hosts(opts.tags)), **given)
 
 

@@ -5,24 +5,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TypeVar
 
+from ..models import BatchSize
+
 T = TypeVar("T")
 
 
-def batch_length(size: str, total: int) -> int:
-    """A percentage of the whole selection, rounded down, but never less than one host."""
-    if size.endswith("%"):
-        return max(1, total * int(size[:-1]) // 100)
-    return int(size)
-
-
-def split(items: Sequence[T], sizes: Sequence[str]) -> list[list[T]]:
+def split(items: Sequence[T], sizes: Sequence[BatchSize]) -> list[list[T]]:
     """Consecutive batches; the last size repeats until every item has a batch."""
     if not sizes:
         return [list(items)] if items else []
     batches: list[list[T]] = []
     start = 0
     while start < len(items):
-        length = batch_length(sizes[min(len(batches), len(sizes) - 1)], len(items))
+        length = sizes[min(len(batches), len(sizes) - 1)].of(len(items))
         batches.append(list(items[start:start + length]))
         start += length
     return batches

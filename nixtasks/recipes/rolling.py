@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..fleet import engine
-from ..models import Policy, Report
+from ..models import BatchSize, Policy, Report
 
 
 def policy(base: Policy) -> Policy:
     """One host per batch unless batches were given; any failure halts."""
-    return replace(base, batches=base.batches or ("1",))
+    return replace(base, batches=base.batches or (BatchSize(1),))
 
 
 def rolling(req: engine.DeployRequest, tools: engine.Tools) -> Report:

@@ -6,6 +6,7 @@ from nixtasks import inventory
 from nixtasks.cli import options, session, tasks
 from nixtasks.errors import UsageError
 from nixtasks.host.runner import ShRunner
+from nixtasks.inventory import parse_sizes
 
 
 def test_target_host_needs_a_host(tmp_path: Path):
@@ -95,7 +96,7 @@ def test_batch_sizes_suggest_a_value_of_the_same_option():
     for spec in ("1,,2", "1,", ",5"):
         with pytest.raises(UsageError, match="has an empty item"):
             options.policy_flags(batches=spec)
-    assert options.policy_flags(batches="1, 5,20%").batches == ("1", "5", "20%")
+    assert options.policy_flags(batches="1, 5,20%").batches == parse_sizes("1,5,20%")
 
 
 def test_an_inventory_batch_size_suggests_toml(tmp_path: Path):

@@ -11,16 +11,17 @@ from nixtasks.cli import options
 from nixtasks.errors import DeployFailed, InventoryError, UsageError
 from nixtasks.fleet import batches, engine
 from nixtasks.host.facts import parse_facts
+from nixtasks.inventory import parse_sizes
 from nixtasks.models import Action, HostResult, Outcome, Policy, Report, Stage
 
 
 def test_batches_like_ansible_serial():
     hosts = list(range(10))
     assert batches.split(hosts, ()) == [hosts]
-    assert batches.split(hosts, ("3",)) == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
-    assert [len(b) for b in batches.split(hosts, ("1", "5", "20%"))] == [1, 5, 2, 2]
-    assert [len(b) for b in batches.split(list(range(3)), ("10%",))] == [1, 1, 1]  # never fewer than one host
-    assert batches.split([], ("1",)) == []
+    assert batches.split(hosts, parse_sizes("3")) == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    assert [len(b) for b in batches.split(hosts, parse_sizes("1,5,20%"))] == [1, 5, 2, 2]
+    assert [len(b) for b in batches.split(list(range(3)), parse_sizes("10%"))] == [1, 1, 1]  # never fewer than one host
+    assert batches.split([], parse_sizes("1")) == []
 
 
 def test_the_threshold_halts_only_when_exceeded():
@@ -41,14 +42,14 @@ def test_policy_from_inventory_tag_and_command_line(tmp_path: Path):
         '[policy.tags.web]\nbatch_size = 2\npause = 5\n'
         '[hosts.web1]\ntags = ["web"]\n')
     inv = inventory.load(env={}, cwd=tmp_path)
-    assert inv.policy == Policy(parallel=4, batches=("1", "50%"), max_fail_percentage=10, confirm_timeout=20)
-    assert inv.policy_for(("web",)) == Policy(parallel=4, batches=("2",), max_fail_percentage=10,
+    assert inv.policy == Policy(parallel=4, batches=parse_sizes("1,50%"), max_fail_percentage=10, confirm_timeout=20)
+    assert inv.policy_for(("web",)) == Policy(parallel=4, batches=parse_sizes("2"), max_fail_percentage=10,
                                               confirm_timeout=20, pause=5)
     flags = options.policy_flags(parallel="8", batches="1,3", rollback_batch_on_failure=True, no_checks=True,
                              skip_unreachable=True)
     opts = options.Options(tags=("web",), policy=flags)
     chosen = options.policy(inv, opts)
-    assert (chosen.parallel, chosen.batches, chosen.pause, chosen.checks, chosen.rollback) == (8, ("1", "3"), 5,
+    assert (chosen.parallel, chosen.batches, chosen.pause, chosen.checks, chosen.rollback) == (8, parse_sizes("1,3"), 5,
                                                                                                False, True)
     assert chosen.rollback_batch_on_failure and chosen.skip_unreachable
 
@@ -101,8 +102,8 @@ def test_fleet_options_above_their_limit_are_one_clear_error(given, message):
 def test_batch_sizes_are_parsed_once_into_the_policy(tmp_path: Path):
     inv = inventory.load(env={}, cwd=tmp_path)
     flags = options.policy_flags(batch_size=" 20% ")
-    assert flags.batches == ("20%",)
-    assert options.policy(inv, options.Options(policy=flags)).batches == ("20%",)
+    assert flags.batches == parse_sizes("20%")
+    assert options.policy(inv, options.Options(policy=flags)).batches == parse_sizes("20%")
 
 
 def test_the_fleet_question_names_every_host():
@@ -147,13 +148,14 @@ def test_run_batches_halts_and_marks_later_hosts_not_started():
     def not_started(name: str, why: str) -> HostResult:
         return result(name, Outcome.NOT_STARTED, why)
 
-    results, interrupted = engine.run_batches(list("abcde"), work, Policy(batches=("1", "2")), lambda line: None,
+    policy = Policy(batches=parse_sizes("1,2"))
+    results, interrupted = engine.run_batches(list("abcde"), work, policy, lambda line: None,
                                               None, not_started)
     assert [(r.host, r.outcome) for r in results] == [
         ("a", Outcome.OK), ("b", Outcome.ROLLED_BACK), ("c", Outcome.OK), ("d", Outcome.NOT_STARTED),
         ("e", Outcome.NOT_STARTED)]
     assert "batch 2 failed" in results[-1].message and not interrupted
-    results, _ = engine.run_batches(list("abcd"), work, Policy(batches=("2",), max_fail_percentage=50),
+    results, _ = engine.run_batches(list("abcd"), work, Policy(batches=parse_sizes("2"), max_fail_percentage=50),
                                     lambda line: None, None, not_started)
     assert all(r.outcome is not Outcome.NOT_STARTED for r in results)  # 1 of 2 is 50%: not more
 

@@ -8,6 +8,7 @@ from nixtasks.actions import inspection, plan
 from nixtasks.fleet import engine, pipeline
 from nixtasks.host import generations
 from nixtasks.host.facts import Facts, parse_facts
+from nixtasks.inventory import parse_sizes
 from nixtasks.models import Action, GitState, Host, HostPlan, HostResult, Outcome, Plan, Policy, Target
 from tests.unit.test_pipeline import NEW, OLD, FakeHost, apply
 
@@ -170,7 +171,8 @@ def test_a_boot_of_what_already_runs_and_of_a_fresh_host():
 
 
 def test_the_plan_lists_each_batch_the_pause_and_what_a_halt_does():
-    policy = Policy(parallel=2, batches=("1", "2"), pause=30, max_fail_percentage=25, rollback_batch_on_failure=True)
+    policy = Policy(parallel=2, batches=parse_sizes("1,2"), pause=30, max_fail_percentage=25,
+                    rollback_batch_on_failure=True)
     text = engine.describe_policy(policy, ["web1", "web2", "db1", "db2", "db3"], Action.SWITCH).splitlines()
     assert text[:5] == [
         "  batches:  3, one after another, 30 s apart (--pause), up to 2 host(s) at a time",
@@ -183,7 +185,7 @@ def test_the_plan_lists_each_batch_the_pause_and_what_a_halt_does():
 
 
 def test_without_rollback_batch_on_failure_the_healthy_hosts_keep_the_new_system():
-    text = engine.describe_policy(Policy(batches=("1",)), ["web1", "web2"], Action.SWITCH).splitlines()
+    text = engine.describe_policy(Policy(batches=parse_sizes("1")), ["web1", "web2"], Action.SWITCH).splitlines()
     assert text[3] == ("  halt:     when a host of a batch fails (--max-fail-percentage 0): the batches after it do "
                        "not start; its healthy hosts keep the new system (--rollback-batch-on-failure rolls them "
                        "back too)")
@@ -199,15 +201,17 @@ def test_one_batch_halts_nothing_unless_its_healthy_hosts_go_back():
 
 
 def test_a_batch_that_may_fail_whole_never_halts():
-    text = engine.describe_policy(Policy(batches=("2",), max_fail_percentage=100), ["a", "b", "c"], Action.TEST)
+    policy = Policy(batches=parse_sizes("2"), max_fail_percentage=100)
+    text = engine.describe_policy(policy, ["a", "b", "c"], Action.TEST)
     assert "  halt:     never (100% of a batch may fail: --max-fail-percentage)" in text.splitlines()
 
 
 def test_the_canary_goes_before_the_batches():
-    text = engine.describe_policy(Policy(batches=("1",)), ["web1", "web2", "db1"], Action.SWITCH, first=["web1"])
+    one = Policy(batches=parse_sizes("1"))
+    text = engine.describe_policy(one, ["web1", "web2", "db1"], Action.SWITCH, first=["web1"])
     assert text.splitlines()[:3] == ["  batches:  web1 first (the canary), then 2, one after another, up to 1 "
                                      "host(s) at a time", "    1: web2", "    2: db1"]
-    alone = engine.describe_policy(Policy(batches=("1",)), ["web1"], Action.SWITCH, first=["web1"])
+    alone = engine.describe_policy(Policy(batches=parse_sizes("1")), ["web1"], Action.SWITCH, first=["web1"])
     assert alone.splitlines()[0] == "  batches:  web1 (the canary), all at once"
 
 

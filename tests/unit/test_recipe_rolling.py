@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from nixtasks.errors import DeployFailed, Interrupted, Refused
+from nixtasks.inventory import parse_sizes
 from nixtasks.models import Policy
 from nixtasks.recipes import rolling
 
@@ -38,7 +39,7 @@ def test_one_question_then_one_host_at_a_time(tmp_path):
 
 def test_batches_given_replace_one_at_a_time(tmp_path):
     fleet = fleet_of(tmp_path, *NAMES)
-    assert run(fleet, True, policy=Policy(batches=("2",))).ok
+    assert run(fleet, True, policy=Policy(batches=parse_sizes("2"))).ok
     assert ("  batches:  2, one after another, up to 2 host(s) at a time\n"
             "    1: web1, web2\n    2: db1\n") in fleet.text()
     assert max(fleet.when("web1", "unlock"), fleet.when("web2", "unlock")) < fleet.when("db1", "lock")

@@ -9,6 +9,7 @@ import pytest
 from nixtasks.actions import lockfile, seal
 from nixtasks.errors import UsageError
 from nixtasks.fleet import engine, hooks
+from nixtasks.inventory import parse_sizes
 from nixtasks.models import Action, Host, Target
 from nixtasks.recipes import canary, rolling, stage
 
@@ -135,5 +136,5 @@ def test_canaries_come_from_the_flag_or_the_inventory():
 def test_rolling_means_one_host_at_a_time_unless_batches_are_given():
     from nixtasks.models import Policy
 
-    assert rolling.policy(Policy()).batches == ("1",)
-    assert rolling.policy(Policy(batches=("2", "50%"))).batches == ("2", "50%")
+    assert rolling.policy(Policy()).batches == parse_sizes("1")
+    assert rolling.policy(Policy(batches=parse_sizes("2,50%"))).batches == parse_sizes("2,50%")

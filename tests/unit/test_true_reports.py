@@ -14,6 +14,7 @@ from nixtasks.fleet import engine, pipeline
 from nixtasks.fleet.progress import PlainProgress
 from nixtasks.host.facts import parse_facts
 from nixtasks.host.runner import Result
+from nixtasks.inventory import parse_sizes
 from nixtasks.models import Action, Check, Command, Host, HostResult, Outcome, Policy, Report, Target
 from tests.recording import RecordingRunner
 
@@ -79,7 +80,7 @@ def test_a_batch_rolled_back_on_failure_leaves_one_record_per_host(tmp_path):
     fakes = {"web1": FakeHost(), "web2": FakeHost(healthy={OLD}), "web3": FakeHost()}
     runner = fleet(fakes)
     journal = Journal(runner, tmp_path / "journal.jsonl")
-    policy = Policy(rollback_batch_on_failure=True, batches=("2",))
+    policy = Policy(rollback_batch_on_failure=True, batches=parse_sizes("2"))
     ctx = pipeline.Context(runner, policy, PlainProgress(runner.echo), "switch")
     changes = [pipeline.Change(HOSTS[n], Action.SWITCH, NEW, parse_facts(fakes[n].facts())) for n in fakes]
     results, interrupted = engine.run_changes(changes, ctx, journal)
