@@ -42,7 +42,7 @@ def write_new(path: Path, text: str) -> bool:
 def inventory_text(names: list[str]) -> str:
     hosts = "".join(f'\n[hosts.{json.dumps(n) if "." in n else n}]\ntarget = "{n}"  # [user@]address to ssh to\n'
                     for n in names)
-    return ('# nixtasks inventory: see https://pypi.org/project/nixtasks/ (README: "Inventory reference")\n'
+    return ('# nixtasks inventory: every key is in docs/inventory.md of nixtasks (https://pypi.org/project/nixtasks/)\n'
             '[defaults]\nflake = "."\n# ssh_user = "deploy"   # non-root users get `sudo -n` for the steps that need '
             'root\n# checks = [ { http = "http://{address}/health" }, { unit = "sshd.service" } ]\n' + hosts)
 

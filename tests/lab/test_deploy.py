@@ -276,7 +276,7 @@ def test_deploys_leave_no_transient_unit_notices_in_the_host_journal(fleet):
     assert fleet.lab.current_system(host) == fleet.lab.profile(host) != ""
     # Before: 52 such lines for these five operations. Now none in most runs; about one run in
     # four shows one (a load of a watchdog or lock name in the instant before systemd rebuilds
-    # its map: see the README's "Not there yet"), so one is tolerated and counted.
+    # its map: see "Not there yet" in docs/limitations.md), so one is tolerated and counted.
     assert len(transient_notices(fleet, host)) <= 1, transient_notices(fleet, host)
     held = fleet.lab.exec(host, "systemctl", "list-units", "--all", "--plain", "--no-legend", "nixtasks-lock.service",
                           "nixtasks-watchdog.*", "nixtasks-switch-to-configuration.service").stdout

@@ -1,4 +1,4 @@
-"""update-deploy as its README line says, end to end: bare at a terminal (the plan with the new
+"""update-deploy as docs/recipes.md says, end to end: bare at a terminal (the plan with the new
 systems on the screen before the one question, which names the changed hosts), refused in one
 line without a terminal, and with --yes the inventory's default selection only."""
 

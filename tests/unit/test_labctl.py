@@ -38,7 +38,7 @@ def test_a_lab_id_that_is_not_one_digit_is_refused_in_one_line(tmp_path):
     assert proc.stderr == "labctl: NIXTASKS_LAB_ID must be one digit, 0 to 9, not '12'\n"
 
 
-def test_the_lab_id_gives_the_names_the_readme_documents(tmp_path):
+def test_the_lab_id_gives_the_names_the_lab_page_documents(tmp_path):
     """What labctl, the lab tests and the benchmarks all take from lab/nixlab/config.py."""
     show = ("import sys; sys.path.insert(0, sys.argv[1]); from nixlab import config as c; "
             "print(c.STATE, c.netns('web1'), c.BRIDGE, c.veth(1), c.CGROUP, c.address(1), c.address6(1))")
