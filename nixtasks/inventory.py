@@ -19,7 +19,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .errors import InventoryError, UsageError
-from .models import LOCAL, BatchSize, Check, Host, Limit, Policy, SudoPassword, Target
+from .models import LOCAL, BatchSize, Cache, Check, Host, Limit, Policy, SudoPassword, Target
 
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 USER = r"(?:(?P<user>[a-z_][a-z0-9_.-]{0,31})@)?"
@@ -53,6 +53,7 @@ class Defaults:
     # The watchdog's confirmation (a new connection that carries no secret) puts curve25519
     # ahead of a costly post-quantum default; false: the ssh config's order there too.
     ssh_fast_confirmation: bool = True
+    builders: tuple[str, ...] = ()  # Nix's remote builders (its `builders` setting), for every build here
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,7 @@ class Inventory:
     tag_policies: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # [policy.tags.NAME]: overrides
     blue_green: BlueGreen = BlueGreen()
     recipes: Mapping[str, Selection] = field(default_factory=dict)  # [recipes.NAME]
+    cache: Cache | None = None  # [cache]: None, every closure goes straight from the deployer
 
     def policy_for(self, tags: tuple[str, ...]) -> Policy:
         """[policy], then the overrides of the first selected tag that has some."""
@@ -174,7 +176,7 @@ def load(explicit: str | None = None, env: Mapping[str, str] | None = None, cwd:
 
 
 def parse(data: Mapping[str, Any], source: str, root: Path) -> Inventory:
-    check_keys(data, {"defaults", "hosts", "policy", "blue_green", "recipes"}, source, "")
+    check_keys(data, {"defaults", "hosts", "policy", "blue_green", "recipes", "cache"}, source, "")
     defaults = parse_defaults(data.get("defaults", {}), source)
     hosts_table = data.get("hosts", {})
     expect(isinstance(hosts_table, dict), source, "hosts", "expected a table of [hosts.<name>] sections")
@@ -190,7 +192,34 @@ def parse(data: Mapping[str, Any], source: str, root: Path) -> Inventory:
         tag_policies[tag] = policy_values(table, source, f"policy.tags.{tag}.")
     return Inventory(source=source, root=root, defaults=defaults, hosts=hosts, policy=policy,
                      tag_policies=tag_policies, blue_green=parse_blue_green(data.get("blue_green", {}), source),
-                     recipes=parse_recipes(data.get("recipes", {}), source))
+                     recipes=parse_recipes(data.get("recipes", {}), source),
+                     cache=parse_cache(data["cache"], source, root) if "cache" in data else None)
+
+
+STORE_SCHEMES = ("http", "https", "s3", "ssh", "ssh-ng", "file")
+PUBLIC_KEY = re.compile(r"^[-.A-Za-z0-9_]+:[A-Za-z0-9+/]{43}=$")  # name:base64 of 32 bytes
+
+
+def parse_cache(table: Any, source: str, root: Path) -> Cache:
+    """[cache]: push (a Nix store URL), url (what hosts substitute from; push by default),
+    public_key, secret_key_file (relative to the inventory's directory), only."""
+    expect(isinstance(table, dict), source, "cache", "expected a table")
+    check_keys(table, {"push", "url", "public_key", "secret_key_file", "only"}, source, "cache.")
+    for key in ("push", "public_key", "secret_key_file"):
+        expect(key in table, source, f"cache.{key}", "required in [cache]")
+    urls = {}
+    for key in ("push", "url"):
+        value = table.get(key, table["push"])
+        expect(isinstance(value, str) and value.split("://", 1)[0] in STORE_SCHEMES and "://" in value
+               and not any(c.isspace() for c in value), source, f"cache.{key}",
+               f"expected a Nix store URL: {', '.join(s + '://...' for s in STORE_SCHEMES)}")
+        urls[key] = value
+    key_text = table["public_key"]
+    expect(isinstance(key_text, str) and PUBLIC_KEY.match(key_text) is not None, source, "cache.public_key",
+           'expected the cache\'s public key as Nix prints it, "name:base64"')
+    secret = Path(string(table["secret_key_file"], source, "cache.secret_key_file", "a file path"))
+    only = boolean(table["only"], source, "cache.only") if "only" in table else False
+    return Cache(urls["push"], urls["url"], key_text, str(secret if secret.is_absolute() else root / secret), only)
 
 
 def parse_recipes(table: Any, source: str) -> dict[str, Selection]:
@@ -287,7 +316,7 @@ SSH_LIMITS = {"ssh_connect_timeout": (0, 600), "ssh_alive_interval": (0, 600), "
 def parse_defaults(table: Any, source: str) -> Defaults:
     expect(isinstance(table, dict), source, "defaults", "expected a table")
     fields = {"flake", "ssh_user", "sudo", "build_host", "ssh_config", "ssh_options", "nix_options", "checks",
-              "allow_secrets", "sudo_password", "ssh_fast_confirmation", *SSH_LIMITS}
+              "allow_secrets", "sudo_password", "ssh_fast_confirmation", "builders", *SSH_LIMITS}
     check_keys(table, fields, source, "defaults.")
     values: dict[str, Any] = {}
     for key in ("flake", "ssh_config"):
@@ -300,9 +329,11 @@ def parse_defaults(table: Any, source: str) -> Defaults:
     for key in ("sudo", "ssh_fast_confirmation"):
         if key in table:
             values[key] = boolean(table[key], source, f"defaults.{key}")
-    for key in ("ssh_options", "nix_options", "allow_secrets"):
+    for key in ("ssh_options", "nix_options", "allow_secrets", "builders"):
         if key in table:
             values[key] = strings(table[key], source, f"defaults.{key}")
+    expect(all(b.strip() and ";" not in b and "\n" not in b for b in values.get("builders", ())), source,
+           "defaults.builders", 'expected one builder per string, like ["ssh://builder x86_64-linux - 4"]')
     if "checks" in table:
         values["checks"] = checks(table["checks"], source, "defaults.checks")
     if "sudo_password" in table:

@@ -122,7 +122,7 @@ class Command:
     argv: tuple[str, ...]
     sudo: bool = False
     changes: bool = False
-    stdin: str = ""  # data for the command's standard input (never parsed by a shell)
+    stdin: str | Secret = ""  # data for the command's standard input (never parsed by a shell)
 
 
 @dataclass(frozen=True)
@@ -133,6 +133,27 @@ class Secret:
 
     def __str__(self) -> str:
         return "(hidden)"
+
+
+@dataclass(frozen=True)
+class Cache:
+    """[cache]: a binary cache the deployer pushes a release to once, signed, and every host
+    substitutes from; a host that cannot gets a direct copy, unless `only`."""
+
+    push: str  # a Nix store URL the deployer writes to: http(s)://, s3://, ssh://, file://
+    url: str  # what the hosts substitute from (the same as `push` unless said)
+    public_key: str  # name:base64, as the hosts' trusted-public-keys must have it
+    secret_key_file: str  # the signing key, on the deployer only (mode 0600)
+    only: bool = False  # a host that cannot substitute fails (--cache-only) rather than get a direct copy
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """How a host's new closure reached it: the bytes it lacked (NAR sizes) and from where."""
+
+    bytes: int
+    source: str  # "cache URL", "deployer", or "build host TARGET"
+    note: str = ""  # why not through the cache, when it was meant to be
 
 
 @dataclass(frozen=True)
@@ -194,6 +215,7 @@ class HostPlan:
     boot_system: str | None = None  # what the boot profile holds; None: no boot entry yet, or not asked
     boot_generation: int | None = None
     new_generation: int | None = None  # a rollback's: the existing generation it goes to
+    delivery: Delivery | None = None  # how its new closure got there (None: nothing was copied)
 
 
 @dataclass(frozen=True)
@@ -244,6 +266,7 @@ class HostResult:
     duration: float = 0.0  # seconds, from lock to unlock
     stages: tuple[tuple[Stage, float], ...] = ()  # seconds per stage
     tried_system: str | None = None  # the system that was activated (None: nothing was), good or bad
+    delivery: Delivery | None = None  # how its closure got there (None: nothing was copied)
 
     @property
     def failed(self) -> bool:
@@ -269,6 +292,7 @@ class Report:
     action: Action | str
     results: tuple[HostResult, ...] = field(default_factory=tuple)
     interrupted: bool = False
+    sent_bytes: int | None = None  # what left the deployer: pushed to the cache and copied directly (NAR sizes)
 
     @property
     def ok(self) -> bool:

@@ -7,9 +7,11 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
+from ..errors import NixtasksError
 from ..host import commands, gitstate, nixversion, space
 from ..host.runner import SUDO_WANTS_PASSWORD, Runner
-from ..models import LOCAL, SYSTEM_PROFILE, WORK_AT_ONCE, Action, Command, Host, Target, at_once
+from ..models import LOCAL, SYSTEM_PROFILE, WORK_AT_ONCE, Action, Cache, Command, Host, Target, at_once
+from .cache import read_key
 
 ENV_PATHS = ("/run/current-system/sw/bin/env", "/usr/bin/env")  # NixOS, then FHS systems
 LOW_SPACE = 1024**3
@@ -19,7 +21,7 @@ LOW_SPACE = 1024**3
 # matches across spaces and slashes, so `/nix/store/*/bin/...` would also allow
 # `/nix/store/../../bin/sh -c ...`.
 STORE, NUMBER, NUMBERS, ACTION = "\0store\0", "\0n\0", "\0ns\0", "\0action\0"
-GENERATION, OWNER, NAME = "\0gen\0", "\0owner\0", "\0name\0"
+GENERATION, OWNER, NAME, URL = "\0gen\0", "\0owner\0", "\0name\0", "\0url\0"
 PATTERNS = {
     STORE: r"/nix/store/[0-9a-z]{32}-[-+._?0-9A-Za-z\=]+",  # a store path: no slash, no space
     NUMBER: "[0-9]+",
@@ -28,6 +30,8 @@ PATTERNS = {
     GENERATION: "([0-9]+|-)",
     OWNER: "[-A-Za-z0-9@._:+=,]+",  # fleet/lock.py's owner text
     NAME: "[-A-Za-z0-9._]+",  # a host's name in the inventory
+    # a binary cache's URL (a substituter: the host's own keys decide what it accepts), one word
+    URL: "(https?|s3|ssh|ssh-ng|file)://[][A-Za-z0-9@._:+=,/%~?&-]+",
 }
 
 
@@ -38,7 +42,8 @@ def root_commands() -> list[Command]:
             commands.delete_generations([0]), commands.collect_garbage(), commands.journal_dir(commands.HOST_JOURNAL),
             commands.journal_append(commands.HOST_JOURNAL, ""), commands.release_lock(), commands.confirm_watchdog(),
             commands.reboot(), commands.follow_journal(), commands.release_lock(OWNER),
-            commands.hold_gc_root(STORE, NUMBER), commands.release_gc_roots(1), commands.release_gc_roots(2)]
+            commands.hold_gc_root(STORE, NUMBER), commands.release_gc_roots(1), commands.release_gc_roots(2),
+            commands.fetch_from_cache(URL, STORE)]
     for lock in (commands.take_lock(OWNER, 1), commands.hold_lock(OWNER, 1)):
         cmds.append(replace(lock, argv=(*lock.argv[:-1], NUMBER)))
     cmds.append(commands.release_hold(OWNER))
@@ -102,7 +107,7 @@ class Finding:
     warning: bool = False  # reported, but not a failure
 
 
-def doctor_host(host: Host, runner: Runner) -> list[Finding]:
+def doctor_host(host: Host, runner: Runner, cache: Cache | None = None) -> list[Finding]:
     target = host.target
     name = host.name
     found: list[Finding] = []
@@ -129,6 +134,9 @@ def doctor_host(host: Host, runner: Runner) -> list[Finding]:
     found += nix
     if user != "root":
         found.append(copy_trust(name, user, target, version, runner))
+    if cache is not None:
+        config = runner.run(Command(nixversion.config_show(version)), target, check=False)
+        found += cache_findings(name, cache, config.stdout)
     for path in ("/nix/store", "/boot"):
         df = runner.run(commands.free_space(path), target, check=False)
         free = space.available_bytes(df.stdout) if df.ok else None
@@ -192,9 +200,42 @@ def copy_trust(name: str, user: str, target: Target, version: nixversion.Version
                    f'`nix.settings.trusted-users = [ "{user}" ];`, then restart nix-daemon')
 
 
-def doctor(hosts: tuple[Host, ...], flake: str, runner: Runner) -> list[Finding]:
+def cache_findings(name: str, cache: Cache, config: str) -> list[Finding]:
+    """Whether a host takes the cache's paths: it must trust its key (nixtasks never relaxes
+    that); it need not list the cache (nixtasks names it when the host fetches), but should."""
+    settings = {key.strip(): value.split() for key, _, value in (line.partition("=") for line in config.splitlines())}
+    keys = settings.get("trusted-public-keys", [])
+    found = [Finding(name, "cache key", cache.public_key in keys,
+                     f"it {'trusts' if cache.public_key in keys else 'does not trust'} the cache's key "
+                     f"{cache.public_key.split(':')[0]}" + ("" if cache.public_key in keys else
+                                                            ": it would refuse the cache's paths (and get direct "
+                                                            "copies, or fail with --cache-only)"),
+                     f'add to its configuration: nix.settings.trusted-public-keys = [ "{cache.public_key}" ];')]
+    listed = cache.url in settings.get("substituters", []) or cache.url in settings.get("trusted-substituters", [])
+    found.append(Finding(name, "cache", listed, f"{cache.url} is {'' if listed else 'not '}one of its substituters"
+                         + ("" if listed else " (nixtasks names it when the host fetches a release; its own "
+                            "rebuilds would not use it)"),
+                         f'add to its configuration: nix.settings.substituters = [ "{cache.url}" ];', warning=True))
+    if settings.get("require-sigs", ["true"]) != ["true"]:
+        found.append(Finding(name, "signatures", False, "require-sigs = false: it accepts unsigned paths from any "
+                             "substituter", "remove require-sigs = false from its Nix configuration", warning=True))
+    return found
+
+
+def key_finding(cache: Cache) -> Finding:
+    try:
+        read_key(cache)
+    except NixtasksError as exc:
+        return Finding("(deployer)", "cache key", False, str(exc).split("; ")[0], str(exc).split("; ", 1)[-1])
+    return Finding("(deployer)", "cache key", True, f"the signing key is its owner's alone and matches "
+                   f"{cache.public_key.split(':')[0]}; pushes go to {cache.push}")
+
+
+def doctor(hosts: tuple[Host, ...], flake: str, runner: Runner, cache: Cache | None = None) -> list[Finding]:
     git = gitstate.read(runner, flake)
     found, _ = nix_findings("(deployer)", LOCAL, nixversion.DEPLOYER_FEATURES, runner)
+    if cache is not None:
+        found.append(key_finding(cache))
     found.append(Finding("(deployer)", "git", True, f"the flake's tree is at {git.summary}"))
     if git.changes:
         found.append(Finding("(deployer)", "git", False, f"{len(git.changes)} uncommitted change(s); deploys of "
@@ -204,7 +245,7 @@ def doctor(hosts: tuple[Host, ...], flake: str, runner: Runner) -> list[Finding]
         found.append(Finding("(deployer)", "git", False, f"untracked, so the flake cannot see: "
                              f"{', '.join(git.untracked[:5])}", "git add them if they matter", warning=True))
     with ThreadPoolExecutor(max_workers=at_once(len(hosts), WORK_AT_ONCE)) as pool:
-        for findings in pool.map(lambda h: doctor_host(h, runner), hosts):
+        for findings in pool.map(lambda h: doctor_host(h, runner, cache), hosts):
             found += findings
     return found
 

@@ -216,10 +216,11 @@ def check_is_nixos(host: Host, built: Built, runner: Runner) -> None:
                             "check that the flake output is config.system.build.toplevel")
 
 
-def check_space(host: Host, built: Built, action: Action, store_free: int | None, runner: Runner) -> None:
-    """Refuse before copying when the host lacks room for the part of the closure it does not have."""
+def check_space(host: Host, built: Built, action: Action, store_free: int | None, runner: Runner) -> int:
+    """Refuse before copying when the host lacks room for the part of the closure it does not
+    have. Returns the bytes it lacks (NAR sizes): what the copy will bring it."""
     if built.at == host.target or runner.dry_run:
-        return
+        return 0
     sizes = space.nar_sizes(runner.run(commands.closure_info(built.path), built.at).stdout)
     missing = set(runner.run(commands.missing_paths(sorted(sizes)), host.target, label=host.name).stdout.split())
     needs = [("/nix/store", sum(sizes.get(p, 0) for p in missing), store_free)]
@@ -236,6 +237,7 @@ def check_space(host: Host, built: Built, action: Action, store_free: int | None
         refusal = space.shortage(host.name, where, need, free, f"invoke gc --host {host.name} --keep 3")
         if refusal:
             raise NixtasksError(refusal)
+    return needs[0][1]
 
 
 def store_root(path: str) -> str:

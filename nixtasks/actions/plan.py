@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import shlex
 
-from ..models import Action, GitState, Host, HostPlan, Plan, Report
+from ..host.space import human
+from ..models import Action, Delivery, GitState, Host, HostPlan, Plan, Report
 
 VERBS = {
     Action.SWITCH: "Switch",
@@ -63,6 +64,8 @@ def render(plan: Plan, *, full_diff: bool = True) -> str:
         builder = f" (built on {hp.host.build_host})" if hp.host.build_host else ""
         lines += [f"  {hp.host.name} -> {target}", f"    action:  {hp.action.value}{builder}", *system_lines(hp),
                   f"    new:     {hp.new_system}{gen_text(hp.new_generation)}"]
+        if hp.delivery is not None:
+            lines.append(f"    copied:  {delivery_text(hp.delivery)}")
         same = unchanged_text(hp)
         if same:
             lines.append(f"    diff:    none ({same})")
@@ -77,6 +80,13 @@ def render(plan: Plan, *, full_diff: bool = True) -> str:
         lines.append(f"  Nix warned {len(plan.warnings)} time(s):")
         lines += [f"    {w}" for w in plan.warnings]
     return "\n".join(lines)
+
+
+def delivery_text(delivery: Delivery) -> str:
+    """How a closure got to its host: "via cache http://... (12.0 MiB)", "direct (...)"."""
+    how = f"via {delivery.source}" if delivery.source.startswith("cache ") else f"direct from the {delivery.source}"
+    size = "nothing new" if delivery.bytes == 0 else human(delivery.bytes)
+    return f"{how} ({size}){f'; {delivery.note}' if delivery.note else ''}"
 
 
 def gen_text(number: int | None) -> str:
@@ -134,6 +144,11 @@ def render_report(report: Report) -> str:
         took = f"{r.duration:.1f}s" if r.duration else "-"
         lines.append(f"{r.host.ljust(width)}  {r.outcome.value.ljust(outcome_width)}  {gens:12}  {took:>6}  "
                      f"{store_name(r.new_system)}" + (f"  ({r.message})" if r.message else ""))
+    through = [r.delivery for r in report.results if r.delivery and r.delivery.source.startswith("cache ")]
+    if report.sent_bytes is not None and (through or any(r.delivery and r.delivery.note for r in report.results)):
+        direct = sum(1 for r in report.results if r.delivery and not r.delivery.source.startswith("cache "))
+        lines.append(f"sent from here: {human(report.sent_bytes)}; {len(through)} host(s) took their system from the "
+                     f"cache, {direct} got a direct copy")
     return "\n".join(lines)
 
 
@@ -148,5 +163,8 @@ def report_json(report: Report) -> dict[str, object]:
             "system_before": r.previous_system, "system_after": r.new_system,
             "generation_before": r.previous_generation, "generation_after": r.generation,
             "duration": r.duration, "stages": {stage.value: seconds for stage, seconds in r.stages},
+            "received_bytes": r.delivery.bytes if r.delivery else None,
+            "received_from": r.delivery.source if r.delivery else None,
         } for r in report.results],
+        "sent_bytes": report.sent_bytes,
     }

@@ -108,7 +108,7 @@ def run_unlock(opts: Options) -> None:
 
 def run_doctor(opts: Options) -> None:
     with session(opts, builds=False) as (inv, runner, hosts):
-        findings = access.doctor(hosts, inv.flake, runner)
+        findings = access.doctor(hosts, inv.flake, runner, inv.cache)
     print(access.render(findings))
     failed = [f for f in findings if not f.ok and not f.warning]
     if failed:

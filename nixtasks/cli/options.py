@@ -11,7 +11,7 @@ from typing import Any
 
 from .. import inventory
 from ..errors import UsageError
-from ..models import BatchSize, Limit, NixFlags, Policy
+from ..models import BatchSize, Cache, Limit, NixFlags, Policy
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,9 @@ class Options:
     ask_sudo_password: bool = False  # also NIXTASKS_ASK_SUDO_PASSWORD=1
     no_link: bool = False  # build: no ./result link
     nix: NixFlags = NixFlags()  # --option, --override-input, --impure, -L, --max-jobs, --cores
+    cache: bool | None = None  # --cache / --no-cache; None: through the inventory's [cache] if it has one
+    cache_only: bool = False
+    builders: tuple[str, ...] = ()  # --builders: Nix's remote builders, instead of the inventory's
     policy: PolicyFlags = field(default_factory=lambda: PolicyFlags())
 
 
@@ -157,6 +160,30 @@ def policy(inv: inventory.Inventory, opts: Options) -> Policy:
     given = {f.name: getattr(opts.policy, f.name) for f in fields(opts.policy)
              if getattr(opts.policy, f.name) is not None}  # not asdict: it would take BatchSizes apart
     return replace(inv.policy_for(split_hosts(opts.tags)), **given)
+
+
+def chosen_cache(inv: inventory.Inventory, opts: Options) -> Cache | None:
+    """The cache a release goes through: the inventory's unless --no-cache; --cache and
+    --cache-only need one."""
+    if opts.cache is False:
+        return None
+    if inv.cache is None:
+        if opts.cache:
+            flag = "--cache-only" if opts.cache_only else "--cache"
+            raise UsageError(f"{flag}: {inv.source} has no [cache] table; add one (push, public_key, "
+                             "secret_key_file: docs/cache.md), or leave out the option")
+        return None
+    return replace(inv.cache, only=True) if opts.cache_only else inv.cache
+
+
+def builders_option(inv: inventory.Inventory, opts: Options) -> tuple[str, ...]:
+    """Nix's remote builders (--builders, else the inventory's) as the setting Nix reads."""
+    builders = opts.builders or inv.defaults.builders
+    for builder in builders:
+        if not builder.strip() or ";" in builder or "\n" in builder:
+            raise UsageError(f"--builders {builder!r}: give one builder per option, like --builders "
+                             "'ssh://builder x86_64-linux - 4'")
+    return ("--option", "builders", " ; ".join(builders)) if builders else ()
 
 
 def split_hosts(values: tuple[str, ...]) -> tuple[str, ...]:

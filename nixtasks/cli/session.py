@@ -18,7 +18,7 @@ from ..host import commands
 from ..host.prompts import DRY_RUN, Prompter, prompter_for
 from ..host.runner import Runner, ShRunner
 from ..models import LOCAL, Action, Host, Report
-from .options import Options, approved, check_selection, policy, reason, split_hosts
+from .options import Options, approved, builders_option, check_selection, chosen_cache, policy, reason, split_hosts
 from .output import LOG, echo, output_to_log
 from .render import progress_for
 from .sudo import give_sudo_passwords
@@ -140,6 +140,7 @@ def deploy_request(opts: Options, inv: inventory.Inventory, hosts: tuple[Host, .
     """The one place a deploy request is made from the command line and the inventory."""
     return engine.DeployRequest(
         action=action, hosts=hosts, flake=inv.flake, policy=policy(inv, opts), show_trace=opts.show_trace,
-        nix_options=inv.defaults.nix_options, reason=reason(opts),
+        nix_options=inv.defaults.nix_options + builders_option(inv, opts), reason=reason(opts),
         full_diff=opts.full_diff if full_diff is None else full_diff,
-        allow_secrets=inv.defaults.allow_secrets + opts.allow_secrets, result_links=result_links, nix_flags=opts.nix)
+        allow_secrets=inv.defaults.allow_secrets + opts.allow_secrets, result_links=result_links, nix_flags=opts.nix,
+        cache=chosen_cache(inv, opts) if action.activates else None)

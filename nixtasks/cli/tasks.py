@@ -54,6 +54,11 @@ HELP = {
     "cores": "cores each build may use (0: all)",
     "copy-timeout": "seconds one host's copy may take (default 3600)",
     "activation-timeout": "seconds one host's activation may take (default 1800)",
+    "cache": "send the release through the inventory's [cache] (the default when it has one)",
+    "no-cache": "copy every closure straight from here, even when the inventory has a [cache]",
+    "cache-only": "a host that cannot take its system from the cache fails, rather than get a direct copy",
+    "builders": "a Nix remote builder, like 'ssh://builder x86_64-linux - 4' (repeat); with --max-jobs 0 this "
+                "machine builds nothing itself",
 }
 
 
@@ -98,6 +103,15 @@ def sudo_choice(sudo: bool, no_sudo: bool) -> bool | None:
     return True if sudo else False if no_sudo else None
 
 
+def cache_choice(cache: bool, no_cache: bool, cache_only: bool) -> bool | None:
+    """--cache / --no-cache (--cache-only implies --cache); None: the inventory decides."""
+    from ..errors import UsageError
+
+    if no_cache and (cache or cache_only):
+        raise UsageError(f"give --{'cache-only' if cache_only else 'cache'} or --no-cache, not both")
+    return True if cache or cache_only else False if no_cache else None
+
+
 def options(host: Any, target_host: str | None = None, sudo: bool = False, no_sudo: bool = False,
             dry_run: bool = False, yes: bool = False, reason: str = "", inventory: str | None = None,
             tag: Any = None, all_hosts: bool = False, ask_sudo_password: bool = False) -> Any:
@@ -123,9 +137,10 @@ DEPLOY_PARAMS: dict[str, Any] = {
     "keep_going": False,
     "allow_secret": None, "ask_sudo_password": False, "copy_timeout": None, "activation_timeout": None,
     "impure": False, "option": None, "override_input": None, "print_build_logs": False, "max_jobs": None,
-    "cores": None,
+    "cores": None, "cache": False, "no_cache": False, "cache_only": False, "builders": None,
 }
 NIX_PARAMS = ("impure", "option", "override_input", "print_build_logs", "max_jobs", "cores")
+CACHE_PARAMS = ("cache", "no_cache", "cache_only", "builders")  # how a release's closures travel
 POLICY_PARAMS = ("parallel", "batch_size", "batches", "pause", "max_fail_percentage", "rollback_batch_on_failure",
                  "no_checks", "no_rollback", "no_watchdog", "confirm_timeout", "skip_unreachable", "keep_going",
                  "copy_timeout", "activation_timeout")
@@ -167,7 +182,10 @@ def deploy_task(name: str, doc: str, run: Callable[..., object], skip: tuple[str
                        yes=values.get("yes", False), reason=values["reason"], inventory=values["inventory"],
                        verbose=values["verbose"], json=values["json"], full_diff=values.get("diff", False),
                        allow_secrets=tuple(values.get("allow_secret") or ()),
-                       ask_sudo_password=values.get("ask_sudo_password", False), policy=flags, nix=nix)
+                       ask_sudo_password=values.get("ask_sudo_password", False), policy=flags, nix=nix,
+                       cache=cache_choice(values.get("cache", False), values.get("no_cache", False),
+                                          values.get("cache_only", False)),
+                       cache_only=values.get("cache_only", False), builders=tuple(values.get("builders") or ()))
         run(opts, **{k: values[k] for k in extra})
 
     body.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -176,7 +194,7 @@ def deploy_task(name: str, doc: str, run: Callable[..., object], skip: tuple[str
     helps = {k.replace("_", "-"): HELP[k.replace("_", "-")] for k in names if k.replace("_", "-") in HELP}
     helps.update({k.replace("_", "-"): v[1] for k, v in extra.items()})
     iterable += ("allow_secret",) if "allow_secret" in names else ()
-    iterable += tuple(k for k in ("option", "override_input") if k in names)
+    iterable += tuple(k for k in ("option", "override_input", "builders") if k in names)
     return task(name=name, iterable=["host", "tag", *iterable], positional=list(positional), auto_shortflags=False,
                 help=helps, klass=DeployTask)(reports_errors(body))
 
@@ -202,7 +220,7 @@ def run_rollback_task(opts: Any, generation: str | None, boot: bool) -> None:
 
 rollback = deploy_task(
     "rollback", "Go back to the previous generation, or to --generation N, with plan, diff and approval.",
-    run_rollback_task, skip=("build_host", "show_trace", "keep_going", *NIX_PARAMS),
+    run_rollback_task, skip=("build_host", "show_trace", "keep_going", *NIX_PARAMS, *CACHE_PARAMS),
     generation=(None, "roll back to this generation (default: the previous one)"),
     boot=(False, "only make it the boot entry; activate at the next boot"))
 
@@ -379,7 +397,7 @@ stage = deploy_task(
     action=("switch", "what apply will do: switch, boot or test"))
 apply = deploy_task(
     "apply", "Deploy exactly the store paths of a staged plan file, after one approval.", run_apply,
-    skip=("host", "tag", "all", "build_host", "show_trace", *NIX_PARAMS), positional=("plan",),
+    skip=("host", "tag", "all", "build_host", "show_trace", *NIX_PARAMS, *CACHE_PARAMS), positional=("plan",),
     plan=(None, "the plan file `invoke stage` wrote, e.g. nixtasks-plan.json (required; make apply gives "
                 "PLAN, by default that one)"))
 emergency = deploy_task(

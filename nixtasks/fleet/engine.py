@@ -15,14 +15,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from ..actions import cache, secrets
 from ..actions import deploy as steps
 from ..actions import gc as collection
 from ..actions import rollback as rollbacks
-from ..actions import secrets
 from ..actions.journal import Journal, deployer_journal_path, read_local
 from ..actions.plan import approval_question, fleet_question, needs_approval, render, render_git, render_report
 from ..errors import DeployFailed, Interrupted, Refused
@@ -34,6 +34,8 @@ from ..models import (
     READS_AT_ONCE,
     WORK_AT_ONCE,
     Action,
+    Cache,
+    Delivery,
     Echo,
     GitState,
     Host,
@@ -70,6 +72,7 @@ class DeployRequest:
     allow_secrets: tuple[str, ...] = ()  # files the secrets guard lets through
     result_links: Path | None = None  # build: leave ./result (./result-NAME) links in this directory
     nix_flags: NixFlags = NixFlags()  # the command line's Nix options
+    cache: Cache | None = None  # the binary cache the release goes through; None: straight from here
 
     def build_request(self) -> steps.BuildRequest:
         return steps.BuildRequest(self.action, self.hosts, self.flake, self.show_trace, self.nix_options,
@@ -115,6 +118,8 @@ class Prepared:
     skipped: tuple[HostResult, ...] = ()  # in every report: unreachable hosts (update-deploy adds its own)
     build_seconds: float = 0.0
     warnings: tuple[str, ...] = ()  # what Nix warned while this deploy built
+    deliveries: Mapping[str, Delivery] = field(default_factory=dict)  # by host: how its closure got there
+    sent_bytes: int | None = None  # what left this machine: the push to the cache and the direct copies
 
     def only(self, names: Sequence[str]) -> tuple[Change, ...]:
         return tuple(c for c in self.changes if c.host.name in names)
@@ -171,6 +176,8 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
     already."""
     runner, echo = tools.runner, tools.echo
     warned = len(runner.warnings)
+    # A key that cannot be used is refused before anything is built (checked, never shown).
+    key = cache.read_key(req.cache) if req.cache is not None and not runner.dry_run else None
     git = git or read_git(req, tools)
     journal = Journal(runner, tools.journal_path or deployer_journal_path(), git, req.reason, echo,
                       gitstate.repository(runner, req.flake))
@@ -196,25 +203,35 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
     going = [(h, f) for h, f in zip(req.hosts, facts) if steps.key(h) not in builds.failed]
     hosts, skipped = selection.admit([h for h, _ in going], [f for _, f in going], req.policy, req.action,
                                      req.action.value, journal, echo)
+    # (a staged plan's systems are on their hosts already: nothing goes through the cache)
+    through = steps.unique(b.path for b in (builds.built[steps.key(h)] for h, _ in hosts)
+                           if b.at.is_local) if key is not None and systems is None else []
+    # The release goes to the cache once, before any host takes it: a failed push stops here.
+    pushed = cache.push(req.cache, through, key, runner, echo) if req.cache and key and through else None
+    deliveries: dict[str, Delivery] = {}
 
     def one(host: Host, before: Facts) -> Change:
-        made = builds.built[steps.key(host)] if systems is None else steps.given(host, systems[host.name], runner)
-        steps.check_is_nixos(host, made, runner)
-        steps.check_space(host, made, req.action, before.store_free, runner)
+        built = builds.built[steps.key(host)] if systems is None else steps.given(host, systems[host.name], runner)
+        steps.check_is_nixos(host, built, runner)
+        lacking = steps.check_space(host, built, req.action, before.store_free, runner)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"diff-{host.name}") as beside:
-            here = beside.submit(steps.diff_here, host, before.running, made, runner)  # needs no copy
+            here = beside.submit(steps.diff_here, host, before.running, built, runner)  # needs no copy
             started = time.monotonic()
-            steps.copy(host, made, runner, timeout=req.policy.copy_timeout)
+            delivery = cache.deliver(host, built, lacking, req.cache, runner, echo, req.policy.copy_timeout)
             seconds = round(time.monotonic() - started, 3)
             diff = here.result()
+        if delivery is not None:
+            deliveries[host.name] = delivery
         if diff is None:
-            diff = steps.diff_on_host(host, before.running, made, runner)
-        return Change(host, req.action, made.path, before, diff=diff, copy_seconds=seconds)
+            diff = steps.diff_on_host(host, before.running, built, runner)
+        return Change(host, req.action, built.path, before, diff=diff, copy_seconds=seconds)
 
     with ThreadPoolExecutor(max_workers=at_once(len(hosts), WORK_AT_ONCE)) as pool:
         # Every host is checked (a NixOS closure, room for it) and copied before any activation.
         changes = tuple(pool.map(lambda hf: one(*hf), hosts))
-    return Prepared(req, git, journal, changes, unbuilt + skipped, build_seconds, tuple(runner.warnings[warned:]))
+    sent = (pushed.bytes if pushed else 0) + sum(d.bytes for d in deliveries.values() if d.source == "deployer")
+    return Prepared(req, git, journal, changes, unbuilt + skipped, build_seconds, tuple(runner.warnings[warned:]),
+                    deliveries, sent if deliveries or pushed else None)
 
 
 def build_failures(req: DeployRequest, failed: Mapping[tuple[str, Target], str], journal: Journal,
@@ -268,7 +285,8 @@ def show_plan(prep: Prepared, tools: Tools, policy: Policy | None = None, *, reb
     req, policy = prep.request, policy or prep.request.policy
     plans = tuple(HostPlan(c.host, c.action, c.system, c.before.running or None, c.diff,
                            running_generation=c.before.running_generation, boot_system=c.before.boot_path or None,
-                           boot_generation=c.before.generation) for c in prep.changes)
+                           boot_generation=c.before.generation, delivery=prep.deliveries.get(c.host.name))
+                  for c in prep.changes)
     tools.echo(render(Plan(req.action, plans, prep.git, prep.warnings, req.reason, req.all_nix_options),
                       full_diff=req.full_diff))
     for left in prep.skipped:
@@ -317,9 +335,10 @@ def journal_held(prep: Prepared, changes: Sequence[Change], results: Sequence[Ho
 
 def report(prep: Prepared, results: Sequence[HostResult], interrupted: bool,
            action: Action | str | None = None) -> Report:
-    timed = tuple(replace(r, stages=((Stage.BUILD, prep.build_seconds), *r.stages)) if r.stages else r
-                  for r in results)
-    return Report(action or prep.request.action, prep.skipped + timed, interrupted=interrupted)
+    timed = tuple(replace(r, stages=((Stage.BUILD, prep.build_seconds), *r.stages),
+                          delivery=prep.deliveries.get(r.host)) if r.stages else r for r in results)
+    return Report(action or prep.request.action, prep.skipped + timed, interrupted=interrupted,
+                  sent_bytes=prep.sent_bytes)
 
 
 def describe_policy(policy: Policy, names: Sequence[str], action: Action, *, reboot: float | None = None,

@@ -8,7 +8,7 @@ import shlex
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from ..models import SYSTEM_PROFILE, Action, Command, Target
+from ..models import SYSTEM_PROFILE, Action, Command, Secret, Target
 
 NIX_FEATURES = ("--extra-experimental-features", "nix-command flakes")
 # On the host, commands get a clean environment: the operator's variables must not leak
@@ -61,6 +61,35 @@ def nix_copy(path: str, *, to: Target | None = None, source: Target | None = Non
     if to is not None and not to.is_local:
         argv += ["--to", store_url(to)]
     return Command((*argv, "--", path), changes=True)
+
+
+# A binary cache's answers are cached by Nix (an hour for a path it lacked): a path pushed a
+# minute ago must not be taken for missing, nor one a wiped cache lost for present.
+CACHE_FRESH = ("--option", "narinfo-cache-negative-ttl", "0", "--option", "narinfo-cache-positive-ttl", "0")
+
+
+def sign_paths(paths: Sequence[str], key: Secret) -> Command:
+    """Sign the closures of `paths` in this machine's store with the cache's secret key. The key
+    goes in on standard input: neither it nor its file's name is on a command line."""
+    return Command(("nix", *NIX_FEATURES, "store", "sign", "--key-file", "/dev/stdin", "--recursive", "--", *paths),
+                   stdin=key, changes=True)
+
+
+def store_path_info(store: str, paths: Sequence[str]) -> Command:
+    """What a store (a binary cache's URL) has of `paths`: those it lacks are listed as invalid."""
+    return Command(("nix", *NIX_FEATURES, "path-info", "--json", *CACHE_FRESH, "--store", store, "--", *paths))
+
+
+def push_to_cache(store: str, paths: Sequence[str]) -> Command:
+    """Copy the closures of `paths` to a binary cache; Nix sends only what it lacks."""
+    return Command(("nix", *NIX_FEATURES, "copy", *CACHE_FRESH, "--to", store, "--", *paths), changes=True)
+
+
+def fetch_from_cache(url: str, path: str) -> Command:
+    """Run on a host: realise `path` from the cache at `url` (as an extra substituter, beside its
+    own); the host's own trusted-public-keys and require-sigs decide what it accepts."""
+    return Command(("nix-store", "--realise", "--option", "extra-substituters", url,
+                    "--option", "narinfo-cache-negative-ttl", "0", "--", path), sudo=True, changes=True)
 
 
 def nix_copy_derivations(drvs: Sequence[str], *, to: Target) -> Command:
@@ -390,9 +419,9 @@ def free_space(path: str) -> Command:
     return Command(("df", "-Pk", "--", path))
 
 
-def closure_info(path: str) -> Command:
-    """Every path of the closure with its NAR size."""
-    return Command(("nix", *NIX_FEATURES, "path-info", "--json", "-r", "--", path))
+def closure_info(*paths: str) -> Command:
+    """Every path of the closures with its NAR size."""
+    return Command(("nix", *NIX_FEATURES, "path-info", "--json", "-r", "--", *paths))
 
 
 def boot_files(system: str) -> Command:

@@ -226,7 +226,7 @@ class ShRunner:
         # --verbose shows each command as it would run alone, not the batch's wrapping around them.
         alone = [commands.shown(commands.ssh_argv(c, target, self.ssh_options)) for c in cmds]
         raw = told_how_to_give(self._execute(argv, label if stream else None, timeout=timeout,
-                                             stdin="".join(c.stdin for c in cmds), marker=marker, shown=alone),
+                                             stdin="".join(stdin_data(c) for c in cmds), marker=marker, shown=alone),
                                any(c.sudo for c in cmds))
         results = split_batch(raw, marker, len(cmds), keep_going=keep_going)
         failed = next((i for i, r in enumerate(results) if not r.ok), None)
@@ -348,8 +348,8 @@ class ShRunner:
         """sudo -S reads one line: the password goes first, the command's own data after it."""
         secret = self._passwords.get(str(target))
         if secret is None or not (cmd.sudo and target.sudo):
-            return cmd.stdin
-        return secret.value + "\n" + cmd.stdin
+            return stdin_data(cmd)
+        return secret.value + "\n" + stdin_data(cmd)
 
     def check_sudo_password(self, target: Target, password: Secret) -> str:
         """Try `password` with sudo on `target`, changing nothing: "ok", "not needed" (the host
@@ -462,6 +462,11 @@ class ShRunner:
         for proc in running:
             with contextlib.suppress(Exception):
                 proc.signal_group(signal.SIGTERM)
+
+
+def stdin_data(cmd: Command) -> str:
+    """What a command reads on standard input; a Secret (a signing key) is unwrapped only here."""
+    return cmd.stdin.value if isinstance(cmd.stdin, Secret) else cmd.stdin
 
 
 def told_how_to_give(result: Result, sudo: bool) -> Result:

@@ -98,7 +98,17 @@ def test_local_host(tmp_path):
     ('[defaults]\nssh_user = "Root!"\n', 'nixtasks.toml: defaults.ssh_user: expected a user name like "deploy"'),
     ('[defaults]\nbuild_host = "a b"\n', 'nixtasks.toml: defaults.build_host: expected a string like "deploy@web1"'),
     ('[defaults]\nsudo = 1\n', "nixtasks.toml: defaults.sudo: expected true or false"),
-    ('[defautls]\n', "nixtasks.toml: defautls: unknown key; expected one of blue_green, defaults, hosts, policy"),
+    ('[defautls]\n', "nixtasks.toml: defautls: unknown key; expected one of blue_green, cache, defaults, hosts, "
+                      "policy"),
+    ('[cache]\npublic_key = "k:x"\n', "nixtasks.toml: cache.push: required in [cache]"),
+    ('[cache]\npush = "nginx"\npublic_key = "x"\nsecret_key_file = "k"\n',
+     "nixtasks.toml: cache.push: expected a Nix store URL: http://..., https://..., s3://..., ssh://..."),
+    (f'[cache]\npush = "http://c"\npublic_key = "c-1:{"A" * 44}"\nsecret_key_file = "k"\n',
+     'nixtasks.toml: cache.public_key: expected the cache\'s public key as Nix prints it, "name:base64"'),
+    ('[cache]\npush = "http://c"\npublic_key = "x"\nsecret_key_file = "k"\nsigned = true\n',
+     "nixtasks.toml: cache.signed: unknown key; expected one of only, public_key, push, secret_key_file, url"),
+    ('[defaults]\nbuilders = ["ssh://a x86_64-linux ; ssh://b"]\n',
+     'nixtasks.toml: defaults.builders: expected one builder per string, like ["ssh://builder x86_64-linux - 4"]'),
     ('hosts = 3\n', "nixtasks.toml: hosts: expected a table of [hosts.<name>] sections"),
 ])
 def test_each_mistake_names_file_key_and_expectation(tmp_path, text, message):
