@@ -92,6 +92,7 @@ def session(opts: Options, *, root: bool = True,
     `root`: the task runs commands as root on the hosts, so sudo passwords are asked for.
     `builds`: the task evaluates the hosts' configurations (see resolve_hosts)."""
     inv = inventory.load(opts.inventory)
+    chosen_cache(inv, opts), builders_option(inv, opts)  # an option the inventory cannot serve: before anything runs
     d = inv.defaults
     with ShRunner(ssh_config=d.ssh_config, ssh_extra=d.ssh_options, dry_run=opts.dry_run, echo=echo,
                   verbose=opts.verbose, connect_timeout=d.ssh_connect_timeout, alive_interval=d.ssh_alive_interval,

@@ -111,3 +111,31 @@ def test_a_long_inventory_is_summed_up_in_the_error(tmp_path: Path):
     with ShRunner() as runner, pytest.raises(UsageError, match=r"\(hosts in nixtasks.toml: h0, h1, .*, h7 and 12 "
                                                               r"more\), or, to act on this machine"):
         session.resolve_hosts(inv, options.Options(hosts=("",)), runner)
+
+
+def test_builders_and_the_cache_from_the_inventory_and_the_command_line(tmp_path: Path):
+    key = "c-1:" + "A" * 43 + "="
+    (tmp_path / "nixtasks.toml").write_text(
+        '[defaults]\nbuilders = ["ssh://b1 x86_64-linux - 4", "ssh://b2 x86_64-linux - 2"]\n'
+        f'[cache]\npush = "s3://fleet?region=eu-west-1"\nurl = "https://cache.example.org"\npublic_key = "{key}"\n'
+        'secret_key_file = "keys/cache"\n')
+    inv = inventory.load(env={}, cwd=tmp_path)
+    assert options.builders_option(inv, options.Options()) == (
+        "--option", "builders", "ssh://b1 x86_64-linux - 4 ; ssh://b2 x86_64-linux - 2")
+    assert options.builders_option(inv, options.Options(builders=("ssh://b3 aarch64-linux",)))[-1] == \
+        "ssh://b3 aarch64-linux"
+    with pytest.raises(UsageError, match="give one builder per option"):
+        options.builders_option(inv, options.Options(builders=("ssh://a ; ssh://b",)))
+    chosen = options.chosen_cache(inv, options.Options())
+    assert chosen is not None and (chosen.push, chosen.url, chosen.only) == (
+        "s3://fleet?region=eu-west-1", "https://cache.example.org", False)
+    assert chosen.secret_key_file == str(tmp_path / "keys" / "cache")  # relative to the inventory
+    assert options.chosen_cache(inv, options.Options(cache=False)) is None
+    only = options.chosen_cache(inv, options.Options(cache=True, cache_only=True))
+    assert only is not None and only.only
+    bare = inventory.load(env={}, cwd=tmp_path / "keys" if (tmp_path / "keys").mkdir() is None else tmp_path)
+    assert options.chosen_cache(bare, options.Options()) is None
+    with pytest.raises(UsageError, match=r"--cache-only: \(no inventory\) has no \[cache\] table; add one"):
+        options.chosen_cache(bare, options.Options(cache=True, cache_only=True))
+    with pytest.raises(UsageError, match="give --cache or --no-cache, not both"):
+        tasks.cache_choice(True, True, False)

@@ -69,7 +69,8 @@ def test_the_ci_workflow_is_valid_yaml_that_builds_every_host_and_never_deploys(
 
 def test_the_nixtasks_command_gives_one_error_line_and_exit_2_for_bad_arguments(tmp_path: Path):
     for argv in (["switch", "--bogus"], ["rollback", "--host", "web1", "--generation", "abc"],
-                 ["gc", "--keep", "many"]):
+                 ["gc", "--keep", "many"], ["switch", "--host", "web1", "--cache"],
+                 ["switch", "--host", "web1", "--cache-only", "--no-cache"]):
         proc = subprocess.run([sys.executable, "-c", "from nixtasks.cli.program import main; main()", *argv],
                               cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
