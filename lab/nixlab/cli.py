@@ -10,7 +10,8 @@ import nixlab
 from nixlab import commands, config
 from nixlab.deployer import DEPLOYER_PYTHON
 from nixlab.hosts import supervise
-from nixlab.proc import LabError
+from nixlab.measure import cmd_measure
+from nixlab.proc import LabError, UsageError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -34,6 +35,11 @@ def parser() -> argparse.ArgumentParser:
                     help=f"give the HOSTs (booted now or already up) an IPv6 address too, {config.IPV6_PREFIX}"
                     f"<10+index> (as their IPv4 address ends), with {config.IPV6_GATEWAY} on the bridge; ssh knows "
                     "their host key under it, `env` exports NIXTASKS_LAB_IPV6, `status` shows it")
+    up.add_argument("--rtt", metavar="MS",
+                    help="add this round-trip time between the deployer and every host (ssh through the lab's "
+                    "relay); 0 takes it away; kept by the lab until changed")
+    up.add_argument("--rate", metavar="MBIT",
+                    help="cap the deployer's uplink to the lab at MBIT Mbit/s (tbf on the bridge); 0 takes it away")
     up.set_defaults(func=commands.cmd_up)
     # The subcommands that take host names: (name, whether at least one is needed, what it does, runner).
     for name, needed, what, func in (
@@ -51,6 +57,12 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("host")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
     ex.set_defaults(func=commands.cmd_exec)
+    measure = sub.add_parser("measure", help="time a fresh `ssh HOST true` and a `nix copy` of a known size, "
+                             "against what the lab's --rtt and --rate predict")
+    measure.add_argument("host")
+    measure.add_argument("--runs", type=int, default=3)
+    measure.add_argument("--size-mib", type=int, default=4)
+    measure.set_defaults(func=cmd_measure)
     sub.add_parser("env", help="print the export lines a deployer needs").set_defaults(func=commands.cmd_env)
     sub.add_parser("seed", help="add the example fleet's path: input to this machine's store (Nix 2.8)"
                    ).set_defaults(func=commands.cmd_seed)
@@ -75,7 +87,7 @@ def main(argv: list[str]) -> int:
         return code
     except LabError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(exc, UsageError) else 1
     except KeyboardInterrupt:
         return 130
 

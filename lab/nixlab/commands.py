@@ -24,6 +24,7 @@ from nixlab.hosts import (
 )
 from nixlab.image import ensure_image
 from nixlab.inside import exec_in, sshd_answers, supervisor_alive, system_state
+from nixlab.link import apply_rate, describe, kill_relays, parse_link, update_link
 from nixlab.net import (
     bring_link_up,
     ensure_bridge,
@@ -48,9 +49,12 @@ from nixlab.sshcfg import ensure_keys, env_lines, seed_example_inputs, write_dep
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    link = parse_link(args.rtt, args.rate)
     if os.geteuid() != 0:
         raise LabError("the lab needs root (systemd-nspawn, network namespaces, mounts)")
-    hosts = validate_hosts(args.hosts or list(config.DEFAULT_HOSTS))
+    # `up --rtt/--rate` alone changes a running lab's link without booting the default hosts.
+    keep = bool(link) and bool(load_registry()["hosts"])
+    hosts = validate_hosts(args.hosts or ([] if keep else list(config.DEFAULT_HOSTS)))
     if args.deployer and args.suite not in (None, DEPLOYER_SUITE):
         raise LabError(f"--deployer: a deployer host runs Debian 13 ({DEPLOYER_SUITE}); the Debian 12 deployer "
                        "is this machine")
@@ -81,6 +85,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.ipv6:
         reg["ipv6"] = sorted(set(reg.get("ipv6", [])) | set(hosts))
     reg["stopped"] = [h for h in reg.get("stopped", []) if h not in new]  # `up` gives them a fresh layer
+    if update_link(reg, link) and not new:  # for the hosts up now; new ones get it below
+        save_registry(reg)
+        write_ssh_config(reg)
+        apply_rate(reg)
+        log(describe(reg) or "link: nothing added")
     if running:
         log(f"already up: {' '.join(running)}")
         if args.ipv6:
@@ -109,6 +118,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     write_deployer_nix_conf()
     seed_example_inputs()
     ensure_bridge()
+    apply_rate(reg)
     started = time.monotonic()
     for host in new:
         ensure_netns(reg, host)
@@ -116,6 +126,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         start_host(reg, host)
     boot_all(reg, new)
     log(f"{len(new)} host(s) up in {time.monotonic() - started:.1f} s: {' '.join(new)}")
+    if reg.get("link"):
+        log(describe(reg) or "")
     print("\n".join(env_lines()))
     return 0
 
@@ -126,6 +138,7 @@ def teardown() -> None:
     hosts = set(reg["hosts"])
     if (config.STATE / "hosts").is_dir():
         hosts |= {p.name for p in (config.STATE / "hosts").iterdir()}
+    kill_relays()
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
         list(pool.map(stop_host, sorted(hosts)))
     kill_cgroup(None)
@@ -209,6 +222,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1])
+    if reg.get("link"):
+        print(describe(reg))
     return 0
 
 

@@ -40,6 +40,14 @@ CGROUP_ROOTS = (Path("/sys/fs/cgroup/systemd"), Path("/sys/fs/cgroup/unified"))
 SSH_DIR = STATE / "ssh"
 SSH_CONFIG = SSH_DIR / "config"
 NIX_CONF_DIR = STATE / "nix"  # the deployer-side Nix config (NIX_CONF_DIR)
+# `up --rtt`: ssh goes through the latency relay (a copy in the ssh directory, which deployer
+# hosts see too), whose connection counts and PID files are kept here.
+RELAY_SOURCE = LAB_DIR / "nixlab" / "relay.py"
+RELAY = SSH_DIR / "relay.py"
+RELAY_DIR = STATE / "relay"
+RELAY_STATS = RELAY_DIR / "stats.jsonl"
+MAX_RTT_MS = 10_000
+MAX_RATE_MBIT = 100_000
 
 DEFAULT_HOSTS = ("web1", "web2", "db1")
 # Two base images: Debian 12 (Nix 2.8, as this deployer) and Debian 13 (Nix 2.26, as the hosts

@@ -12,6 +12,10 @@ class LabError(Exception):
     """What went wrong, said in one line: labctl prints `error: ...` and exits 1."""
 
 
+class UsageError(LabError):
+    """Bad input on the command line, found before anything changes: labctl exits 2."""
+
+
 def log(msg: str) -> None:
     print(f"labctl: {msg}", file=sys.stderr, flush=True)
 

@@ -11,6 +11,11 @@ from nixlab import config
 from nixlab.proc import LabError
 
 
+class Link(TypedDict, total=False):
+    rtt_ms: float  # round-trip time added to every ssh connection (the relay)
+    rate_mbit: float  # the deployer's uplink to the lab (tbf on the bridge)
+
+
 class Registry(TypedDict, total=False):
     hosts: Required[dict[str, int]]  # host -> index
     bind_ro: list[str]  # bound read-only into every host
@@ -20,6 +25,7 @@ class Registry(TypedDict, total=False):
     deployers: dict[str, str]  # deployer host -> its wheels directory (`up --deployer`)
     ipv6: list[str]  # the hosts with an IPv6 address (`up --ipv6`)
     stopped: list[str]  # the hosts powered off on purpose (`stop`), their disk kept
+    link: Link  # the deployer's link to the lab (`up --rtt --rate`); absent: none added
 
 
 def registry_path() -> Path:

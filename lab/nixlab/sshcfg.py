@@ -8,6 +8,7 @@ import shlex
 import shutil
 
 from nixlab import config
+from nixlab.link import install_relay, link_env_lines, proxy_command
 from nixlab.proc import run
 from nixlab.registry import Registry, address, address6, host_dir, load_registry
 
@@ -27,7 +28,11 @@ def ensure_keys(reg: Registry) -> None:
 
 
 def write_ssh_config(reg: Registry) -> None:
+    """The hosts' names and keys, and with a round-trip time (`up --rtt`) the relay for each."""
     sdir = config.SSH_DIR
+    proxy = proxy_command(reg)
+    if proxy:
+        install_relay()
     known, lines = [], []
     for host in sorted(reg["hosts"]):
         pub = (host_dir(host) / "ssh_host_ed25519_key.pub").read_text().split()
@@ -48,6 +53,7 @@ def write_ssh_config(reg: Registry) -> None:
         "  ConnectTimeout 5\n"
         "  ServerAliveInterval 5\n"
         "  ServerAliveCountMax 3\n"
+        + (f"  ProxyCommand {proxy}\n" if proxy else "")
     )
     config.SSH_CONFIG.write_text("\n".join(lines))
 
@@ -86,6 +92,7 @@ def env_lines() -> list[str]:
         f"export NIX_SSHOPTS='-F {config.SSH_CONFIG}'",
         f"export NIXTASKS_LAB_SSH_CONFIG={config.SSH_CONFIG}",
         *([f"export NIXTASKS_LAB_IPV6={shlex.quote(ipv6)}"] if ipv6 else []),
+        *link_env_lines(reg),
     ]
 
 
