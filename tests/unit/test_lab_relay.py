@@ -57,7 +57,8 @@ def test_a_round_trip_is_counted_each_time_the_host_answers_after_the_deployer_s
     for direction, size in (("down", 40), ("up", 30), ("up", 10), ("down", 50), ("down", 5), ("up", 1),
                             ("down", 2)):
         tally.seen(direction, size)
-    assert (tally.round_trips, tally.chunks_up, tally.bytes_up, tally.chunks_down, tally.bytes_down) == (2, 3, 41, 4, 97)
+    assert (tally.round_trips, tally.chunks_up, tally.bytes_up) == (2, 3, 41)
+    assert (tally.chunks_down, tally.bytes_down) == (4, 97)
     record = json.loads(tally.record())
     assert record["name"] == "web1" and record["round_trips"] == 2 and record["connections"] == 1
 
