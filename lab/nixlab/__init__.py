@@ -11,17 +11,21 @@ A host booted with `up --deployer` is a deployer instead (Debian 13, Python 3.13
 nixtasks' dependencies installed from wheels prepared on this machine, and the lab's ssh
 material and deployer-side Nix config bound in, so that nixtasks runs there against the others.
 
-Subcommands: up, down, reset, status, exec, reboot, stop, start, env, seed, image, wheels. Run as root.
+Subcommands: up, down, reset, status, exec, reboot, stop, start, measure, env, seed, image, wheels.
+Run as root.
 Everything the lab makes is named in nixlab.config, so `down` can remove exactly that:
 network namespaces `lab-<host>`, the bridge `lab-br0`, veths `labv<N>`, cgroups
 `nixtasks-lab/<host>`, and the state directory (with NIXTASKS_LAB_ID=N: `labN-<host>`,
 `lab-brN`, `labNv<M>`, `nixtasks-labN`, /var/lib/nixtasks-labN and the subnet 10.250.N.0/24).
 `up --ipv6 HOST...` gives hosts an IPv6 address too, fd00:250:N::<10+index> beside 10.250.N.<10+index>
 (fd00:250:N::1 on the bridge, this machine's side), also to hosts already up.
+`up --rtt MS --rate MBIT` gives the deployer's link to the lab a round-trip time (ssh through a
+user-space relay) and an uplink rate (tbf on the bridge), kept until changed; `measure` times them.
 
 The modules, by job: config (the lab's id and every name, path and address that follows from
 it), proc (running commands, processes), registry (the lab's state file), image (the base
-images), net (bridge, veths, addresses), sshcfg (keys, ssh config, the deployer's environment),
+images), net (bridge, veths, addresses), sshcfg (keys, ssh config, the deployer's environment), link (--rtt and
+--rate), relay (the latency relay, a ProxyCommand), measure (`labctl measure`),
 deployer (Debian 13 deployer hosts), inside (reaching into a running host), hosts (boot,
 supervise, stop), commands (the subcommands), cli (the command line). Stdlib only: lab/labctl
 runs it from a checkout, before anything is installed.
