@@ -69,7 +69,9 @@ def proxy_command(reg: Registry) -> str | None:
     rtt = reg.get("link", {}).get("rtt_ms")
     if not rtt:
         return None
-    words = [sys.executable, "-I", "-S", str(config.RELAY), "--rtt", number(rtt), "--stats", str(config.RELAY_DIR),
+    # Debian's python3, which deployer hosts (`up --deployer`) have at the same path too.
+    python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
+    words = [python, "-I", "-S", str(config.RELAY), "--rtt", number(rtt), "--stats", str(config.RELAY_DIR),
              "--allow", f"{config.SUBNET}.0/24", "--allow", f"{config.IPV6_PREFIX}/64"]
     return " ".join(shlex.quote(w) for w in words) + " %n %h %p"
 
