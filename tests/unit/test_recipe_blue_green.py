@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from nixtasks.actions.journal import read_local
 from nixtasks.errors import DeployFailed, NixtasksError, Refused
 from nixtasks.fleet import reboot
 from nixtasks.models import Policy
@@ -72,59 +73,129 @@ def test_a_chosen_subset_of_the_group_is_refused_before_anything_changes(tmp_pat
     assert fleet.locked() == [] and {n: fleet.steps(n) for n in NAMES} == {n: PROBED for n in NAMES}
 
 
-def test_a_no_at_the_traffic_question_leaves_traffic_and_the_booted_group(tmp_path):
+def test_a_no_at_the_traffic_question_says_what_runs_and_how_to_switch_and_exits_1(tmp_path):
+    """The hosts were rebooted into the new release: not "nothing was changed" (exit 3)."""
     fleet = fleet_of(tmp_path, *NAMES, rebooting=True)
-    with pytest.raises(Refused, match="^traffic was not switched to blue; blue runs the new system, the other "
-                                      "group the old$") as refused:
+    with pytest.raises(DeployFailed, match=r"^traffic was not switched to blue \(declined\); blue \(web1, web2\) runs "
+                                           "and boots the new system, the other group the old. To switch traffic, run "
+                                           "on the deployer: lb --to blue web1 web2$") as failed:
         run(fleet, True, False)
-    assert refused.value.exit_code == 3 and fleet.hooks == []
-    assert all(f.running == NEW for f in fleet.fakes.values())
+    assert failed.value.exit_code == 1 and fleet.hooks == []
+    assert all((f.running, f.profile) == (NEW, 2) for f in fleet.fakes.values())
+    assert outcomes(failed.value) == {"web1": "declined", "web2": "declined"}
+    row = failed.value.report.results[0]
+    assert (row.new_system, row.generation) == (NEW, 2)
+    assert row.message == ("runs and boots the new system (generation 2), healthy; traffic was NOT switched to blue "
+                           "(declined): to switch it, run on the deployer: lb --to blue web1 web2")
+    # each host's boot, reboot, and the no at the traffic question: the last record says how it is
+    records = [r for r in read_local(tmp_path / "journal.jsonl") if r.host == "web1" and r.outcome != "started"]
+    assert [r.outcome for r in records] == ["ok", "ok", "declined"] and records[-1].message == row.message
 
 
 def test_ctrl_c_at_the_traffic_question_is_a_no(tmp_path):
     fleet = fleet_of(tmp_path, *NAMES, rebooting=True)
-    with pytest.raises(Refused, match="^traffic was not switched to blue"):
+    with pytest.raises(DeployFailed, match="^traffic was not switched to blue") as failed:
         run(fleet, True, KeyboardInterrupt)
-    assert fleet.hooks == []
+    assert failed.value.exit_code == 1 and fleet.hooks == []
 
 
-def test_a_host_whose_boot_fails_stops_before_any_reboot(tmp_path):
+def test_the_plan_says_what_a_failure_does_to_the_group(tmp_path):
+    fleet = fleet_of(tmp_path, *NAMES, rebooting=True)
+    run(fleet, True, True)
+    assert ("  on a failure: blue goes back as a whole: every host's boot entry is set back to its previous "
+            "generation, and a host already rebooted is rebooted into it; traffic stays") in fleet.said
+    fleet = fleet_of(tmp_path, *NAMES, rebooting=True)
+    run(fleet, True, True, policy=Policy(rollback=False))
+    assert ("  on a failure: every host is LEFT AS IT IS (--no-rollback): one whose boot went fine boots the new "
+            "system at its next boot; traffic stays. To undo, per host: web1: invoke rollback --host web1 "
+            "--generation 1; web2: invoke rollback --host web2 --generation 1") in fleet.said
+
+
+def test_a_host_whose_boot_fails_sets_the_groups_boot_entries_back_before_any_reboot(tmp_path):
+    """web1's boot went fine; web2's failed: web1 must not boot the failed release at its next
+    reboot. Its boot entry is set back (under its lock, which its hold admits), one record."""
     fleet = fleet_of(tmp_path, *NAMES, rebooting=True, web2=RebootingHost(fail={"activate boot"}))
-    with pytest.raises(DeployFailed, match=r"^web2: rolled back: boot failed \(exit 1\)") as failed:
+    with pytest.raises(DeployFailed, match=r"^web2: rolled back: boot failed \(exit 1\).*; blue went back as a whole "
+                                           r"\(web1 too: see the report\); traffic stays where it is$") as failed:
         run(fleet, True, True)
-    assert outcomes(failed.value) == {"web1": "ok", "web2": "rolled back"}
-    assert all(f.reboots == 0 for f in fleet.fakes.values()) and fleet.asked() == [BOOT_QUESTION]
-    assert fleet.hooks == []
-    assert fleet.fakes["web2"].profile == 1
-    assert fleet.fakes["web1"].profile == 2  # web1 keeps the new boot entry: see the report
+    assert failed.value.exit_code == 1
+    assert outcomes(failed.value) == {"web1": "rolled back", "web2": "rolled back"}
+    assert all((f.reboots, f.profile, f.running) == (0, 1, OLD) for f in fleet.fakes.values())
+    assert fleet.steps("web1") == PROBED + BOOTED + ["lock", "switch-generation 1", "activate boot", "facts", "unlock",
+                                                     "unhold", "unlock"]
+    web1 = failed.value.report.results[0]
+    assert web1.message.startswith("its boot entry was set to the new system, but its group goes as a whole and web2 "
+                                   "failed (web2: rolled back: boot failed (exit 1)")
+    assert web1.message.endswith("; its boot entry is set back to generation 1: it runs and boots "
+                                 "nixos-system-web1-1.0 as before")
+    assert (web1.new_system, web1.generation, web1.previous_generation, web1.tried_system) == (OLD, 1, 1, NEW)
+    assert fleet.asked() == [BOOT_QUESTION] and fleet.hooks == []
+    assert fleet.journal() == [("web2", "blue-green", "rolled back"), ("web1", "blue-green", "rolled back")]
+    assert fleet.locked() == ["web1", "web2"] and fleet.steps("web2")[-2:] == ["unhold", "unlock"]
 
 
-def test_a_host_that_does_not_come_back_keeps_traffic_where_it_is(tmp_path):
+def test_with_no_rollback_a_failed_boot_leaves_the_others_booting_the_new_system_and_says_so(tmp_path):
+    fleet = fleet_of(tmp_path, *NAMES, rebooting=True, web2=RebootingHost(fail={"activate boot"}))
+    with pytest.raises(DeployFailed, match=r"^web2: failed: boot failed"):
+        run(fleet, True, True, policy=Policy(rollback=False))
+    assert fleet.fakes["web1"].profile == 2 and fleet.fakes["web1"].reboots == 0
+    web1 = [r for r in read_local(tmp_path / "journal.jsonl") if r.host == "web1" and r.outcome != "started"]
+    assert [r.outcome for r in web1] == ["ok"]
+    assert web1[0].message.endswith("; kept though web2 failed (--no-rollback): it boots the new system at its next "
+                                    "boot; undo: invoke rollback --host web1 --generation 1")
+
+
+def test_a_host_that_cannot_be_kept_for_the_reboot_stops_the_group_before_anything_is_booted(tmp_path):
+    holder = "who=bob@x,action=switch,pid=1,since=x"
+    fleet = fleet_of(tmp_path, *NAMES, rebooting=True, web2=RebootingHost(holder=holder))
+    with pytest.raises(DeployFailed, match=r"^web2: locked: locked by another deploy") as failed:
+        run(fleet, True, True)
+    assert outcomes(failed.value) == {"web2": "locked", "web1": "not started"}
+    assert failed.value.report.results[1].message == ("not started: web2 could not be kept for the reboot, and "
+                                                      "blue-green boots blue as a whole; nothing changed")
+    assert "activate boot" not in fleet.steps("web1") and fleet.fakes["web1"].profile == 1
+    assert fleet.steps("web1")[-2:] == ["unhold", "unlock"]
+
+
+def test_a_host_that_does_not_come_back_keeps_traffic_where_it_is_and_boots_the_group_back(tmp_path):
     fleet = fleet_of(tmp_path, *NAMES, rebooting=True, web2=RebootingHost(comes_back=False))
     with pytest.raises(DeployFailed, match=r"^web2: failed: did not answer with a new boot id within 0.05 s of its "
                                            "reboot; it cannot be booted back from here") as failed:
         run(fleet, True, True, timeout=0.05)
-    assert outcomes(failed.value) == {"web1": "ok", "web2": "failed"}
+    assert outcomes(failed.value) == {"web1": "rolled back", "web2": "failed"}
     rebooting = PROBED + BOOTED + ["lock", "hold", BOOT_ID, "systemctl reboot"]
     assert fleet.steps("web2")[:len(rebooting)] == rebooting
     # asked until the time was up; then its lock is let go (the hold and whatever unit is left)
     assert set(fleet.steps("web2")[len(rebooting):-2]) == {BOOT_ID_FRESH}
     assert fleet.steps("web2")[-2:] == ["unhold", "unlock"]
+    # web1 came back healthy on the new system, and goes back with its group
+    assert (fleet.fakes["web1"].running, fleet.fakes["web1"].profile, fleet.fakes["web1"].reboots) == (OLD, 1, 2)
     assert fleet.asked() == [BOOT_QUESTION] and fleet.hooks == []
     assert "traffic stays where it is: blue did not come back healthy as a whole" in fleet.said
     assert ("web2", "blue-green", "failed") in fleet.journal()
 
 
-def test_a_host_that_fails_its_checks_after_the_reboot_is_booted_back(tmp_path):
+def test_a_host_that_fails_its_checks_after_the_reboot_is_booted_back_with_its_group(tmp_path):
     fleet = fleet_of(tmp_path, *NAMES, rebooting=True, web2=RebootingHost(healthy={OLD}))
     with pytest.raises(DeployFailed, match="^web2: rolled back: check unit app.service.*; booted back into "
-                                           "generation 1$") as failed:
+                                           r"generation 1; blue went back as a whole \(web1 too: see the report\); "
+                                           "traffic stays where it is$") as failed:
         run(fleet, True, True)
-    assert fleet.steps("web2") == PROBED + BOOTED + REBOOTED[:-2] + [
-        "switch-generation 1", "activate boot", BOOT_ID, "systemctl reboot", BOOT_ID_FRESH, "facts*", "unhold",
-        "unlock"]
-    assert (fleet.fakes["web2"].running, fleet.fakes["web2"].profile, fleet.fakes["web2"].reboots) == (OLD, 1, 2)
-    assert outcomes(failed.value) == {"web1": "ok", "web2": "rolled back"}
+    boot_back = ["switch-generation 1", "activate boot", BOOT_ID, "systemctl reboot", BOOT_ID_FRESH, "facts*"]
+    assert fleet.steps("web2") == PROBED + BOOTED + REBOOTED[:-2] + boot_back + ["unhold", "unlock"]
+    # web1 passed its checks, then its hold is renewed for one more reboot, into its old entry
+    assert fleet.steps("web1") == PROBED + BOOTED + REBOOTED[:-2] + ["lock", "hold"] + boot_back + ["unhold",
+                                                                                                  "unlock"]
+    assert all((f.running, f.profile, f.reboots) == (OLD, 1, 2) for f in fleet.fakes.values())
+    assert outcomes(failed.value) == {"web1": "rolled back", "web2": "rolled back"}
+    web1 = failed.value.report.results[0]
+    assert web1.message == ("rebooted into the new system, but its group goes as a whole and web2 failed (web2: rolled "
+                            "back: check unit app.service: exit 3: failed (after 1 tries)); booted back into "
+                            "generation 1")
+    assert (web1.new_system, web1.generation, web1.previous_generation) == (OLD, 1, 1)
+    # one record per host for the reboot step, with how it ended
+    assert sorted(fleet.journal()) == [("web1", "blue-green", "ok"), ("web1", "blue-green", "rolled back"),
+                                       ("web2", "blue-green", "ok"), ("web2", "blue-green", "rolled back")]
     assert fleet.asked() == [BOOT_QUESTION] and fleet.hooks == []
 
 
