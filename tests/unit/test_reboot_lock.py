@@ -97,10 +97,13 @@ class RebootingHost:
     reboots: bool = True
     held_by_another: str = ""  # another deploy's hold: our takes are refused (exit LOCK_HELD)
     retake_refusals: int = 0  # takes after the reboot refused as another's unit (on its way out)
+    unreachable_in_boot: int = 0  # in this boot (1: before the reboot), ssh fails as the lock is taken
     locked: bool = False
     steps: list[str] = field(default_factory=list)
 
     def __call__(self, step: str, cmd: Command, target: Target, fresh: bool) -> Result:
+        if step == "lock" and self.boot == self.unreachable_in_boot:
+            return Result(255, "", "ssh: connect to host web1 port 22: Connection refused")
         if step == "lock":
             if self.held_by_another:
                 return Result(commands.LOCK_HELD, "", f"1796320800 {self.held_by_another}\n")
@@ -162,6 +165,28 @@ def test_another_deploys_hold_refuses_the_reboot_and_names_it():
     assert result.outcome is Outcome.LOCKED
     assert result.message.startswith("locked by another deploy (who=bob@laptop,action=blue-green")
     assert "not rebooted" in result.message and "systemctl reboot" not in runner.steps()
+
+
+@pytest.mark.parametrize("boot", [1, 2], ids=["before-the-reboot", "after-it"])
+def test_a_host_ssh_cannot_reach_is_failed_with_the_ssh_error_not_locked(boot):
+    """Connection refused when the lock is taken (renewed before the reboot, or taken again after
+    it) is no other deploy's lock: failed, with ssh's words, and no advice to unlock."""
+    result, runner = reboot_one(RebootingHost(unreachable_in_boot=boot))
+    assert result.outcome is Outcome.FAILED, result.message
+    assert "Connection refused" in result.message and "locked by another" not in result.message
+    assert "invoke unlock" not in result.message
+    assert result.message.endswith("not rebooted (it boots the new system at its next boot)" if boot == 1
+                                   else "before its checks ran")
+    assert ("systemctl reboot" in runner.steps()) == (boot == 2)
+
+
+def test_keep_for_reboot_reports_a_host_ssh_cannot_reach_as_failed():
+    before = parse_facts(f"running\t{OLD}\nsystemd\tyes\n")
+    changes = [Change(WEB1, Action.BOOT, NEW, before)]
+    kept, refused = reboot.keep_for_reboot(changes, RecordingRunner(RebootingHost(unreachable_in_boot=1)), Policy(),
+                                           "blue-green")
+    assert kept == [] and refused[0].outcome is Outcome.FAILED
+    assert "Connection refused" in refused[0].message and "invoke unlock" not in refused[0].message
 
 
 def test_keep_for_reboot_takes_holds_and_releases_the_unit_or_reports_the_host_locked():
