@@ -1,20 +1,26 @@
 """emergency: a fix out fast, but never blind. Builds (a dirty tree is shown, not refused),
 `test`-activates with the watchdog, runs the checks, asks, then `switch`es, and follows the
 hosts' warnings and errors for a while. A test activation that fails its checks is rolled
-back and nothing is switched. The reason is required and the journal marks it. A no at the
-switch leaves a host on the tested system and booting the old one: said so, and (at a
-terminal) the host can go back to its booted system at once."""
+back and nothing is switched; the hosts whose test passed run the tested system and boot the
+old one: said so, and they are offered to go back to their booted system at once (--yes: they
+go back). The reason is required and the journal marks it. A no at the switch leaves a host
+on the tested system and booting the old one: said so, and (at a terminal) the host can go
+back to its booted system at once. Every record says what the host runs at that point."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
+from ..actions.journal import Journal, Record
 from ..actions.plan import store_name
 from ..errors import DeployFailed, Refused, UsageError
 from ..fleet import engine
-from ..fleet.pipeline import Change
-from ..models import Action, HostResult, Outcome, Report
+from ..fleet.pipeline import Change, unchanged
+from ..models import Action, Host, HostResult, Outcome, Report
+
+TESTED = ": it runs the test-activated system"  # where a kept host's row says what it runs
 
 
 def emergency(req: engine.DeployRequest, tools: engine.Tools, follow: float) -> Report:
@@ -28,19 +34,24 @@ def emergency(req: engine.DeployRequest, tools: engine.Tools, follow: float) -> 
     go, left = engine.approve(prep, prep.changes, tools, verb="emergency-test", question=(
         f"EMERGENCY: test-activate {names} (the boot entry stays; {guards or 'NO watchdog, NO checks'})?"))
     tested, interrupted = engine.activate(prep, go, req.policy, tools, verb="emergency-test")
-    if interrupted or engine.declined(left) or any(r.failed for r in tested):
-        return engine.finish(engine.report(prep, left + tested, interrupted, "emergency"), tools.echo)
     # The same systems, now made the boot entry; a failure goes back to what ran before the test.
     switches = [replace(c, action=Action.SWITCH, expect_running=c.system) for c, r in zip(go, tested)
                 if r.outcome is Outcome.OK]
+    failed = [r for r in tested if r.failed]
+    if failed and switches and not interrupted:
+        return after_a_failed_test(prep, left, tested, switches, failed, req, tools)
+    if interrupted or engine.declined(left) or failed:
+        return engine.finish(engine.report(prep, left + tested, interrupted, "emergency"), tools.echo)
     tested_names = ", ".join(c.host.name for c in switches)
-    go_switch, left_switch, interrupted = engine.gate(prep, switches, tools, verb="emergency-switch", question=(
+    # The hosts left at this question are journalled here, once their rows say what they run.
+    asked = replace(prep, journal=Unwritten(tools.runner, prep.journal.path))
+    go_switch, left_switch, interrupted = engine.gate(asked, switches, tools, verb="emergency-switch", question=(
         f"EMERGENCY: {tested_names} passed the test activation and its checks. Switch (make it the boot entry)?"))
     switched, stopped = engine.activate(prep, go_switch, req.policy, tools, verb="emergency-switch")
     interrupted = interrupted or stopped
     by_name = {c.host.name: c for c in switches}
     on_test = [(by_name[r.host], r) for r in left_switch]
-    kept = tuple(still_tested(c, r) for c, r in on_test)
+    kept = journalled(prep, on_test, tuple(still_tested(c, r) for c, r in on_test))
     if on_test and not interrupted:
         kept, interrupted = offer_to_go_back(prep, on_test, kept, req, tools)
     report = engine.report(prep, left + kept + switched, interrupted, "emergency")
@@ -60,13 +71,45 @@ def emergency(req: engine.DeployRequest, tools: engine.Tools, follow: float) -> 
     return report
 
 
+class Unwritten(Journal):
+    """The switch question's journal, which writes nothing: a host left on its tested system
+    there is journalled by the recipe with what it runs ("declined; nothing changed", the
+    engine's words for a host no question changed, would not be true)."""
+
+    def write(self, host: Host, action: str, outcome: str, *, on_host: bool = True, **fields: Any) -> Record | None:
+        return None
+
+
+def journalled(prep: engine.Prepared, on_test: Sequence[tuple[Change, HostResult]],
+               kept: tuple[HostResult, ...]) -> tuple[HostResult, ...]:
+    """Each host left on its tested system, journalled as `emergency-switch` with its row."""
+    for (change, _), row in zip(on_test, kept):
+        prep.journal.write_result(change.host, "emergency-switch", row)
+    return kept
+
+
+def after_a_failed_test(prep: engine.Prepared, left: tuple[HostResult, ...], tested: Sequence[HostResult],
+                switches: Sequence[Change], failed: Sequence[HostResult], req: engine.DeployRequest,
+                tools: engine.Tools) -> Report:
+    """A test activation failed on some host (rolled back there): nothing is switched, and the
+    hosts whose test passed run the tested system and boot the old one. Said so per host, then
+    offered to go back now (yes at a terminal or --yes: back to the boot entry's system); exit 1."""
+    why = f"not switched: {', '.join(r.host for r in failed)} failed the test activation"
+    on_test = [(c, unchanged(c, Outcome.NOT_STARTED, why)) for c in switches]
+    kept = journalled(prep, on_test, tuple(still_tested(c, r) for c, r in on_test))
+    kept, interrupted = offer_to_go_back(prep, on_test, kept, req, tools)
+    rows = {r.host: r for r in kept}
+    return engine.finish(engine.report(prep, left + tuple(rows.get(r.host, r) for r in tested), interrupted,
+                                       "emergency"), tools.echo)
+
+
 def still_tested(change: Change, left: HostResult) -> HostResult:
     """A host not switched after its test activation: it runs the tested system and boots the
     old one, which its next boot goes back to; said so, not "nothing changed"."""
     before = change.before
     why = "declined the switch" if left.outcome is Outcome.DECLINED else left.message.split(";")[0]
     return replace(left, new_system=change.system, generation=before.generation, tried_system=change.system,
-                   message=(f"{why}: it runs the test-activated system {store_name(change.system)} and boots the "
+                   message=(f"{why}{TESTED} {store_name(change.system)} and boots the "
                             f"old one (generation {before.generation}, {store_name(before.boot_path)}): its next "
                             f"boot goes back. Back now: invoke rollback --host {change.host.name} --generation "
                             f"{before.generation}; to keep the fix: invoke switch --host {change.host.name}"))
@@ -104,10 +147,12 @@ def back_change(change: Change) -> Change:
                    diff="", copy_seconds=0.0)
 
 
-def went_back(declined: HostResult, back: HostResult) -> HostResult:
-    """One row per host: declined and back on its booted system, or what the go-back came to."""
+def went_back(kept: HostResult, back: HostResult) -> HostResult:
+    """One row per host: not switched (declined, or another host failed) and back on its booted
+    system, or what the go-back came to."""
+    why = kept.message.partition(TESTED)[0]
     if back.outcome is Outcome.OK:
-        return replace(declined, new_system=back.new_system, generation=back.generation, stages=back.stages,
-                       message=f"declined the switch; back on the booted system ({store_name(back.new_system)}, "
+        return replace(kept, new_system=back.new_system, generation=back.generation, stages=back.stages,
+                       message=f"{why}; back on the booted system ({store_name(back.new_system)}, "
                                f"generation {back.generation}), as before the emergency")
-    return replace(back, message=f"declined the switch; going back to the booted system: {back.message}")
+    return replace(back, message=f"{why}; going back to the booted system: {back.message}")

@@ -91,24 +91,72 @@ def test_a_subset_chosen_at_the_test_question_is_the_only_one_switched(tmp_path)
     assert fleet.steps("web1") == PROBED and fleet.steps("web2") == PROBED + TESTED + SWITCHED
 
 
+BACK_QUESTION = "Go back to the booted system on {} now (its boot entry, switch-to-configuration test)?"
+
+
 def test_a_test_activation_that_fails_its_checks_is_rolled_back_and_nothing_is_switched(tmp_path):
+    """web2 fails its checks and is rolled back; web1's test passed: it runs the tested system and
+    boots the old one, and its row and record say exactly that (not "ok"), with the commands to go
+    back or keep the fix. A no at the offer to go back leaves it so; exit 1."""
     fleet = fleet_of(tmp_path, *NAMES, web2=FakeHost(healthy={OLD}))
     with pytest.raises(DeployFailed, match="^web2: rolled back: check unit app.service") as failed:
-        run(fleet, True, True)
-    assert fleet.asked() == [TEST_QUESTION]  # no switch question
+        run(fleet, True, False)
+    assert failed.value.exit_code == 1
+    assert fleet.asked() == [TEST_QUESTION, (BACK_QUESTION.format("web1"), ())]  # no switch question
     assert fleet.steps("web2") == PROBED + ["lock", "facts", "arm", "activate test", "confirm*", "activate test",
                                             "facts", "unit", "facts", "unlock"]  # back to what ran
     assert not any("activate switch" in fleet.steps(n) for n in NAMES)
     assert (fleet.fakes["web2"].running, fleet.fakes["web2"].profile) == (OLD, 1)
-    assert outcomes(failed.value) == {"web1": "ok", "web2": "rolled back"}
-    assert fleet.fakes["web1"].running == NEW and fleet.fakes["web1"].profile == 1  # tested, left so: see the report
+    assert (fleet.fakes["web1"].running, fleet.fakes["web1"].profile) == (NEW, 1)  # tested, left so on request
+    assert outcomes(failed.value) == {"web1": "not started", "web2": "rolled back"}
+    web1 = failed.value.report.results[0]
+    assert web1.message.startswith("not switched: web2 failed the test activation: it runs the test-activated system "
+                                   "nixos-system-web1-1.1 and boots the old one (generation 1, nixos-system-web1-1.0): "
+                                   "its next boot goes back. Back now: invoke rollback --host web1 --generation 1")
+    assert web1.message.endswith("to keep the fix: invoke switch --host web1")
+    assert (web1.new_system, web1.generation) == (NEW, 1)
+    records = [r for r in read_local(tmp_path / "journal.jsonl") if r.host == "web1" and r.outcome != "started"]
+    assert [(r.action, r.outcome) for r in records] == [("emergency-test", "ok"), ("emergency-switch", "not started")]
+    assert records[-1].message == web1.message and records[-1].after_path == NEW
+
+
+def test_after_a_failed_test_yes_puts_the_others_back_on_their_booted_system(tmp_path):
+    """Yes at the offer (as --yes answers it): web1 goes back to its boot entry's system with a
+    test activation under the lock, journalled as emergency-back; every host runs what it boots."""
+    fleet = fleet_of(tmp_path, *NAMES, web2=FakeHost(fail={"activate test"}))
+    with pytest.raises(DeployFailed, match=r"^web2: rolled back: test failed \(exit 1\)") as failed:
+        run(fleet, True, True)
+    assert failed.value.exit_code == 1
+    assert fleet.asked() == [TEST_QUESTION, (BACK_QUESTION.format("web1"), ())]
+    assert all((f.running, f.profile) == (OLD, 1) for f in fleet.fakes.values())
+    assert outcomes(failed.value) == {"web1": "not started", "web2": "rolled back"}
+    web1 = failed.value.report.results[0]
+    assert web1.message == ("not switched: web2 failed the test activation; back on the booted system "
+                            "(nixos-system-web1-1.0, generation 1), as before the emergency")
+    assert (web1.new_system, web1.generation) == (OLD, 1)
+    assert [(a, o) for h, a, o in fleet.journal() if h == "web1"] == [
+        ("emergency-test", "ok"), ("emergency-switch", "not started"), ("emergency-back", "ok")]
+    assert [(a, o) for h, a, o in fleet.journal() if h == "web2"] == [("emergency-test", "rolled back")]
 
 
 def test_a_test_activation_that_fails_is_rolled_back_and_nothing_is_switched(tmp_path):
     fleet = fleet_of(tmp_path, *NAMES, web1=FakeHost(fail={"activate test"}))
     with pytest.raises(DeployFailed, match=r"^web1: rolled back: test failed \(exit 1\)"):
         run(fleet, True, True)
-    assert fleet.asked() == [TEST_QUESTION] and fleet.fakes["web1"].running == OLD
+    assert fleet.asked() == [TEST_QUESTION, (BACK_QUESTION.format("web2"), ())]
+    assert fleet.fakes["web1"].running == OLD and fleet.fakes["web2"].running == OLD
+
+
+def test_a_no_at_the_switch_is_journalled_with_what_the_host_runs(tmp_path):
+    """Not the engine's "declined; nothing changed": the host runs the tested system."""
+    fleet = fleet_of(tmp_path, *NAMES)
+    with pytest.raises(DeployFailed) as failed:
+        run(fleet, True, False, False)
+    records = [r for r in read_local(tmp_path / "journal.jsonl") if r.action == "emergency-switch"]
+    assert [(r.host, r.outcome) for r in records] == [("web1", "declined"), ("web2", "declined")]
+    for record, row in zip(records, failed.value.report.results):
+        assert record.message == row.message and "nothing changed" not in record.message
+        assert "runs the test-activated system" in record.message and record.after_path == NEW
 
 
 def test_a_switch_that_fails_goes_back_to_what_ran_before_the_test(tmp_path):
