@@ -20,6 +20,7 @@ let
     release = "1.0"; # shown by the web service and by nixos-version
     healthy = true; # false: GET /health answers 500
     fail_activation = false; # an activation snippet fails (stc exits 2)
+    fail_boot_entry = false; # installing the boot entry fails (stc switch and boot exit 1)
     failed_units = [ ]; # extra units that fail when started (stc exits 4)
     break_network = false; # activation sets the lab link down (up otherwise)
     activation_seconds = 0; # activation sleeps this long
@@ -32,6 +33,7 @@ let
     release = "string";
     healthy = "bool";
     fail_activation = "bool";
+    fail_boot_entry = "bool";
     failed_units = "list";
     break_network = "bool";
     activation_seconds = "int";
@@ -173,11 +175,12 @@ let
   '';
 
   # What switch-to-configuration reads about this system.
-  activation = builtins.toJSON {
+  # fail_boot_entry only when set: the systems of every other release stay as they were.
+  activation = builtins.toJSON ({
     inherit host release;
     inherit (knobs) healthy fail_activation failed_units break_network activation_seconds;
     configurationRevision = rev;
-  };
+  } // (if knobs.fail_boot_entry then { fail_boot_entry = true; } else { }));
 in
 shBuild "nixos-system-${host}-${release}"
   ({

@@ -388,6 +388,9 @@ def main(argv: list[str]) -> int:
     config = json.loads((TOPLEVEL / "nixtasks.json").read_text())
 
     if action in ("switch", "boot"):
+        if config.get("fail_boot_entry"):  # as NixOS's stc when installing the boot loader fails
+            log("Failed to install bootloader (fail_boot_entry)")
+            return 1
         install_boot_entry()
     if action == "boot":
         return 0
