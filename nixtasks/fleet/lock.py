@@ -149,7 +149,8 @@ def take_and_read(host: Host, action: str, ttl: float, runner: Runner, *,
     else:
         held_by = holder(host, runner)
     if held_by and ours(held_by):  # no other deployer: this run holds it still, and goes on under it
-        return None, held_by, (read_facts(host, runner) if read else None)
+        # the owner text alone, as the unit and the hold have it (a hold is named with its expiry)
+        return None, held_by.partition(";")[0], (read_facts(host, runner) if read else None)
     if held_by:
         return f"{HELD_BY_ANOTHER} ({held_by})", "", None
     detail = last_line(result)

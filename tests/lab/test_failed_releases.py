@@ -66,7 +66,7 @@ def test_blue_green_whose_boot_fails_on_one_host_sets_the_others_boot_entry_back
     assert len(error) == 1 and error[0].startswith("error: web2: rolled back: boot failed"), proc.stderr
     assert "blue went back as a whole (web1 too: see the report); traffic stays where it is" in error[0]
     rows = {h["host"]: h for h in json.loads(proc.stdout)["hosts"]}
-    assert {h: r["outcome"] for h, r in rows.items()} == {"web1": "rolled back", "web2": "rolled back"}
+    assert {h: r["outcome"] for h, r in rows.items()} == {"web1": "rolled back", "web2": "rolled back"}, proc.stderr
     assert "its boot entry is set back to generation 1: it runs and boots nixos-system-web1-1.0 as before" in \
         rows["web1"]["message"]
     assert (rows["web1"]["system_after"], rows["web1"]["generation_after"]) == (before["web1"][1], 1)
@@ -93,7 +93,7 @@ def test_blue_green_whose_host_fails_its_checks_after_the_reboot_boots_the_group
     assert proc.returncode == 1, proc.stderr
     assert "traffic stays where it is" in proc.stderr
     rows = {h["host"]: h for h in json.loads(proc.stdout)["hosts"]}
-    assert {h: r["outcome"] for h, r in rows.items()} == {"web1": "rolled back", "web2": "rolled back"}
+    assert {h: r["outcome"] for h, r in rows.items()} == {"web1": "rolled back", "web2": "rolled back"}, proc.stderr
     assert rows["web1"]["message"].startswith("rebooted into the new system, but its group goes as a whole and web2 "
                                               "failed (web2: rolled back: check http")
     assert rows["web1"]["message"].endswith("; booted back into generation 1")

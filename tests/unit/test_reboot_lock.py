@@ -180,6 +180,28 @@ def test_a_host_ssh_cannot_reach_is_failed_with_the_ssh_error_not_locked(boot):
     assert ("systemctl reboot" in runner.steps()) == (boot == 2)
 
 
+def test_the_hold_is_renewed_under_our_own_unit_and_hold_with_our_owner_text():
+    """After the checks (the unit taken again, the hold still there), one more reboot: the take
+    finds both ours, and the hold is renewed with the owner text itself, not the holder's
+    words for it ("...; kept across a reboot until ..."), which the host would refuse."""
+    mine = lock.owner("blue-green")
+    renewed: list[str] = []
+
+    def host(step: str, cmd: Command, target: Target, fresh: bool) -> Result:
+        if step == "lock":
+            return Result(1, "", "Unit nixtasks-lock.service was already loaded")
+        if step == "lock-holder":
+            return Result(0, f"nixtasks-lock.service loaded active running nixtasks-lock:{mine}\n"
+                             f"hold 1796320800 {mine}\n", "")
+        if step == "hold":
+            renewed.append(cmd.argv[-2])
+            return OK if cmd.argv[-2] == mine else Result(3, "", "")
+        return OK
+
+    assert lock.renew_hold(WEB1, "blue-green", 900, RecordingRunner(host)) is None
+    assert renewed == [mine]
+
+
 def test_keep_for_reboot_reports_a_host_ssh_cannot_reach_as_failed():
     before = parse_facts(f"running\t{OLD}\nsystemd\tyes\n")
     changes = [Change(WEB1, Action.BOOT, NEW, before)]
