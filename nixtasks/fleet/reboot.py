@@ -210,7 +210,7 @@ def boot_back_with_group(change: Change, went: HostResult, ctx: Context, why: st
         generation = change.before.generation
         return joined(went, outcome_result(
             change, Outcome.FAILED, clock, f"{why}; it could not be booted back ({refused}): it runs and boots the "
-            f"new system; undo: invoke rollback --host {change.host.name} --generation {generation}, then reboot it",
+            f"new system; undo: invoke rollback --host {change.host.name} --generation {generation}",
             read_facts(change.host, ctx.runner)))
     with clock.stage(Stage.ROLLBACK):
         return joined(went, boot_back(change, ctx, clock, why, timeout))
