@@ -50,7 +50,8 @@ def blue_green(req: engine.DeployRequest, tools: engine.Tools, to: str, switch_t
         if failed and not interrupted and req.policy.rollback:
             results = set_back(prep, kept, results, failed, req, tools)
         else:  # each ok is final: its boot entry is the new system (the report says so)
-            results = left_as_they_are(kept, results, failed)
+            if not req.policy.rollback:
+                results = left_as_they_are(kept, results, failed)
             engine.journal_held(prep, kept, results, "blue-green")
         if interrupted or left or failed:
             return finish(engine.report(prep, left + results, interrupted, "blue-green"), to, tools)
