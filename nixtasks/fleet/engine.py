@@ -558,7 +558,8 @@ def roll_back_one(change: Change, ctx: Context, failure: str, why: str = "") -> 
     its lock, to what it ran before."""
     clock = pipeline.Clock(change.host.name, ctx.progress)
     with lock.held(change.host, ctx.verb, ctx.policy.lock_timeout, ctx.runner,
-                   systemd=change.before.systemd) as refused:
+                   systemd=change.before.systemd) as lease:
+        refused = lease.refused
         if refused:  # it runs the new system still, or not known: read again
             return pipeline.outcome_result(change, Outcome.FAILED, clock,
                                            f"{failure}; could not roll it back: {refused}",
@@ -707,7 +708,8 @@ def gc(hosts: tuple[Host, ...], keep: int, policy: Policy, tools: Tools) -> Repo
     def work(step: collection.GcStep) -> HostResult:
         host = step.host
         with lock.held(host, "gc", policy.lock_timeout, runner,
-                       systemd=systemd[host.name] and not runner.dry_run) as refused:
+                       systemd=systemd[host.name] and not runner.dry_run) as lease:
+            refused = lease.refused
             if refused:
                 result = HostResult(host=host.name, action="gc",
                                     outcome=Outcome.LOCKED if lock.by_another(refused) else Outcome.FAILED,

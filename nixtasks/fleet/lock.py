@@ -13,7 +13,6 @@ import re
 import socket
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from ..host import commands
@@ -175,38 +174,40 @@ def release_or_warn(host: Host, runner: Runner, mine: str, ttl: float,
     return results[:len(before)]
 
 
-@dataclass
 class Lease:
-    refused: str | None  # why the lock was not taken; None: it is held
-    facts: Facts | None  # the host as read under the lock
-    before_release: list[Command] = field(default_factory=list)  # e.g. the journal's record
-    before_results: list[Result] = field(default_factory=list)  # their results, once released
+    """A host's lock for the length of a `held` block: why it was not taken (`refused`; None
+    when it is held, or when the host has no lock unit to take), the host as read under it
+    (`facts`, when asked for), and its release, which carries the block's last commands (a
+    journal record) in the same round trip and gives back their results."""
+
+    def __init__(self, host: Host, runner: Runner, ttl: float, refused: str | None, mine: str,
+                 facts: Facts | None = None, *, taken: bool = True) -> None:
+        self.host, self.runner, self.ttl = host, runner, ttl
+        self.refused, self.facts = refused, facts
+        self._mine, self._held = mine, taken and refused is None
+
+    def release(self, before: Sequence[Command] = ()) -> list[Result]:
+        """`before` run on the host, then the lock released (if this block holds it), in one
+        round trip; each runs whatever the others do. Returns the results of `before`."""
+        if not self._held:
+            return self.runner.run_all(before, self.host.target, check=False) if before else []
+        self._held = False
+        return release_or_warn(self.host, self.runner, self._mine, self.ttl, before)
 
 
 @contextlib.contextmanager
-def held_reading(host: Host, action: str, ttl: float, runner: Runner) -> Iterator[Lease]:
-    """Like `held` on a host with systemd, with the host's facts read under the lock in the
-    same round trip, and what the block puts in `before_release` sent with the release."""
-    refused, mine, facts = take_and_read(host, action, ttl, runner)
-    lease = Lease(refused, facts)
+def held(host: Host, action: str, ttl: float, runner: Runner, *, systemd: bool = True,
+         read: bool = False) -> Iterator[Lease]:
+    """The host's lock for the length of the block, with (`read`) the host's facts read under
+    it in the same round trip. Released at the end (unless the block released it with its last
+    commands), also after an exception, and only if it is still ours. A host without systemd
+    has no lock unit: nothing is taken."""
+    if not systemd:
+        yield Lease(host, runner, ttl, None, "", taken=False)
+        return
+    refused, mine, facts = take_and_read(host, action, ttl, runner, read=read)
+    lease = Lease(host, runner, ttl, refused, mine, facts)
     try:
         yield lease
     finally:
-        if not refused:
-            lease.before_results = release_or_warn(host, runner, mine, ttl, lease.before_release)
-
-
-@contextlib.contextmanager
-def held(host: Host, action: str, ttl: float, runner: Runner, *, systemd: bool = True) -> Iterator[str | None]:
-    """The host's lock for the length of the block: yields None when it is held, else why not.
-    Released at the end, also after an exception, and only if it is still ours. A host
-    without systemd has no lock unit: nothing is taken."""
-    if not systemd:
-        yield None
-        return
-    refused, mine = take(host, action, ttl, runner)
-    try:
-        yield refused
-    finally:
-        if not refused:
-            release_or_warn(host, runner, mine, ttl)
+        lease.release()

@@ -122,17 +122,12 @@ def apply(ch: Change, ctx: Context) -> HostResult:
         except CommandFailed as exc:
             return outcome_result(ch, Outcome.FAILED, clock, failure_text(ch, exc))
         return outcome_result(ch, Outcome.OK, clock, "dry activation: nothing changed")
-    lease: lock.Lease | None = None
-    record: list[Command] = []
+    read = ch.before.systemd and not ctx.runner.dry_run  # the lock and a fresh look, in one round trip
     with contextlib.ExitStack() as held:
         with clock.stage(Stage.LOCK):
-            if ch.before.systemd and not ctx.runner.dry_run:  # the lock and a fresh look, in one round trip
-                lease = held.enter_context(lock.held_reading(ch.host, ctx.verb, ctx.policy.lock_timeout,
-                                                             ctx.runner))
-                refused = lease.refused
-            else:
-                refused = held.enter_context(lock.held(ch.host, ctx.verb, ctx.policy.lock_timeout, ctx.runner,
-                                                       systemd=ch.before.systemd))
+            lease = held.enter_context(lock.held(ch.host, ctx.verb, ctx.policy.lock_timeout, ctx.runner,
+                                                 systemd=ch.before.systemd, read=read))
+        refused = lease.refused
         # Refused: nothing was done to the host, but another deploy may be changing it, or it
         # went down since the plan: what it runs now is read again (unknown if it does not answer).
         if refused and lock.by_another(refused):
@@ -142,18 +137,12 @@ def apply(ch: Change, ctx: Context) -> HostResult:
             result = outcome_result(ch, Outcome.FAILED, clock, f"{refused}; nothing changed",
                                     read_facts(ch.host, ctx.runner))
         else:
-            result = apply_locked(ch, ctx, clock, lease.facts if lease else None)
+            result = apply_locked(ch, ctx, clock, lease.facts)
         if ctx.journal is not None and not (ctx.hold_ok and result.outcome is Outcome.OK):
-            # journalled at once, under the lock, sent with its release
+            # journalled at once, under the lock, sent with its release (alone when none is held)
             _record, record = ctx.journal.prepare_result(ch.host, ctx.verb, result)
-            if lease is not None and not refused:
-                lease.before_release = record
-    if ctx.journal is not None and record:
-        if lease is not None and not refused:
-            results = lease.before_results
-        else:  # no lock was held: the record goes alone
-            results = ctx.runner.run_all(record, ch.host.target, check=False)
-        ctx.journal.written(ch.host, results, len(record))
+            if record:
+                ctx.journal.written(ch.host, lease.release(record), len(record))
     return result
 
 

@@ -120,7 +120,8 @@ def set_back(changes: Sequence[Change], went: Sequence[HostResult], ctx: Context
         clock = Clock(host.name, ctx.progress)
         undo = f"invoke rollback --host {host.name} --generation {before.generation}"
         try:
-            with lock.held(host, ctx.verb, ctx.policy.lock_timeout, runner, systemd=before.systemd) as refused:
+            with lock.held(host, ctx.verb, ctx.policy.lock_timeout, runner, systemd=before.systemd) as lease:
+                refused = lease.refused
                 if refused:
                     return outcome_result(change, Outcome.FAILED, clock, f"{why}; it could not be set back "
                                           f"({refused}): it boots the new system at its next boot; undo: {undo}",
