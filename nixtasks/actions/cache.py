@@ -18,7 +18,7 @@ from ..errors import NixtasksError, UsageError
 from ..host import commands, space
 from ..host.runner import Runner
 from ..models import LOCAL, Cache, Delivery, Echo, Host, Secret
-from .deploy import Built, copy
+from .closures import Built, copy
 
 KEY_HINT = "make one with: nix-store --generate-binary-cache-key NAME SECRET-FILE PUBLIC-FILE"
 

@@ -9,7 +9,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from .. import inventory
-from ..actions import access, inspection, journal, rollback
+from ..actions import access, generations, inspection, journal
 from ..errors import NixtasksError, Refused
 from ..fleet import engine, lock
 from ..models import Action, Report
@@ -36,11 +36,11 @@ def run_generations(opts: Options, as_json: bool) -> None:
     """Each host's generations, those that failed before (by the journals) marked."""
     here = journal.read_local(journal.deployer_journal_path())
     with session(opts, builds=False) as (_inv, runner, hosts):
-        found = rollback.show_generations(hosts, runner, here)
+        found = generations.show_generations(hosts, runner, here)
     if as_json:
         print(json.dumps({name: [g.as_json() for g in gens.generations] for name, gens in found.items()}, indent=2))
     else:
-        print(rollback.render_all(found))
+        print(generations.render_all(found))
 
 
 def run_status(opts: Options, as_json: bool) -> list[inspection.StatusRow]:

@@ -19,10 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from ..actions import cache, secrets
-from ..actions import deploy as steps
-from ..actions import gc as collection
-from ..actions import rollback as rollbacks
+from ..actions import cache, closures, collection, generations, secrets
 from ..actions.journal import Journal, deployer_journal_path, read_local
 from ..actions.plan import approval_question, fleet_question, needs_approval, render, render_git, render_report
 from ..errors import DeployFailed, Interrupted, Refused
@@ -74,8 +71,8 @@ class DeployRequest:
     nix_flags: NixFlags = NixFlags()  # the command line's Nix options
     cache: Cache | None = None  # the binary cache the release goes through; None: straight from here
 
-    def build_request(self) -> steps.BuildRequest:
-        return steps.BuildRequest(self.action, self.hosts, self.flake, self.show_trace, self.nix_options,
+    def build_request(self) -> closures.BuildRequest:
+        return closures.BuildRequest(self.action, self.hosts, self.flake, self.show_trace, self.nix_options,
                                   self.nix_flags)
 
     @property
@@ -140,19 +137,19 @@ def build_only(req: DeployRequest, tools: Tools) -> Report:
     """build and dry-build: one evaluation, nothing copied or activated."""
     read_git(req, tools)  # shows uncommitted and untracked files
     try:
-        builds = steps.build(req.build_request(), tools.runner, tools.echo, keep_going=req.policy.keep_going)
+        builds = closures.build(req.build_request(), tools.runner, tools.echo, keep_going=req.policy.keep_going)
     except KeyboardInterrupt:
         return finish(Report(req.action, tuple(HostResult(host=h.name, action=req.action, outcome=Outcome.NOT_STARTED,
                                                           message=INTERRUPTED_BUILD) for h in req.hosts),
                              interrupted=True), tools.echo)
-    made = [h for h in req.hosts if steps.key(h) in builds.built]
+    made = [h for h in req.hosts if closures.key(h) in builds.built]
     if made and req.result_links is not None and req.action is Action.BUILD and not tools.runner.dry_run:
-        steps.result_links(made, builds.built, req.result_links, tools.runner, tools.echo)
+        closures.result_links(made, builds.built, req.result_links, tools.runner, tools.echo)
     return finish(Report(req.action, tuple(
-        HostResult(host=h.name, action=req.action, outcome=Outcome.FAILED, message=builds.failed[steps.key(h)])
-        if steps.key(h) in builds.failed else
+        HostResult(host=h.name, action=req.action, outcome=Outcome.FAILED, message=builds.failed[closures.key(h)])
+        if closures.key(h) in builds.failed else
         HostResult(host=h.name, action=req.action, outcome=Outcome.OK,
-                   new_system=builds.built[steps.key(h)].path if builds.built else None) for h in req.hosts)),
+                   new_system=builds.built[closures.key(h)].path if builds.built else None) for h in req.hosts)),
         tools.echo)
 
 
@@ -190,32 +187,33 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
         probes = [pool.submit(read_facts, h, runner, sudo_probe=as_root) for h in req.hosts]
         started = time.monotonic()
         try:
-            builds = (steps.build(build_req, runner, echo, keep_going=req.policy.keep_going) if systems is None
-                      else steps.Builds({}, {}))
+            builds = (closures.build(build_req, runner, echo, keep_going=req.policy.keep_going) if systems is None
+                      else closures.Builds({}, {}))
         except KeyboardInterrupt:  # the build is stopped (the runner stopped it); no host was touched
-            interrupted, builds = True, steps.Builds({}, {})
+            interrupted, builds = True, closures.Builds({}, {})
         build_seconds = round(time.monotonic() - started, 3)
         facts = [p.result() for p in probes]
     journal.know(req.hosts, (f.machine_id for f in facts))
     if interrupted:
         raise interrupted_build(req, journal, echo)
     unbuilt = build_failures(req, builds.failed, journal, build_seconds, echo)
-    going = [(h, f) for h, f in zip(req.hosts, facts) if steps.key(h) not in builds.failed]
+    going = [(h, f) for h, f in zip(req.hosts, facts) if closures.key(h) not in builds.failed]
     hosts, skipped = selection.admit([h for h, _ in going], [f for _, f in going], req.policy, req.action,
                                      req.action.value, journal, echo)
     # (a staged plan's systems are on their hosts already: nothing goes through the cache)
-    through = steps.unique(b.path for b in (builds.built[steps.key(h)] for h, _ in hosts)
+    through = closures.unique(b.path for b in (builds.built[closures.key(h)] for h, _ in hosts)
                            if b.at.is_local) if key is not None and systems is None else []
     # The release goes to the cache once, before any host takes it: a failed push stops here.
     pushed = cache.push(req.cache, through, key, runner, echo) if req.cache and key and through else None
     deliveries: dict[str, Delivery] = {}
 
     def one(host: Host, before: Facts) -> Change:
-        built = builds.built[steps.key(host)] if systems is None else steps.given(host, systems[host.name], runner)
-        steps.check_is_nixos(host, built, runner)
-        lacking = steps.check_space(host, built, req.action, before.store_free, runner)
+        built = (builds.built[closures.key(host)] if systems is None
+                 else closures.given(host, systems[host.name], runner))
+        closures.check_is_nixos(host, built, runner)
+        lacking = closures.check_space(host, built, req.action, before.store_free, runner)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"diff-{host.name}") as beside:
-            here = beside.submit(steps.diff_here, host, before.running, built, runner)  # needs no copy
+            here = beside.submit(closures.diff_here, host, before.running, built, runner)  # needs no copy
             started = time.monotonic()
             delivery = cache.deliver(host, built, lacking, req.cache, runner, echo, req.policy.copy_timeout)
             seconds = round(time.monotonic() - started, 3)
@@ -223,7 +221,7 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
         if delivery is not None:
             deliveries[host.name] = delivery
         if diff is None:
-            diff = steps.diff_on_host(host, before.running, built, runner)
+            diff = closures.diff_on_host(host, before.running, built, runner)
         return Change(host, req.action, built.path, before, diff=diff, copy_seconds=seconds)
 
     with ThreadPoolExecutor(max_workers=at_once(len(hosts), WORK_AT_ONCE)) as pool:
@@ -239,10 +237,10 @@ def build_failures(req: DeployRequest, failed: Mapping[tuple[str, Target], str],
     """--keep-going: the hosts whose system did not evaluate or build, as failed results (in the
     deployer's journal: nothing reached them). When no host is left, the deploy stops here."""
     results = tuple(HostResult(host=h.name, action=req.action, outcome=Outcome.FAILED,
-                               message=f"{failed[steps.key(h)]}; nothing changed there",
+                               message=f"{failed[closures.key(h)]}; nothing changed there",
                                stages=((Stage.BUILD, build_seconds),))
-                    for h in req.hosts if steps.key(h) in failed)
-    for host, result in zip((h for h in req.hosts if steps.key(h) in failed), results):
+                    for h in req.hosts if closures.key(h) in failed)
+    for host, result in zip((h for h in req.hosts if closures.key(h) in failed), results):
         echo(f"warning: {host.name}: {result.message} (--keep-going: the others go on)")
         journal.write(host, req.action.value, result.outcome.value, on_host=False, message=result.message)
     if results and len(results) == len(req.hosts):
@@ -441,13 +439,13 @@ def rollback(req: RollbackRequest, tools: Tools) -> Report:
     """Each host back to its previous generation (past those that failed) or generation N."""
     runner, echo = tools.runner, tools.echo
     journal = Journal(runner, tools.journal_path or deployer_journal_path(), None, req.reason, echo)
-    request = rollbacks.Request(req.hosts, req.generation, req.boot, req.reason)
+    request = generations.Request(req.hosts, req.generation, req.boot, req.reason)
     action = Action.BOOT if req.boot else Action.SWITCH
     here = read_local(journal.path)  # the deployer's records: which generations failed before
-    chosen: dict[str, rollbacks.Step] = {}
+    chosen: dict[str, generations.Step] = {}
 
     def choose(host: Host, facts: Facts) -> Change:
-        step = chosen[host.name] = rollbacks.prepare(host, request, runner, echo, here)
+        step = chosen[host.name] = generations.prepare(host, request, runner, echo, here)
         return Change(host, action, step.target.path, facts, generation=step.target.number, diff=step.plan.closure_diff)
 
     def show(changes: Sequence[Change]) -> None:
@@ -459,7 +457,7 @@ def rollback(req: RollbackRequest, tools: Tools) -> Report:
                              unwatched=unwatched_hosts(changes, req.policy)))
 
     def question(asking: Sequence[Change]) -> str:
-        return (rollbacks.question(chosen[asking[0].host.name]) if len(asking) == 1
+        return (generations.question(chosen[asking[0].host.name]) if len(asking) == 1
                 else f"Roll back {', '.join(c.host.name for c in asking)} ({len(asking)} hosts)?")
 
     operation = Operation(

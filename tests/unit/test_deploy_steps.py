@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from nixtasks.actions import deploy
+from nixtasks.actions import closures
 from nixtasks.errors import NixtasksError
 from nixtasks.host.runner import Result
 from nixtasks.models import LOCAL, Action, Command, Host, Target
@@ -24,7 +24,7 @@ def diff_where(old_is_here: bool) -> tuple[str, list[Target]]:
         return Result(0, DIFF, "")
 
     runner = RecordingRunner(respond)
-    diff = deploy.closure_diff(WEB1, OLD, deploy.Built(NEW, LOCAL), runner)
+    diff = closures.closure_diff(WEB1, OLD, closures.Built(NEW, LOCAL), runner)
     return diff, [c.target for c in runner.calls]
 
 
@@ -38,14 +38,14 @@ def test_the_diff_runs_on_the_host_when_this_machine_lacks_what_it_runs():
 
 def test_a_system_built_elsewhere_is_diffed_on_the_host_alone():
     runner = RecordingRunner(lambda step, cmd, target, fresh: Result(0, DIFF, ""))
-    assert deploy.closure_diff(WEB1, OLD, deploy.Built(NEW, WEB1.target), runner) == DIFF
+    assert closures.closure_diff(WEB1, OLD, closures.Built(NEW, WEB1.target), runner) == DIFF
     assert [c.target for c in runner.calls] == [WEB1.target]
 
 
 def test_nothing_to_diff_for_a_first_deploy_or_the_same_system():
     runner = RecordingRunner(lambda step, cmd, target, fresh: OK)
-    assert deploy.closure_diff(WEB1, "", deploy.Built(NEW, LOCAL), runner) == ""
-    assert deploy.closure_diff(WEB1, NEW, deploy.Built(NEW, LOCAL), runner) == ""
+    assert closures.closure_diff(WEB1, "", closures.Built(NEW, LOCAL), runner) == ""
+    assert closures.closure_diff(WEB1, NEW, closures.Built(NEW, LOCAL), runner) == ""
     assert runner.calls == []
 
 
@@ -56,9 +56,9 @@ def test_builds_get_gc_roots_here_and_on_a_build_host_for_the_length_of_the_run(
                  '"web2": {"drv": "/nix/store/w2.drv", "out": "/nix/store/w2"}}')
     runner = RecordingRunner(lambda step, cmd, target, fresh: Result(0, evaluated if "eval" in cmd.argv else "", ""))
     runner.gc_roots, runner.build_host_roots = "/run/here/roots", "/tmp/nixtasks-roots-abc"
-    req = deploy.BuildRequest(Action.SWITCH, (WEB1, web2), "/flake")
-    built = deploy.build(req, runner, runner.echo).built
-    assert built[("web2", builder)] == deploy.Built("/nix/store/w2", builder)
+    req = closures.BuildRequest(Action.SWITCH, (WEB1, web2), "/flake")
+    built = closures.build(req, runner, runner.echo).built
+    assert built[("web2", builder)] == closures.Built("/nix/store/w2", builder)
     realised = {c.target: c.cmd.argv for c in runner.calls if c.cmd.argv[:2] == ("nix-store", "--realise")}
     assert realised[LOCAL][2:5] == ("--add-root", "/run/here/roots/0", "--indirect")
     assert realised[builder][2:5] == ("--add-root", "/tmp/nixtasks-roots-abc/1", "--indirect")
@@ -67,15 +67,15 @@ def test_builds_get_gc_roots_here_and_on_a_build_host_for_the_length_of_the_run(
 def test_a_build_leaves_result_one_host_or_result_name_each_and_copies_from_a_build_host(tmp_path):
     builder = Target("builder", "root")
     web2 = Host("web2", "web2", Target("web2", "root"), build_host=builder)
-    built = {deploy.key(WEB1): deploy.Built(OLD, LOCAL), deploy.key(web2): deploy.Built(NEW, builder)}
+    built = {closures.key(WEB1): closures.Built(OLD, LOCAL), closures.key(web2): closures.Built(NEW, builder)}
 
     runner = RecordingRunner()
-    deploy.result_links([WEB1], built, tmp_path, runner, runner.echo)
+    closures.result_links([WEB1], built, tmp_path, runner, runner.echo)
     assert [c.cmd.argv for c in runner.calls] == [
         ("nix-store", "--realise", "--add-root", str(tmp_path / "result"), "--indirect", "--", OLD)]
 
     runner = RecordingRunner()
-    deploy.result_links([WEB1, web2], built, tmp_path, runner, runner.echo)
+    closures.result_links([WEB1, web2], built, tmp_path, runner, runner.echo)
     assert [(c.target, c.cmd.argv[:4]) for c in runner.calls] == [
         (LOCAL, ("nix-store", "--realise", "--add-root", str(tmp_path / "result-web1"))),
         (LOCAL, ("nix", "--extra-experimental-features", "nix-command flakes", "copy")),  # from the build host
@@ -104,9 +104,9 @@ def test_keep_going_sets_aside_a_host_that_does_not_evaluate_or_build_with_nixs_
         return OK
 
     runner = RecordingRunner(respond)
-    req = deploy.BuildRequest(Action.SWITCH, (WEB1, web2, db1), "/flake")
-    builds = deploy.build(req, runner, runner.echo, keep_going=True)
-    assert builds.built == {("web1", LOCAL): deploy.Built("/nix/store/w1", LOCAL)}
+    req = closures.BuildRequest(Action.SWITCH, (WEB1, web2, db1), "/flake")
+    builds = closures.build(req, runner, runner.echo, keep_going=True)
+    assert builds.built == {("web1", LOCAL): closures.Built("/nix/store/w1", LOCAL)}
     assert builds.failed == {
         ("db1", LOCAL): "its evaluation failed: undefined variable 'oops'",
         ("web2", LOCAL): "its build failed: builder for '/nix/store/w2.drv' failed with exit code 1"}
@@ -115,7 +115,7 @@ def test_keep_going_sets_aside_a_host_that_does_not_evaluate_or_build_with_nixs_
 
     runner = RecordingRunner(respond)  # without --keep-going, the first failure stops everything, as before
     with pytest.raises(NixtasksError, match="undefined variable 'oops'"):
-        deploy.build(req, runner, runner.echo)
+        closures.build(req, runner, runner.echo)
 
 
 def test_keep_going_with_no_host_left_stops_before_anything_and_says_what_to_do(tmp_path):
@@ -125,7 +125,7 @@ def test_keep_going_with_no_host_left_stops_before_anything_and_says_what_to_do(
 
     runner = RecordingRunner()
     req = engine.DeployRequest(Action.SWITCH, (WEB1,), "/flake")
-    failed = {deploy.key(WEB1): "its evaluation failed: undefined variable 'oops'"}
+    failed = {closures.key(WEB1): "its evaluation failed: undefined variable 'oops'"}
     with pytest.raises(DeployFailed, match="no host's system could be made: web1: its evaluation failed") as stopped:
         engine.build_failures(req, failed, Journal(runner, tmp_path / "journal.jsonl"), 0.1, runner.echo)
     assert "--show-trace" in str(stopped.value) and stopped.value.report.results[0].outcome.value == "failed"

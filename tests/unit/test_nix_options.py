@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nixtasks.actions import deploy
+from nixtasks.actions import closures
 from nixtasks.cli.options import nix_flags
 from nixtasks.errors import UsageError
 from nixtasks.host.runner import Result
@@ -47,8 +47,8 @@ def test_a_bad_nix_option_is_one_line(kwargs, says):
 def build_with(flags: NixFlags, respond=None) -> RecordingRunner:
     runner = RecordingRunner(respond or (lambda step, cmd, target, fresh: Result(0, EVAL, "")))
     inventory = ("--option", "sandbox", "false")
-    deploy.build(deploy.BuildRequest(Action.SWITCH, (WEB1, BUILT), "/flake", nix_options=inventory, nix_flags=flags),
-                 runner, runner.echo)
+    req = closures.BuildRequest(Action.SWITCH, (WEB1, BUILT), "/flake", nix_options=inventory, nix_flags=flags)
+    closures.build(req, runner, runner.echo)
     return runner
 
 
@@ -81,4 +81,4 @@ def test_an_unknown_setting_or_an_override_of_no_input_stops_before_anything_is_
     runner = RecordingRunner(warns)
     runner.warnings.append("warning: the flag '--override-input nope path:/tmp' does not match any input")
     with pytest.raises(UsageError, match="the flake has no input named 'nope'; nothing was built"):
-        deploy.refuse_unmatched_overrides(NixFlags(override_inputs=(("nope", "path:/tmp"),)), runner.warnings)
+        closures.refuse_unmatched_overrides(NixFlags(override_inputs=(("nope", "path:/tmp"),)), runner.warnings)

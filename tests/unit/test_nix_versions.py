@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nixtasks.actions import access, gc, plan
+from nixtasks.actions import access, collection, plan
 from nixtasks.host import generations, nixversion, space
 from nixtasks.host.runner import Result
 from nixtasks.models import Command, Host, Target
@@ -58,7 +58,7 @@ def test_diff_closures_summary(version):
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_what_gc_freed(version):
-    freed = gc.FREED.search(fixture(version, "gc"))
+    freed = collection.FREED.search(fixture(version, "gc"))
     assert freed and freed[0].endswith("freed") and "store paths deleted" in freed[0]
 
 

@@ -11,7 +11,7 @@ from ..host import commands
 from ..host.generations import Generation, numbers_text, to_delete
 from ..host.runner import Runner
 from ..models import Echo, Host, HostResult, Outcome
-from .rollback import read_generations
+from .generations import read_generations
 
 FREED = re.compile(r"^\d+ store paths deleted, .* freed$", re.M)
 
