@@ -18,6 +18,9 @@ mkdir -p /root/.ssh /home/deploy/.ssh /nix/var/nix/profiles /boot
 chown deploy:deploy /home/deploy/.ssh
 chmod 700 /root/.ssh /home/deploy/.ssh
 systemctl enable nixos-stage2.service nix-daemon.socket ssh.service
+# nginx runs only on the `cache` host (labctl enables it in that host's layer), with labctl's site alone.
+systemctl disable nginx.service
+rm -f /etc/nginx/sites-enabled/default
 # Nothing here has a console, a network beyond the lab, or a clock to sync.
 systemctl mask console-getty.service getty@tty1.service apt-daily.timer \
   apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer systemd-timesyncd.service

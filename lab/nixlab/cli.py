@@ -7,7 +7,7 @@ import argparse
 import sys
 
 import nixlab
-from nixlab import commands, config
+from nixlab import commands, config, roles
 from nixlab.deployer import DEPLOYER_PYTHON
 from nixlab.hosts import supervise
 from nixlab.measure import cmd_measure
@@ -40,6 +40,7 @@ def parser() -> argparse.ArgumentParser:
                     "relay); 0 takes it away; kept by the lab until changed")
     up.add_argument("--rate", metavar="MBIT",
                     help="cap the deployer's uplink to the lab at MBIT Mbit/s (tbf on the bridge); 0 takes it away")
+    roles.add_arguments(up)
     up.set_defaults(func=commands.cmd_up)
     # The subcommands that take host names: (name, whether at least one is needed, what it does, runner).
     for name, needed, what, func in (

@@ -10,7 +10,7 @@ import shutil
 import time
 from pathlib import Path
 
-from nixlab import config
+from nixlab import config, roles
 from nixlab.deployer import DEPLOYER_SUITE, ensure_wheels
 from nixlab.hosts import (
     boot_all,
@@ -84,6 +84,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         reg.setdefault("deployers", {}).update({h: wheels for h in new})
     if args.ipv6:
         reg["ipv6"] = sorted(set(reg.get("ipv6", [])) | set(hosts))
+    reconfigure = roles.take_flags(args, reg, hosts, new)
     reg["stopped"] = [h for h in reg.get("stopped", []) if h not in new]  # `up` gives them a fresh layer
     if update_link(reg, link) and not new:  # for the hosts up now; new ones get it below
         save_registry(reg)
@@ -99,6 +100,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 ensure_ipv6(reg, host)
             log(f"IPv6: {' '.join(f'{h} {address6(reg, h)}' for h in running)}")
     if not new:
+        save_registry(reg)
+        roles.configure_running(reg, reconfigure)
         return 0
     images = reg.setdefault("images", {})
     for host in new:
@@ -115,6 +118,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         raise LabError(f"at most {config.MAX_HOSTS} hosts")
     save_registry(reg)
     ensure_keys(reg)
+    if roles.CACHE_HOST in reg["hosts"]:
+        roles.ensure_keys()
     write_deployer_nix_conf()
     seed_example_inputs()
     ensure_bridge()
@@ -125,6 +130,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         seed_upper(reg, host)
         start_host(reg, host)
     boot_all(reg, new)
+    roles.configure_running(reg, reconfigure)
     log(f"{len(new)} host(s) up in {time.monotonic() - started:.1f} s: {' '.join(new)}")
     if reg.get("link"):
         log(describe(reg) or "")
@@ -162,6 +168,7 @@ def remove_hosts(hosts: list[str]) -> None:
         reg.get("sudo_password", {}).pop(host, None)
         reg.get("images", {}).pop(host, None)
         reg.get("deployers", {}).pop(host, None)
+        reg.get("cache_clients", {}).pop(host, None)
         if host in reg.get("ipv6", []):
             reg["ipv6"].remove(host)
         if host in reg.get("stopped", []):

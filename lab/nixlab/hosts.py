@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from nixlab import config
+from nixlab import config, roles
 from nixlab.deployer import deployer_binds, install_deployer_wheels, write_profile
 from nixlab.inside import console_tail, exec_in, sshd_answers, supervisor_alive, system_state
 from nixlab.proc import LabError, log, pid_is, read_pid, run
@@ -65,6 +65,7 @@ def seed_upper(reg: Registry, host: str) -> None:
         os.chown(parent, st.st_uid, st.st_gid)
         os.chmod(parent, st.st_mode & 0o7777)
     write_profile(reg, host, upper)
+    roles.seed_layer(reg, host, upper, base)
 
 
 def cgroup_paths(host: str | None = None) -> list[Path]:
@@ -162,6 +163,8 @@ def boot_all(reg: Registry, hosts: list[str]) -> None:
     for host in hosts:
         require_sudo_password(reg, host)
         install_deployer_wheels(reg, host)
+    if roles.CACHE_HOST in hosts:
+        roles.check_cache_serves(reg)
 
 
 def require_sudo_password(reg: Registry, host: str) -> None:

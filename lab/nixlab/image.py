@@ -22,8 +22,10 @@ from nixlab.registry import registry_path
 IMAGE_DIR = config.LAB_DIR / "image"
 PACKAGES = "systemd,systemd-sysv,dbus,openssh-server,iproute2,sudo,python3,curl,libpam-systemd"
 # debootstrap cannot configure nix-bin (it misses a virtual dependency), so
-# these go in afterwards with apt-get inside the new tree.
-CHROOT_PACKAGES = ("nix-bin", "nix-setup-systemd", "git", "make")
+# these go in afterwards with apt-get inside the new tree. nginx (Debian's, with its dav module:
+# about 3 MB with nginx-common) serves the `cache` host's binary cache; configure.sh disables it
+# on every other host. Both lists key the cached debootstrap (packages_key): a change builds anew.
+CHROOT_PACKAGES = ("nix-bin", "nix-setup-systemd", "git", "make", "nginx")
 
 
 def debian_mirror() -> str:

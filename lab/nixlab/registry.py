@@ -26,6 +26,7 @@ class Registry(TypedDict, total=False):
     ipv6: list[str]  # the hosts with an IPv6 address (`up --ipv6`)
     stopped: list[str]  # the hosts powered off on purpose (`stop`), their disk kept
     link: Link  # the deployer's link to the lab (`up --rtt --rate`); absent: none added
+    cache_clients: dict[str, str]  # host -> "trusted" or "untrusted": its substituter is the cache (`up --cache`)
 
 
 def registry_path() -> Path:

@@ -7,7 +7,7 @@ import os
 import shlex
 import shutil
 
-from nixlab import config
+from nixlab import config, roles
 from nixlab.link import install_relay, link_env_lines, proxy_command
 from nixlab.proc import run
 from nixlab.registry import Registry, address, address6, host_dir, load_registry
@@ -93,6 +93,7 @@ def env_lines() -> list[str]:
         f"export NIXTASKS_LAB_SSH_CONFIG={config.SSH_CONFIG}",
         *([f"export NIXTASKS_LAB_IPV6={shlex.quote(ipv6)}"] if ipv6 else []),
         *link_env_lines(reg),
+        *roles.env_lines(reg),
     ]
 
 

@@ -6,9 +6,12 @@
 #   nixos-system-<host>-<release>   the toplevel (units, stc, nixos-version)
 #   nixtasks-webapp-<release>       the HTTP service, shared by all hosts
 #   nixtasks-web-<host>.json        the service's per-host settings
+#   nixtasks-shared-<release>-<N>k  with shared_payload_kib = N > 0: N KiB that every host of
+#                                   the release shares, as after a nixpkgs update
 #
 # Every derivation runs /bin/sh with coreutils only (no nixpkgs), so it builds
-# the same on the deployer and on a lab host.
+# the same on the deployer and on a lab host; the shared payload's bytes come
+# from the machine's python3 (Debian's, on the deployer and every lab host).
 { system, site, revision, defaults }:
 
 hostName: hostSettings:
@@ -25,6 +28,7 @@ let
     break_network = false; # activation sets the lab link down (up otherwise)
     activation_seconds = 0; # activation sleeps this long
     payload_kib = 0; # a file of this many KiB of random bytes: a copy that takes a while
+    shared_payload_kib = 0; # one store path of this many KiB, the same for every host of a release
     build_seconds = 0; # the system's build sleeps this long (a build to interrupt)
     fail_build = false; # the system's build fails (exit 1)
   };
@@ -38,6 +42,7 @@ let
     break_network = "bool";
     activation_seconds = "int";
     payload_kib = "int";
+    shared_payload_kib = "int";
     build_seconds = "int";
     fail_build = "bool";
   };
@@ -88,6 +93,22 @@ let
     chmod 0555 "$out/bin/nixtasks-webapp"
     printf '%s' "$release" > "$out/share/nixtasks-webapp/release"
   '';
+
+  # One derivation for every host of a release: its inputs are the release and the size only, so
+  # every host's system refers to the same path. Its bytes are a seeded stream (SHAKE-256 of the
+  # release, the size and a counter): the same on every build, and not compressible, so that a
+  # cache's .nar.xz is as big as the payload.
+  sharedPayload = shBuild "nixtasks-shared-${release}-${toString knobs.shared_payload_kib}k"
+    { inherit release; kib = toString knobs.shared_payload_kib; } ''
+      /usr/bin/python3 -c '
+      import hashlib, os, sys
+      kib = int(os.environ["kib"])
+      seed = ("nixtasks-shared %s %d " % (os.environ["release"], kib)).encode()
+      with open(os.environ["out"], "wb") as out:
+          for mib in range(0, kib, 1024):
+              out.write(hashlib.shake_256(seed + str(mib).encode()).digest(1024 * min(1024, kib - mib)))
+      '
+    '';
 
   webConfig = builtins.toFile "nixtasks-web-${host}.json" (builtins.toJSON {
     inherit host;
@@ -204,5 +225,8 @@ shBuild "nixos-system-${host}-${release}"
     ${writeUnits}
     ${if knobs.payload_kib > 0
       then "head -c ${toString (knobs.payload_kib * 1024)} /dev/urandom > \"$out/payload\""
+      else ""}
+    ${if knobs.shared_payload_kib > 0
+      then "ln -s ${sharedPayload} \"$out/shared-payload\""
       else ""}
   ''
