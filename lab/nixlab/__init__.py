@@ -11,6 +11,9 @@ A host booted with `up --deployer` is a deployer instead (Debian 13, Python 3.13
 nixtasks' dependencies installed from wheels prepared on this machine, and the lab's ssh
 material and deployer-side Nix config bound in, so that nixtasks runs there against the others.
 
+A host named `cache` serves a signed Nix binary cache with nginx (PUT from the deployers only);
+`up --cache HOST...` makes hosts substitute from it; a host named `builder` takes remote builds.
+
 Subcommands: up, down, reset, status, exec, reboot, stop, start, measure, env, seed, image, wheels.
 Run as root.
 Everything the lab makes is named in nixlab.config, so `down` can remove exactly that:
@@ -26,7 +29,8 @@ The modules, by job: config (the lab's id and every name, path and address that 
 it), proc (running commands, processes), registry (the lab's state file), image (the base
 images), net (bridge, veths, addresses), sshcfg (keys, ssh config, the deployer's environment), link (--rtt and
 --rate), relay (the latency relay, a ProxyCommand), measure (`labctl measure`),
-deployer (Debian 13 deployer hosts), inside (reaching into a running host), hosts (boot,
-supervise, stop), commands (the subcommands), cli (the command line). Stdlib only: lab/labctl
-runs it from a checkout, before anything is installed.
+deployer (Debian 13 deployer hosts), roles (the `cache` and `builder` hosts, and `up --cache`),
+inside (reaching into a running host), hosts (boot, supervise, stop), commands (the
+subcommands), cli (the command line). Stdlib only: lab/labctl runs it from a checkout, before
+anything is installed.
 """

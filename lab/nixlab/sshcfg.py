@@ -59,11 +59,13 @@ def write_ssh_config(reg: Registry) -> None:
 
 
 def write_deployer_nix_conf() -> None:
-    """Deployer-side Nix for the lab (NIX_CONF_DIR): single-user as root, offline."""
+    """Deployer-side Nix for the lab (NIX_CONF_DIR): single-user as root, offline. The lab's
+    binary cache starts empty at the same URL in every lab (roles.py): what Nix remembers of
+    an earlier one's contents (narinfo-cache-*-ttl) must not stand in for asking it."""
     config.NIX_CONF_DIR.mkdir(parents=True, exist_ok=True)
     (config.NIX_CONF_DIR / "nix.conf").write_text(
         "build-users-group =\nsandbox = false\nexperimental-features = nix-command flakes\n"
-        "flake-registry =\nsubstituters =\n"
+        "flake-registry =\nsubstituters =\nnarinfo-cache-positive-ttl = 0\nnarinfo-cache-negative-ttl = 0\n"
     )
 
 
