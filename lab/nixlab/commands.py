@@ -130,6 +130,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         seed_upper(reg, host)
         start_host(reg, host)
     boot_all(reg, new)
+    roles.allow_new_deployers(reg, new)
     roles.configure_running(reg, reconfigure)
     log(f"{len(new)} host(s) up in {time.monotonic() - started:.1f} s: {' '.join(new)}")
     if reg.get("link"):

@@ -11,7 +11,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from nixlab import config
+from nixlab import config, roles
 from nixlab.image import cache_lock
 from nixlab.inside import exec_in
 from nixlab.proc import LabError, log, run
@@ -69,9 +69,11 @@ def write_profile(reg: Registry, host: str, upper: Path) -> None:
 
 def deployer_binds(reg: Registry, host: str) -> list[str]:
     """What a deployer host reads from this machine, at the same paths: the ssh key, config and
-    known_hosts (kept current as hosts come and go), the deployer-side Nix config, the wheels."""
+    known_hosts (kept current as hosts come and go), the deployer-side Nix config, the wheels, and
+    the lab cache's keys if it has them (a deployer host pushes to the cache as this machine does)."""
     wheels = reg.get("deployers", {}).get(host)
-    return [str(config.SSH_DIR), str(config.NIX_CONF_DIR), wheels] if wheels else []
+    keys = [str(roles.KEY_DIR)] if roles.KEY_DIR.is_dir() else []
+    return [str(config.SSH_DIR), str(config.NIX_CONF_DIR), wheels, *keys] if wheels else []
 
 
 def install_deployer_wheels(reg: Registry, host: str) -> None:

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from nixlab import config
-from nixlab.inside import exec_in
+from nixlab.inside import exec_in, supervisor_alive
 from nixlab.proc import LabError, log, run
 from nixlab.registry import Registry, address
 
@@ -51,9 +51,10 @@ def cache_info() -> str:
     return "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n"
 
 
-def nginx_site(writer: str) -> str:
+def nginx_site(writers: list[str]) -> str:
     """The cache host's one nginx site: files under CACHE_ROOT for GET and HEAD from anyone, PUT
-    (creating nar/ as needed) from `writer` alone, 403 for any other write."""
+    (creating nar/ as needed) from the `writers` alone, 403 for any other write."""
+    allow = "".join(f"            allow {writer};\n" for writer in writers)
     return (
         "server {\n"
         "    listen 80 default_server;\n"
@@ -64,7 +65,7 @@ def nginx_site(writer: str) -> str:
         "        create_full_put_path on;\n"
         "        dav_access user:rw group:r all:r;\n"
         "        limit_except GET {\n"  # GET allows HEAD too
-        f"            allow {writer};\n"
+        f"{allow}"
         "            deny all;\n"
         "        }\n"
         "    }\n"
@@ -78,6 +79,11 @@ def client_nix_conf(image_conf: str, url: str, public_key: str) -> str:
     lines = [line for line in image_conf.splitlines() if not line.startswith("substituters")]
     return "\n".join([*lines, f"substituters = {url}", f"trusted-public-keys = {public_key}",
                       "require-sigs = true", "connect-timeout = 5", ""])
+
+
+def writers(reg: Registry) -> list[str]:
+    """Who may PUT: this machine (the gateway), and the deployer hosts (`up --deployer`)."""
+    return [config.GATEWAY, *(address(reg, h) for h in sorted(reg.get("deployers", {})) if h in reg["hosts"])]
 
 
 def cache_url(reg: Registry) -> str | None:
@@ -131,7 +137,7 @@ def take_flags(args: argparse.Namespace, reg: Registry, hosts: list[str], new: l
 def seed_layer(reg: Registry, host: str, upper: Path, base: Path) -> None:
     """What a fresh writable layer of a host with a job, or of a cache client, gets before boot."""
     if host == CACHE_HOST:
-        seed_cache_host(upper, base)
+        seed_cache_host(upper, base, writers(reg))
     trust = reg.get("cache_clients", {}).get(host)
     url = cache_url(reg)
     if trust and url:
@@ -140,10 +146,10 @@ def seed_layer(reg: Registry, host: str, upper: Path, base: Path) -> None:
         conf.write_text(client_nix_conf((base / "etc/nix/nix.conf").read_text(), url, public_key(trust)))
 
 
-def seed_cache_host(upper: Path, base: Path) -> None:
+def seed_cache_host(upper: Path, base: Path, allowed: list[str]) -> None:
     site = upper / "etc/nginx/sites-enabled/nix-cache"
     site.parent.mkdir(parents=True, exist_ok=True)
-    site.write_text(nginx_site(config.GATEWAY))
+    site.write_text(nginx_site(allowed))
     wants = upper / "etc/systemd/system/multi-user.target.wants"
     wants.mkdir(parents=True, exist_ok=True)
     (wants / "nginx.service").symlink_to("/lib/systemd/system/nginx.service")
@@ -177,6 +183,18 @@ def configure_running(reg: Registry, hosts: list[str]) -> None:
         if proc.returncode != 0:
             raise LabError(f"{host}: could not write its nix.conf: {proc.stderr.strip()}")
         log(f"{host} substitutes from {url} ({reg['cache_clients'][host]})")
+
+
+def allow_new_deployers(reg: Registry, new: list[str]) -> None:
+    """Deployer hosts booted while the cache runs may PUT too: its site rewritten, nginx reloaded."""
+    if CACHE_HOST in new or not any(h in reg.get("deployers", {}) for h in new):
+        return
+    if CACHE_HOST not in reg["hosts"] or not supervisor_alive(CACHE_HOST):
+        return
+    proc = exec_in(CACHE_HOST, ["sh", "-c", "cat > /etc/nginx/sites-enabled/nix-cache && systemctl reload nginx"],
+                   capture=True, timeout=30, input=nginx_site(writers(reg)))
+    if proc.returncode != 0:
+        raise LabError(f"{CACHE_HOST}: could not let the new deployers write: {proc.stderr.strip()}")
 
 
 def check_cache_serves(reg: Registry) -> None:

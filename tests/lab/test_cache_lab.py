@@ -136,6 +136,7 @@ def test_a_host_that_trusts_another_key_refuses_the_caches_paths(cache_lab: Lab,
     web1, shared = pushed
     proc = cache_lab.exec("u1", "nix-store", "--realise", shared, check=False)
     assert proc.returncode != 0
+    assert "is not signed by any of the keys in 'trusted-public-keys'" in proc.stderr
     assert not valid_on(cache_lab, "u1", shared)
     # It asked the cache (and was answered): the refusal is the signature's, not the network's.
     log = cache_lab.exec("cache", "cat", "/var/log/nginx/access.log").stdout
@@ -154,6 +155,7 @@ def test_an_unsigned_path_in_the_cache_is_refused_by_a_host_that_trusts_the_cach
     assert f"{Path(unsigned).name[:32]}.narinfo" in cache_files(cache_lab)
     proc = cache_lab.exec("c1", "nix-store", "--realise", unsigned, check=False)
     assert proc.returncode != 0
+    assert "is not signed by any of the keys in 'trusted-public-keys'" in proc.stderr
     assert not valid_on(cache_lab, "c1", unsigned)
 
 

@@ -21,7 +21,7 @@ except ImportError:  # Python < 3.11, as nixtasks.inventory reads it
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "lab"))  # lab/nixlab, found as lab/labctl finds it
 
-from nixlab import roles  # noqa: E402
+from nixlab import config, roles  # noqa: E402
 from nixlab.proc import LabError  # noqa: E402
 
 PUBLIC = "lab-cache-3-1:7mVx0sNiP1lJ2FgLcYgBw+HZ0E1bGt0mP1y+gYbq/9Q="
@@ -87,10 +87,16 @@ def test_the_cache_serves_a_nix_cache_info_nix_accepts():
     assert roles.cache_info() == "StoreDir: /nix/store\nWantMassQuery: 1\nPriority: 30\n"
 
 
-def test_the_nginx_site_lets_only_the_writer_put():
-    site = roles.nginx_site("10.250.3.1")
+def test_the_nginx_site_lets_only_the_writers_put():
+    site = roles.nginx_site(["10.250.3.1", "10.250.3.14"])
     assert "dav_methods PUT;" in site and "create_full_put_path on;" in site
-    assert "limit_except GET {\n            allow 10.250.3.1;\n            deny all;\n        }" in site
+    assert ("limit_except GET {\n            allow 10.250.3.1;\n            allow 10.250.3.14;\n            deny all;\n"
+            "        }") in site
+
+
+def test_the_writers_are_this_machine_and_the_deployer_hosts():
+    reg = {"hosts": {"cache": 1, "deployer": 4, "web1": 2}, "deployers": {"deployer": "/wheels", "gone": "/w"}}
+    assert roles.writers(reg) == [config.GATEWAY, config.address(4)]  # type: ignore[arg-type]
 
 
 def test_a_cache_clients_nix_conf_has_the_cache_as_its_only_substituter_and_requires_signatures():
