@@ -21,7 +21,7 @@ import pytest
 
 from .conftest import REPO, STATE, Lab, lab_config, labctl
 
-CACHE_HOSTS = ("cache", "builder", "c1", "c2", "u1")
+CACHE_HOSTS = ("cache", "builder", "c1", "c2", "u1", "d1")
 SECRET_KEY = STATE / "cache" / "secret-key"
 
 
@@ -178,6 +178,20 @@ def process_state(pid: int) -> tuple[str, str] | None:
     except (FileNotFoundError, ProcessLookupError):
         return None
     return fields[0], fields[19]
+
+
+def test_a_deployer_host_booted_after_the_cache_pushes_to_it_with_the_labs_key(cache_lab: Lab):
+    labctl("up", "d1", "--deployer")
+    flake = fleet_with(cache_lab, "deployer-fleet", release=f"d{uuid.uuid4().hex[:8]}")
+    # Built from a copy: Nix 2.26 rewrites the relative path input's lock entry (docs/lab.md).
+    script = (f"cp -r {flake} /root/fleet && p=$(nix build --json --no-link path:/root/fleet#web1 | python3 -c "
+              "'import json, sys; print(json.load(sys.stdin)[0][\"outputs\"][\"out\"])') && "
+              'nix store sign --key-file "$NIXTASKS_LAB_CACHE_SECRET_KEY_FILE" -r "$p" && '
+              'nix copy --to "$NIXTASKS_LAB_CACHE_PUSH" "$p" && echo "$p"')
+    system = cache_lab.exec("d1", "bash", "-lc", script).stdout.split()[-1]
+    assert f"{Path(system).name[:32]}.narinfo" in cache_files(cache_lab)
+    cache_lab.exec("c2", "nix-store", "--realise", system)  # and a host takes it, signed by the lab's key
+    assert valid_on(cache_lab, "c2", system)
 
 
 def cgroup_processes(host: str) -> dict[int, str]:
