@@ -23,6 +23,7 @@ sys.path.insert(0, str(REPO / "lab"))  # lab/nixlab, found as lab/labctl finds i
 
 from nixlab import config, roles  # noqa: E402
 from nixlab.proc import LabError  # noqa: E402
+from nixtasks.inventory import load  # noqa: E402
 
 PUBLIC = "lab-cache-3-1:7mVx0sNiP1lJ2FgLcYgBw+HZ0E1bGt0mP1y+gYbq/9Q="
 
@@ -35,6 +36,7 @@ def lab_state(tmp_path: Path, hosts: dict[str, int]) -> Path:
     if "cache" in hosts:
         (state / "cache").mkdir(mode=0o700)
         (state / "cache/secret-key").write_text("lab-cache-3-1:secret\n")
+        (state / "cache/secret-key").chmod(0o600)
         (state / "cache/public-key").write_text(PUBLIC + "\n")
     return state
 
@@ -73,6 +75,9 @@ def test_make_repo_writes_the_cache_table_and_builders_where_build_host_lives(tm
     assert inventory["cache"] == {"push": "http://10.250.3.12", "public_key": PUBLIC,
                                   "secret_key_file": f"{state}/cache/secret-key"}
     assert inventory["defaults"]["builders"] == ["ssh://builder x86_64-linux - 2"]
+    parsed = load(str(tmp_path / "fleet/nixtasks.toml"), env={})  # as nixtasks reads it
+    assert parsed.cache is not None and parsed.cache.public_key == PUBLIC
+    assert parsed.defaults.builders == ("ssh://builder x86_64-linux - 2",)
 
 
 def test_make_repo_without_a_cache_writes_no_cache_table(tmp_path):
