@@ -128,9 +128,7 @@ def take_flags(args: argparse.Namespace, reg: Registry, hosts: list[str], new: l
         return []
     trust = UNTRUSTED if args.untrusted else TRUSTED
     changed = [h for h in hosts if h != CACHE_HOST and clients.get(h) != trust]
-    clients.update({h: trust for h in hosts if h != CACHE_HOST})
-    if CACHE_HOST in hosts:
-        log(f"--cache: {CACHE_HOST} does not substitute from itself")
+    clients.update({h: trust for h in hosts if h != CACHE_HOST})  # the cache host does not use itself
     return [h for h in changed if h not in new]
 
 
