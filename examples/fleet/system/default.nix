@@ -225,8 +225,8 @@ shBuild "nixos-system-${host}-${release}"
     ${writeUnits}
     ${if knobs.payload_kib > 0
       then "head -c ${toString (knobs.payload_kib * 1024)} /dev/urandom > \"$out/payload\""
-      else ""}
-    ${if knobs.shared_payload_kib > 0
-      then "ln -s ${sharedPayload} \"$out/shared-payload\""
+      else ""}${if knobs.shared_payload_kib > 0
+      # On the line above's end: with the knob at 0, every system is the same derivation as before it.
+      then "\nln -s ${sharedPayload} \"$out/shared-payload\""
       else ""}
   ''
