@@ -48,7 +48,7 @@ def step_of(cmd: Command) -> str:
         return "http"
     if argv[:2] == ("systemctl", "is-active"):
         return "unit"
-    if argv[0] == "tee" or (argv[0] == "mkdir" and "nixtasks" in argv[-1]):
+    if (argv[0] == "dd" and "oflag=append" in argv) or (argv[0] == "mkdir" and "nixtasks" in argv[-1]):
         return "journal"
     if commands.NOW_RUNNING_SCRIPT in argv:
         return "running"

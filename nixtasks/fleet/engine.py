@@ -193,6 +193,7 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
             interrupted, builds = True, closures.Builds({}, {})
         build_seconds = round(time.monotonic() - started, 3)
         facts = [p.result() for p in probes]
+    warnings = tuple(runner.warnings[warned:])  # the build's (a host's fetch warns about its own things)
     journal.know(req.hosts, (f.machine_id for f in facts))
     if interrupted:
         raise interrupted_build(req, journal, echo)
@@ -228,7 +229,7 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
         # Every host is checked (a NixOS closure, room for it) and copied before any activation.
         changes = tuple(pool.map(lambda hf: one(*hf), hosts))
     sent = (pushed.bytes if pushed else 0) + sum(d.bytes for d in deliveries.values() if d.source == "deployer")
-    return Prepared(req, git, journal, changes, unbuilt + skipped, build_seconds, tuple(runner.warnings[warned:]),
+    return Prepared(req, git, journal, changes, unbuilt + skipped, build_seconds, warnings,
                     deliveries, sent if deliveries or pushed else None)
 
 

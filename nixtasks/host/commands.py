@@ -407,8 +407,9 @@ def journal_dir(path: str) -> Command:
 
 def journal_append(path: str, line: str) -> Command:
     """The record goes in on standard input: no shell ever parses it, and sudoers can allow
-    exactly `tee -a <journal>`."""
-    return Command(("tee", "-a", path), sudo=True, changes=True, stdin=line + "\n")
+    exactly this command. dd, not `tee -a`: tee also prints it, into the deploy's output."""
+    return Command(("dd", f"of={path}", "oflag=append", "conv=notrunc", "status=none"), sudo=True, changes=True,
+                   stdin=line + "\n")
 
 
 def read_file(path: str) -> Command:

@@ -144,7 +144,8 @@ def test_closure_paths_go_to_the_host_on_stdin():
 
 def test_journal_records_go_to_the_host_on_stdin():
     cmd = commands.journal_append("/var/lib/nixtasks/journal.jsonl", '{"reason": "$(id); `id`"}')
-    assert cmd.argv == ("tee", "-a", "/var/lib/nixtasks/journal.jsonl") and cmd.sudo
+    assert cmd.argv == ("dd", "of=/var/lib/nixtasks/journal.jsonl", "oflag=append", "conv=notrunc", "status=none")
+    assert cmd.sudo
     assert cmd.stdin == '{"reason": "$(id); `id`"}\n'
 
 

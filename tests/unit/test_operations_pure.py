@@ -136,7 +136,7 @@ def test_sudoers_snippet_uses_anchored_regexes_never_wildcards():
     assert "/usr/bin/env ^-i PATH\\=/run/wrappers/bin\\:" in text
     assert f"nix-env -p /nix/var/nix/profiles/system --set {store}$" in text
     assert "--switch-generation [0-9]+$" in text and "--delete-generations [0-9]+( [0-9]+)*$" in text
-    assert "tee -a /var/lib/nixtasks/journal[.]jsonl$" in text
+    assert "dd of\\=/var/lib/nixtasks/journal[.]jsonl oflag\\=append conv\\=notrunc status\\=none$" in text
     assert (f"--unit\\=nixtasks-switch-to-configuration --property\\=ExecStopPost\\=-/bin/sh -c "
             f"'mkdir -p /run/nixtasks && \\: > /run/nixtasks/activation-done' {store}/bin/switch-to-configuration "
             "(switch|boot|test|dry-activate)$") in text
