@@ -20,6 +20,7 @@ from ..host.runner import Result, Runner
 from ..models import READS_AT_ONCE, Command, GitState, Host, HostResult, Outcome, at_once
 
 HOST_JOURNAL = commands.HOST_JOURNAL
+OUTCOMES = frozenset(o.value for o in Outcome)
 
 
 def deployer_journal_path(env: Mapping[str, str] | None = None) -> Path:
@@ -195,12 +196,18 @@ class Journal:
         self.runner, self.path, self.git, self.reason, self.repository = runner, path, git, reason, repository
         self.echo = echo or runner.echo
         self.machines: dict[str, str] = {}  # host name -> machine id, as its facts said
+        # What this run has settled per host (its one record), and the oks a caller still holds
+        # back (a soak or the batch's end may yet take the host back): what a Ctrl-C that lands
+        # anywhere reports (fleet/engine.py `reported`).
+        self.settled: dict[str, HostResult] = {}
+        self.held: dict[str, tuple[Host, str, HostResult]] = {}
 
     def retold(self, git: GitState | None, reason: str) -> Journal:
         """The same journal (its machines known) writing another git state and reason: a staged
         plan's revision, or the commit update-deploy made after its plan."""
         other = Journal(self.runner, self.path, git, reason, self.echo, self.repository)
         other.machines = dict(self.machines)
+        other.settled, other.held = self.settled, self.held  # one run's, whichever journal writes
         return other
 
     def know(self, hosts: Iterable[Host], machine_ids: Iterable[str]) -> None:
@@ -208,6 +215,13 @@ class Journal:
         self.machines.update((h.name, m) for h, m in zip(hosts, machine_ids) if m)
 
     def write(self, host: Host, action: str, outcome: str, *, on_host: bool = True, **fields: Any) -> Record | None:
+        if outcome in OUTCOMES:  # not "refused": that run never got to its hosts
+            self.settle(host, HostResult(host=host.name, action=action, outcome=Outcome(outcome),
+                                         message=str(fields.get("message") or "")))
+        return self.send(host, action, outcome, on_host=on_host, **fields)
+
+    def send(self, host: Host, action: str, outcome: str, *, on_host: bool = True, **fields: Any) -> Record | None:
+        """The record written, on the deployer and (`on_host`) on the host; `write` settles it first."""
         record, cmds = self.prepare(host, action, outcome, on_host=on_host, **fields)
         if cmds:
             self.written(host, self.runner.run_all(cmds, host.target, check=False), len(cmds))
@@ -240,10 +254,22 @@ class Journal:
                             before_generation=before_generation, tried_path=system, message="activation started")[0]
 
     def write_result(self, host: Host, action: str, result: HostResult) -> Record | None:
-        return self.write(host, action, result.outcome.value, **result_fields(result))
+        self.settle(host, result)
+        return self.send(host, action, result.outcome.value, **result_fields(result))
 
     def prepare_result(self, host: Host, action: str, result: HostResult) -> tuple[Record | None, list[Command]]:
+        self.settle(host, result)
         return self.prepare(host, action, result.outcome.value, **result_fields(result))
+
+    def settle(self, host: Host, result: HostResult) -> None:
+        """`result` is the host's for this run (set before its record is sent: a Ctrl-C that
+        stops the sending does not lose it)."""
+        self.settled[host.name] = result
+        self.held.pop(host.name, None)
+
+    def hold(self, host: Host, action: str, result: HostResult) -> None:
+        """An ok whose record waits (see `settled`): journalled as it is if the run is stopped first."""
+        self.held[host.name] = (host, action, result)
 
 
 def result_fields(result: HostResult) -> dict[str, Any]:

@@ -123,7 +123,7 @@ def with_report(opts: Options, run: Callable[[engine.Tools], Report], runner: Ru
     output_to_log(opts.json)
     try:
         with live_tools(opts, runner) as tools:
-            report = run(tools)
+            report = engine.reported(run, tools)  # Ctrl-C anywhere: the report all the same
     except NixtasksError as exc:
         failed = getattr(exc, "report", None)
         if opts.json and isinstance(failed, Report):

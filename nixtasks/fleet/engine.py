@@ -9,12 +9,10 @@ and one report whose exit code is never 0 after a failure or a rollback."""
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import wait as wait_for
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -48,6 +46,7 @@ from ..models import (
     at_once,
 )
 from . import batches, follow, health, hooks, lock, pipeline, reboot, selection, watchdog
+from .interrupts import BEFORE_IT_STARTED, BEFORE_THE_PLAN, Ledger, all_or_stop, shielded
 from .pipeline import Change, Context
 from .progress import Progress
 
@@ -99,6 +98,7 @@ class Tools:
     progress: Progress
     echo: Echo
     journal_path: Path | None = None
+    ledger: Ledger = field(default_factory=Ledger)  # the run's hosts as they end, and its Ctrl-C
 
 
 # --- deploy ---------------------------------------------------------------------------------
@@ -163,14 +163,14 @@ def read_git(req: DeployRequest, tools: Tools) -> GitState:
 
 
 def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None = None,
-            git: GitState | None = None, *, as_root: bool = True) -> Prepared:
+            git: GitState | None = None, *, as_root: bool = True, report_as: str | None = None) -> Prepared:
     """Everything before the plan: the refusal without a terminal, the git check, one evaluation
     and build (or, with `systems`, the store paths of a staged plan: no evaluation), every host
     probed while that runs, unreachable hosts named, and (`as_root`: what follows runs as root
     there; staging does not) hosts whose sudo wants a password not given, then the NixOS and space
     checks, copies and closure diffs in parallel. Changes nothing a host runs or boots. `git`: the
     state of the commit `req.flake` names (update-deploy's, before it is on the branch), checked
-    already."""
+    already. `report_as`: the recipe's name for its report and journal (blue-green, emergency)."""
     runner, echo = tools.runner, tools.echo
     warned = len(runner.warnings)
     # A key that cannot be used is refused before anything is built (checked, never shown).
@@ -178,6 +178,7 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
     git = git or read_git(req, tools)
     journal = Journal(runner, tools.journal_path or deployer_journal_path(), git, req.reason, echo,
                       gitstate.repository(runner, req.flake))
+    tools.ledger.begin(req.hosts, report_as or req.action, journal)
     selection.refuse_without_terminal(req.action.value, [h for h in req.hosts if needs_approval(req.action, h, git)],
                             tools.prompter, journal)
     build_req = req.build_request()
@@ -196,7 +197,7 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
     warnings = tuple(runner.warnings[warned:])  # the build's (a host's fetch warns about its own things)
     journal.know(req.hosts, (f.machine_id for f in facts))
     if interrupted:
-        raise interrupted_build(req, journal, echo)
+        raise stopped(tools, INTERRUPTED_BUILD)
     unbuilt = build_failures(req, builds.failed, journal, build_seconds, echo)
     going = [(h, f) for h, f in zip(req.hosts, facts) if closures.key(h) not in builds.failed]
     hosts, skipped = selection.admit([h for h, _ in going], [f for _, f in going], req.policy, req.action,
@@ -225,9 +226,8 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
             diff = closures.diff_on_host(host, before.running, built, runner)
         return Change(host, req.action, built.path, before, diff=diff, copy_seconds=seconds)
 
-    with ThreadPoolExecutor(max_workers=at_once(len(hosts), WORK_AT_ONCE)) as pool:
-        # Every host is checked (a NixOS closure, room for it) and copied before any activation.
-        changes = tuple(pool.map(lambda hf: one(*hf), hosts))
+    # Every host is checked (a NixOS closure, room for it) and copied before any activation.
+    changes = tuple(all_or_stop(lambda hf: one(*hf), hosts, at_once(len(hosts), WORK_AT_ONCE), runner))
     sent = (pushed.bytes if pushed else 0) + sum(d.bytes for d in deliveries.values() if d.source == "deployer")
     return Prepared(req, git, journal, changes, unbuilt + skipped, build_seconds, warnings,
                     deliveries, sent if deliveries or pushed else None)
@@ -259,22 +259,60 @@ def with_git(prep: Prepared, git: GitState) -> Prepared:
 def recommitted(prep: Prepared, tools: Tools, reason: str) -> Prepared:
     """The same prepared changes, journalled with `reason` (update-deploy names its commit, which
     is on the branch only after the plan)."""
-    return replace(prep, request=replace(prep.request, reason=reason), journal=prep.journal.retold(prep.git, reason))
+    again = replace(prep, request=replace(prep.request, reason=reason), journal=prep.journal.retold(prep.git, reason))
+    tools.ledger.plan(again.journal, again.changes)
+    return again
 
 
 INTERRUPTED_BUILD = "interrupted during the build; nothing changed"
 
 
-def interrupted_build(req: DeployRequest, journal: Journal, echo: Echo) -> Interrupted:
-    """Ctrl-C during the build: a report and a record per host in the deployer's journal (the
-    hosts were not touched, so their journals are not either)."""
-    results = tuple(HostResult(host=h.name, action=req.action, outcome=Outcome.NOT_STARTED, message=INTERRUPTED_BUILD)
-                    for h in req.hosts)
-    for host in req.hosts:
-        journal.write(host, req.action.value, Outcome.NOT_STARTED.value, on_host=False, message=INTERRUPTED_BUILD)
-    report = Report(req.action, results, interrupted=True)
-    echo(render_report(report))
-    return Interrupted("interrupted during the build; nothing was changed on any host", report)
+def reported(run: Callable[[Tools], Report], tools: Tools) -> Report:
+    """Every deploy, rollback, gc and recipe runs through here (cli/session.py): a Ctrl-C that
+    lands where no wait notes it (a journal record being sent, a copy, a question, a recipe
+    between two steps) ends here, in the report of every host as it is (`stopped`). Locks and
+    holds are given back where they are taken; a host under way has finished by now (its
+    batch waits for it)."""
+    try:
+        return run(tools)
+    except KeyboardInterrupt:
+        if not tools.ledger.hosts:  # before the hosts were known: nothing touched them
+            raise
+    raise stopped(tools)
+
+
+def stopped(tools: Tools, why: str | None = None) -> Interrupted:
+    """Ctrl-C's end of a run: each host as it ended (journalled then), the oks held back for a
+    soak or the batch's end journalled as they are, every other host "not started" (journalled
+    now: on the host too once the plan was shown), and the report shown. A second Ctrl-C does
+    not cut the records short. Returns the error to raise (exit 130)."""
+    ledger = tools.ledger
+    why = why or (BEFORE_IT_STARTED if ledger.planned else BEFORE_THE_PLAN)
+    results = shielded(lambda: settle_the_rest(tools, why), ledger.stop, tools.echo)
+    report = Report(ledger.action, results, interrupted=True)
+    tools.echo(render_report(report))
+    if not ledger.planned:
+        return Interrupted(f"{why.split(';')[0]}; nothing was changed on any host", report)
+    return Interrupted(f"interrupted; {summary(report)}", report)
+
+
+def settle_the_rest(tools: Tools, why: str) -> tuple[HostResult, ...]:
+    ledger, journal = tools.ledger, tools.ledger.journal
+    assert journal is not None  # given with the hosts (Ledger.begin)
+    for host, verb, ok in list(journal.held.values()):
+        journal.write_result(host, verb, ok)
+    for host in ledger.hosts:
+        if host.name in journal.settled:
+            continue
+        change = ledger.changes.get(host.name)
+        result = (pipeline.unchanged(change, Outcome.NOT_STARTED, why) if change else
+                  HostResult(host=host.name, action=ledger.action, outcome=Outcome.NOT_STARTED, message=why))
+        if ledger.planned:
+            journal.write_result(host, ledger.verb, result)
+        else:  # nothing touched the host: its own journal neither
+            journal.write(host, ledger.verb, result.outcome.value, on_host=False, message=why)
+            journal.settle(host, result)
+    return tuple(journal.settled[h.name] for h in ledger.hosts)
 
 
 def show_plan(prep: Prepared, tools: Tools, policy: Policy | None = None, *, reboot: float | None = None,
@@ -282,6 +320,7 @@ def show_plan(prep: Prepared, tools: Tools, policy: Policy | None = None, *, reb
     """The plan: each host as it is and what it gets, the hosts left out, then what the run does
     (see `describe_policy` for `reboot` and `first`)."""
     req, policy = prep.request, policy or prep.request.policy
+    tools.ledger.plan(prep.journal, prep.changes)
     plans = tuple(HostPlan(c.host, c.action, c.system, c.before.running or None, c.diff,
                            running_generation=c.before.running_generation, boot_system=c.before.boot_path or None,
                            boot_generation=c.before.generation, delivery=prep.deliveries.get(c.host.name))
@@ -301,9 +340,20 @@ def gate(prep: Prepared, changes: Sequence[Change], tools: Tools, question: str,
     try:
         go, declined = approve(prep, changes, tools, question, verb)
     except KeyboardInterrupt:
+        tools.ledger.stop.set()
         why = "interrupted at the question"
         return [], not_started(changes, why, prep.journal, verb or prep.request.action.value), True
     return go, declined, False
+
+
+def confirm(tools: Tools, question: str) -> bool | None:
+    """A recipe's yes/no after hosts went out; None for Ctrl-C at the question (the run's stop
+    flag is set: the recipe reports, interrupted)."""
+    try:
+        return tools.prompter.confirm(question)
+    except KeyboardInterrupt:
+        tools.ledger.stop.set()
+        return None
 
 
 def approve(prep: Prepared, changes: Sequence[Change], tools: Tools, question: str | None = None,
@@ -321,7 +371,7 @@ def activate(prep: Prepared, changes: Sequence[Change], policy: Policy, tools: T
              verb: str | None = None, *, hold: bool = False) -> tuple[tuple[HostResult, ...], bool]:
     """`hold`: an ok is not journalled here (a soak follows that may still take the host back):
     the caller journals it once it is final (`soak`, or `journal_held`)."""
-    ctx = Context(tools.runner, policy, tools.progress, verb or prep.request.action.value)
+    ctx = Context(tools.runner, policy, tools.progress, verb or prep.request.action.value, stop=tools.ledger.stop)
     return run_changes(changes, ctx, prep.journal, hold=hold)
 
 
@@ -464,7 +514,8 @@ def rollback(req: RollbackRequest, tools: Tools) -> Report:
     operation = Operation(
         verb="rollback", action=action, choose=choose, host_of=lambda c: c.host, show=show, question=question,
         asks=lambda h: not h.is_local, left_as_is=pipeline.unchanged,
-        run=lambda go: run_changes(go, Context(runner, req.policy, tools.progress, "rollback"), journal))
+        run=lambda go: run_changes(go, Context(runner, req.policy, tools.progress, "rollback", stop=tools.ledger.stop),
+                                   journal))
     return run_operation(operation, req.hosts, req.policy, tools, journal)
 
 
@@ -505,6 +556,8 @@ def run_changes(changes: Sequence[Change], ctx: Context, journal: Journal, *,
                                       f"error ({exc!r}); check it by hand", ctx.runner)
             if change.action.changes_host:
                 journal.write_result(change.host, ctx.verb, result)
+        if held and result.outcome is Outcome.OK and change.action.changes_host:
+            journal.hold(change.host, ctx.verb, result)
         ctx.progress.done(result)
         return result
 
@@ -528,7 +581,7 @@ def run_changes(changes: Sequence[Change], ctx: Context, journal: Journal, *,
         return out
 
     results, interrupted = run_batches(changes, work, ctx.policy, ctx.runner.echo, settle if held else None,
-                                       lambda c, why: pipeline.unchanged(c, Outcome.NOT_STARTED, why))
+                                       lambda c, why: pipeline.unchanged(c, Outcome.NOT_STARTED, why), ctx.stop)
     for change, result in zip(changes, results):
         if result.outcome is Outcome.NOT_STARTED and change.action.changes_host:
             journal.write_result(change.host, ctx.verb, result)
@@ -570,70 +623,42 @@ def roll_back_one(change: Change, ctx: Context, failure: str, why: str = "") -> 
 
 def run_batches(items: Sequence[T], work: Callable[[T], HostResult], policy: Policy, echo: Echo,
                 settle: Callable[[Sequence[T], Sequence[HostResult], bool], list[HostResult]] | None,
-                not_started: Callable[[T, str], HostResult]) -> tuple[list[HostResult], bool]:
+                not_started: Callable[[T, str], HostResult],
+                stop: threading.Event | None = None) -> tuple[list[HostResult], bool]:
     """Batches one after another, the hosts of a batch in parallel (at most `policy.parallel`).
     Ctrl-C: nothing new starts, running hosts finish (with their checks and rollback). `settle`
     (given: with --rollback-batch-on-failure) ends each batch, told whether it halted the run;
-    Ctrl-C does not stop it."""
-    stop = threading.Event()
-    halted = ""
-    results: list[HostResult] = []
+    Ctrl-C does not stop it. The batches run beside the main thread, which only waits: a Ctrl-C
+    lands in that wait (and is noted in `stop`, the run's flag), never between two steps."""
+    stop = stop or threading.Event()
 
     def guarded(item: T) -> HostResult:
-        return not_started(item, "interrupted before it started") if stop.is_set() else work(item)
+        return not_started(item, BEFORE_IT_STARTED) if stop.is_set() else work(item)
 
-    with ThreadPoolExecutor(max_workers=max(1, policy.parallel)) as pool:
-        for number, batch in enumerate(batches.split(items, policy.batches), start=1):
-            if stop.is_set() or halted:
-                why = "interrupted before it started" if stop.is_set() else halted
-                results += [not_started(i, why) for i in batch]
-                continue
-            if number > 1 and policy.pause:
-                echo(f"pausing {policy.pause:g} s before batch {number}")
-                if not interruptible_sleep(policy.pause, stop, echo):
-                    results += [not_started(i, "interrupted before it started") for i in batch]
+    def run() -> list[HostResult]:
+        halted = ""
+        results: list[HostResult] = []
+        with ThreadPoolExecutor(max_workers=max(1, policy.parallel)) as pool:
+            for number, batch in enumerate(batches.split(items, policy.batches), start=1):
+                if not stop.is_set() and not halted and number > 1 and policy.pause:
+                    echo(f"pausing {policy.pause:g} s before batch {number}")
+                    stop.wait(policy.pause)
+                if stop.is_set() or halted:
+                    results += [not_started(i, BEFORE_IT_STARTED if stop.is_set() else halted) for i in batch]
                     continue
-            futures = [pool.submit(guarded, item) for item in batch]
-            done = wait_all(futures, stop, echo)
-            failed = sum(1 for r in done if r.failed)
-            if batches.halts(failed, len(batch), policy.max_fail_percentage):
-                halted = (f"not started: batch {number} failed ({failed} of {len(batch)} host(s), more than "
-                          f"{policy.max_fail_percentage:g}%)")
-                echo(f"halting: {failed} of {len(batch)} host(s) of batch {number} failed")
-            if settle is not None:
-                done = shielded(functools.partial(settle, batch, done, bool(halted)), stop, echo)
-            results += done
+                done = [f.result() for f in [pool.submit(guarded, item) for item in batch]]
+                failed = sum(1 for r in done if r.failed)
+                if batches.halts(failed, len(batch), policy.max_fail_percentage):
+                    halted = (f"not started: batch {number} failed ({failed} of {len(batch)} host(s), more than "
+                              f"{policy.max_fail_percentage:g}%)")
+                    echo(f"halting: {failed} of {len(batch)} host(s) of batch {number} failed")
+                if settle is not None:
+                    done = settle(batch, done, bool(halted))
+                results += done
+        return results
+
+    results = shielded(run, stop, echo)
     return results, stop.is_set()
-
-
-def wait_all(futures: list[Future[R]], stop: threading.Event, echo: Echo) -> list[R]:
-    """Wait for every future; Ctrl-C meanwhile is noted in `stop`, not raised: what runs finishes."""
-    while True:
-        try:
-            wait_for(futures)
-            return [f.result() for f in futures]
-        except KeyboardInterrupt:
-            if not stop.is_set():
-                echo("interrupted: no new host starts; the hosts under way finish their activation and checks "
-                     "(or are rolled back)")
-            stop.set()
-
-
-def shielded(work: Callable[[], R], stop: threading.Event, echo: Echo) -> R:
-    """Run `work` to its end even through Ctrl-C (rollbacks, reboots): the interruption is
-    noted in `stop` for the caller."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return wait_all([pool.submit(work)], stop, echo)[0]
-
-
-def interruptible_sleep(seconds: float, stop: threading.Event, echo: Echo) -> bool:
-    try:
-        time.sleep(seconds)
-        return True
-    except KeyboardInterrupt:
-        echo("interrupted: no new host starts")
-        stop.set()
-        return False
 
 
 def finish(report: Report, echo: Echo) -> Report:
@@ -721,7 +746,7 @@ def gc(hosts: tuple[Host, ...], keep: int, policy: Policy, tools: Tools) -> Repo
 
     def run(go: Sequence[collection.GcStep]) -> tuple[list[HostResult], bool]:
         return run_batches(go, work, replace(policy, batches=()), echo, None,
-                           lambda s, why: left_as_is(s, Outcome.NOT_STARTED, why))
+                           lambda s, why: left_as_is(s, Outcome.NOT_STARTED, why), tools.ledger.stop)
 
     operation = Operation(verb="gc", action="gc", choose=choose, host_of=lambda s: s.host, show=show,
                           question=question, asks=lambda h: True, left_as_is=left_as_is, run=run,
@@ -754,6 +779,7 @@ def run_operation(op: Operation[S], hosts: Sequence[Host], policy: Policy, tools
     and journalled; a sudo wanting a password: stopped), each host's step chosen, one plan, one
     approval, the approved through the batches, one report."""
     runner = tools.runner
+    tools.ledger.begin(hosts, op.verb, journal)
     if op.refuse:
         selection.refuse_without_terminal(op.verb, [h for h in hosts if op.asks(h)], tools.prompter, journal)
     facts = selection.read_hosts(hosts, runner)
@@ -762,6 +788,7 @@ def run_operation(op: Operation[S], hosts: Sequence[Host], policy: Policy, tools
         # Every host's step is chosen before anything changes anywhere.
         chosen = list(pool.map(lambda hf: op.choose(*hf), going))
     op.show(chosen)
+    tools.ledger.plan(journal, [s for s in chosen if isinstance(s, Change)])
     asking = [s for s in chosen if op.asks(op.host_of(s))]
     go, left = selection.ask(chosen, asking, op.question(asking) if asking else "", tools.prompter,
                              host_of=op.host_of, left_as_is=op.left_as_is,
@@ -788,20 +815,24 @@ def soak(prep: Prepared, changes: Sequence[Change], went: Sequence[HostResult], 
     it ended. Returns the rollbacks (none when they stayed healthy), and whether Ctrl-C ended
     the soak (the hosts stay as they are)."""
     tools.echo(f"soak: checking {', '.join(c.host.name for c in changes)} for {seconds:g} s")
-    stop = threading.Event()
+    stop = tools.ledger.stop
     found = shielded(lambda: health.soak([(c.host, c.before) for c in changes], seconds, tools.runner, tools.echo,
                                          stop=stop), stop, tools.echo)
     if not found:
         tools.echo("soak: interrupted" if stop.is_set() else "soak: healthy all along")
         journal_held(prep, changes, went, verb)
         return (), stop.is_set()
-    ctx = Context(tools.runner, policy, tools.progress, verb)
+    ctx = Context(tools.runner, policy, tools.progress, verb, stop=stop)
     why = "; ".join(f"{host}: {problem}" for host, problem in found.items())
-    backs = tuple(with_its_batch(w, b) for w, b in zip(went, shielded(
-        lambda: [roll_back_one(c, ctx, f"unhealthy during the soak ({why})") for c in changes], stop, tools.echo)))
-    for change, back in zip(changes, backs):
-        prep.journal.write_result(change.host, verb, back)
-    return backs, stop.is_set()
+
+    def back() -> tuple[HostResult, ...]:  # each journalled as it ends, within the shield
+        backs = []
+        for change, ok in zip(changes, went):
+            backs.append(with_its_batch(ok, roll_back_one(change, ctx, f"unhealthy during the soak ({why})")))
+            prep.journal.write_result(change.host, verb, backs[-1])
+        return tuple(backs)
+
+    return shielded(back, stop, tools.echo), stop.is_set()
 
 
 def reboot_into_new(prep: Prepared, changes: Sequence[Change], policy: Policy, timeout: float,
@@ -809,13 +840,16 @@ def reboot_into_new(prep: Prepared, changes: Sequence[Change], policy: Policy, t
     """Hosts whose boot entry is the new system: rebooted, waited for, checked; one that fails is
     booted back into its old entry. Returns the results, and whether Ctrl-C came meanwhile (the
     reboots under way were let finish)."""
-    stop = threading.Event()
-    results = shielded(lambda: reboot.reboot_into(changes, Context(tools.runner, policy, tools.progress, verb),
-                                                  timeout), stop, tools.echo)
-    for change, result in zip(changes, results):
-        tools.progress.done(result)
-        prep.journal.write_result(change.host, verb, result)
-    return results, stop.is_set()
+    stop = tools.ledger.stop
+
+    def rebooted() -> tuple[HostResult, ...]:  # journalled within the shield: a Ctrl-C loses no record
+        results = reboot.reboot_into(changes, Context(tools.runner, policy, tools.progress, verb, stop=stop), timeout)
+        for change, result in zip(changes, results):
+            tools.progress.done(result)
+            prep.journal.write_result(change.host, verb, result)
+        return tuple(results)
+
+    return shielded(rebooted, stop, tools.echo), stop.is_set()
 
 
 def follow_journals(hosts: Sequence[Host], seconds: float, tools: Tools) -> None:

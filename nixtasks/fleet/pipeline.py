@@ -53,6 +53,7 @@ class Context:
     # An ok is not the end yet (--rollback-batch-on-failure, a canary's soak: the host may still
     # go back): `apply` journals every other result, and the caller the ok, once it is final.
     hold_ok: bool = False
+    stop: threading.Event = field(default_factory=threading.Event)  # the run's Ctrl-C (interrupts.Ledger)
 
 
 @dataclass

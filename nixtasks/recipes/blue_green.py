@@ -9,12 +9,11 @@ switched. A no at the traffic question leaves the group on the new system, said 
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Sequence
 from dataclasses import replace
 
 from ..errors import DeployFailed, NixtasksError, Refused
-from ..fleet import engine, hooks, reboot
+from ..fleet import engine, hooks, interrupts, reboot
 from ..fleet.pipeline import Change, Context
 from ..models import Action, HostResult, Outcome, Report
 
@@ -22,7 +21,7 @@ from ..models import Action, HostResult, Outcome, Report
 def blue_green(req: engine.DeployRequest, tools: engine.Tools, to: str, switch_traffic: str,
                reboot_timeout: float) -> Report:
     boot = replace(req, action=Action.BOOT)
-    prep = engine.prepare(boot, tools)
+    prep = engine.prepare(boot, tools, report_as="blue-green")
     names = [c.host.name for c in prep.changes]
     engine.show_plan(prep, tools, reboot=reboot_timeout)
     tools.echo(f"  blue-green: boot the new system on {to} ({', '.join(names)}), reboot, check; then switch "
@@ -34,12 +33,13 @@ def blue_green(req: engine.DeployRequest, tools: engine.Tools, to: str, switch_t
     if left and not engine.declined(left):  # traffic never moves to a part of a group
         raise Refused(f"blue-green boots {to} as a whole ({', '.join(names)}), not a chosen subset; nothing was "
                       "changed. Run it again and answer yes or no")
-    # Kept from here through the checks after the reboot: no other deploy gets in between.
-    kept, refused = reboot.keep_for_reboot(go, tools.runner, req.policy, "blue-green")
-    for result in refused:
-        prep.journal.write_result(next(c.host for c in go if c.host.name == result.host), "blue-green", result)
     handed: list[Change] = []  # to the reboot step, which lets each go after its checks
+    kept = list(go)  # until they are known: each may hold this run's hold
     try:
+        # Kept from here through the checks after the reboot: no other deploy gets in between.
+        kept, refused = reboot.keep_for_reboot(go, tools.runner, req.policy, "blue-green")
+        for result in refused:
+            prep.journal.write_result(next(c.host for c in go if c.host.name == result.host), "blue-green", result)
         if refused:  # the group as a whole, or none of it
             why = (f"not started: {', '.join(r.host for r in refused)} could not be kept for the reboot, and "
                    f"blue-green boots {to} as a whole; nothing changed")
@@ -58,8 +58,9 @@ def blue_green(req: engine.DeployRequest, tools: engine.Tools, to: str, switch_t
         handed = list(kept)
         rebooted, interrupted = engine.reboot_into_new(prep, handed, req.policy, reboot_timeout, tools,
                                                        "blue-green")
-    finally:  # hosts that never got to their reboot (the rebooted ones are let go by the reboot step)
-        reboot.let_go([c for c in kept if c not in handed], tools.runner, req.policy, "blue-green")
+    finally:  # hosts that never got to their reboot (the rebooted ones are let go by the reboot step), even on Ctrl-C
+        interrupts.shielded(lambda: reboot.let_go([c for c in kept if c not in handed], tools.runner, req.policy,
+                                                   "blue-green"), tools.ledger.stop, tools.echo)
     if interrupted:  # traffic is never switched after Ctrl-C
         return engine.finish(engine.report(prep, rebooted, True, "blue-green"), tools.echo)
     if any(r.failed for r in rebooted) or prep.skipped:
@@ -70,13 +71,11 @@ def blue_green(req: engine.DeployRequest, tools: engine.Tools, to: str, switch_t
         raise NixtasksError(f"traffic was not switched to {to}: {', '.join(r.host for r in prep.skipped)} could "
                             "not be reached")  # finish() raised already when a host failed
     if switch_traffic:
-        try:
-            switch = tools.prompter.confirm(f"{to} ({', '.join(names)}) runs the new system and is healthy. Switch "
-                                            f"traffic to {to}?")
-        except KeyboardInterrupt:
-            switch = False
-        if not switch:
-            return traffic_declined(prep, handed, rebooted, to, hooks.fill(switch_traffic, to, names), tools)
+        switch = engine.confirm(tools, f"{to} ({', '.join(names)}) runs the new system and is healthy. Switch "
+                                       f"traffic to {to}?")
+        if not switch:  # None: Ctrl-C at the question
+            return traffic_declined(prep, handed, rebooted, to, hooks.fill(switch_traffic, to, names), tools,
+                                    interrupted=switch is None)
         engine.switch_traffic(switch_traffic, to, names, tools)
         tools.echo(f"traffic switched to {to}; the other group is left for a later run")
     return engine.finish(engine.report(prep, rebooted, False, "blue-green"), tools.echo)
@@ -119,9 +118,9 @@ def set_back(prep: engine.Prepared, kept: Sequence[Change], results: Sequence[Ho
         return tuple(results)
     tools.echo(f"{', '.join(r.host for r in failed)} failed: setting the boot entry of "
                f"{', '.join(c.host.name for c, _ in went)} back")
-    ctx = Context(tools.runner, req.policy, tools.progress, "blue-green")
-    backs = engine.shielded(lambda: reboot.set_back([c for c, _ in went], [r for _, r in went], ctx, failed),
-                            threading.Event(), tools.echo)
+    ctx = Context(tools.runner, req.policy, tools.progress, "blue-green", stop=tools.ledger.stop)
+    backs = interrupts.shielded(lambda: reboot.set_back([c for c, _ in went], [r for _, r in went], ctx, failed),
+                                tools.ledger.stop, tools.echo)
     done = {}
     for (change, _), back in zip(went, backs):
         tools.progress.done(back)
@@ -144,18 +143,21 @@ def left_as_they_are(kept: Sequence[Change], results: Sequence[HostResult],
 
 
 def traffic_declined(prep: engine.Prepared, changes: Sequence[Change], rebooted: Sequence[HostResult], to: str,
-                     command: str, tools: engine.Tools) -> Report:
-    """A no (or Ctrl-C) at the traffic question: the group runs and boots the new system, and
-    traffic was not switched. Each host's row and record say so, with the command that switches
-    it; exit 1 (hosts changed: not "nothing was changed")."""
+                     command: str, tools: engine.Tools, *, interrupted: bool = False) -> Report:
+    """A no (or Ctrl-C: `interrupted`, exit 130) at the traffic question: the group runs and
+    boots the new system, and traffic was not switched. Each host's row and record say so, with
+    the command that switches it; exit 1 (hosts changed: not "nothing was changed")."""
     rows = []
+    said = "Ctrl-C at the question" if interrupted else "declined"
     for change, result in zip(changes, rebooted):
         row = replace(result, outcome=Outcome.DECLINED, message=(
             f"runs and boots the new system (generation {result.generation}), healthy; traffic was NOT switched to "
-            f"{to} (declined): to switch it, run on the deployer: {command}"))
+            f"{to} ({said}): to switch it, run on the deployer: {command}"))
         prep.journal.write_result(change.host, "blue-green", row)
         rows.append(row)
-    report = engine.report(prep, rows, False, "blue-green")
+    report = engine.report(prep, rows, interrupted, "blue-green")
+    if interrupted:
+        return engine.finish(report, tools.echo)  # raises Interrupted: exit 130
     why = (f"traffic was not switched to {to} (declined); {to} ({', '.join(r.host for r in rows)}) runs and boots the "
            f"new system, the other group the old. To switch traffic, run on the deployer: {command}")
     with contextlib.suppress(DeployFailed):  # the engine's general line; this one says what to do

@@ -27,7 +27,7 @@ def emergency(req: engine.DeployRequest, tools: engine.Tools, follow: float) -> 
     if not req.reason.strip():
         raise UsageError('emergency needs --reason "..." (REASON=... for make): it goes into the journal')
     test = replace(req, action=Action.TEST, reason=f"EMERGENCY: {req.reason}")
-    prep = engine.prepare(test, tools)
+    prep = engine.prepare(test, tools, report_as="emergency")
     names = ", ".join(c.host.name for c in prep.changes)
     engine.show_plan(prep, tools)
     guards = ", ".join(g for g, on in (("watchdog", req.policy.watchdog), ("checks", req.policy.checks)) if on)
@@ -127,13 +127,10 @@ def offer_to_go_back(prep: engine.Prepared, on_test: Sequence[tuple[Change, Host
     if not backs or not tools.prompter.can_ask:
         return kept, False
     hosts = ", ".join(c.host.name for c in backs)
-    try:
-        again = tools.prompter.confirm(f"Go back to the booted system on {hosts} now (its boot entry, "
-                                       "switch-to-configuration test)?")
-    except KeyboardInterrupt:
-        again = False
+    again = engine.confirm(tools, f"Go back to the booted system on {hosts} now (its boot entry, "
+                                  "switch-to-configuration test)?")
     if not again:
-        return kept, False
+        return kept, again is None  # None: Ctrl-C at the question
     went, interrupted = engine.activate(prep, backs, req.policy, tools, verb="emergency-back")
     done = {r.host: r for r in went}
     return tuple(went_back(r, done[r.host]) if r.host in done else r for r in kept), interrupted

@@ -5,8 +5,8 @@ host went through, what was asked, the report and the journal."""
 
 from __future__ import annotations
 
-import _thread
 import json
+import signal
 import sys
 import threading
 import time
@@ -82,15 +82,22 @@ class TurnsUnhealthy(FakeHost):
 
 
 def ctrl_c_in_the_main_thread() -> None:
-    """Ctrl-C as the terminal sends it: in the main thread, once that thread waits for the
-    hosts under way (engine.wait_all), so that it lands where a person's would."""
+    """Ctrl-C as the terminal sends it: SIGINT to the main thread, once that thread waits for the
+    hosts under way (interrupts.wait_all), so that it lands where a person's would; back once
+    that wait has noted it (the run's stop flag is set)."""
     main = threading.main_thread().ident
+    assert main is not None
     deadline = time.monotonic() + 30  # a test of a changed engine fails, it does not hang
-    while not any(f.f_code.co_name == "wait_all" for f in frames(sys._current_frames().get(main))):
+    while not (waiting := [f for f in frames(sys._current_frames().get(main)) if f.f_code.co_name == "wait_all"]):
         if time.monotonic() > deadline:
-            raise AssertionError("the main thread never waited for the hosts (engine.wait_all)")
+            raise AssertionError("the main thread never waited for the hosts (interrupts.wait_all)")
         time.sleep(0.001)
-    _thread.interrupt_main()
+    stop = waiting[0].f_locals["stop"]
+    signal.pthread_kill(main, signal.SIGINT)
+    while not stop.is_set():
+        if time.monotonic() > deadline:
+            raise AssertionError("the Ctrl-C was never noted")
+        time.sleep(0.001)
 
 
 def frames(frame: FrameType | None) -> Iterator[FrameType]:

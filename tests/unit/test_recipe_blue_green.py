@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from nixtasks.actions.journal import read_local
-from nixtasks.errors import DeployFailed, NixtasksError, Refused
+from nixtasks.errors import DeployFailed, Interrupted, NixtasksError, Refused
 from nixtasks.fleet import reboot
 from nixtasks.models import Policy
 from nixtasks.recipes import blue_green
@@ -92,11 +92,15 @@ def test_a_no_at_the_traffic_question_says_what_runs_and_how_to_switch_and_exits
     assert [r.outcome for r in records] == ["ok", "ok", "declined"] and records[-1].message == row.message
 
 
-def test_ctrl_c_at_the_traffic_question_is_a_no(tmp_path):
+def test_ctrl_c_at_the_traffic_question_leaves_traffic_and_exits_130(tmp_path):
     fleet = fleet_of(tmp_path, *NAMES, rebooting=True)
-    with pytest.raises(DeployFailed, match="^traffic was not switched to blue") as failed:
+    with pytest.raises(Interrupted, match="^interrupted; 2 declined$") as stop:
         run(fleet, True, KeyboardInterrupt)
-    assert failed.value.exit_code == 1 and fleet.hooks == []
+    assert stop.value.exit_code == 130 and stop.value.report.interrupted and fleet.hooks == []
+    assert all(f.running == NEW for f in fleet.fakes.values())  # the group stays on the new system, said so
+    assert all("traffic was NOT switched to blue (Ctrl-C at the question)" in r.message
+               for r in stop.value.report.results)
+    assert [o for h, _a, o in fleet.journal() if h == "web1"][-1] == "declined"
 
 
 def test_the_plan_says_what_a_failure_does_to_the_group(tmp_path):
