@@ -23,7 +23,7 @@ from ..actions.plan import approval_question, fleet_question, needs_approval, re
 from ..errors import DeployFailed, Interrupted, Refused
 from ..host import gitstate
 from ..host.facts import Facts, read_facts
-from ..host.prompts import Prompter
+from ..host.prompts import NO, Approval, Prompter
 from ..host.runner import Runner
 from ..models import (
     READS_AT_ONCE,
@@ -337,12 +337,14 @@ def gate(prep: Prepared, changes: Sequence[Change], tools: Tools, question: str,
          verb: str | None = None) -> tuple[list[Change], tuple[HostResult, ...], bool]:
     """A recipe's later approval: like `approve`, and Ctrl-C at the question is an answer (no
     host approved, the run interrupted), so the report of what already went out is kept."""
-    try:
-        go, declined = approve(prep, changes, tools, question, verb)
+    asking, question = the_question(prep, changes, question)
+    try:  # the question alone: a Ctrl-C while the answers are journalled is not an answer
+        answer = tools.prompter.approve(question, [c.host.name for c in asking]) if asking else NO
     except KeyboardInterrupt:
         tools.ledger.stop.set()
         why = "interrupted at the question"
         return [], not_started(changes, why, prep.journal, verb or prep.request.action.value), True
+    go, declined = answered(changes, asking, answer, prep.journal, verb or prep.request.action.value)
     return go, declined, False
 
 
@@ -360,11 +362,17 @@ def approve(prep: Prepared, changes: Sequence[Change], tools: Tools, question: s
             verb: str | None = None, preselect: bool = False) -> tuple[list[Change], tuple[HostResult, ...]]:
     """One question for the hosts of `changes` that need an approval: those approved, and
     the others as results (declined, or not selected; journalled)."""
+    asking, question = the_question(prep, changes, question)
+    return ask(changes, asking, question, tools.prompter, prep.journal, verb or prep.request.action.value, preselect)
+
+
+def the_question(prep: Prepared, changes: Sequence[Change], question: str | None) -> tuple[list[Change], str]:
+    """The hosts of `changes` that need an approval, and the question (the default one unless given)."""
     asking = [c for c in changes if needs_approval(c.action, c.host, prep.git)]
     if question is None:
         question = (approval_question(HostPlan(changes[0].host, changes[0].action, changes[0].system, None))
                     if len(changes) == 1 else fleet_question(prep.request.action, [c.host.name for c in asking]))
-    return ask(changes, asking, question, tools.prompter, prep.journal, verb or prep.request.action.value, preselect)
+    return asking, question
 
 
 def activate(prep: Prepared, changes: Sequence[Change], policy: Policy, tools: Tools,
@@ -526,12 +534,18 @@ def ask(changes: Sequence[Change], asking: Sequence[Change], question: str, prom
         verb: str, preselect: bool = False) -> tuple[list[Change], tuple[HostResult, ...]]:
     """`selection.ask` for a deploy's changes: a host left as it is journalled when its action
     would have changed it."""
+    answer = prompter.approve(question, [c.host.name for c in asking], preselect=preselect) if asking else NO
+    return answered(changes, asking, answer, journal, verb)
+
+
+def answered(changes: Sequence[Change], asking: Sequence[Change], answer: Approval, journal: Journal,
+             verb: str) -> tuple[list[Change], tuple[HostResult, ...]]:
     def journalled(change: Change, result: HostResult) -> None:
         if change.action.changes_host:
             journal.write_result(change.host, verb, result)
 
-    return selection.ask(changes, asking, question, prompter, host_of=lambda c: c.host, left_as_is=pipeline.unchanged,
-                         journal=journalled, preselect=preselect)
+    return selection.answered(changes, asking, answer, host_of=lambda c: c.host, left_as_is=pipeline.unchanged,
+                              journal=journalled)
 
 
 def declined(results: Sequence[HostResult]) -> bool:

@@ -95,6 +95,14 @@ def ask(items: Sequence[S], asking: Sequence[S], question: str, prompter: Prompt
     approved, and those that need none), and the others as results, journalled at once:
     declined after a no, not selected when a subset was chosen."""
     answer = prompter.approve(question, [host_of(i).name for i in asking], preselect=preselect) if asking else NO
+    return answered(items, asking, answer, host_of=host_of, left_as_is=left_as_is, journal=journal)
+
+
+def answered(items: Sequence[S], asking: Sequence[S], answer: Approval, *, host_of: Callable[[S], Host],
+             left_as_is: Callable[[S, Outcome, str], HostResult],
+             journal: Callable[[S, HostResult], object]) -> tuple[list[S], tuple[HostResult, ...]]:
+    """`ask`'s answer applied (apart from the question: a Ctrl-C at it is not one while these
+    records are written)."""
     go, left = [], []
     asked = {host_of(i).name for i in asking}  # names, not item equality: linear at a thousand hosts
     for item in items:

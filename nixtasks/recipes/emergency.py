@@ -50,6 +50,8 @@ def emergency(req: engine.DeployRequest, tools: engine.Tools, follow: float) -> 
     switched, stopped = engine.activate(prep, go_switch, req.policy, tools, verb="emergency-switch")
     interrupted = interrupted or stopped
     by_name = {c.host.name: c for c in switches}
+    # Not switched after Ctrl-C: they run the tested system all the same (said so, as after a no).
+    switched = tuple(still_tested(by_name[r.host], r) if r.outcome is Outcome.NOT_STARTED else r for r in switched)
     on_test = [(by_name[r.host], r) for r in left_switch]
     kept = journalled(prep, on_test, tuple(still_tested(c, r) for c, r in on_test))
     if on_test and not interrupted:
@@ -146,7 +148,10 @@ def back_change(change: Change) -> Change:
 
 def went_back(kept: HostResult, back: HostResult) -> HostResult:
     """One row per host: not switched (declined, or another host failed) and back on its booted
-    system, or what the go-back came to."""
+    system, or what the go-back came to (not started after Ctrl-C: still on the tested system, as
+    its row says)."""
+    if back.outcome is Outcome.NOT_STARTED:
+        return kept
     why = kept.message.partition(TESTED)[0]
     if back.outcome is Outcome.OK:
         return replace(kept, new_system=back.new_system, generation=back.generation, stages=back.stages,
