@@ -8,6 +8,7 @@ and no lock, hold or watchdog left that the run took."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 from collections import Counter
@@ -16,12 +17,13 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from nixtasks.actions.journal import read_local
 from nixtasks.errors import Interrupted
 from nixtasks.fleet import engine, reboot
 from nixtasks.models import Action, Command, Policy, Target
 from nixtasks.recipes import blue_green, canary, emergency, rolling, stage
 
-from .flows import NEW, OLD, FakeHost, Fleet, RebootingHost, fleet_of, hosts, outcomes, request
+from .flows import NEW, OLD, FakeHost, Fleet, fleet_of, hosts, outcomes, request
 
 NAMES = ("web1", "web2", "db1")
 HOSTS = hosts(*NAMES, canary=("web1",))
@@ -93,21 +95,30 @@ def commands_of(fleet: Fleet) -> list[tuple[str | None, str, int]]:
 
 def ctrl_c_at(fleet: Fleet, where: tuple[str | None, str, int]) -> None:
     """The person presses Ctrl-C while the run sends the command `where`."""
-    answer = fleet.runner.respond
     seen: Counter[tuple[str | None, str]] = Counter()
     lock = threading.Lock()
-    main = threading.main_thread()
 
-    def respond(step: str, cmd: Command, target: Target, fresh: bool):
+    def there(step: str, cmd: Command, target: Target) -> bool:
         key = (target.address, step)
         with lock:
-            now = (*key, seen[key]) == where
             seen[key] += 1
-        if now and threading.current_thread() is main:
-            raise KeyboardInterrupt  # the runner stops the command and raises in the main thread
-        if now:
+            return (*key, seen[key] - 1) == where
+
+    ctrl_c_when(fleet, there)
+
+
+def ctrl_c_when(fleet: Fleet, there: Callable[[str, Command, Target], bool]) -> None:
+    """Ctrl-C while the run sends the first command that is `there`: raised in the main thread (the
+    runner stops the command and raises), else sent to the main thread (it lands where that is)."""
+    answer, main, fired = fleet.runner.respond, threading.main_thread(), threading.Event()
+
+    def respond(step: str, cmd: Command, target: Target, fresh: bool):
+        if there(step, cmd, target) and not fired.is_set():
+            fired.set()
+            if threading.current_thread() is main:
+                raise KeyboardInterrupt
             assert main.ident is not None
-            signal.pthread_kill(main.ident, signal.SIGINT)  # it lands wherever the main thread is
+            signal.pthread_kill(main.ident, signal.SIGINT)
         return answer(step, cmd, target, fresh)
 
     fleet.runner.respond = respond
@@ -120,10 +131,8 @@ def baseline(tmp_path_factory, name: str) -> list[tuple[str | None, str, int]]:
     if name not in COUNTS:
         flow = FLOWS[name]
         fleet = fleet_for(tmp_path_factory.mktemp("baseline"), flow, "run")
-        try:
+        with contextlib.suppress(Exception):  # a flow that fails on purpose (a failed canary) lists them too
             flow.run(fleet.tools(*flow.answers))
-        except Exception:  # a flow that fails on purpose (a canary that fails) still lists its commands
-            pass
         COUNTS[name] = commands_of(fleet)
     return COUNTS[name]
 
@@ -137,14 +146,18 @@ def test_ctrl_c_at_any_command_ends_in_the_true_report_the_journal_and_exit_130(
         fleet = fleet_for(tmp_path, flow, f"at-{number}")
         ctrl_c_at(fleet, where)
         case = f"{name}: Ctrl-C at {where}"
-        try:
-            engine.reported(flow.run, fleet.tools(*flow.answers))  # type: ignore[arg-type]
-        except Interrupted as stop:
-            check(fleet, flow, stop, case)
-        except KeyboardInterrupt:
-            pytest.fail(f"{case}: the Ctrl-C went up without a report")
-        else:
-            pytest.fail(f"{case}: the run ended as if no Ctrl-C came")
+        check(fleet, flow, interrupted(flow.run, fleet.tools(*flow.answers), case), case)
+
+
+def interrupted(run: Callable[[engine.Tools], object], tools: engine.Tools, case: str = "") -> Interrupted:
+    """The run as the command line runs it, which a Ctrl-C ends in an `Interrupted` (exit 130)."""
+    try:
+        engine.reported(run, tools)  # type: ignore[arg-type]
+    except Interrupted as stop:
+        return stop
+    except KeyboardInterrupt:
+        pytest.fail(f"{case}: the Ctrl-C went up without a report")
+    pytest.fail(f"{case}: the run ended as if no Ctrl-C came")
 
 
 def check(fleet: Fleet, flow: Flow, error: Interrupted, case: str) -> None:
@@ -172,3 +185,57 @@ def check(fleet: Fleet, flow: Flow, error: Interrupted, case: str) -> None:
         assert steps.count("lock") <= steps.count("unlock") + steps.count("systemctl reboot"), (case, steps)
         assert steps.count("hold") <= steps.count("unhold") + steps.count("unlock"), (case, steps)
         assert steps.count("arm") <= steps.count("confirm"), (case, steps)
+
+
+# --- the soak's three cases, each alone ------------------------------------------------------
+
+
+def test_ctrl_c_while_a_failed_canary_halts_the_rest_reports_every_host(tmp_path):
+    """Item 1: the canary was rolled back; the rest are being journalled "not started" when the
+    Ctrl-C lands (in the main thread, during db1's record)."""
+    fleet = fleet_of(tmp_path, *NAMES, web1=FakeHost(healthy={OLD}))
+    ctrl_c_at(fleet, ("db1", "journal", 0))
+    stop = interrupted(lambda t: canary.canary(request(HOSTS), t), fleet.tools(True, True))
+    assert str(stop) == "interrupted; 1 rolled back, 2 not started" and stop.exit_code == 130
+    assert outcomes(stop) == {"web1": "rolled back", "web2": "not started", "db1": "not started"}
+    assert fleet.journal() == [("web1", "switch", "rolled back"), ("web2", "switch", "not started"),
+                               ("db1", "switch", "not started")]
+    assert all(f.running == OLD for f in fleet.fakes.values())
+    assert "db1   not started" in fleet.text()  # the report was shown
+
+
+def test_ctrl_c_during_the_copies_after_a_keep_going_failure_reports_every_host(tmp_path):
+    """Item 2: db1 does not evaluate (--keep-going: the others go on); the Ctrl-C lands while
+    web2's system is copied (another thread sends it)."""
+    fleet = fleet_of(tmp_path, *NAMES)
+    fleet.unevaluable = {"db1"}
+    ctrl_c_when(fleet, lambda step, cmd, target: "copy" in cmd.argv and any("web2" in a for a in cmd.argv))
+    stop = interrupted(lambda t: rolling.rolling(request(HOSTS, Policy(keep_going=True)), t), fleet.tools(True))
+    assert str(stop) == "interrupted before the plan; nothing was changed on any host" and stop.exit_code == 130
+    assert fleet.prompter.asked == [] and fleet.locked() == []
+    assert outcomes(stop) == {"web1": "not started", "web2": "not started", "db1": "failed"}
+    records = [(r.host, r.outcome, r.message) for r in read_local(tmp_path / "journal.jsonl")]
+    assert sorted(records) == [("db1", "failed", stop.report.results[2].message),  # type: ignore[union-attr]
+                               ("web1", "not started", "interrupted before the plan; nothing changed"),
+                               ("web2", "not started", "interrupted before the plan; nothing changed")]
+    assert not any(c.step == "journal" for c in fleet.runner.calls)  # nothing touched a host's journal
+
+
+def test_ctrl_c_in_the_batch_loop_between_two_batches_is_noted_not_raised(tmp_path):
+    """Item 3: a Ctrl-C that lands while the batch loop is between its steps (here: as it says it
+    pauses before batch 2) stops the batches after it, with the report."""
+    fleet = fleet_of(tmp_path, *NAMES)
+    main = threading.main_thread()
+
+    def echo(line: str) -> None:  # the runner's: the batches say what they do with it
+        if line.startswith("pausing"):
+            if threading.current_thread() is main:
+                raise KeyboardInterrupt
+            assert main.ident is not None
+            signal.pthread_kill(main.ident, signal.SIGINT)
+
+    fleet.runner.echo = echo  # type: ignore[method-assign]
+    stop = interrupted(lambda t: rolling.rolling(request(HOSTS, Policy(pause=0.5)), t), fleet.tools(True))
+    assert str(stop) == "interrupted; 1 ok, 2 not started" and stop.exit_code == 130 and fleet.locked() == ["web1"]
+    assert fleet.journal() == [("web1", "switch", "ok"), ("web2", "switch", "not started"),
+                               ("db1", "switch", "not started")]
