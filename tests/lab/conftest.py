@@ -97,6 +97,11 @@ class Lab:
             subprocess.run(["tc", "qdisc", "add", "dev", veth, "root", "tbf", "rate", rate, "burst", "1600",
                             "latency", "1s"], check=True, capture_output=True)
 
+    def left_behind(self, host: str) -> str:
+        """The lock, watchdog and activation units a deploy leaves while it works ("" after it)."""
+        return self.exec(host, "systemctl", "list-units", "--all", "--plain", "--no-legend", "nixtasks-lock.service",
+                         "nixtasks-watchdog.*", "nixtasks-switch-to-configuration.service").stdout.strip()
+
     def current_system(self, host: str) -> str:
         return self.exec(host, "readlink", "-e", "/run/current-system", check=False).stdout.strip()
 
@@ -213,6 +218,26 @@ def start_invoke(cwd: Path, env: dict[str, str], *args: str) -> tuple[subprocess
     stream = proc.stderr
     threading.Thread(target=lambda: lines.extend(iter(stream.readline, "")), daemon=True).start()
     return proc, lines
+
+
+def copying(pid: int) -> bool:
+    """Whether a `nix copy` runs below process `pid` (read from /proc: this deploy's, not another lab's)."""
+    parents: dict[int, int] = {}
+    commands: dict[int, str] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            commands[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError, IndexError):
+            continue
+    for child, command in commands.items():
+        if " copy " in command and "--to" in command:
+            up = child
+            while up in parents and up > 1:
+                up = parents[up]
+                if up == pid:
+                    return True
+    return False
 
 
 def repo_with_hosts(path: Path, targets: dict[str, str], tags: dict[str, str], why: str) -> Path:

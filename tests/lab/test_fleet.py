@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Lab, labctl, repo_with_hosts, start_invoke
+from .conftest import Lab, copying, labctl, repo_with_hosts, start_invoke
 
 EXTRA = ("web3", "web4", "app1", "app2", "app3")
 ALL = ("web1", "web2", "db1", *EXTRA)
@@ -305,6 +305,48 @@ def test_fleet_rollback_by_tag(fleet8):
     assert proc.returncode == 0, proc.stderr
     assert "Roll back app1, app2, app3 (3 hosts)? yes" in proc.stderr
     assert all(fleet8.release(h) == "1.0" for h in ("app1", "app2", "app3"))
+
+
+def test_ctrl_c_during_the_copies_after_a_keep_going_failure_reports_every_host(fleet):
+    """Issue 18 (the soak): with --keep-going, web2's build failed and the others go on; Ctrl-C
+    comes while db1's system is copied (over a slow link). Every host is in the report, the
+    deployer's journal has one record each, no host's journal or system changed, exit 130."""
+    assert fleet.invoke("switch", "--all", "--yes").returncode == 0
+    before = {h: (fleet.lab.current_system(h), fleet.lab.profile(h)) for h in ("web1", "web2", "db1")}
+    on_host = {h: fleet.lab.exec(h, "cat", "/var/lib/nixtasks/journal.jsonl").stdout for h in before}
+    fleet.set_knobs("web2", release="1.1", fail_build=True)
+    fleet.set_knobs("db1", release="1.1", payload_kib=192)  # about 30 s over a 50 kbit/s link
+    fleet.set_knobs("web1", release="1.1")
+    journal = Path(fleet.lab.env["NIXTASKS_JOURNAL"])
+    known = len(journal.read_text().splitlines())
+    fleet.lab.slow_link("db1", "50kbit")
+    try:
+        proc, lines = start_invoke(fleet.path, fleet.lab.env, "switch", "--all", "--yes", "--keep-going", "--json")
+        wait_for(lines, "(--keep-going: the others go on)", timeout=300)
+        deadline = time.monotonic() + 120
+        while not copying(proc.pid):
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
+            time.sleep(0.2)
+        time.sleep(2)  # under way
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) == 130, "".join(lines)
+    finally:
+        fleet.lab.slow_link("db1", None)
+    assert proc.stdout is not None
+    report = json.loads(proc.stdout.read())
+    text = "".join(lines)
+    outcomes = {h["host"]: (h["outcome"], h["message"]) for h in report["hosts"]}
+    assert report["interrupted"], report
+    assert outcomes["web2"][0] == "failed" and outcomes["web2"][1].startswith("its build failed: "), outcomes
+    assert outcomes["web1"] == outcomes["db1"] == ("not started", "interrupted before the plan; nothing changed")
+    assert "error: interrupted before the plan; nothing was changed on any host" in text, text
+    records = [json.loads(line) for line in journal.read_text().splitlines()[known:]]
+    assert sorted((r["host"], r["outcome"]) for r in records) == [
+        ("db1", "not started"), ("web1", "not started"), ("web2", "failed")], records
+    for host in before:  # nothing changed on any host, not even its journal
+        assert (fleet.lab.current_system(host), fleet.lab.profile(host)) == before[host], host
+        assert fleet.lab.exec(host, "cat", "/var/lib/nixtasks/journal.jsonl").stdout == on_host[host], host
+        assert fleet.lab.left_behind(host) == "", host
 
 
 def test_keep_going_deploys_the_hosts_whose_systems_could_be_made(fleet):

@@ -5,12 +5,17 @@ canary, tags web1 blue and web2 green, and writes `traffic.txt` as its switch_tr
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
-from .conftest import Fleet
+from nixtasks.actions.journal import HOST_JOURNAL
+
+from .conftest import Fleet, start_invoke
 
 RELEASES = ("web1", "web2", "db1")
 
@@ -63,6 +68,45 @@ def test_a_bad_release_stops_at_the_canary(fleet):
     assert "The canary is healthy" not in proc.stderr  # never reached the second gate
     outcomes = {r["host"]: r["outcome"] for r in records(fleet) if r["git_revision"] and r["action"] == "switch"}
     assert outcomes == {"web1": "rolled back", "web2": "not started", "db1": "not started"}
+
+
+def test_ctrl_c_while_a_failed_canary_halts_reports_and_journals_every_host(fleet):
+    """Issue 18 (the soak): the canary was rolled back and the rest are being journalled "not
+    started" when Ctrl-C comes. db1's journal is a pipe nobody reads for that while, so its record
+    waits there and the SIGINT lands in it, as it can for a host slow to answer."""
+    first_deploy(fleet)
+    new_release(fleet, web1={"healthy": False})
+    before = {h: (fleet.lab.current_system(h), fleet.lab.profile(h)) for h in RELEASES}
+    on_host = {h: fleet.lab.exec(h, "cat", HOST_JOURNAL).stdout for h in RELEASES}
+    fleet.lab.exec("db1", "sh", "-c", f"mv {HOST_JOURNAL} {HOST_JOURNAL}.kept && mkfifo -m 600 {HOST_JOURNAL}")
+    try:
+        proc, lines = start_invoke(fleet.path, fleet.lab.env, "canary", "--host", "web1,web2,db1", "--yes", "--json")
+        deadline = time.monotonic() + 180
+        while fleet.lab.exec("db1", "pgrep", "-x", "tee", check=False).returncode != 0:  # the record, waiting
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=120) == 130, "".join(lines)
+    finally:  # the blocked write let go, db1's journal put back
+        fleet.lab.exec("db1", "sh", "-c", f"timeout 5 cat {HOST_JOURNAL} >/dev/null; rm -f {HOST_JOURNAL}; "
+                       f"mv {HOST_JOURNAL}.kept {HOST_JOURNAL}", check=False)
+    assert proc.stdout is not None
+    report = json.loads(proc.stdout.read())
+    text = "".join(lines)
+    assert report["interrupted"] and not report["ok"], report
+    assert {h["host"]: h["outcome"] for h in report["hosts"]} == {
+        "web1": "rolled back", "web2": "not started", "db1": "not started"}, text
+    assert "error: interrupted; 1 rolled back, 2 not started" in text, text
+    for host in RELEASES:  # the canary back where it was, the others never touched
+        assert (fleet.lab.current_system(host), fleet.lab.profile(host)) == before[host], host
+        assert fleet.lab.left_behind(host) == "", host
+    assert [release(fleet, h) for h in RELEASES] == ["1.0"] * 3
+    mine = [r for r in records(fleet) if r["outcome"] != "started"][3:]  # after the first deploy's three
+    assert sorted((r["host"], r["outcome"]) for r in mine) == [
+        ("db1", "not started"), ("web1", "rolled back"), ("web2", "not started")], mine
+    for host, outcome in (("web1", "rolled back"), ("web2", "not started")):
+        added = fleet.lab.exec(host, "cat", HOST_JOURNAL).stdout[len(on_host[host]):].splitlines()
+        assert [o for o in (json.loads(line)["outcome"] for line in added) if o != "started"] == [outcome], added
 
 
 def test_rolling_halts_at_the_host_that_fails(fleet):

@@ -8,11 +8,10 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from .conftest import start_invoke
+from .conftest import copying, start_invoke
 from .test_fleet import wait_for
 
 # A dead connection is noticed after 6 s of silence. (Keep-alives wait behind what is queued
@@ -37,26 +36,6 @@ def quiet(fleet) -> Iterator[object]:
 
 def start(fleet, *args: str) -> tuple[subprocess.Popen[str], list[str]]:
     return start_invoke(fleet.path, fleet.lab.env, *args)
-
-
-def copying(pid: int) -> bool:
-    """Whether a `nix copy` runs below process `pid` (read from /proc: this deploy's, not another lab's)."""
-    parents: dict[int, int] = {}
-    commands: dict[int, str] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            commands[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, ValueError, IndexError):
-            continue
-    for child, command in commands.items():
-        if " copy " in command and "--to" in command:
-            up = child
-            while up in parents and up > 1:
-                up = parents[up]
-                if up == pid:
-                    return True
-    return False
 
 
 def errors(text: str) -> list[str]:

@@ -138,9 +138,10 @@ def test_a_host_whose_build_failed_has_no_record_of_its_own(soak):
     assert soak.check_records(d, failed, "web1", [record], [record], [], off=False) == []
     assert soak.check_records(d, failed, "web1", [record], [record], [record], off=False) == [
         "1 records in the host's journal (failed), not 0 (failed)"]
-    stopped = {**entry("not started", after=None), "message": "interrupted during the build; nothing changed"}
     record = {**record, "outcome": "not started"}
-    assert soak.check_records(d, stopped, "web1", [record], [record], [], off=False) == []
+    for before in ("during the build", "before the plan"):  # stopped before anything touched the host
+        stopped = {**entry("not started", after=None), "message": f"interrupted {before}; nothing changed"}
+        assert soak.check_records(d, stopped, "web1", [record], [record], [], off=False) == []
 
 
 def test_a_rollback_puts_back_a_running_system_other_than_the_boot_entry(soak):
