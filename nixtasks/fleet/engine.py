@@ -276,8 +276,8 @@ def reported(run: Callable[[Tools], Report], tools: Tools) -> Report:
     try:
         return run(tools)
     except KeyboardInterrupt:
-        if not tools.ledger.hosts:  # before the hosts were known: nothing touched them
-            raise
+        if not tools.ledger.hosts:  # e.g. update-deploy's `nix flake update`: no host reached yet
+            raise Interrupted("interrupted before any host was reached; nothing was changed on any host") from None
     raise stopped(tools)
 
 

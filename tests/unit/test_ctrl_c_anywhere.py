@@ -9,11 +9,12 @@ and no lock, hold or watchdog left that the run took."""
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 import threading
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -21,7 +22,7 @@ from nixtasks.actions.journal import read_local
 from nixtasks.errors import Interrupted
 from nixtasks.fleet import engine, reboot
 from nixtasks.models import Action, Command, Policy, Target
-from nixtasks.recipes import blue_green, canary, emergency, rolling, stage
+from nixtasks.recipes import blue_green, canary, emergency, rolling, stage, update_deploy
 
 from .flows import NEW, OLD, FakeHost, Fleet, fleet_of, hosts, outcomes, request
 
@@ -87,10 +88,15 @@ def commands_of(fleet: Fleet) -> list[tuple[str | None, str, int]]:
     seen: Counter[tuple[str | None, str]] = Counter()
     out = []
     for call in fleet.runner.calls:
-        key = (call.target.address, call.step)
+        key = (call.target.address, same(call.step))
         out.append((*key, seen[key]))
         seen[key] += 1
     return out
+
+
+def same(step: str) -> str:
+    """A step's name without the run's own temporary paths (update-deploy's index file)."""
+    return re.sub(r"/tmp/\S+", "TMP", step)
 
 
 def ctrl_c_at(fleet: Fleet, where: tuple[str | None, str, int]) -> None:
@@ -99,7 +105,7 @@ def ctrl_c_at(fleet: Fleet, where: tuple[str | None, str, int]) -> None:
     lock = threading.Lock()
 
     def there(step: str, cmd: Command, target: Target) -> bool:
-        key = (target.address, step)
+        key = (target.address, same(step))
         with lock:
             seen[key] += 1
             return (*key, seen[key] - 1) == where
@@ -239,3 +245,40 @@ def test_ctrl_c_in_the_batch_loop_between_two_batches_is_noted_not_raised(tmp_pa
     assert str(stop) == "interrupted; 1 ok, 2 not started" and stop.exit_code == 130 and fleet.locked() == ["web1"]
     assert fleet.journal() == [("web1", "switch", "ok"), ("web2", "switch", "not started"),
                                ("db1", "switch", "not started")]
+
+
+@pytest.mark.parametrize("canary", [True, False], ids=["as a canary", "rolling"])
+def test_ctrl_c_at_any_command_of_update_deploy(tmp_path, canary):
+    """update-deploy: before the commit, flake.lock is put back; after it, the deploy reports."""
+    from .test_approvals import HOSTS as UPDATED
+    from .test_approvals import OLD_LOCK, fleet_of, request
+
+    hosts = tuple(replace(h, canary=canary and h.name == "web1") for h in UPDATED)
+    (tmp_path / "baseline").mkdir()
+    fleet = fleet_of(tmp_path / "baseline")
+    update_deploy.update_deploy(request(fleet, hosts), fleet.tools([True], tmp_path / "baseline"))
+    for number, where in enumerate(commands_of(fleet)):  # type: ignore[arg-type]
+        path = tmp_path / f"at-{number}"
+        path.mkdir()
+        fleet = fleet_of(path)
+        ctrl_c_at(fleet, where)  # type: ignore[arg-type]
+        case = f"update-deploy: Ctrl-C at {where}"
+        stop = interrupted(lambda t: update_deploy.update_deploy(request(fleet, hosts), t),  # noqa: B023
+                           fleet.tools([True], path), case)
+        assert stop.exit_code == 130, case
+        landed = any(line.startswith("<update-ref") for line in fleet.said)
+        assert landed or (fleet.flake / "flake.lock").read_text() == OLD_LOCK, case
+        if stop.report is None:  # before any host was asked anything
+            assert not any(c.target.address for c in fleet.runner.calls), case
+            continue
+        said = outcomes(stop)
+        assert sorted(said) == sorted(fleet.hosts), case
+        journal = [(r.host, r.outcome) for r in read_local(path / "journal.jsonl") if r.outcome != "started"]
+        assert dict(journal) == said and len(journal) == len(said), (case, journal)
+        for name, fake in fleet.hosts.items():
+            steps = [c.step for c in fleet.runner.calls if c.target.address == name]
+            if said[name] == "not started":
+                assert (fake.running, fake.profile) == (OLD, 1), (case, name, steps)
+            if said[name] == "ok":
+                assert fake.running == NEW, (case, name, steps)
+            assert steps.count("lock") <= steps.count("unlock") and steps.count("arm") <= steps.count("confirm")
