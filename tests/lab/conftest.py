@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,6 +240,20 @@ def copying(pid: int) -> bool:
                 if up == pid:
                     return True
     return False
+
+
+def interrupt(proc: subprocess.Popen[str], lines: list[str], timeout: float = 120) -> int:
+    """SIGINT to a `start_invoke` process, as Ctrl-C at its terminal; its exit code. One still
+    running after `timeout` is aborted: with PYTHONFAULTHANDLER=1 in its environment its threads'
+    stacks are in `lines`, for the failure."""
+    os.kill(proc.pid, signal.SIGINT)
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGABRT)
+        proc.wait(timeout=30)
+        time.sleep(1)  # the stderr reader takes the last lines
+        raise AssertionError(f"still running {timeout:g} s after SIGINT:\n{''.join(lines)}") from None
 
 
 def repo_with_hosts(path: Path, targets: dict[str, str], tags: dict[str, str], why: str) -> Path:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import Lab, copying, labctl, repo_with_hosts, start_invoke
+from .conftest import Lab, copying, interrupt, labctl, repo_with_hosts, start_invoke
 
 EXTRA = ("web3", "web4", "app1", "app2", "app3")
 ALL = ("web1", "web2", "db1", *EXTRA)
@@ -321,15 +321,15 @@ def test_ctrl_c_during_the_copies_after_a_keep_going_failure_reports_every_host(
     known = len(journal.read_text().splitlines())
     fleet.lab.slow_link("db1", "50kbit")
     try:
-        proc, lines = start_invoke(fleet.path, fleet.lab.env, "switch", "--all", "--yes", "--keep-going", "--json")
+        proc, lines = start_invoke(fleet.path, {**fleet.lab.env, "PYTHONFAULTHANDLER": "1"}, "switch", "--all", "--yes",
+                                   "--keep-going", "--json")
         wait_for(lines, "(--keep-going: the others go on)", timeout=300)
         deadline = time.monotonic() + 120
         while not copying(proc.pid):
             assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
             time.sleep(0.2)
         time.sleep(2)  # under way
-        os.kill(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=120) == 130, "".join(lines)
+        assert interrupt(proc, lines) == 130, "".join(lines)
     finally:
         fleet.lab.slow_link("db1", None)
     assert proc.stdout is not None

@@ -5,8 +5,6 @@ canary, tags web1 blue and web2 green, and writes `traffic.txt` as its switch_tr
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,7 +13,7 @@ from pathlib import Path
 
 from nixtasks.actions.journal import HOST_JOURNAL
 
-from .conftest import Fleet, start_invoke
+from .conftest import Fleet, interrupt, start_invoke
 
 RELEASES = ("web1", "web2", "db1")
 
@@ -80,13 +78,13 @@ def test_ctrl_c_while_a_failed_canary_halts_reports_and_journals_every_host(flee
     on_host = {h: fleet.lab.exec(h, "cat", HOST_JOURNAL).stdout for h in RELEASES}
     fleet.lab.exec("db1", "sh", "-c", f"mv {HOST_JOURNAL} {HOST_JOURNAL}.kept && mkfifo -m 600 {HOST_JOURNAL}")
     try:
-        proc, lines = start_invoke(fleet.path, fleet.lab.env, "canary", "--host", "web1,web2,db1", "--yes", "--json")
+        proc, lines = start_invoke(fleet.path, {**fleet.lab.env, "PYTHONFAULTHANDLER": "1"}, "canary", "--host",
+                                   "web1,web2,db1", "--yes", "--json")
         deadline = time.monotonic() + 180
         while fleet.lab.exec("db1", "pgrep", "-x", "tee", check=False).returncode != 0:  # the record, waiting
             assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
             time.sleep(0.2)
-        os.kill(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=120) == 130, "".join(lines)
+        assert interrupt(proc, lines) == 130, "".join(lines)
     finally:  # the blocked write let go, db1's journal put back
         fleet.lab.exec("db1", "sh", "-c", f"timeout 5 cat {HOST_JOURNAL} >/dev/null; rm -f {HOST_JOURNAL}; "
                        f"mv {HOST_JOURNAL}.kept {HOST_JOURNAL}", check=False)
