@@ -808,6 +808,9 @@ def run_operation(op: Operation[S], hosts: Sequence[Host], policy: Policy, tools
                              host_of=op.host_of, left_as_is=op.left_as_is,
                              journal=lambda s, r: journal.write_result(op.host_of(s), op.verb, r))
     results, interrupted = op.run(go)
+    for item, result in zip(go, results):  # one record per host: those Ctrl-C kept from starting too
+        if result.outcome is Outcome.NOT_STARTED and op.host_of(item).name not in journal.settled:
+            journal.write_result(op.host_of(item), op.verb, result)
     return finish(Report(op.verb, skipped + left + tuple(results), interrupted=interrupted), tools.echo)
 
 
