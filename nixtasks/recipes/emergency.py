@@ -78,7 +78,7 @@ class Unwritten(Journal):
     there is journalled by the recipe with what it runs ("declined; nothing changed", the
     engine's words for a host no question changed, would not be true)."""
 
-    def write(self, host: Host, action: str, outcome: str, *, on_host: bool = True, **fields: Any) -> Record | None:
+    def send(self, host: Host, action: str, outcome: str, *, on_host: bool = True, **fields: Any) -> Record | None:
         return None
 
 

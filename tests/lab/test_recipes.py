@@ -81,7 +81,7 @@ def test_ctrl_c_while_a_failed_canary_halts_reports_and_journals_every_host(flee
         proc, lines = start_invoke(fleet.path, {**fleet.lab.env, "PYTHONFAULTHANDLER": "1"}, "canary", "--host",
                                    "web1,web2,db1", "--yes", "--json")
         deadline = time.monotonic() + 180
-        while fleet.lab.exec("db1", "pgrep", "-x", "tee", check=False).returncode != 0:  # the record, waiting
+        while fleet.lab.exec("db1", "pgrep", "-x", "dd", check=False).returncode != 0:  # the record, waiting
             assert time.monotonic() < deadline and proc.poll() is None, "".join(lines)
             time.sleep(0.2)
         assert interrupt(proc, lines) == 130, "".join(lines)
