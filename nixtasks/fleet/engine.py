@@ -637,17 +637,18 @@ def roll_back_one(change: Change, ctx: Context, failure: str, why: str = "") -> 
 
 def run_batches(items: Sequence[T], work: Callable[[T], HostResult], policy: Policy, echo: Echo,
                 settle: Callable[[Sequence[T], Sequence[HostResult], bool], list[HostResult]] | None,
-                not_started: Callable[[T, str], HostResult],
+                left_as_is: Callable[[T, str], HostResult],
                 stop: threading.Event | None = None) -> tuple[list[HostResult], bool]:
     """Batches one after another, the hosts of a batch in parallel (at most `policy.parallel`).
     Ctrl-C: nothing new starts, running hosts finish (with their checks and rollback). `settle`
     (given: with --rollback-batch-on-failure) ends each batch, told whether it halted the run;
-    Ctrl-C does not stop it. The batches run beside the main thread, which only waits: a Ctrl-C
-    lands in that wait (and is noted in `stop`, the run's flag), never between two steps."""
+    Ctrl-C does not stop it. `left_as_is` makes the result of a host that does not start. The
+    batches run beside the main thread, which only waits: a Ctrl-C lands in that wait (and is
+    noted in `stop`, the run's flag), never between two steps."""
     stop = stop or threading.Event()
 
     def guarded(item: T) -> HostResult:
-        return not_started(item, BEFORE_IT_STARTED) if stop.is_set() else work(item)
+        return left_as_is(item, BEFORE_IT_STARTED) if stop.is_set() else work(item)
 
     def run() -> list[HostResult]:
         halted = ""
@@ -658,7 +659,7 @@ def run_batches(items: Sequence[T], work: Callable[[T], HostResult], policy: Pol
                     echo(f"pausing {policy.pause:g} s before batch {number}")
                     stop.wait(policy.pause)
                 if stop.is_set() or halted:
-                    results += [not_started(i, BEFORE_IT_STARTED if stop.is_set() else halted) for i in batch]
+                    results += [left_as_is(i, BEFORE_IT_STARTED if stop.is_set() else halted) for i in batch]
                     continue
                 done = [f.result() for f in [pool.submit(guarded, item) for item in batch]]
                 failed = sum(1 for r in done if r.failed)
