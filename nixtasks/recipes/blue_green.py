@@ -49,10 +49,12 @@ def blue_green(req: engine.DeployRequest, tools: engine.Tools, to: str, switch_t
         failed = [r for r in results if r.failed]
         if failed and not interrupted and req.policy.rollback:
             results = set_back(prep, kept, results, failed, req, tools)
-        else:  # each ok is final: its boot entry is the new system (the report says so)
+        else:
             if not req.policy.rollback:
                 results = left_as_they_are(kept, results, failed)
-            engine.journal_held(prep, kept, results, "blue-green")
+            if interrupted or left or failed:  # each ok is final: its boot entry is the new system
+                engine.journal_held(prep, kept, results, "blue-green")
+            # else the reboot step journals each host once, as it ends: one record per host
         if interrupted or left or failed:
             return finish(engine.report(prep, left + results, interrupted, "blue-green"), to, tools)
         handed = list(kept)
