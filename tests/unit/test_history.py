@@ -124,9 +124,9 @@ def test_the_watchdog_s_revert_activates_what_ran_before_and_leaves_the_profile(
         stub.parent.mkdir(parents=True, exist_ok=True)
         stub.write_text(f'#!/bin/sh\necho "$0 $*" >> {ran}\n')
         stub.chmod(0o755)
-    out = subprocess.run(["sh", "-c", revert + 'echo "status=$status"', "watchdog", "7", f"{tmp_path}/booted",
-                          f"{tmp_path}/old", "switch", "30", "web1", "/n"], env={"PATH": f"{tmp_path}/bin:/usr/bin:/bin"},
-                         check=True, capture_output=True, text=True).stdout
+    args = ["watchdog", "7", f"{tmp_path}/booted", f"{tmp_path}/old", "switch", "30", "web1", "/n"]
+    out = subprocess.run(["sh", "-c", revert + 'echo "status=$status"', *args], check=True, capture_output=True,
+                         env={"PATH": f"{tmp_path}/bin:/usr/bin:/bin"}, text=True).stdout
     assert ran.read_text().splitlines() == [f"{tmp_path}/old/bin/switch-to-configuration test"]
     assert out.strip() == "status=0"
 
