@@ -381,6 +381,10 @@ def watched_out(ch: Change, ctx: Context, clock: Clock, failure: str) -> HostRes
                     f"the host {ctx.policy.confirm_timeout:g} s after its activation; waiting for it")
     with clock.stage(Stage.ROLLBACK):
         wrong, after = watchdog.await_revert(ch.host, ch.before, ctx.policy, ctx.runner)
+    if after.reachable and watchdog.restarted(ch.before, after):  # not switched: never its boot entry
+        return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; the host was restarted before its watchdog "
+                              f"fired and booted its boot entry, which the new system never was: it runs "
+                              f"{after.running} again{'; ' + wrong if wrong else ''}", after)
     if not wrong:
         return outcome_result(ch, Outcome.REVERTED, clock, f"{failure}; the watchdog put back "
                               f"{ch.before.running} by itself", after)

@@ -234,6 +234,26 @@ def test_a_host_that_cannot_confirm_is_reported_reverted_by_its_watchdog(monkeyp
     assert result.new_system == OLD
 
 
+def test_a_host_restarted_before_its_watchdog_fired_is_reported_not_switched(monkeypatch):
+    """Power lost after the activation: /run (the watchdog, its record) is gone, and the host
+    booted its boot entry, which a switch had not touched yet."""
+    monkeypatch.setattr(watchdog, "POLL_INTERVAL", 0)
+    fake = FakeHost(fail={"confirm"})
+
+    def respond(step: str, cmd: Command, target: Target, fresh: bool) -> Result:
+        if step == "facts" and fresh:
+            fake.running = fake.generations[fake.profile]  # what stage 2 boots: the profile
+        return fake(step, cmd, target, fresh)
+
+    runner = RecordingRunner(respond)
+    ctx = pipeline.Context(runner, Policy(confirm_timeout=1), PlainProgress(runner.echo), "switch")
+    result = pipeline.apply(change(fake), ctx)
+    assert "set-profile" not in runner.steps() and (fake.running, fake.profile) == (OLD, 1)
+    assert result.outcome is Outcome.FAILED and (result.new_system, result.generation) == (OLD, 1)
+    assert "the host was restarted before its watchdog fired" in result.message
+    assert f"it runs {OLD} again" in result.message
+
+
 def test_local_hosts_and_test_activations_get_no_watchdog_and_no_profile():
     local = Host("box", "box", Target(sudo=False))
     _result, runner = apply(FakeHost(), action=Action.TEST, target=local)
