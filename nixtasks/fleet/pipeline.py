@@ -281,8 +281,11 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock, now: Facts | None = Non
         return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; the host no longer answers: {after.error}",
                               after)
     if not policy.rollback:
-        return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; LEFT AS IT IS (--no-rollback): roll it back "
-                              f"with `invoke rollback --host {host.name}`", after)
+        left = f"roll it back with `invoke rollback --host {host.name}`"
+        if not profile_set and ch.action.sets_profile and ch.before.generation is not None:  # a switch's boot entry
+            left = (f"it still boots generation {ch.before.generation}, which its next boot goes back to; back now "
+                    f"with `invoke rollback --host {host.name} --generation {ch.before.generation}`")
+        return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; LEFT AS IT IS (--no-rollback): {left}", after)
     with clock.stage(Stage.ROLLBACK):
         return roll_back(ch, ctx, clock, failure, profile_set=profile_set)
 

@@ -207,7 +207,9 @@ def test_no_rollback_leaves_a_failed_host_loudly():
     result, runner = apply(fake, Policy(rollback=False))
     assert not any(s.startswith("switch-generation") for s in runner.steps())
     assert result.outcome is Outcome.FAILED and "LEFT AS IT IS (--no-rollback)" in result.message
-    assert fake.running == NEW
+    assert "it still boots generation 1, which its next boot goes back to; back now with `invoke rollback --host " \
+           "web1 --generation 1`" in result.message
+    assert (fake.running, fake.profile) == (NEW, 1) and "set-profile" not in runner.steps()
 
 
 def test_no_checks_skips_them_and_says_so():
