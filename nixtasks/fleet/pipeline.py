@@ -41,7 +41,8 @@ class Change:
 
     @property
     def activation_path(self) -> str:
-        """A rollback activates the profile, as `nixos-rebuild --rollback` does."""
+        """What writes the boot entry: for a rollback the profile (switched to its generation), as
+        `nixos-rebuild --rollback` does."""
         return SYSTEM_PROFILE if self.generation is not None else self.system
 
 
