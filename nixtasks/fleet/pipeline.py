@@ -212,9 +212,8 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock, now: Facts | None = Non
     with clock.stage(Stage.ACTIVATION):
         # Watchdog and activation (`boot`: the profile and its boot entry) in one round trip, in
         # that order; the first that fails ends it, so a watchdog that could not be armed leaves
-        # nothing activated. Then,
-        # in the same round trip, what runs now: an activation that exited 0 without taking
-        # effect is rolled back at once, not after its checks.
+        # nothing activated. Then, in the same round trip, what runs now: an activation that
+        # exited 0 without taking effect is rolled back at once, not after its checks.
         armed = watchdog.wanted(host, ch.action, ch.before, policy)
         if armed:
             runner.expect_fresh(host.target)  # the confirmation's connection, prepared meanwhile
