@@ -40,10 +40,10 @@ def test_a_rollback_passes_the_generations_that_failed_and_generations_marks_the
     # generation here is made the boot entry first (`boot`, which checks nothing), then fails a switch.
     fleet.set_knobs(host, release="1.1", healthy=False)
     assert fleet.invoke("boot", "--host", host, "--yes").returncode == 0  # generation 2
-    assert deploy(fleet, host).returncode == 1  # fails its checks: rolled back
+    assert deploy(fleet, host, "--no-rollback").returncode == 1  # fails its checks, left running
     fleet.set_knobs(host, release="1.2", healthy=True, break_network=True)
     assert fleet.invoke("boot", "--host", host, "--yes").returncode == 0  # 3
-    proc = deploy(fleet, host, "--confirm-timeout", "3")  # cuts the host off; its watchdog puts back what ran
+    proc = deploy(fleet, host, "--confirm-timeout", "3")  # cuts the host off; its watchdog puts 2's system back
     assert proc.returncode == 1 and "reverted by the watchdog" in proc.stderr, proc.stderr
     fleet.set_knobs(host, release="1.3", break_network=False, healthy=False)
     assert fleet.invoke("boot", "--host", host, "--yes").returncode == 0  # 4
