@@ -295,9 +295,13 @@ def make_boot_entry(ch: Change, runner: Runner, policy: Policy) -> tuple[str, Fa
     runs and boots, in one round trip. Returns what is wrong ("" for nothing) and the facts
     (None when they were not read: the round trip ended before)."""
     steps = boot_entry_commands(ch)
-    results = runner.run_all([*steps, facts_command()], ch.host.target, label=ch.host.name, stream=True,
-                             check=False, timeout=policy.activation_timeout)
+    # Not streamed (the facts are for nixtasks): what the boot loader said is shown once it is over.
+    results = runner.run_all([*steps, facts_command()], ch.host.target, label=ch.host.name, check=False,
+                             timeout=policy.activation_timeout)
     done, seen = results[:len(steps)], results[len(steps):]
+    for line in "".join([*(r.stdout for r in done), results[-1].stderr]).splitlines():
+        if line.strip():
+            runner.echo(f"[{ch.host.name}] {line}")
     if len(done) < len(steps) or not done[-1].ok:  # the first that fails ends the round trip
         exc = runner.failure(steps[len(done) - 1], ch.host.target, ch.host.name, done[-1])
         how = f"(exit {exc.returncode}){': ' + exc.detail if exc.detail else ''}" \

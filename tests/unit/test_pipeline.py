@@ -53,6 +53,7 @@ def test_a_good_switch_test_activates_confirms_checks_then_makes_its_boot_entry(
     assert [c.step for c in runner.calls if c.trip == trip] == ["set-profile", "activate boot", "facts"]
     assert next(c for c in runner.calls if c.step == "set-profile").cmd.argv[-1] == NEW
     assert f"{NEW}/bin/switch-to-configuration" in next(c for c in runner.calls if c.step == "activate boot").cmd.argv
+    assert not any("profile-path" in line for line in runner.echoed)  # the facts are nixtasks', not shown
 
 
 def test_a_switch_whose_boot_entry_fails_is_rolled_back_with_the_failing_line():
