@@ -401,6 +401,14 @@ def release_gc_roots(count: int) -> Command:
     return Command(("rm", "-f", "--", *(f"{GC_HOLD}-{n}" for n in range(count))), sudo=True, changes=True)
 
 
+def refresh_unit_map() -> Command:
+    """Before a switch's boot entry, whose `systemd-run` takes the name of the activation unit
+    that lived through the activation's daemon-reload: a touched unit directory makes systemd
+    rebuild its map of unit names, so that the name loads without a "Failed to open
+    /run/systemd/transient/..." notice (see UNITS_SH). `-c`: a host without systemd has none."""
+    return Command(("touch", "-c", "/run/systemd/system"), sudo=True, changes=True)
+
+
 def journal_dir(path: str) -> Command:
     return Command(("mkdir", "-p", path.rsplit("/", 1)[0]), sudo=True, changes=True)
 

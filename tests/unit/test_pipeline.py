@@ -38,8 +38,8 @@ def apply(fake: FakeHost, policy: Policy = DEFAULT, action: Action = Action.SWIT
 def test_a_good_switch_test_activates_confirms_checks_then_makes_its_boot_entry():
     fake = FakeHost()
     result, runner = apply(fake)
-    assert runner.steps() == ["lock", "facts", "arm", "activate test", "confirm*", "set-profile", "activate boot",
-                              "facts", "unlock"]
+    assert runner.steps() == ["lock", "facts", "arm", "activate test", "confirm*", "unit-map", "set-profile",
+                              "activate boot", "facts", "unlock"]
     assert runner.steps(checks=True) == ["unit", "facts"]  # beside the confirmation, after the activation
     assert result.outcome is Outcome.OK and not result.failed
     assert (result.previous_generation, result.generation, result.new_system) == (1, 2, NEW)
@@ -50,7 +50,7 @@ def test_a_good_switch_test_activates_confirms_checks_then_makes_its_boot_entry(
     activate = next(c for c in runner.calls if c.step == "activate test").cmd.argv
     assert f"{NEW}/bin/switch-to-configuration" in activate
     trip = next(c.trip for c in runner.calls if c.step == "set-profile")
-    assert [c.step for c in runner.calls if c.trip == trip] == ["set-profile", "activate boot", "facts"]
+    assert [c.step for c in runner.calls if c.trip == trip] == ["unit-map", "set-profile", "activate boot", "facts"]
     assert next(c for c in runner.calls if c.step == "set-profile").cmd.argv[-1] == NEW
     assert f"{NEW}/bin/switch-to-configuration" in next(c for c in runner.calls if c.step == "activate boot").cmd.argv
     assert not any("profile-path" in line for line in runner.echoed)  # the facts are nixtasks', not shown
@@ -60,7 +60,7 @@ def test_a_switch_whose_boot_entry_fails_is_rolled_back_with_the_failing_line():
     fake = FakeHost(fail={"activate boot"})
     result, runner = apply(fake)
     steps = runner.steps()
-    assert steps[steps.index("confirm*"):] == ["confirm*", "set-profile", "activate boot", "facts",
+    assert steps[steps.index("confirm*"):] == ["confirm*", "unit-map", "set-profile", "activate boot", "facts",
                                                "switch-generation 1", "activate switch", "facts", "unit", "facts",
                                                "unlock"]
     assert result.outcome is Outcome.ROLLED_BACK and result.failed
@@ -78,7 +78,7 @@ def test_a_rollback_done_as_a_switch_tests_the_generation_s_system_then_switches
     ctx = pipeline.Context(runner, DEFAULT, PlainProgress(runner.echo), "rollback")
     ch = pipeline.Change(WEB1, Action.SWITCH, OLD, parse_facts(fake.facts()), generation=1)
     result = pipeline.apply(ch, ctx)
-    assert runner.steps() == ["lock", "facts", "arm", "activate test", "confirm*", "switch-generation 1",
+    assert runner.steps() == ["lock", "facts", "arm", "activate test", "confirm*", "unit-map", "switch-generation 1",
                               "activate boot", "facts", "unlock"]
     assert f"{OLD}/bin/switch-to-configuration" in next(c for c in runner.calls if c.step == "activate test").cmd.argv
     boot = next(c for c in runner.calls if c.step == "activate boot").cmd.argv
