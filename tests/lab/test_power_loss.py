@@ -80,3 +80,20 @@ def test_a_switch_runs_profiles_and_boots_the_new_system_and_a_failed_one_leaves
     assert (fleet.lab.current_system("web1"), fleet.lab.profile("web1")) == (good, good)
     assert on_host(fleet, f"readlink -e {BOOT_ENTRY}") == good
     assert generations(fleet) == gens  # the profile was never moved: no failed generation to boot
+
+
+def test_a_switch_whose_boot_entry_cannot_be_written_goes_back_with_the_boot_loader_s_words(fleet):
+    """A full /boot, as the example's fail_boot_entry knob has it: the new system was confirmed
+    and checked, but it is not made what boots; the host runs and boots what it did before."""
+    assert fleet.invoke("switch", "--host", "web1", "--yes").returncode == 0
+    good = fleet.build("web1")
+    fleet.set_knobs("web1", release="1.1", fail_boot_entry=True)
+    proc = fleet.invoke("switch", "--host", "web1", "--yes", "--json")
+    assert proc.returncode == 1, proc.stderr
+    (report,) = json.loads(proc.stdout)["hosts"]
+    assert report["outcome"] == "rolled back", proc.stderr
+    assert report["message"].startswith("switch passed its checks, but making it the boot entry failed (exit 1): "
+                                        "Failed to install bootloader (fail_boot_entry)"), report["message"]
+    assert (report["system_after"], report["generation_after"]) == (good, report["generation_before"])
+    assert (fleet.lab.current_system("web1"), fleet.lab.profile("web1")) == (good, good)
+    assert on_host(fleet, f"readlink -e {BOOT_ENTRY}") == good
