@@ -294,7 +294,11 @@ def make_boot_entry(ch: Change, runner: Runner, policy: Policy) -> tuple[str, Fa
     """A switch confirmed and checked: the profile and the boot loader, then what the host
     runs and boots, in one round trip. Returns what is wrong ("" for nothing) and the facts
     (None when they were not read: the round trip ended before)."""
-    steps = [*([commands.refresh_unit_map()] if ch.before.systemd else []), *boot_entry_commands(ch)]
+    # The unit map rebuilt before the boot loader's unit (its name outlived the activation's
+    # daemon-reload) and after it (the rebuild its start made would keep the lock's name, which
+    # also outlived it, for the release to stumble on).
+    refresh = [commands.refresh_unit_map()] if ch.before.systemd else []
+    steps = [*refresh, *boot_entry_commands(ch), *refresh]
     # Not streamed (the facts are for nixtasks): what the boot loader said is shown once it is over.
     results = runner.run_all([*steps, facts_command()], ch.host.target, label=ch.host.name, check=False,
                              timeout=policy.activation_timeout)

@@ -39,7 +39,7 @@ def test_a_good_switch_test_activates_confirms_checks_then_makes_its_boot_entry(
     fake = FakeHost()
     result, runner = apply(fake)
     assert runner.steps() == ["lock", "facts", "arm", "activate test", "confirm*", "unit-map", "set-profile",
-                              "activate boot", "facts", "unlock"]
+                              "activate boot", "unit-map", "facts", "unlock"]
     assert runner.steps(checks=True) == ["unit", "facts"]  # beside the confirmation, after the activation
     assert result.outcome is Outcome.OK and not result.failed
     assert (result.previous_generation, result.generation, result.new_system) == (1, 2, NEW)
@@ -50,7 +50,8 @@ def test_a_good_switch_test_activates_confirms_checks_then_makes_its_boot_entry(
     activate = next(c for c in runner.calls if c.step == "activate test").cmd.argv
     assert f"{NEW}/bin/switch-to-configuration" in activate
     trip = next(c.trip for c in runner.calls if c.step == "set-profile")
-    assert [c.step for c in runner.calls if c.trip == trip] == ["unit-map", "set-profile", "activate boot", "facts"]
+    assert [c.step for c in runner.calls if c.trip == trip] == ["unit-map", "set-profile", "activate boot", "unit-map",
+                                                                 "facts"]
     assert next(c for c in runner.calls if c.step == "set-profile").cmd.argv[-1] == NEW
     assert f"{NEW}/bin/switch-to-configuration" in next(c for c in runner.calls if c.step == "activate boot").cmd.argv
     assert not any("profile-path" in line for line in runner.echoed)  # the facts are nixtasks', not shown
@@ -79,7 +80,7 @@ def test_a_rollback_done_as_a_switch_tests_the_generation_s_system_then_switches
     ch = pipeline.Change(WEB1, Action.SWITCH, OLD, parse_facts(fake.facts()), generation=1)
     result = pipeline.apply(ch, ctx)
     assert runner.steps() == ["lock", "facts", "arm", "activate test", "confirm*", "unit-map", "switch-generation 1",
-                              "activate boot", "facts", "unlock"]
+                              "activate boot", "unit-map", "facts", "unlock"]
     assert f"{OLD}/bin/switch-to-configuration" in next(c for c in runner.calls if c.step == "activate test").cmd.argv
     boot = next(c for c in runner.calls if c.step == "activate boot").cmd.argv
     assert f"{SYSTEM_PROFILE}/bin/switch-to-configuration" in boot  # the profile, as --rollback does

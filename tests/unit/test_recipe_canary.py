@@ -17,8 +17,8 @@ from .flows import DEFAULT, NEW, OLD, DownHost, FakeHost, TurnsUnhealthy, fleet_
 NAMES = ("web1", "web2", "db1")
 HOSTS = hosts(*NAMES, canary=("web1",))
 PROBED = ["facts", "xargs -r"]  # read, and what of the closure the host lacks (before the plan)
-SWITCHED = ["lock", "facts", "arm", "activate test", "confirm*", "unit-map", "set-profile", "activate boot", "facts",
-            "unlock"]
+SWITCHED = ["lock", "facts", "arm", "activate test", "confirm*", "unit-map", "set-profile", "activate boot", "unit-map",
+            "facts", "unlock"]
 ROLLED_BACK = ["lock", "facts", "arm", "activate test", "confirm*", "activate test", "facts", "unit", "facts",
                "unlock"]
 FIRST = ("Canary: switch web1 first (1 host)?", ("web1",))

@@ -17,8 +17,8 @@ NAMES = ("web1", "web2")
 HOSTS = hosts(*NAMES)
 PROBED = ["facts", "xargs -r"]
 TESTED = ["lock", "facts", "arm", "activate test", "confirm*", "unlock"]
-SWITCHED = ["lock", "facts", "arm", "activate test", "confirm*", "unit-map", "set-profile", "activate boot", "facts",
-            "unlock"]
+SWITCHED = ["lock", "facts", "arm", "activate test", "confirm*", "unit-map", "set-profile", "activate boot", "unit-map",
+            "facts", "unlock"]
 TEST_QUESTION = ("EMERGENCY: test-activate web1, web2 (the boot entry stays; watchdog, checks)?", NAMES)
 SWITCH_QUESTION = ("EMERGENCY: web1, web2 passed the test activation and its checks. Switch (make it the boot "
                    "entry)?", NAMES)

@@ -16,8 +16,8 @@ from .flows import DEFAULT, NEW, OLD, CtrlCAt, DownHost, FakeHost, fleet_of, hos
 NAMES = ("web1", "web2", "db1")
 HOSTS = hosts(*NAMES)
 PROBED = ["facts", "xargs -r"]
-SWITCHED = ["lock", "facts", "arm", "activate test", "confirm*", "unit-map", "set-profile", "activate boot", "facts",
-            "unlock"]
+SWITCHED = ["lock", "facts", "arm", "activate test", "confirm*", "unit-map", "set-profile", "activate boot", "unit-map",
+            "facts", "unlock"]
 ASKED = ("Switch web1, web2, db1 (3 hosts)?", NAMES)
 
 
