@@ -35,6 +35,12 @@ class Action(enum.Enum):
         return self in (Action.SWITCH, Action.BOOT)
 
     @property
+    def boots_after_checks(self) -> bool:
+        """Activated with `test` first, and made the boot entry (profile, boot loader) only once
+        the host confirmed and passed its checks: nothing boots a system not confirmed."""
+        return self is Action.SWITCH
+
+    @property
     def changes_running_system(self) -> bool:
         return self in (Action.SWITCH, Action.TEST)
 
@@ -250,6 +256,7 @@ class Stage(enum.Enum):
     REBOOT = "reboot"
     CONFIRM = "confirm"
     CHECKS = "checks"
+    BOOT_ENTRY = "boot-entry"
     ROLLBACK = "rollback"
 
 

@@ -44,6 +44,8 @@ def step_of(cmd: Command) -> str:
         return "set-profile"
     if argv[0] == "nix-env" and "--switch-generation" in argv:
         return f"switch-generation {argv[-1]}"
+    if argv[:2] == ("touch", "-c"):
+        return "unit-map"
     if argv[0] == "curl":
         return "http"
     if argv[:2] == ("systemctl", "is-active"):

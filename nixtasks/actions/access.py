@@ -43,7 +43,7 @@ def root_commands() -> list[Command]:
             commands.journal_append(commands.HOST_JOURNAL, ""), commands.release_lock(), commands.confirm_watchdog(),
             commands.reboot(), commands.follow_journal(), commands.release_lock(OWNER),
             commands.hold_gc_root(STORE, NUMBER), commands.release_gc_roots(1), commands.release_gc_roots(2),
-            commands.fetch_from_cache(URL, STORE)]
+            commands.fetch_from_cache(URL, STORE), commands.refresh_unit_map()]
     for lock in (commands.take_lock(OWNER, 1), commands.hold_lock(OWNER, 1)):
         cmds.append(replace(lock, argv=(*lock.argv[:-1], NUMBER)))
     cmds.append(commands.release_hold(OWNER))

@@ -1,7 +1,8 @@
 """Generations, and the choice of a rollback's target: the newest earlier generation that
 did not fail before (by the journals), or generation N, with the closure diff against what
-runs. The fleet engine activates it (`nix-env --switch-generation`, then the profile's
-switch-to-configuration)."""
+runs. The fleet engine activates it as it does a switch: the generation's system with
+`switch-to-configuration test`, then, once confirmed and checked, `nix-env --switch-generation`
+and the profile's `switch-to-configuration boot` (`--boot`: those two only)."""
 
 from __future__ import annotations
 

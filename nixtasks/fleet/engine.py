@@ -427,6 +427,12 @@ def describe_policy(policy: Policy, names: Sequence[str], action: Action, *, reb
                   "invoke verify)",
                   "  watchdog: none: nothing is activated now"]
     else:
+        if action.boots_after_checks:
+            gates = " and ".join(g for g, on in (("the watchdog's confirmation", policy.watchdog),
+                                                 ("the checks", policy.checks)) if on) or "the activation"
+            lines.append("  effect:   each host activates the new system with switch-to-configuration test; it "
+                         f"becomes the boot entry (profile, boot loader) only after {gates}: a host restarted "
+                         "before that boots what it booted before")
         checks = ("after each host's activation: its inventory checks, and no unit failing that did not before"
                   if policy.checks else "SKIPPED (--no-checks)")
         lines.append(f"  checks:   {checks}; a failed host is {rolled}")

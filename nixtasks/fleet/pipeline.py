@@ -1,7 +1,9 @@
 """One host's way through a deploy or a rollback, after the approval: take the lock, arm
-the watchdog, set the profile, activate, confirm over a fresh connection, run the health
-checks, roll back on failure, release the lock. Every outcome is confirmed by reading the
-host again before it is reported."""
+the watchdog, activate, confirm over a fresh connection, run the health checks, then (a
+switch) make it the boot entry; roll back on failure, release the lock. A switch is
+activated with `test` and sets the profile only once confirmed and checked, so a host that
+loses power before cannot boot a system nobody confirmed. Every outcome is confirmed by
+reading the host again before it is reported."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from ..actions.journal import Journal
 from ..actions.plan import store_name
 from ..errors import CommandFailed, NixtasksError
 from ..host import commands
-from ..host.facts import Facts, read_facts
+from ..host.facts import Facts, facts_command, parse_facts, read_facts
 from ..host.runner import Runner
 from ..models import SYSTEM_PROFILE, Action, Command, Host, HostResult, Outcome, Policy, Stage
 from . import health, lock, watchdog
@@ -39,7 +41,8 @@ class Change:
 
     @property
     def activation_path(self) -> str:
-        """A rollback activates the profile, as `nixos-rebuild --rollback` does."""
+        """What writes the boot entry: for a rollback the profile (switched to its generation), as
+        `nixos-rebuild --rollback` does."""
         return SYSTEM_PROFILE if self.generation is not None else self.system
 
 
@@ -148,11 +151,21 @@ def apply(ch: Change, ctx: Context) -> HostResult:
 
 
 def activation_commands(ch: Change) -> list[Command]:
-    """The profile (switch, boot) and the activation, in the order they run."""
+    """The activation, in the order its commands run: a switch is a `test` activation (its boot
+    entry comes after the checks, `boot_entry_commands`); `boot` sets the profile, then the boot
+    entry; `test` and dry-activate activate only."""
+    if ch.action.boots_after_checks:
+        return [commands.switch_to_configuration(ch.system, Action.TEST, systemd=ch.before.systemd)]
+    return boot_entry_commands(ch) if ch.action is Action.BOOT else [
+        commands.switch_to_configuration(ch.system, ch.action, systemd=ch.before.systemd)]
+
+
+def boot_entry_commands(ch: Change) -> list[Command]:
+    """The profile on the new system (a rollback: on its generation), then the boot loader
+    written for it (`switch-to-configuration boot`: nothing is activated)."""
     profile = (commands.switch_generation(ch.generation) if ch.generation is not None
                else commands.set_profile(ch.system))
-    return [*([profile] if ch.action.sets_profile else []),
-            commands.switch_to_configuration(ch.activation_path, ch.action, systemd=ch.before.systemd)]
+    return [profile, commands.switch_to_configuration(ch.activation_path, Action.BOOT, systemd=ch.before.systemd)]
 
 
 def activate(ch: Change, ctx: Context) -> None:
@@ -197,10 +210,10 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock, now: Facts | None = Non
             ch = replace(ch, before=now)  # the failed units to compare with are those of now
     failure = ""
     with clock.stage(Stage.ACTIVATION):
-        # Watchdog, profile and activation in one round trip, in that order; the first that
-        # fails ends it, so a watchdog that could not be armed leaves nothing activated. Then,
-        # in the same round trip, what runs now: an activation that exited 0 without taking
-        # effect is rolled back at once, not after its checks.
+        # Watchdog and activation (`boot`: the profile and its boot entry) in one round trip, in
+        # that order; the first that fails ends it, so a watchdog that could not be armed leaves
+        # nothing activated. Then, in the same round trip, what runs now: an activation that
+        # exited 0 without taking effect is rolled back at once, not after its checks.
         armed = watchdog.wanted(host, ch.action, ch.before, policy)
         if armed:
             runner.expect_fresh(host.target)  # the confirmation's connection, prepared meanwhile
@@ -243,6 +256,8 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock, now: Facts | None = Non
                 checks.stop.set()
             return watched_out(ch, ctx, clock, failure or "the host did not confirm over a new ssh connection")
     if runner.dry_run:
+        if ch.action.boots_after_checks:  # printed, as the rest
+            runner.run_all(boot_entry_commands(ch), host.target, label=host.name)
         return outcome_result(ch, Outcome.OK, clock, "dry run: nothing changed")
     after = None
     if checks is not None:
@@ -250,6 +265,13 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock, now: Facts | None = Non
             ctx.progress.stage(host.name, Stage.CHECKS)
         failure, after = checks.result()
         clock.stages.extend(checks.clock.stages)
+    # Whether the profile may have moved, which a rollback then puts back: a switch's only
+    # once it tried to make its boot entry.
+    profile_set = ch.action.sets_profile and not ch.action.boots_after_checks
+    if not failure and ch.action.boots_after_checks:
+        with clock.stage(Stage.BOOT_ENTRY):
+            failure, after = make_boot_entry(ch, runner, policy)
+        profile_set = True
     after = after or read_facts(host, runner)
     if not failure:
         note = "checks skipped (--no-checks)" if not policy.checks and ch.action.changes_running_system else ""
@@ -259,10 +281,40 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock, now: Facts | None = Non
         return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; the host no longer answers: {after.error}",
                               after)
     if not policy.rollback:
-        return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; LEFT AS IT IS (--no-rollback): roll it back "
-                              f"with `invoke rollback --host {host.name}`", after)
+        left = f"roll it back with `invoke rollback --host {host.name}`"
+        if not profile_set and ch.action.sets_profile and ch.before.generation is not None:  # a switch's boot entry
+            left = (f"it still boots generation {ch.before.generation}, which its next boot goes back to; back now "
+                    f"with `invoke rollback --host {host.name} --generation {ch.before.generation}`")
+        return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; LEFT AS IT IS (--no-rollback): {left}", after)
     with clock.stage(Stage.ROLLBACK):
-        return roll_back(ch, ctx, clock, failure)
+        return roll_back(ch, ctx, clock, failure, profile_set=profile_set)
+
+
+def make_boot_entry(ch: Change, runner: Runner, policy: Policy) -> tuple[str, Facts | None]:
+    """A switch confirmed and checked: the profile and the boot loader, then what the host
+    runs and boots, in one round trip. Returns what is wrong ("" for nothing) and the facts
+    (None when they were not read: the round trip ended before)."""
+    # The unit map rebuilt before the boot loader's unit (its name outlived the activation's
+    # daemon-reload) and after it (the rebuild its start made would keep the lock's name, which
+    # also outlived it, for the release to stumble on).
+    refresh = [commands.refresh_unit_map()] if ch.before.systemd else []
+    steps = [*refresh, *boot_entry_commands(ch), *refresh]
+    # Not streamed (the facts are for nixtasks): what the boot loader said is shown once it is over.
+    results = runner.run_all([*steps, facts_command()], ch.host.target, label=ch.host.name, check=False,
+                             timeout=policy.activation_timeout)
+    done, seen = results[:len(steps)], results[len(steps):]
+    for line in "".join([*(r.stdout for r in done), results[-1].stderr]).splitlines():
+        if line.strip():
+            runner.echo(f"[{ch.host.name}] {line}")
+    if len(done) < len(steps) or not done[-1].ok:  # the first that fails ends the round trip
+        exc = runner.failure(steps[len(done) - 1], ch.host.target, ch.host.name, done[-1])
+        how = f"(exit {exc.returncode}){': ' + exc.detail if exc.detail else ''}" \
+            if isinstance(exc, CommandFailed) else str(exc)
+        return f"{what_ran(ch)} passed its checks, but making it the boot entry failed {how}", None
+    after = parse_facts(seen[0].stdout) if seen and seen[0].ok else read_facts(ch.host, runner)
+    if after.reachable and after.boot_path != ch.system:
+        return f"after {ch.action.value}, the boot profile is {after.boot_path or 'missing'}, not {ch.system}", after
+    return "", after
 
 
 def boot_note(ch: Change, after: Facts) -> str:
@@ -327,7 +379,7 @@ def verify_and_check(ch: Change, ctx: Context, clock: Clock,
         return f"{ch.action.value} ran, but the host no longer answers: {after.error}", after
     if ch.action.changes_running_system and after.running != ch.system:
         return f"after {ch.action.value}, /run/current-system is {after.running or 'missing'}, not {ch.system}", after
-    if ch.action.sets_profile and after.boot_path != ch.system:
+    if ch.action is Action.BOOT and after.boot_path != ch.system:  # a switch's boot entry comes after
         return f"after {ch.action.value}, the boot profile is {after.boot_path or 'missing'}, not {ch.system}", after
     if found:
         return found[0] + (f" (and {len(found) - 1} more)" if len(found) > 1 else ""), after
@@ -340,34 +392,41 @@ def watched_out(ch: Change, ctx: Context, clock: Clock, failure: str) -> HostRes
                     f"the host {ctx.policy.confirm_timeout:g} s after its activation; waiting for it")
     with clock.stage(Stage.ROLLBACK):
         wrong, after = watchdog.await_revert(ch.host, ch.before, ctx.policy, ctx.runner)
+    if after.reachable and watchdog.restarted(ch.before, after):  # not switched: never its boot entry
+        return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; the host was restarted before its watchdog "
+                              f"fired and booted its boot entry, which the new system never was: it runs "
+                              f"{after.running} again{'; ' + wrong if wrong else ''}", after)
     if not wrong:
         return outcome_result(ch, Outcome.REVERTED, clock, f"{failure}; the watchdog put back "
                               f"{ch.before.running} by itself", after)
     return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; {wrong}; check the host by hand", after)
 
 
-def revert(ch: Change, action: Action, runner: Runner) -> str:
-    """The host's profile, boot entry and (unless `boot`) running system back to before `ch`;
-    "" when that worked, else what failed."""
+def revert(ch: Change, action: Action, runner: Runner, *, profile_set: bool = True) -> str:
+    """The host's profile, boot entry and (unless `boot`) running system back to before `ch`
+    (without `profile_set`, the running system only: the profile was not touched); "" when
+    that worked, else what failed."""
     before = ch.before
     try:
-        for cmd in commands.revert(before.generation, before.boot_path, before.running, action,
-                                   systemd=before.systemd):
+        for cmd in commands.revert(before.generation if profile_set else None, before.boot_path, before.running,
+                                   action, systemd=before.systemd):
             runner.run(cmd, ch.host.target, label=ch.host.name, stream=True)
     except CommandFailed as exc:
         return str(exc)
     return ""
 
 
-def roll_back(ch: Change, ctx: Context, clock: Clock, failure: str, *, why: str = "") -> HostResult:
-    """Put the host back on what it ran and booted before, then see that it did."""
+def roll_back(ch: Change, ctx: Context, clock: Clock, failure: str, *, why: str = "",
+              profile_set: bool = True) -> HostResult:
+    """Put the host back on what it ran and booted before, then see that it did. Without
+    `profile_set` (a switch that failed before its boot entry) only what runs goes back."""
     host, runner, before = ch.host, ctx.runner, ch.before
     if not before.running and ch.action.changes_running_system:
         return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; it ran no system before, so there is "
                               "nothing to roll back to", read_facts(host, runner))
     runner.echo(f"[{host.name}] {why or failure}: rolling back to "
                 f"{'generation ' + str(before.generation) if before.generation else before.running}")
-    broken = revert(ch, ch.action, runner)
+    broken = revert(ch, ch.action, runner, profile_set=profile_set)
     if broken:
         return outcome_result(ch, Outcome.FAILED, clock, f"{failure}; the rollback failed too ({broken}); check "
                               f"the host by hand", read_facts(host, runner))

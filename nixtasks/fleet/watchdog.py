@@ -1,6 +1,8 @@
-"""The connectivity watchdog: armed on the host before activation, it puts the previous
-generation back unless the deployer confirms over a fresh ssh connection in time. A host
-whose new network or sshd is broken cannot confirm, and reverts by itself."""
+"""The connectivity watchdog: armed on the host before activation, it activates the system
+that ran before again unless the deployer confirms over a fresh ssh connection in time. A
+host whose new network or sshd is broken cannot confirm, and reverts by itself. Nothing it
+guards touched the profile or the boot entry: a host restarted before it fired (the watchdog
+lives in /run) boots what it booted before."""
 
 from __future__ import annotations
 
@@ -53,13 +55,17 @@ def confirm(host: Host, runner: Runner, limit: float) -> str:
 
 def await_revert(host: Host, before: Facts, policy: Policy, runner: Runner) -> tuple[str, Facts]:
     """Wait for the host to answer again after the watchdog's deadline. Returns "" when it
-    reverted by itself to what it ran and booted before, else what is wrong; and its facts."""
+    reverted by itself to what it ran and booted before, else what is wrong; and its facts.
+    A host that answers with neither the watchdog's record nor its units (both in /run)
+    and runs what it ran before was restarted meanwhile (`restarted`)."""
     deadline = time.monotonic() + policy.confirm_timeout + REVERT_GRACE
     facts = Facts(reachable=False, error="not asked yet")
     while time.monotonic() < deadline:
         facts = read_facts(host, runner, fresh=True)
         if facts.reachable and facts.reverted:
             return reverted_wrong(before, facts), facts
+        if facts.reachable and restarted(before, facts):
+            return "; ".join(booted_wrong(before, facts)), facts
         time.sleep(POLL_INTERVAL)
     if facts.reachable:
         return f"the watchdog did not revert it (it runs {facts.running or 'nothing'})", facts
@@ -67,13 +73,25 @@ def await_revert(host: Host, before: Facts, policy: Policy, runner: Runner) -> t
             f"{facts.error}"), facts
 
 
+def restarted(before: Facts, now: Facts) -> bool:
+    """The host lost /run since the activation (no watchdog pending, none reverted), and runs
+    the system it ran before: it was restarted (power, a reboot) and booted its boot entry."""
+    return not now.reverted and not now.watchdog_pending and now.running == before.running
+
+
 def reverted_wrong(before: Facts, after: Facts) -> str:
     """What the watchdog's revert did not put back ("" for nothing): its exit status, the
     running system, the boot generation."""
     status = after.reverted.split()[-1] if after.reverted.split() else "?"
-    wrong = [] if status == "0" else [f"its revert failed (exit {status})"]
+    return "; ".join(([] if status == "0" else [f"its revert failed (exit {status})"]) + booted_wrong(before, after))
+
+
+def booted_wrong(before: Facts, after: Facts) -> list[str]:
+    """Where the host differs from what it ran and booted before: the running system, the
+    boot generation."""
+    wrong = []
     if after.running != before.running:
         wrong.append(f"it runs {after.running or 'nothing'}, not {before.running}")
     if before.generation is not None and after.generation != before.generation:
         wrong.append(f"it boots generation {after.generation}, not {before.generation}")
-    return "; ".join(wrong)
+    return wrong

@@ -401,6 +401,14 @@ def release_gc_roots(count: int) -> Command:
     return Command(("rm", "-f", "--", *(f"{GC_HOLD}-{n}" for n in range(count))), sudo=True, changes=True)
 
 
+def refresh_unit_map() -> Command:
+    """Before a switch's boot entry, whose `systemd-run` takes the name of the activation unit
+    that lived through the activation's daemon-reload: a touched unit directory makes systemd
+    rebuild its map of unit names, so that the name loads without a "Failed to open
+    /run/systemd/transient/..." notice (see UNITS_SH). `-c`: a host without systemd has none."""
+    return Command(("touch", "-c", "/run/systemd/system"), sudo=True, changes=True)
+
+
 def journal_dir(path: str) -> Command:
     return Command(("mkdir", "-p", path.rsplit("/", 1)[0]), sudo=True, changes=True)
 
@@ -596,9 +604,13 @@ def parse_unit_line(line: str) -> tuple[str, str]:
 # confirmation (rm) or the revert (mv). The script goes to a file on the host (systemd
 # mangles `;` and `%` in a transient unit's command line) on the standard input of the
 # one-line ARM_SCRIPT: sudo matches at most about 1000 characters of a command's arguments.
-# Arguments: $1 generation to put the profile back on ("-": leave the profile), $2 the
-# system that booted before, $3 the system that ran before, $4 the action, $5 the timeout,
-# $6 the host's name in the inventory, $7 the system that was activated.
+# Its revert only activates the system that ran before again (`switch-to-configuration test`):
+# nothing the watchdog guards touched the profile or the boot entry (a switch sets them only
+# once confirmed and checked), so a host that loses power meanwhile boots what it booted before.
+# Arguments: $1 the boot generation, for the record ("-": none), $2 the system that booted
+# before, $3 the system that ran before, $4 the action, $5 the timeout, $6 the host's name in
+# the inventory, $7 the system that was activated ($2 and $4 are not used: they stay so that
+# the sudoers rules users installed still match the arm).
 # It stops at the first step that fails, writes "<time> <exit status>" when done, and
 # appends a record of its revert to the host's journal (the shape of actions/journal.py's
 # Record: a deployer that was killed meanwhile could not write one).
@@ -620,13 +632,7 @@ echo "nixtasks watchdog: no confirmation within $5 s of the activation, revertin
 link=$(readlink {SYSTEM_PROFILE}); gen=${{link##*system-}}; gen=${{gen%-link}}
 case "$gen" in ''|*[!0-9]*) gen=null;; esac
 status=0
-if [ "$1" != - ]; then nix-env -p {SYSTEM_PROFILE} --switch-generation "$1" || status=$?; fi
-if [ "$status" = 0 ]; then
-  if [ "$4" = test ] || [ "$1" = - ]; then "$3/bin/switch-to-configuration" test || status=$?
-  elif [ "$2" = "$3" ]; then {SYSTEM_PROFILE}/bin/switch-to-configuration switch || status=$?
-  else {SYSTEM_PROFILE}/bin/switch-to-configuration boot && "$3/bin/switch-to-configuration" test || status=$?
-  fi
-fi
+"$3/bin/switch-to-configuration" test || status=$?
 echo "$(date +%s) $status" > {WATCHDOG_REVERTED}
 back=null; to=null; outcome=failed; what="its revert failed (exit $status)"
 if [ "$status" = 0 ]; then
@@ -667,9 +673,9 @@ CONFIRM_BUSY = 3
 
 def arm_watchdog(timeout: float, generation: int | None, booted: str, running: str, action: Action, *,
                  host: str, system: str, record: str = "") -> Command:
-    """Arm the host's watchdog: unless confirmed, put back `generation` (the profile) and
-    `running` (the running system) `timeout` seconds after the activation of `system` ends,
-    and journal that as `host`. `record` (one line, "" for none) goes to the host's journal."""
+    """Arm the host's watchdog: unless confirmed, activate `running` (the system that ran
+    before) again `timeout` seconds after the activation of `system` ends, and journal that as
+    `host`, booting `generation` still. `record` (one line, "" for none) goes to the host's journal."""
     return Command(("sh", "-c", ARM_SCRIPT, "nixtasks-arm", str(int(timeout)),
                     "-" if generation is None else str(generation), booted or running, running, action.value,
                     host, system),
@@ -682,9 +688,10 @@ def confirm_watchdog() -> Command:
 
 
 def revert(generation: int | None, booted: str, running: str, action: Action, *, systemd: bool) -> tuple[Command, ...]:
-    """The deployer's own rollback, doing what the watchdog does: the profile back on
-    `generation`, the boot loader written for it, and the system that ran before activated
-    again. Without a generation to go back to, only the running system is put back."""
+    """The deployer's own rollback: the profile back on `generation`, the boot loader written
+    for it, and the system that ran before activated again. Without a generation to go back to
+    (none before, or the profile was never moved: a switch that failed before its boot entry),
+    only the running system is activated again, as the watchdog does."""
     cmds: list[Command] = []
     if generation is not None and action.sets_profile:
         cmds.append(switch_generation(generation))

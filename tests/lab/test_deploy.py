@@ -100,7 +100,11 @@ def test_dry_activate_build_and_dry_build_change_nothing(fleet):
 def test_dry_run_prints_commands_and_changes_nothing(fleet):
     proc = fleet.invoke("switch", "--host", "web1", "--dry-run")
     assert proc.returncode == 0, proc.stderr
-    assert "would run on web1:" in proc.stderr and "switch-to-configuration switch" in proc.stderr
+    assert "would run on web1:" in proc.stderr and "switch-to-configuration switch" not in proc.stderr
+    # a switch: the test activation, then (after the confirmation and checks) profile and boot entry
+    said = proc.stderr
+    assert said.index("switch-to-configuration test") < said.index("--set /nix/store/") < \
+        said.index("switch-to-configuration boot"), said
     unchanged(fleet, "web1")
     path = fleet.build("web1")
     assert fleet.lab.exec("web1", "test", "-e", path, check=False).returncode != 0  # not even copied

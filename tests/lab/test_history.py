@@ -36,13 +36,18 @@ def test_a_rollback_passes_the_generations_that_failed_and_generations_marks_the
     host = "web2"
     assert deploy(fleet, host).returncode == 0  # generation 1: good
     good = fleet.lab.current_system(host)
+    # A failed switch makes no generation (its boot entry comes after the checks): each failed
+    # generation here is made the boot entry first (`boot`, which checks nothing), then fails a switch.
     fleet.set_knobs(host, release="1.1", healthy=False)
-    assert deploy(fleet, host, "--no-rollback").returncode == 1  # 2: fails its checks, left running
+    assert fleet.invoke("boot", "--host", host, "--yes").returncode == 0  # generation 2
+    assert deploy(fleet, host, "--no-rollback").returncode == 1  # fails its checks, left running
     fleet.set_knobs(host, release="1.2", healthy=True, break_network=True)
-    proc = deploy(fleet, host, "--confirm-timeout", "3")  # 3: cuts the host off; its watchdog puts 2 back
+    assert fleet.invoke("boot", "--host", host, "--yes").returncode == 0  # 3
+    proc = deploy(fleet, host, "--confirm-timeout", "3")  # cuts the host off; its watchdog puts 2's system back
     assert proc.returncode == 1 and "reverted by the watchdog" in proc.stderr, proc.stderr
     fleet.set_knobs(host, release="1.3", break_network=False, healthy=False)
-    assert deploy(fleet, host, "--no-rollback").returncode == 1  # 4: fails, left running
+    assert fleet.invoke("boot", "--host", host, "--yes").returncode == 0  # 4
+    assert deploy(fleet, host, "--no-rollback").returncode == 1  # fails, left running (and booting 4)
 
     gens = fleet.invoke_json("generations", "--host", host)[host]
     assert {g["number"]: g["failed"] for g in gens} == {4: True, 3: True, 2: True, 1: False}

@@ -122,7 +122,7 @@ def test_the_plan_lists_each_batch_and_the_run_goes_so(fleet):
         "  halt:     when a host of a batch fails (--max-fail-percentage 0): the batches after it do not start; its "
         "healthy hosts are rolled back too (--rollback-batch-on-failure)"]
     # fresh hosts run nothing the watchdog could go back to: the plan says so
-    assert lines[start + 6] == ("  watchdog: a remote host reverts by itself unless it confirms within 30 s; not on "
+    assert lines[start + 7] == ("  watchdog: a remote host reverts by itself unless it confirms within 30 s; not on "
                                 "web1, web2, db1 (it runs no system yet to go back to)")
     order = [lines.index("[web1] lock"), lines.index("pausing 1 s before batch 2"), lines.index("[web2] lock"),
              lines.index("pausing 1 s before batch 3"), lines.index("[db1] lock")]

@@ -110,7 +110,7 @@ def frames(frame: FrameType | None) -> Iterator[FrameType]:
 class CtrlCAt(FakeHost):
     """A FakeHost during whose `step` the person at the terminal presses Ctrl-C."""
 
-    at: str = "activate switch"
+    at: str = "activate test"
 
     def __call__(self, step: str, cmd: Command, target: Target, fresh: bool) -> Result:
         if step == self.at:

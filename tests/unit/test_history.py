@@ -114,6 +114,23 @@ def test_a_failed_revert_is_journalled_as_failed(tmp_path):
     assert record_.outcome == "failed" and "exit 4" in record_.message and record_.after_path is None
 
 
+def test_the_watchdog_s_revert_activates_what_ran_before_and_leaves_the_profile(tmp_path):
+    """Nothing the watchdog guards set the profile (a switch sets it once confirmed): its revert
+    is the old system's `test`, so a host that loses power afterwards boots what it booted."""
+    script = commands.WATCHDOG_SCRIPT
+    revert = script[script.index("status=0"):script.index('echo "$(date +%s) $status"')]
+    ran = tmp_path / "ran"
+    for stub in (tmp_path / "old" / "bin" / "switch-to-configuration", tmp_path / "bin" / "nix-env"):
+        stub.parent.mkdir(parents=True, exist_ok=True)
+        stub.write_text(f'#!/bin/sh\necho "$0 $*" >> {ran}\n')
+        stub.chmod(0o755)
+    args = ["watchdog", "7", f"{tmp_path}/booted", f"{tmp_path}/old", "switch", "30", "web1", "/n"]
+    out = subprocess.run(["sh", "-c", revert + 'echo "status=$status"', *args], check=True, capture_output=True,
+                         env={"PATH": f"{tmp_path}/bin:/usr/bin:/bin"}, text=True).stdout
+    assert ran.read_text().splitlines() == [f"{tmp_path}/old/bin/switch-to-configuration test"]
+    assert out.strip() == "status=0"
+
+
 def test_the_arm_carries_the_started_record_as_its_first_line():
     cmd = commands.arm_watchdog(30, 4, "/b", "/r", commands.Action.SWITCH, host="web1", system="/n",
                                 record='{"a": 1}')

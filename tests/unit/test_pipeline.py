@@ -35,31 +35,92 @@ def apply(fake: FakeHost, policy: Policy = DEFAULT, action: Action = Action.SWIT
     return pipeline.apply(change(fake, action, target), ctx), runner
 
 
-def test_a_good_switch_locks_arms_activates_confirms_checks_and_unlocks():
+def test_a_good_switch_test_activates_confirms_checks_then_makes_its_boot_entry():
     fake = FakeHost()
     result, runner = apply(fake)
-    assert runner.steps() == ["lock", "facts", "arm", "set-profile", "activate switch", "confirm*", "unlock"]
+    assert runner.steps() == ["lock", "facts", "arm", "activate test", "confirm*", "unit-map", "set-profile",
+                              "activate boot", "unit-map", "facts", "unlock"]
     assert runner.steps(checks=True) == ["unit", "facts"]  # beside the confirmation, after the activation
     assert result.outcome is Outcome.OK and not result.failed
     assert (result.previous_generation, result.generation, result.new_system) == (1, 2, NEW)
-    assert [s for s, _ in result.stages] == [Stage.LOCK, Stage.ACTIVATION, Stage.CONFIRM, Stage.CHECKS]
+    assert (fake.running, fake.generations[fake.profile]) == (NEW, NEW)
+    assert [s for s, _ in result.stages] == [Stage.LOCK, Stage.ACTIVATION, Stage.CONFIRM, Stage.CHECKS,
+                                             Stage.BOOT_ENTRY]
+    # the activation is NEW's own `test`; its boot entry, NEW's `boot`, in one round trip with the facts
+    activate = next(c for c in runner.calls if c.step == "activate test").cmd.argv
+    assert f"{NEW}/bin/switch-to-configuration" in activate
+    trip = next(c.trip for c in runner.calls if c.step == "set-profile")
+    assert [c.step for c in runner.calls if c.trip == trip] == ["unit-map", "set-profile", "activate boot", "unit-map",
+                                                                 "facts"]
+    assert next(c for c in runner.calls if c.step == "set-profile").cmd.argv[-1] == NEW
+    assert f"{NEW}/bin/switch-to-configuration" in next(c for c in runner.calls if c.step == "activate boot").cmd.argv
+    assert not any("profile-path" in line for line in runner.echoed)  # the facts are nixtasks', not shown
 
 
-def test_a_good_switch_costs_six_round_trips_with_its_journal_record(tmp_path):
+def test_a_switch_whose_boot_entry_fails_is_rolled_back_with_the_failing_line():
+    fake = FakeHost(fail={"activate boot"})
+    result, runner = apply(fake)
+    steps = runner.steps()
+    assert steps[steps.index("confirm*"):] == ["confirm*", "unit-map", "set-profile", "activate boot", "facts",
+                                               "switch-generation 1", "activate switch", "facts", "unit", "facts",
+                                               "unlock"]
+    assert result.outcome is Outcome.ROLLED_BACK and result.failed
+    assert result.message.startswith("switch passed its checks, but making it the boot entry failed (exit 1): "
+                                     "activate boot broke; rolled back to generation 1")
+    assert (fake.running, fake.profile) == (OLD, 1)  # runs and boots what it did before
+    assert (result.generation, result.new_system, result.tried_system) == (1, OLD, NEW)
+    back = [c.cmd.argv for c in runner.calls if c.step == "activate switch"]
+    assert f"{SYSTEM_PROFILE}/bin/switch-to-configuration" in back[-1]  # the old profile's, boot loader and all
+
+
+def test_a_rollback_done_as_a_switch_tests_the_generation_s_system_then_switches_the_profile_to_it():
+    fake = FakeHost(generations={1: OLD, 2: NEW}, profile=2, running=NEW)
+    runner = RecordingRunner(fake)
+    ctx = pipeline.Context(runner, DEFAULT, PlainProgress(runner.echo), "rollback")
+    ch = pipeline.Change(WEB1, Action.SWITCH, OLD, parse_facts(fake.facts()), generation=1)
+    result = pipeline.apply(ch, ctx)
+    assert runner.steps() == ["lock", "facts", "arm", "activate test", "confirm*", "unit-map", "switch-generation 1",
+                              "activate boot", "unit-map", "facts", "unlock"]
+    assert f"{OLD}/bin/switch-to-configuration" in next(c for c in runner.calls if c.step == "activate test").cmd.argv
+    boot = next(c for c in runner.calls if c.step == "activate boot").cmd.argv
+    assert f"{SYSTEM_PROFILE}/bin/switch-to-configuration" in boot  # the profile, as --rollback does
+    assert result.outcome is Outcome.OK and (fake.running, fake.profile, result.generation) == (OLD, 1, 1)
+
+
+def test_a_rollback_whose_checks_fail_leaves_the_profile_where_it_was():
+    fake = FakeHost(generations={1: OLD, 2: NEW}, profile=2, running=NEW, healthy={NEW})
+    runner = RecordingRunner(fake)
+    ctx = pipeline.Context(runner, DEFAULT, PlainProgress(runner.echo), "rollback")
+    result = pipeline.apply(pipeline.Change(WEB1, Action.SWITCH, OLD, parse_facts(fake.facts()), generation=1), ctx)
+    assert not any(s.startswith("switch-generation") for s in runner.steps())
+    assert result.outcome is Outcome.ROLLED_BACK and (fake.running, fake.profile, result.generation) == (NEW, 2, 2)
+
+
+def test_a_switch_whose_profile_cannot_be_set_writes_no_boot_entry_and_goes_back():
+    fake = FakeHost(fail={"set-profile"})
+    result, runner = apply(fake)
+    steps = runner.steps()
+    assert "activate boot" not in steps  # the first that fails ends the round trip
+    assert result.outcome is Outcome.ROLLED_BACK and "making it the boot entry failed (exit 1)" in result.message
+    assert (fake.running, fake.profile) == (OLD, 1)
+
+
+def test_a_good_switch_costs_seven_round_trips_with_its_journal_record(tmp_path):
     runner = RecordingRunner(FakeHost())
     journal = Journal(runner, tmp_path / "journal.jsonl")
     ctx = pipeline.Context(runner, DEFAULT, PlainProgress(runner.echo), "switch", journal)
     result = pipeline.apply(change(FakeHost()), ctx)
     assert result.outcome is Outcome.OK
-    # lock+facts, arm+profile+activation, the confirmation, the check, facts, journal+unlock
-    assert runner.round_trips(WEB1.target) == 6
+    # lock+facts, arm+activation, the confirmation, the check, facts, profile+boot entry+facts,
+    # journal+unlock
+    assert runner.round_trips(WEB1.target) == 7
     last = [c.step for c in runner.calls if c.trip == runner.trips]
     assert last == ["journal", "journal", "unlock"]  # the record is on the host before the lock goes
     started, done = read_local(tmp_path / "journal.jsonl")
     assert (started.outcome, started.tried_path, done.outcome, done.tried_path) == ("started", NEW, "ok", NEW)
     # "activation started" goes to the host with the activation, as the arm's first line of input
     arm = next(c for c in runner.calls if c.step == "arm")
-    assert arm.trip == next(c.trip for c in runner.calls if c.step == "activate switch")
+    assert arm.trip == next(c.trip for c in runner.calls if c.step == "activate test")
     assert arm.cmd.stdin.splitlines()[0] == started.line()
 
 
@@ -68,9 +129,8 @@ def test_without_a_watchdog_the_started_record_goes_with_the_activation(tmp_path
     journal = Journal(runner, tmp_path / "journal.jsonl")
     ctx = pipeline.Context(runner, Policy(watchdog=False), PlainProgress(runner.echo), "switch", journal)
     assert pipeline.apply(change(FakeHost()), ctx).outcome is Outcome.OK
-    trip = next(c.trip for c in runner.calls if c.step == "activate switch")
-    assert [c.step for c in runner.calls if c.trip == trip] == ["journal", "journal", "set-profile",
-                                                                 "activate switch", "running"]
+    trip = next(c.trip for c in runner.calls if c.step == "activate test")
+    assert [c.step for c in runner.calls if c.trip == trip] == ["journal", "journal", "activate test", "running"]
     tee = next(c for c in runner.calls if c.trip == trip and c.cmd.stdin)
     assert tee.cmd.stdin == read_local(tmp_path / "journal.jsonl")[0].line() + "\n"
 
@@ -91,22 +151,23 @@ def test_a_failing_check_rolls_the_host_back_and_checks_again():
     result, runner = apply(fake)
     steps = runner.steps()
     assert runner.steps(checks=True) == ["unit", "facts"]
-    assert steps[steps.index("confirm*"):] == ["confirm*", "switch-generation 1", "activate switch", "facts",
-                                               "unit", "facts", "unlock"]  # the rollback, after the watchdog is off
+    # the rollback, after the watchdog is off: the old system activated again; the profile was never moved
+    assert steps[steps.index("confirm*"):] == ["confirm*", "activate test", "facts", "unit", "facts", "unlock"]
     assert steps[:2] == ["lock", "facts"]  # read again under the lock
     assert result.outcome is Outcome.ROLLED_BACK and result.failed
     assert "check unit app.service" in result.message and "rolled back to generation 1" in result.message
     assert "whose checks pass" in result.message
-    assert (fake.running, fake.profile) == (OLD, 1)
-    activations = [c.cmd.argv for c in runner.calls if c.step == "activate switch"]
-    assert f"{SYSTEM_PROFILE}/bin/switch-to-configuration" in activations[-1]  # the profile, like --rollback
+    assert (fake.running, fake.profile, sorted(fake.generations)) == (OLD, 1, [1])  # no failed generation made
+    assert (result.generation, result.tried_system) == (1, NEW)
+    activations = [c.cmd.argv for c in runner.calls if c.step == "activate test"]
+    assert f"{OLD}/bin/switch-to-configuration" in activations[-1]
 
 
 def test_an_activation_that_exits_0_without_taking_is_rolled_back_before_any_check():
     fake = FakeHost(takes=False)
     result, runner = apply(fake)
     activation = [c.step for c in runner.calls if c.trip == next(c.trip for c in runner.calls if c.step == "arm")]
-    assert activation == ["arm", "set-profile", "activate switch", "running"]  # what runs, in the same round trip
+    assert activation == ["arm", "activate test", "running"]  # what runs, in the same round trip
     assert runner.steps(checks=True) == []  # no check of a system that is not running
     assert result.outcome is Outcome.ROLLED_BACK
     assert f"switch exited 0, but /run/current-system is {OLD}, not {NEW}" in result.message
@@ -114,13 +175,14 @@ def test_an_activation_that_exits_0_without_taking_is_rolled_back_before_any_che
 
 
 def test_a_failed_activation_is_rolled_back_after_the_watchdog_is_disarmed():
-    fake = FakeHost(fail={"activate switch"})
+    fake = FakeHost(fail={"activate test"})
     result, runner = apply(fake)
     steps = runner.steps()
-    assert steps.index("confirm*") < steps.index("switch-generation 1")  # our rollback, not the watchdog's
+    assert steps.index("confirm*") < len(steps) - 1 - steps[::-1].index("activate test")  # ours, not the watchdog's
+    assert "set-profile" not in steps and "switch-generation 1" not in steps
     assert result.outcome is Outcome.ROLLED_BACK
-    assert result.message.startswith("switch failed (exit 1): activate switch broke")
-    assert fake.profile == 1
+    assert result.message.startswith("switch failed (exit 1): activate test broke")
+    assert (fake.running, fake.profile) == (OLD, 1)
 
 
 def test_a_locked_host_is_left_alone():
@@ -147,7 +209,9 @@ def test_no_rollback_leaves_a_failed_host_loudly():
     result, runner = apply(fake, Policy(rollback=False))
     assert not any(s.startswith("switch-generation") for s in runner.steps())
     assert result.outcome is Outcome.FAILED and "LEFT AS IT IS (--no-rollback)" in result.message
-    assert fake.running == NEW
+    assert "it still boots generation 1, which its next boot goes back to; back now with `invoke rollback --host " \
+           "web1 --generation 1`" in result.message
+    assert (fake.running, fake.profile) == (NEW, 1) and "set-profile" not in runner.steps()
 
 
 def test_no_checks_skips_them_and_says_so():
@@ -168,10 +232,30 @@ def test_a_host_that_cannot_confirm_is_reported_reverted_by_its_watchdog(monkeyp
     runner = RecordingRunner(respond)
     ctx = pipeline.Context(runner, Policy(confirm_timeout=1), PlainProgress(runner.echo), "switch")
     result = pipeline.apply(change(fake), ctx)
-    assert runner.steps() == ["lock", "facts", "arm", "set-profile", "activate switch", "confirm*", "facts*",
-                              "unlock"]  # no rollback of ours: the watchdog's turn
+    assert runner.steps() == ["lock", "facts", "arm", "activate test", "confirm*", "facts*",
+                              "unlock"]  # no rollback of ours: the watchdog's turn; no boot entry
     assert result.outcome is Outcome.REVERTED and result.failed
     assert result.new_system == OLD
+
+
+def test_a_host_restarted_before_its_watchdog_fired_is_reported_not_switched(monkeypatch):
+    """Power lost after the activation: /run (the watchdog, its record) is gone, and the host
+    booted its boot entry, which a switch had not touched yet."""
+    monkeypatch.setattr(watchdog, "POLL_INTERVAL", 0)
+    fake = FakeHost(fail={"confirm"})
+
+    def respond(step: str, cmd: Command, target: Target, fresh: bool) -> Result:
+        if step == "facts" and fresh:
+            fake.running = fake.generations[fake.profile]  # what stage 2 boots: the profile
+        return fake(step, cmd, target, fresh)
+
+    runner = RecordingRunner(respond)
+    ctx = pipeline.Context(runner, Policy(confirm_timeout=1), PlainProgress(runner.echo), "switch")
+    result = pipeline.apply(change(fake), ctx)
+    assert "set-profile" not in runner.steps() and (fake.running, fake.profile) == (OLD, 1)
+    assert result.outcome is Outcome.FAILED and (result.new_system, result.generation) == (OLD, 1)
+    assert "the host was restarted before its watchdog fired" in result.message
+    assert f"it runs {OLD} again" in result.message
 
 
 def test_local_hosts_and_test_activations_get_no_watchdog_and_no_profile():
@@ -253,8 +337,9 @@ def test_a_revert_that_left_the_boot_entry_is_not_reported_reverted(monkeypatch)
     fake = FakeHost(fail={"confirm"})
 
     def respond(step: str, cmd: Command, target: Target, fresh: bool) -> Result:
-        if step == "facts" and fresh:  # it runs the old system again, but still boots the new one
+        if step == "facts" and fresh:  # it runs the old system again, but boots another (someone's)
             fake.running, fake.reverted = OLD, "1700000000 1"
+            fake.generations[2], fake.profile = NEW, 2
         return fake(step, cmd, target, fresh)
 
     runner = RecordingRunner(respond)
@@ -280,8 +365,8 @@ def test_an_arm_whose_connection_was_lost_is_not_reported_as_nothing_activated()
     assert "nothing was activated" not in result.message
     assert "the host had not said how it went when the connection ended" in result.message
     steps = runner.steps()
-    assert steps.index("confirm*") < steps.index("switch-generation 1")
-    assert result.outcome is Outcome.ROLLED_BACK and fake.running == OLD
+    assert steps.index("confirm*") < steps.index("activate test")  # the old system's `test`, after it
+    assert result.outcome is Outcome.ROLLED_BACK and (fake.running, fake.profile) == (OLD, 1)
 
 
 def test_an_arm_that_failed_on_the_host_activates_nothing():

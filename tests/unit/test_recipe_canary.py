@@ -17,9 +17,10 @@ from .flows import DEFAULT, NEW, OLD, DownHost, FakeHost, TurnsUnhealthy, fleet_
 NAMES = ("web1", "web2", "db1")
 HOSTS = hosts(*NAMES, canary=("web1",))
 PROBED = ["facts", "xargs -r"]  # read, and what of the closure the host lacks (before the plan)
-SWITCHED = ["lock", "facts", "arm", "set-profile", "activate switch", "confirm*", "unlock"]
-ROLLED_BACK = ["lock", "facts", "arm", "set-profile", "activate switch", "confirm*", "switch-generation 1",
-               "activate switch", "facts", "unit", "facts", "unlock"]
+SWITCHED = ["lock", "facts", "arm", "activate test", "confirm*", "unit-map", "set-profile", "activate boot", "unit-map",
+            "facts", "unlock"]
+ROLLED_BACK = ["lock", "facts", "arm", "activate test", "confirm*", "activate test", "facts", "unit", "facts",
+               "unlock"]
 FIRST = ("Canary: switch web1 first (1 host)?", ("web1",))
 REST = ("The canary is healthy. Switch the rest: web2, db1 (2 hosts)?", ("web2", "db1"))
 
@@ -98,11 +99,12 @@ def test_a_canary_that_fails_its_checks_is_rolled_back_and_the_rest_never_start(
 
 
 def test_a_canary_whose_activation_fails_is_rolled_back_after_its_watchdog_is_disarmed(tmp_path):
-    fleet = fleet_of(tmp_path, *NAMES, web1=FakeHost(fail={"activate switch"}))
+    fleet = fleet_of(tmp_path, *NAMES, web1=FakeHost(fail={"activate test"}))
     with pytest.raises(DeployFailed, match="^web1: rolled back: switch failed"):
         run(fleet, True, True)
     steps = fleet.steps("web1")
-    assert steps.index("confirm*") < steps.index("switch-generation 1")
+    assert "activate test" in steps[steps.index("confirm*"):]  # the old system's, after the watchdog is off
+    assert "set-profile" not in steps and fleet.fakes["web1"].profile == 1
     assert fleet.asked() == [FIRST] and fleet.locked() == ["web1"]
 
 

@@ -17,7 +17,8 @@ NAMES = ("web1", "web2")
 HOSTS = hosts(*NAMES)
 PROBED = ["facts", "xargs -r"]
 TESTED = ["lock", "facts", "arm", "activate test", "confirm*", "unlock"]
-SWITCHED = ["lock", "facts", "arm", "set-profile", "activate switch", "confirm*", "unlock"]
+SWITCHED = ["lock", "facts", "arm", "activate test", "confirm*", "unit-map", "set-profile", "activate boot", "unit-map",
+            "facts", "unlock"]
 TEST_QUESTION = ("EMERGENCY: test-activate web1, web2 (the boot entry stays; watchdog, checks)?", NAMES)
 SWITCH_QUESTION = ("EMERGENCY: web1, web2 passed the test activation and its checks. Switch (make it the boot "
                    "entry)?", NAMES)
@@ -33,7 +34,7 @@ def test_test_activation_then_a_second_question_then_the_switch_then_the_journal
     assert fleet.asked() == [TEST_QUESTION, SWITCH_QUESTION]
     assert {n: fleet.steps(n) for n in NAMES} == {n: PROBED + TESTED + SWITCHED + ["journalctl --follow"]
                                                   for n in NAMES}
-    assert max(fleet.when(n, "activate test") for n in NAMES) < min(fleet.when(n, "activate switch") for n in NAMES)
+    assert max(fleet.when(n, "activate test") for n in NAMES) < min(fleet.when(n, "set-profile") for n in NAMES)
     assert all((f.running, f.profile) == (NEW, 2) for f in fleet.fakes.values())
     assert outcomes(report) == {"web1": "ok", "web2": "ok"} and report.action == "emergency"
     records = {(r.host, r.action, r.outcome, r.reason) for r in read_local(tmp_path / "journal.jsonl")
@@ -105,7 +106,7 @@ def test_a_test_activation_that_fails_its_checks_is_rolled_back_and_nothing_is_s
     assert fleet.asked() == [TEST_QUESTION, (BACK_QUESTION.format("web1"), ())]  # no switch question
     assert fleet.steps("web2") == PROBED + ["lock", "facts", "arm", "activate test", "confirm*", "activate test",
                                             "facts", "unit", "facts", "unlock"]  # back to what ran
-    assert not any("activate switch" in fleet.steps(n) for n in NAMES)
+    assert not any("set-profile" in fleet.steps(n) for n in NAMES)
     assert (fleet.fakes["web2"].running, fleet.fakes["web2"].profile) == (OLD, 1)
     assert (fleet.fakes["web1"].running, fleet.fakes["web1"].profile) == (NEW, 1)  # tested, left so on request
     assert outcomes(failed.value) == {"web1": "not started", "web2": "rolled back"}
@@ -160,8 +161,9 @@ def test_a_no_at_the_switch_is_journalled_with_what_the_host_runs(tmp_path):
 
 
 def test_a_switch_that_fails_goes_back_to_what_ran_before_the_test(tmp_path):
-    fleet = fleet_of(tmp_path, *NAMES, web1=FakeHost(fail={"activate switch"}))
-    with pytest.raises(DeployFailed, match=r"^web1: rolled back: switch failed \(exit 1\)") as failed:
+    fleet = fleet_of(tmp_path, *NAMES, web1=FakeHost(fail={"activate boot"}))
+    with pytest.raises(DeployFailed, match=r"^web1: rolled back: switch passed its checks, but making it the boot "
+                                           r"entry failed \(exit 1\)") as failed:
         run(fleet, True, True, follow=5)
     assert (fleet.fakes["web1"].running, fleet.fakes["web1"].profile) == (OLD, 1)
     assert outcomes(failed.value) == {"web1": "rolled back", "web2": "ok"}
@@ -173,6 +175,6 @@ def test_ctrl_c_at_the_switch_question_switches_nothing(tmp_path):
     with pytest.raises(Interrupted, match="^interrupted; 2 not started$") as stop:
         run(fleet, True, KeyboardInterrupt)
     assert stop.value.exit_code == 130
-    assert not any("activate switch" in fleet.steps(n) for n in NAMES)
+    assert not any("set-profile" in fleet.steps(n) for n in NAMES)
     assert fleet.journal()[2:] == [("web1", "emergency-switch", "not started"),
                                    ("web2", "emergency-switch", "not started")]

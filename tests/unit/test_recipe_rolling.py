@@ -16,7 +16,8 @@ from .flows import DEFAULT, NEW, OLD, CtrlCAt, DownHost, FakeHost, fleet_of, hos
 NAMES = ("web1", "web2", "db1")
 HOSTS = hosts(*NAMES)
 PROBED = ["facts", "xargs -r"]
-SWITCHED = ["lock", "facts", "arm", "set-profile", "activate switch", "confirm*", "unlock"]
+SWITCHED = ["lock", "facts", "arm", "activate test", "confirm*", "unit-map", "set-profile", "activate boot", "unit-map",
+            "facts", "unlock"]
 ASKED = ("Switch web1, web2, db1 (3 hosts)?", NAMES)
 
 
@@ -46,7 +47,7 @@ def test_batches_given_replace_one_at_a_time(tmp_path):
 
 
 def test_the_first_failure_halts_the_hosts_after_it(tmp_path):
-    fleet = fleet_of(tmp_path, *NAMES, web2=FakeHost(fail={"activate switch"}))
+    fleet = fleet_of(tmp_path, *NAMES, web2=FakeHost(fail={"activate test"}))
     with pytest.raises(DeployFailed, match="^web2: rolled back: switch failed") as failed:
         run(fleet, True)
     assert outcomes(failed.value) == {"web1": "ok", "web2": "rolled back", "db1": "not started"}
@@ -100,7 +101,7 @@ def test_a_locked_host_halts_the_rest(tmp_path):
 
 
 def test_ctrl_c_while_a_host_activates_lets_it_finish_and_starts_no_other(tmp_path):
-    fleet = fleet_of(tmp_path, *NAMES, web1=CtrlCAt(at="activate switch"))
+    fleet = fleet_of(tmp_path, *NAMES, web1=CtrlCAt(at="activate test"))
     with pytest.raises(Interrupted, match="^interrupted; 1 ok, 2 not started$") as stop:
         run(fleet, True)
     assert stop.value.exit_code == 130

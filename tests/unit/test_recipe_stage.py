@@ -19,7 +19,8 @@ NAMES = ("web1", "web2")
 HOSTS = hosts(*NAMES)
 STAGED = "/nix/store/" + "d" * 32 + "-nixos-system-staged"
 CHECKED = ["facts", "nix-store --check-validity", "test -f", "nix --extra-experimental-features"]  # given paths
-SWITCHED = ["lock", "facts", "arm", "set-profile", "activate switch", "confirm*", "unlock"]
+SWITCHED = ["lock", "facts", "arm", "activate test", "confirm*", "unit-map", "set-profile", "activate boot", "unit-map",
+            "facts", "unlock"]
 
 
 @pytest.fixture(autouse=True)

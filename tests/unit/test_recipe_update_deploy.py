@@ -97,7 +97,7 @@ def test_when_no_host_changes_it_asks_whether_to_commit_the_lock_anyway(tmp_path
 
 def test_a_canary_that_fails_after_the_commit_stops_the_rest(tmp_path):
     fleet = fleet_of(tmp_path)
-    fleet.hosts["web1"].fail.add("activate switch")  # (these hosts have no checks)
+    fleet.hosts["web1"].fail.add("activate test")  # (these hosts have no checks)
     with pytest.raises(DeployFailed, match="^web1: rolled back: switch failed") as failed:
         update_deploy.update_deploy(request(fleet), fleet.tools([True], tmp_path))
     assert committed(fleet)  # the lock landed before anything went out; the report names the commit
@@ -108,7 +108,7 @@ def test_a_canary_that_fails_after_the_commit_stops_the_rest(tmp_path):
 
 def test_a_host_that_fails_in_the_rolling_deploy_halts_those_after_it(tmp_path):
     fleet = fleet_of(tmp_path)
-    fleet.hosts["web2"].fail.add("activate switch")
+    fleet.hosts["web2"].fail.add("activate test")
     with pytest.raises(DeployFailed, match="^web2: rolled back: switch failed") as failed:
         update_deploy.update_deploy(request(fleet), fleet.tools([["web2", "db1"]], tmp_path))
     assert outcomes(failed.value) == {"web1": "not selected", "web2": "rolled back", "db1": "not started"}

@@ -123,7 +123,13 @@ def test_the_plan_says_what_each_action_really_does():
     switch = engine.describe_policy(policy, ["web1", "web2"], Action.SWITCH)
     assert "checks:   after each host's activation" in switch and "a failed host is rolled back" in switch
     assert "watchdog: a remote host reverts by itself" in switch
-    assert engine.describe_policy(policy, ["web1", "web2"], Action.TEST) == switch
+    effect = [line for line in switch.splitlines() if line.startswith("  effect:")]
+    assert effect == ["  effect:   each host activates the new system with switch-to-configuration test; it becomes "
+                      "the boot entry (profile, boot loader) only after the watchdog's confirmation and the checks: a "
+                      "host restarted before that boots what it booted before"]
+    assert engine.describe_policy(policy, ["web1", "web2"], Action.TEST) == switch.replace(effect[0] + "\n", "")
+    bare = engine.describe_policy(Policy(watchdog=False, checks=False), ["web1"], Action.SWITCH)
+    assert "boot entry (profile, boot loader) only after the activation: a host" in bare
     boot = engine.describe_policy(policy, ["web1", "web2"], Action.BOOT)
     assert "effect:   only the boot entry is set: each host runs what it runs now until it reboots" in boot
     assert "checks:   none: they would test the system that runs now" in boot
