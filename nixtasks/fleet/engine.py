@@ -682,6 +682,17 @@ def run_batches(items: Sequence[T], work: Callable[[T], HostResult], policy: Pol
     return results, stop.is_set()
 
 
+def again(action: Action | str, skipped: Sequence[str]) -> str:
+    """What a host skipped as unreachable still needs, once it answers."""
+    them = "it" if len(skipped) == 1 else "them"
+    if action == "gc":
+        return (f"collect {'its' if len(skipped) == 1 else 'their'} garbage once reachable: invoke gc --host "
+                f"{','.join(skipped)}")
+    if action == "rollback":
+        return f"roll {them} back once reachable: invoke rollback --host {','.join(skipped)}"
+    return f"deploy {them} once reachable"
+
+
 def finish(report: Report, echo: Echo) -> Report:
     """The report shown, then the run's one error line, if any: never exit 0 after a failure, a
     rollback, a host not started, declined or skipped as unreachable (the selection is not done).
@@ -712,7 +723,7 @@ def finish(report: Report, echo: Echo) -> Report:
         raise DeployFailed(f"not started: {', '.join(stopped)}{also}", report)
     if skipped:  # the others went out, but not the whole selection (as deploy-rs users asked in its #214)
         raise DeployFailed(f"skipped as unreachable (--skip-unreachable): {', '.join(skipped)}; nothing was changed "
-                           f"there; deploy {'it' if len(skipped) == 1 else 'them'} once reachable", report)
+                           f"there; {again(report.action, skipped)}", report)
     return report
 
 

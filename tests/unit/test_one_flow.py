@@ -64,6 +64,7 @@ def test_skip_unreachable_goes_on_without_the_host_and_journals_it(tmp_path, ope
     with pytest.raises(DeployFailed) as partly:  # the selection is not done: never exit 0
         run(operation, fleet, SKIP, True)
     assert outcomes(partly.value) == {"web2": "skipped", "web1": "ok"}
+    assert str(partly.value).endswith(f"once reachable: invoke {operation} --host web2")  # what it still needs
     assert [names for _q, names in fleet.asked()] == [("web1",)]  # the question names only who goes
     assert changed(fleet, "web1") and changed(fleet, "web2") == []
     verb = "gc" if operation == "gc" else "rollback"
