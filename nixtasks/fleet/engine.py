@@ -129,7 +129,7 @@ def deploy(req: DeployRequest, tools: Tools) -> Report:
     prep = prepare(req, tools)
     show_plan(prep, tools)
     go, left = approve(prep, prep.changes, tools)
-    results, interrupted = activate(prep, go, req.policy, tools)
+    results, interrupted = activate(prep, go, tools)
     return finish(report(prep, left + results, interrupted), tools.echo)
 
 
@@ -315,11 +315,16 @@ def settle_the_rest(tools: Tools, why: str) -> tuple[HostResult, ...]:
     return tuple(journal.settled[h.name] for h in ledger.hosts)
 
 
-def show_plan(prep: Prepared, tools: Tools, policy: Policy | None = None, *, reboot: float | None = None,
-              first: Sequence[str] = ()) -> None:
+def with_policy(prep: Prepared, policy: Policy) -> Prepared:
+    """The same prepared deploy going out by `policy`: a recipe's step (its canaries all at once,
+    the rest one by one). The policy a deploy goes out by arrives with it, once."""
+    return replace(prep, request=replace(prep.request, policy=policy))
+
+
+def show_plan(prep: Prepared, tools: Tools, *, reboot: float | None = None, first: Sequence[str] = ()) -> None:
     """The plan: each host as it is and what it gets, the hosts left out, then what the run does
-    (see `describe_policy` for `reboot` and `first`)."""
-    req, policy = prep.request, policy or prep.request.policy
+    by the deploy's policy (see `describe_policy` for `reboot` and `first`)."""
+    req, policy = prep.request, prep.request.policy
     tools.ledger.plan(prep.journal, prep.changes)
     plans = tuple(HostPlan(c.host, c.action, c.system, c.before.running or None, c.diff,
                            running_generation=c.before.running_generation, boot_system=c.before.boot_path or None,
@@ -375,11 +380,13 @@ def the_question(prep: Prepared, changes: Sequence[Change], question: str | None
     return asking, question
 
 
-def activate(prep: Prepared, changes: Sequence[Change], policy: Policy, tools: Tools,
-             verb: str | None = None, *, hold: bool = False) -> tuple[tuple[HostResult, ...], bool]:
-    """`hold`: an ok is not journalled here (a soak follows that may still take the host back):
-    the caller journals it once it is final (`soak`, or `journal_held`)."""
-    ctx = Context(tools.runner, policy, tools.progress, verb or prep.request.action.value, stop=tools.ledger.stop)
+def activate(prep: Prepared, changes: Sequence[Change], tools: Tools, verb: str | None = None, *,
+             hold: bool = False) -> tuple[tuple[HostResult, ...], bool]:
+    """The changes through the pipeline, by the deploy's policy. `hold`: an ok is not journalled
+    here (a soak follows that may still take the host back): the caller journals it once it is
+    final (`soak`, or `journal_held`)."""
+    ctx = Context(tools.runner, prep.request.policy, tools.progress, verb or prep.request.action.value,
+                  stop=tools.ledger.stop)
     return run_changes(changes, ctx, prep.journal, hold=hold)
 
 
@@ -843,7 +850,7 @@ def not_started(changes: Sequence[Change], why: str, journal: Journal, verb: str
     return results
 
 
-def soak(prep: Prepared, changes: Sequence[Change], went: Sequence[HostResult], seconds: float, policy: Policy,
+def soak(prep: Prepared, changes: Sequence[Change], went: Sequence[HostResult], seconds: float,
          tools: Tools, verb: str) -> tuple[tuple[HostResult, ...], bool]:
     """Keep checking hosts that went out (`went`: their oks, not journalled yet) for `seconds`;
     if one turns unhealthy, every one of them is rolled back. Each host's one record says how
@@ -857,7 +864,7 @@ def soak(prep: Prepared, changes: Sequence[Change], went: Sequence[HostResult], 
         tools.echo("soak: interrupted" if stop.is_set() else "soak: healthy all along")
         journal_held(prep, changes, went, verb)
         return (), stop.is_set()
-    ctx = Context(tools.runner, policy, tools.progress, verb, stop=stop)
+    ctx = Context(tools.runner, prep.request.policy, tools.progress, verb, stop=stop)
     why = "; ".join(f"{host}: {problem}" for host, problem in found.items())
 
     def back() -> tuple[HostResult, ...]:  # each journalled as it ends, within the shield
@@ -870,7 +877,7 @@ def soak(prep: Prepared, changes: Sequence[Change], went: Sequence[HostResult], 
     return shielded(back, stop, tools.echo), stop.is_set()
 
 
-def reboot_into_new(prep: Prepared, changes: Sequence[Change], policy: Policy, timeout: float,
+def reboot_into_new(prep: Prepared, changes: Sequence[Change], timeout: float,
                     tools: Tools, verb: str) -> tuple[tuple[HostResult, ...], bool]:
     """Hosts whose boot entry is the new system: rebooted, waited for, checked; one that fails is
     booted back into its old entry. Returns the results, and whether Ctrl-C came meanwhile (the
@@ -878,7 +885,8 @@ def reboot_into_new(prep: Prepared, changes: Sequence[Change], policy: Policy, t
     stop = tools.ledger.stop
 
     def rebooted() -> tuple[HostResult, ...]:  # journalled within the shield: a Ctrl-C loses no record
-        results = reboot.reboot_into(changes, Context(tools.runner, policy, tools.progress, verb, stop=stop), timeout)
+        ctx = Context(tools.runner, prep.request.policy, tools.progress, verb, stop=stop)
+        results = reboot.reboot_into(changes, ctx, timeout)
         for change, result in zip(changes, results):
             tools.progress.done(result)
             prep.journal.write_result(change.host, verb, result)

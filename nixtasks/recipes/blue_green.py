@@ -45,7 +45,7 @@ def blue_green(req: engine.DeployRequest, tools: engine.Tools, to: str, switch_t
                    f"blue-green boots {to} as a whole; nothing changed")
             stopped = engine.not_started(kept, why, prep.journal, "blue-green")
             return engine.finish(engine.report(prep, tuple(refused) + stopped, False, "blue-green"), tools.echo)
-        results, interrupted = engine.activate(prep, kept, req.policy, tools, verb="blue-green", hold=True)
+        results, interrupted = engine.activate(prep, kept, tools, verb="blue-green", hold=True)
         failed = [r for r in results if r.failed]
         if failed and not interrupted and req.policy.rollback:
             results = set_back(prep, kept, results, failed, req, tools)
@@ -58,7 +58,7 @@ def blue_green(req: engine.DeployRequest, tools: engine.Tools, to: str, switch_t
         if interrupted or left or failed:
             return finish(engine.report(prep, left + results, interrupted, "blue-green"), to, tools)
         handed = list(kept)
-        rebooted, interrupted = engine.reboot_into_new(prep, handed, req.policy, reboot_timeout, tools,
+        rebooted, interrupted = engine.reboot_into_new(prep, handed, reboot_timeout, tools,
                                                        "blue-green")
     finally:  # hosts that never got to their reboot (the rebooted ones are let go by the reboot step), even on Ctrl-C
         interrupts.shielded(lambda: reboot.let_go([c for c in kept if c not in handed], tools.runner, req.policy,

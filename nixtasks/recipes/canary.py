@@ -31,7 +31,7 @@ def choose(req: engine.DeployRequest, named: Sequence[str]) -> tuple[str, ...]:
 def canary(req: engine.DeployRequest, tools: engine.Tools, named: Sequence[str] = (), soak: float = 0.0) -> Report:
     names = choose(req, named)
     prep = engine.prepare(req, tools)
-    engine.show_plan(prep, tools, rolling.policy(req.policy), first=names)
+    engine.show_plan(engine.with_policy(prep, rolling.policy(req.policy)), tools, first=names)
     tools.echo(describe(prep, names, soak))
     return go_out(prep, names, tools, soak)
 
@@ -63,7 +63,8 @@ def go_out(prep: engine.Prepared, names: Sequence[str], tools: engine.Tools, soa
     go, left = engine.approve(prep, first, tools, question=(
         f"Canary: {verb} {', '.join(names)} first ({len(first)} host{'s' if len(first) != 1 else ''})?"))
     # With a soak, a canary's record waits for its end: ok, or rolled back by the soak.
-    results, interrupted = engine.activate(prep, go, replace(req.policy, batches=()), tools, hold=bool(soak))
+    results, interrupted = engine.activate(engine.with_policy(prep, replace(req.policy, batches=())), go, tools,
+                                           hold=bool(soak))
     done = left + results
     if interrupted or engine.declined(left) or any(r.failed for r in results):
         if soak:
@@ -71,7 +72,7 @@ def go_out(prep: engine.Prepared, names: Sequence[str], tools: engine.Tools, soa
         return stop(done, "interrupted" if interrupted else "the canary was not approved" if engine.declined(left)
                     else "the canary failed", interrupted)
     if soak:
-        backs, interrupted = engine.soak(prep, go, results, soak, req.policy, tools, verb)
+        backs, interrupted = engine.soak(prep, go, results, soak, tools, verb)
         if backs:
             return stop(left + backs, "the canary turned unhealthy during its soak", interrupted)
         if interrupted:
@@ -82,5 +83,5 @@ def go_out(prep: engine.Prepared, names: Sequence[str], tools: engine.Tools, soa
     go_rest, left_rest, interrupted = engine.gate(prep, rest, tools, question=(
         f"The canary is healthy. {verb.capitalize()} the rest: "
         f"{', '.join(c.host.name for c in rest)} ({len(rest)} host{'s' if len(rest) != 1 else ''})?"))
-    more, stopped = engine.activate(prep, go_rest, rolling.policy(req.policy), tools)
+    more, stopped = engine.activate(engine.with_policy(prep, rolling.policy(req.policy)), go_rest, tools)
     return engine.finish(engine.report(prep, done + left_rest + more, interrupted or stopped), tools.echo)

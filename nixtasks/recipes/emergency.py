@@ -33,7 +33,7 @@ def emergency(req: engine.DeployRequest, tools: engine.Tools, follow: float) -> 
     guards = ", ".join(g for g, on in (("watchdog", req.policy.watchdog), ("checks", req.policy.checks)) if on)
     go, left = engine.approve(prep, prep.changes, tools, verb="emergency-test", question=(
         f"EMERGENCY: test-activate {names} (the boot entry stays; {guards or 'NO watchdog, NO checks'})?"))
-    tested, interrupted = engine.activate(prep, go, req.policy, tools, verb="emergency-test")
+    tested, interrupted = engine.activate(prep, go, tools, verb="emergency-test")
     # The same systems, now made the boot entry; a failure goes back to what ran before the test.
     switches = [replace(c, action=Action.SWITCH, expect_running=c.system) for c, r in zip(go, tested)
                 if r.outcome is Outcome.OK]
@@ -47,7 +47,7 @@ def emergency(req: engine.DeployRequest, tools: engine.Tools, follow: float) -> 
     asked = replace(prep, journal=Unwritten(tools.runner, prep.journal.path))
     go_switch, left_switch, interrupted = engine.gate(asked, switches, tools, verb="emergency-switch", question=(
         f"EMERGENCY: {tested_names} passed the test activation and its checks. Switch (make it the boot entry)?"))
-    switched, stopped = engine.activate(prep, go_switch, req.policy, tools, verb="emergency-switch")
+    switched, stopped = engine.activate(prep, go_switch, tools, verb="emergency-switch")
     interrupted = interrupted or stopped
     by_name = {c.host.name: c for c in switches}
     # Not switched after Ctrl-C: they run the tested system all the same (said so, as after a no).
@@ -133,7 +133,7 @@ def offer_to_go_back(prep: engine.Prepared, on_test: Sequence[tuple[Change, Host
                                   "switch-to-configuration test)?")
     if not again:
         return kept, again is None  # None: Ctrl-C at the question
-    went, interrupted = engine.activate(prep, backs, req.policy, tools, verb="emergency-back")
+    went, interrupted = engine.activate(prep, backs, tools, verb="emergency-back")
     done = {r.host: r for r in went}
     return tuple(went_back(r, done[r.host]) if r.host in done else r for r in kept), interrupted
 

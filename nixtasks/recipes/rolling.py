@@ -20,5 +20,5 @@ def rolling(req: engine.DeployRequest, tools: engine.Tools) -> Report:
 
 def go_out(prep: engine.Prepared, tools: engine.Tools) -> Report:
     """Changes approved already (update-deploy's one question), out one host at a time."""
-    results, interrupted = engine.activate(prep, prep.changes, policy(prep.request.policy), tools)
+    results, interrupted = engine.activate(engine.with_policy(prep, policy(prep.request.policy)), prep.changes, tools)
     return engine.finish(engine.report(prep, results, interrupted), tools.echo)

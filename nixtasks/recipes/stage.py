@@ -116,5 +116,5 @@ def apply(req: engine.DeployRequest, tools: engine.Tools, plan: StagedPlan) -> R
     prep = engine.with_git(prep, GitState(plan.git_revision, plan.git_dirty))
     engine.show_plan(prep, tools)
     go, left = engine.approve(prep, prep.changes, tools)
-    results, interrupted = engine.activate(prep, go, req.policy, tools)
+    results, interrupted = engine.activate(prep, go, tools)
     return engine.finish(engine.report(prep, left + results, interrupted), tools.echo)

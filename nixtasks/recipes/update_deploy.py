@@ -105,7 +105,7 @@ def ask(prep: engine.Prepared, tools: engine.Tools, lock_text: str, soak: float)
     them preselected in the subset checkbox. Returns the chosen hosts' changes, the others
     among the reported results; a no raises (nothing is committed)."""
     canaries = [c.host.name for c in prep.changes if c.host.canary]
-    engine.show_plan(prep, tools, rolling.policy(prep.request.policy), first=canaries)
+    engine.show_plan(engine.with_policy(prep, rolling.policy(prep.request.policy)), tools, first=canaries)
     if canaries:
         tools.echo(canary.describe(prep, canaries, soak, then="if the canary is healthy"))
     names = ", ".join(c.host.name for c in prep.changes)

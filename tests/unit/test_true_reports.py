@@ -124,9 +124,9 @@ def test_a_canary_rolled_back_by_its_soak_has_one_record(tmp_path):
     assert [r.outcome for r in went] == [Outcome.OK, Outcome.OK]
     assert all(r.outcome == "started" for r in read_local(tmp_path / "journal.jsonl"))  # the oks wait for the soak
     fakes["web2"].healthy = {OLD}  # turns unhealthy during the soak
-    prep = SimpleNamespace(journal=journal)
+    prep = SimpleNamespace(journal=journal, request=SimpleNamespace(policy=Policy()))
     tools = engine.Tools(runner, None, PlainProgress(runner.echo), runner.echo)  # type: ignore[arg-type]
-    backs, interrupted = engine.soak(prep, changes, went, 0.01, Policy(), tools, "switch")  # type: ignore[arg-type]
+    backs, interrupted = engine.soak(prep, changes, went, 0.01, tools, "switch")  # type: ignore[arg-type]
     assert not interrupted and [r.outcome for r in backs] == [Outcome.ROLLED_BACK, Outcome.ROLLED_BACK]
     assert fakes["web1"].running == OLD == fakes["web2"].running
     ends = [r for r in read_local(tmp_path / "journal.jsonl") if r.outcome != "started"]
