@@ -205,3 +205,15 @@ def test_the_signing_key_is_in_no_command_line_output_journal_or_store(fleet: Fl
         ["nix-store", "-qR", system], text=True, capture_output=True, check=True).stdout.split()],
         capture_output=True, text=True)
     assert found.stdout == ""  # not in any path of the release
+
+
+def test_doctor_names_the_host_that_does_not_trust_the_cache_and_the_line_to_add(fleet: Fleet):
+    proc = fleet.invoke("doctor", "--host", "c1,u1")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    key = fleet.lab.env["NIXTASKS_LAB_CACHE_PUBLIC_KEY"]
+    name = key.split(":")[0]
+    assert f"[ok  ] (deployer): cache key: the signing key is its owner's alone and matches {name}" in proc.stdout
+    assert f"[ok  ] c1: cache key: it trusts the cache's key {name}" in proc.stdout
+    assert f"[FAIL] u1: cache key: it does not trust the cache's key {name}" in proc.stdout
+    assert f'fix: add to its configuration: nix.settings.trusted-public-keys = [ "{key}" ];' in proc.stdout
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: 1 problem(s)")
