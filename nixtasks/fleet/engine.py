@@ -202,6 +202,7 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
     going = [(h, f) for h, f in zip(req.hosts, facts) if closures.key(h) not in builds.failed]
     hosts, skipped = selection.admit([h for h, _ in going], [f for _, f in going], req.policy, req.action,
                                      req.action.value, journal, echo)
+    journal_unbuilt(req, unbuilt, journal)  # only now: an unreachable host stopped it with no report
     # (a staged plan's systems are on their hosts already: nothing goes through the cache)
     through = closures.unique(b.path for b in (builds.built[closures.key(h)] for h, _ in hosts)
                            if b.at.is_local) if key is not None and systems is None else []
@@ -243,12 +244,21 @@ def build_failures(req: DeployRequest, failed: Mapping[tuple[str, Target], str],
                     for h in req.hosts if closures.key(h) in failed)
     for host, result in zip((h for h in req.hosts if closures.key(h) in failed), results):
         echo(f"warning: {host.name}: {result.message} (--keep-going: the others go on)")
-        journal.write(host, req.action.value, result.outcome.value, on_host=False, message=result.message)
     if results and len(results) == len(req.hosts):
+        journal_unbuilt(req, results, journal)
         raise DeployFailed(f"no host's system could be made: {results[0].host}: {results[0].message}; fix the "
                            "configuration (`invoke build --host NAME --show-trace` shows Nix's whole trace)",
                            Report(req.action, results))
     return results
+
+
+def journal_unbuilt(req: DeployRequest, results: Sequence[HostResult], journal: Journal) -> None:
+    """The records of `build_failures`, once the deploy goes on (or ends with their report): a
+    deploy that stops with no report, such as at an unreachable host, leaves none."""
+    by_name = {h.name: h for h in req.hosts}
+    for result in results:
+        journal.write(by_name[result.host], req.action.value, result.outcome.value, on_host=False,
+                      message=result.message)
 
 
 def with_git(prep: Prepared, git: GitState) -> Prepared:

@@ -16,7 +16,7 @@ from nixtasks.host.runner import Result
 from nixtasks.models import Command, Policy, Target
 from tests.fakes import NEW, OLD, FakeHost
 
-from .flows import DownHost, fleet_of, hosts, outcomes
+from .flows import DownHost, fleet_of, hosts, outcomes, request
 
 SKIP = Policy(skip_unreachable=True)
 
@@ -78,3 +78,21 @@ def test_a_sudo_that_wants_a_password_stops_the_operation_before_it_asks(tmp_pat
         run(operation, fleet, Policy(), True)
     assert "web2 (deploy@web2): sudo there wants a password" in str(stopped.value)
     assert changed(fleet, "web1") == [] and fleet.asked() == []
+
+
+def test_a_deploy_stopped_at_an_unreachable_host_journals_no_keep_going_failure(tmp_path):
+    """Found by the soak: with --keep-going, a host whose system did not evaluate was journalled
+    "failed" before an unreachable host stopped the deploy with no report (nothing changed)."""
+    fleet = fleet_of(tmp_path, "web1", "web2", "db1", db1=DownHost())
+    fleet.unevaluable = {"web2"}
+    with pytest.raises(HostUnreachable):
+        engine.deploy(request(hosts("web1", "web2", "db1"), Policy(keep_going=True)), fleet.tools(True))
+    assert fleet.journal() == [] and fleet.asked() == []
+    fleet = fleet_of(tmp_path, "web1", "web2", "db1", db1=DownHost())
+    fleet.unevaluable = {"web2"}
+    with pytest.raises(DeployFailed) as partly:  # skipped: the deploy goes on, and journals the failure
+        engine.deploy(request(hosts("web1", "web2", "db1"), Policy(keep_going=True, skip_unreachable=True)),
+                      fleet.tools(True))
+    assert outcomes(partly.value) == {"web2": "failed", "db1": "skipped", "web1": "ok"}
+    assert sorted(fleet.journal()) == [("db1", "switch", "skipped"), ("web1", "switch", "ok"),
+                                       ("web2", "switch", "failed")]
