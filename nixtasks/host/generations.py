@@ -111,8 +111,10 @@ def mark_failed(gens: HostGenerations, failures: Mapping[str, str]) -> HostGener
 
 
 def choose_target(host: str, gens: HostGenerations, number: int | None) -> tuple[Generation, list[Generation]]:
-    """Generation N, or the newest one before the boot generation that did not fail before;
-    and the failed ones passed over on the way."""
+    """Generation N; else, when the host runs a system that is no generation's (a test
+    activation, or a switch that failed and was left as it is: it never became the boot entry),
+    the boot generation; else the newest one before the boot generation that did not fail
+    before. And the failed ones passed over on the way."""
     available = ", ".join(str(n) for n in sorted(gens.numbers)) or "none"
     if number is not None:
         found = gens.get(number)
@@ -120,6 +122,8 @@ def choose_target(host: str, gens: HostGenerations, number: int | None) -> tuple
             raise UsageError(f"{host}: there is no generation {number}; it has {available}")
         return found, []
     boot = gens.boot_generation()
+    if boot is not None and gens.running_path and not any(g.running for g in gens.generations) and not boot.failed:
+        return boot, []
     older = [g for g in gens.generations if boot is not None and g.number < boot.number]
     if not older:
         raise UsageError(f"{host}: no generation older than the current one ({boot.number if boot else 'none'}) "

@@ -162,7 +162,9 @@ def test_history_records_deploys_refusals_failures_and_rollbacks(fleet):
     assert [r for r in every if r["outcome"] == "started"] == []  # one record per deploy: the start is folded in
     first = records[-4]
     assert first["reason"] == "first" and first["after_generation"] == 1 and first["git_revision"]
-    assert records[-1]["before_generation"] == 2 and records[-1]["after_generation"] == 1
+    # the failed switch never became generation 2: the rollback goes back to what boots, generation 1
+    assert records[-1]["before_generation"] == 1 and records[-1]["after_generation"] == 1
+    assert fleet.lab.current_system("web1") == fleet.lab.profile("web1")
     on_host = fleet.lab.exec("web1", "cat", HOST_JOURNAL).stdout
     assert first["id"] in on_host and records[-1]["id"] in on_host
     assert records[-3]["id"] not in on_host  # a refusal never reached the host

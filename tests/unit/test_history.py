@@ -186,3 +186,15 @@ def test_the_watchdog_gives_the_confirmation_its_time_after_the_activation(tmp_p
     subprocess.run(["sh", "-c", head, "watchdog", "7", "/b", str(tmp_path / "running"), "switch", "45", "web1", "/n"],
                    check=True, timeout=30)
     assert (tmp_path / "slept").read_text().split() == ["45"]  # activation done at 1000, now 1000: all 45 s
+
+
+def test_a_host_running_no_generation_rolls_back_to_what_boots():
+    """A switch that failed and was left as it is (--no-rollback) never became a generation: the
+    host runs it and boots generation 2. A rollback goes back to generation 2, not one before it."""
+    listed = "   1   2026-12-01 08:45:08   \n   2   2026-12-01 08:45:19   (current)\n"
+    details = (f"gen\t1\t{STORE}-sys-1\t\t\t\t\t\ngen\t2\t{STORE}-sys-2\t\t\t\t\t\n"
+               f"running\t{STORE}-sys-bad\n")
+    target, passed = generations.choose_target("web1", generations.parse(listed, details), None)
+    assert (target.number, passed) == (2, [])
+    ran = details.replace(f"running\t{STORE}-sys-bad", f"running\t{STORE}-sys-2")  # it runs what boots
+    assert generations.choose_target("web1", generations.parse(listed, ran), None)[0].number == 1
