@@ -92,7 +92,10 @@ def session(opts: Options, *, root: bool = True,
     `root`: the task runs commands as root on the hosts, so sudo passwords are asked for.
     `builds`: the task evaluates the hosts' configurations (see resolve_hosts)."""
     inv = inventory.load(opts.inventory)
-    chosen_cache(inv, opts), builders_option(inv, opts)  # an option the inventory cannot serve: before anything runs
+    # An option the inventory cannot serve (--cache with no [cache], a bad --builders) is refused
+    # here, before anything runs; the request takes the values later.
+    chosen_cache(inv, opts)
+    builders_option(inv, opts)
     d = inv.defaults
     with ShRunner(ssh_config=d.ssh_config, ssh_extra=d.ssh_options, dry_run=opts.dry_run, echo=echo,
                   verbose=opts.verbose, connect_timeout=d.ssh_connect_timeout, alive_interval=d.ssh_alive_interval,

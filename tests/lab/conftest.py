@@ -118,6 +118,16 @@ class Lab:
             return err.code, err.read().decode()
 
 
+def labctl_env() -> dict[str, str]:
+    """What `labctl env` exports now (the ssh config, Nix's, and the cache's and builder's when
+    the lab has them), as an environment."""
+    env = {}
+    for line in labctl("env").stdout.splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = value.strip("'")
+    return env
+
+
 def bring_up(workspace: Path) -> None:
     """The session's lab from nothing: web1, web2 and db1, with this checkout, this Python and
     the workspace bound read-only into every host. Tests that take the lab down (the scale
@@ -140,9 +150,7 @@ def lab() -> Lab:
         # As at a user's shell: not inside `make check`, whose MAKELEVEL makes every make the
         # tests run say "make[1]: Entering directory" and name itself make[1].
         env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS", "MAKEOVERRIDES")}
-        for line in labctl("env").stdout.splitlines():
-            key, _, value = line.removeprefix("export ").partition("=")
-            env[key] = value.strip("'")
+        env.update(labctl_env())
         env["NIXTASKS_JOURNAL"] = str(workspace / "journal.jsonl")  # never the operator's own journal
         yield Lab(workspace, env)
     finally:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import STATE, Fleet, Lab, lab_config, labctl, repo_with_hosts, start_invoke
+from .conftest import STATE, Fleet, Lab, lab_config, labctl, labctl_env, repo_with_hosts, start_invoke
 
 HOSTS = ("cache", "builder", "c1", "c2", "u1")
 TRUSTING = ("c1", "c2")
@@ -35,10 +35,7 @@ def cache_fleet(lab: Lab) -> Iterator[Fleet]:
         labctl("up", "cache", "builder", "c1", "--cache")
         labctl("up", "c2", "--suite", "trixie", "--cache")
         labctl("up", "u1", "--cache", "--untrusted")
-        env = dict(lab.env)
-        for line in labctl("env").stdout.splitlines():
-            key, _, value = line.removeprefix("export ").partition("=")
-            env[key] = value.strip("'")
+        env = {**lab.env, **labctl_env()}
         cached = Lab(lab.workspace, env)
         path = repo_with_hosts(lab.workspace / "cache-fleet", {h: f"root@{h}" for h in ("c1", "c2", "u1")},
                                {"c1": "cached", "c2": "cached", "u1": "untrusted"}, "cached")

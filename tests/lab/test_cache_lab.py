@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, STATE, Lab, lab_config, labctl
+from .conftest import REPO, STATE, Lab, lab_config, labctl, labctl_env
 
 CACHE_HOSTS = ("cache", "builder", "c1", "c2", "u1", "d1")
 SECRET_KEY = STATE / "cache" / "secret-key"
@@ -32,10 +32,7 @@ def cache_lab(lab: Lab) -> Iterator[Lab]:
         labctl("up", "c1", "--cache")  # already up: its nix.conf changes live
         labctl("up", "c2", "--suite", "trixie", "--cache")
         labctl("up", "u1", "--cache", "--untrusted")
-        env = dict(lab.env)
-        for line in labctl("env").stdout.splitlines():
-            key, _, value = line.removeprefix("export ").partition("=")
-            env[key] = value.strip("'")
+        env = {**lab.env, **labctl_env()}
         yield Lab(lab.workspace, env)
     finally:
         hosts = json.loads((STATE / "hosts.json").read_text())["hosts"]
