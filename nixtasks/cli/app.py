@@ -11,7 +11,7 @@ from pathlib import Path
 from .. import inventory
 from ..actions import access, generations, inspection, journal
 from ..errors import NixtasksError, Refused
-from ..fleet import engine, lock
+from ..fleet import engine, lock, operations
 from ..models import Action, Report
 from .options import Options, policy, reason
 from .output import echo
@@ -28,8 +28,8 @@ def run_action(action: Action, opts: Options) -> Report:
 def run_rollback(opts: Options, generation: int | None, boot: bool) -> Report:
     why = reason(opts)
     with session(opts, builds=False) as (inv, runner, hosts):
-        request = engine.RollbackRequest(hosts, generation, boot, policy(inv, opts), why, opts.full_diff)
-        return with_report(opts, lambda tools: engine.rollback(request, tools), runner)
+        request = operations.RollbackRequest(hosts, generation, boot, policy(inv, opts), why, opts.full_diff)
+        return with_report(opts, lambda tools: operations.rollback(request, tools), runner)
 
 
 def run_generations(opts: Options, as_json: bool) -> None:
@@ -83,7 +83,7 @@ def run_history(opts: Options, as_json: bool) -> None:
 
 def run_gc(opts: Options, keep: int) -> None:
     with session(opts, builds=False) as (inv, runner, hosts):
-        with_report(opts, lambda tools: engine.gc(hosts, keep, policy(inv, opts), tools), runner)
+        with_report(opts, lambda tools: operations.gc(hosts, keep, policy(inv, opts), tools), runner)
 
 
 def run_unlock(opts: Options) -> None:

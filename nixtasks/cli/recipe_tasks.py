@@ -9,14 +9,14 @@ from pathlib import Path
 
 from .. import inventory
 from ..errors import Refused, UsageError
-from ..fleet import engine
+from ..fleet import engine, flow
 from ..host.prompts import DRY_RUN, prompter_for
 from ..models import Action, Report
 from .options import Options, approved, needs_selection, number, reason, split_hosts
 from .session import deploy_request, live_tools, prompter, session, with_report
 
 
-def run_recipe(opts: Options, recipe: Callable[[engine.DeployRequest, engine.Tools], Report],
+def run_recipe(opts: Options, recipe: Callable[[engine.DeployRequest, flow.Tools], Report],
                action: Action = Action.SWITCH) -> Report:
     reason(opts)  # a bad --reason is refused before anything runs
     with session(opts) as (inv, runner, hosts):

@@ -13,7 +13,7 @@ from .. import inventory
 from ..actions import secrets
 from ..actions.plan import report_json
 from ..errors import NixtasksError, UsageError
-from ..fleet import engine
+from ..fleet import engine, flow
 from ..host import commands
 from ..host.prompts import DRY_RUN, Prompter, prompter_for
 from ..host.runner import Runner, ShRunner
@@ -111,22 +111,22 @@ def prompter(opts: Options) -> Prompter:
 
 
 @contextmanager
-def live_tools(opts: Options, runner: Runner, asker: Prompter | None = None) -> Iterator[engine.Tools]:
+def live_tools(opts: Options, runner: Runner, asker: Prompter | None = None) -> Iterator[flow.Tools]:
     """The engine's tools with the live view drawing (on a terminal). The prompter (`asker`, or
     the one the options give) is wrapped by the view: every question the run asks takes the live
     view off the screen until it is answered, so the question is never drawn over."""
     progress, view = progress_for(echo, logged=bool(LOG))
     with view:
-        yield engine.Tools(runner, view.asking(asker or prompter(opts)), progress, echo)
+        yield flow.Tools(runner, view.asking(asker or prompter(opts)), progress, echo)
 
 
-def with_report(opts: Options, run: Callable[[engine.Tools], Report], runner: Runner) -> Report:
+def with_report(opts: Options, run: Callable[[flow.Tools], Report], runner: Runner) -> Report:
     """Run the engine with the live view (on a terminal) and print the report as JSON if asked,
     also when the run failed."""
     output_to_log(opts.json)
     try:
         with live_tools(opts, runner) as tools:
-            report = engine.reported(run, tools)  # Ctrl-C anywhere: the report all the same
+            report = flow.reported(run, tools)  # Ctrl-C anywhere: the report all the same
     except NixtasksError as exc:
         failed = getattr(exc, "report", None)
         if opts.json and isinstance(failed, Report):

@@ -1,4 +1,5 @@
-"""The fleet engine: every deploy and rollback, of one host or many, goes through here.
+"""The fleet engine: deploys, of one host or many, through the one flow (fleet/flow.py), and
+the steps the recipes combine.
 
 Before anything changes: the refusal without a terminal, one evaluation and build, one
 probe per host (in parallel with the build), the unreachable hosts named, copies and
@@ -15,19 +16,17 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import TypeVar
 
-from ..actions import cache, closures, collection, generations, secrets
-from ..actions.journal import Journal, deployer_journal_path, read_local
-from ..actions.plan import approval_question, fleet_question, needs_approval, render, render_git, render_report
-from ..errors import DeployFailed, Interrupted, Refused
+from ..actions import cache, closures, secrets
+from ..actions.journal import Journal, deployer_journal_path
+from ..actions.plan import approval_question, fleet_question, needs_approval, render, render_git
+from ..errors import DeployFailed
 from ..host import gitstate
 from ..host.facts import Facts, read_facts
 from ..host.prompts import NO, Approval, Prompter
-from ..host.runner import Runner
 from ..models import (
     READS_AT_ONCE,
-    WORK_AT_ONCE,
     Action,
     Cache,
     Delivery,
@@ -46,13 +45,11 @@ from ..models import (
     at_once,
 )
 from . import batches, follow, health, hooks, lock, pipeline, reboot, selection, watchdog
-from .interrupts import BEFORE_IT_STARTED, BEFORE_THE_PLAN, Ledger, all_or_stop, shielded
+from .flow import Choice, Course, Readings, Tools, carry_out, choose_steps, finish, stopped
+from .interrupts import BEFORE_IT_STARTED, shielded
 from .pipeline import Change, Context
-from .progress import Progress
 
 T = TypeVar("T")
-S = TypeVar("S")
-R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -80,31 +77,6 @@ class DeployRequest:
 
 
 @dataclass(frozen=True)
-class RollbackRequest:
-    hosts: tuple[Host, ...]
-    generation: int | None = None  # None: the previous one
-    boot: bool = False
-    policy: Policy = Policy()
-    reason: str = ""
-    full_diff: bool = False
-
-
-@dataclass(frozen=True)
-class Tools:
-    """The effects one engine run uses."""
-
-    runner: Runner
-    prompter: Prompter
-    progress: Progress
-    echo: Echo
-    journal_path: Path | None = None
-    ledger: Ledger = field(default_factory=Ledger)  # the run's hosts as they end, and its Ctrl-C
-
-
-# --- deploy ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
 class Prepared:
     """A deploy up to its plan: built, every host probed, copied and diffed; nothing activated."""
 
@@ -127,10 +99,18 @@ def deploy(req: DeployRequest, tools: Tools) -> Report:
     if not req.action.activates:
         return build_only(req, tools)
     prep = prepare(req, tools)
-    show_plan(prep, tools)
-    go, left = approve(prep, prep.changes, tools)
-    results, interrupted = activate(prep, go, tools)
-    return finish(report(prep, left + results, interrupted), tools.echo)
+    return carry_out(course(prep, tools), prep.changes, prep.skipped, tools, prep.journal)
+
+
+def course(prep: Prepared, tools: Tools) -> Course[Change]:
+    """A deploy's part of the one flow after its plan is made (recipes take these steps one by
+    one: `show_plan`, `approve`, `activate`, `report`)."""
+    return Course(verb=prep.request.action.value, host_of=lambda c: c.host, show=lambda _: show_plan(prep, tools),
+                  asks=lambda c: needs_approval(c.action, c.host, prep.git),
+                  question=lambda asking: default_question(prep, prep.changes, asking),
+                  left_as_is=pipeline.unchanged, run=lambda go: activate(prep, go, tools),
+                  report=lambda _left_out, ran, interrupted: report(prep, ran, interrupted),
+                  records=lambda c: c.action.changes_host)
 
 
 def build_only(req: DeployRequest, tools: Tools) -> Report:
@@ -162,15 +142,27 @@ def read_git(req: DeployRequest, tools: Tools) -> GitState:
     return git
 
 
+@dataclass
+class Making:
+    """What a deploy learns while it chooses its hosts' steps (`prepare`)."""
+
+    builds: closures.Builds = field(default_factory=lambda: closures.Builds({}, {}))
+    build_seconds: float = 0.0
+    warnings: tuple[str, ...] = ()
+    pushed: cache.Pushed | None = None
+    deliveries: dict[str, Delivery] = field(default_factory=dict)  # by host: how its closure got there
+
+
 def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None = None,
             git: GitState | None = None, *, as_root: bool = True, report_as: str | None = None) -> Prepared:
-    """Everything before the plan: the refusal without a terminal, the git check, one evaluation
-    and build (or, with `systems`, the store paths of a staged plan: no evaluation), every host
-    probed while that runs, unreachable hosts named, and (`as_root`: what follows runs as root
-    there; staging does not) hosts whose sudo wants a password not given, then the NixOS and space
-    checks, copies and closure diffs in parallel. Changes nothing a host runs or boots. `git`: the
-    state of the commit `req.flake` names (update-deploy's, before it is on the branch), checked
-    already. `report_as`: the recipe's name for its report and journal (blue-green, emergency)."""
+    """Everything before the plan, by the one flow (`flow.choose_steps`): the refusal without a
+    terminal, the git check, one evaluation and build (or, with `systems`, the store paths of a
+    staged plan: no evaluation), every host probed while that runs, unreachable hosts named,
+    and (`as_root`: what follows runs as root there; staging does not) hosts whose sudo wants a
+    password not given; then the push to the cache, the NixOS and space checks, copies and
+    closure diffs in parallel. Changes nothing a host runs or boots. `git`: the state of the
+    commit `req.flake` names (update-deploy's, before it is on the branch), checked already.
+    `report_as`: the recipe's name for its report and journal (blue-green, emergency)."""
     runner, echo = tools.runner, tools.echo
     warned = len(runner.warnings)
     # A key that cannot be used is refused before anything is built (checked, never shown).
@@ -178,40 +170,41 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
     git = git or read_git(req, tools)
     journal = Journal(runner, tools.journal_path or deployer_journal_path(), git, req.reason, echo,
                       gitstate.repository(runner, req.flake))
-    tools.ledger.begin(req.hosts, report_as or req.action, journal)
-    selection.refuse_without_terminal(req.action.value, [h for h in req.hosts if needs_approval(req.action, h, git)],
-                            tools.prompter, journal)
-    build_req = req.build_request()
-    interrupted = False
-    with ThreadPoolExecutor(max_workers=at_once(len(req.hosts), READS_AT_ONCE)) as pool:
-        # The hosts are asked what they run while the systems build: both take a while.
-        probes = [pool.submit(read_facts, h, runner, sudo_probe=as_root) for h in req.hosts]
-        started = time.monotonic()
-        try:
-            builds = (closures.build(build_req, runner, echo, keep_going=req.policy.keep_going) if systems is None
-                      else closures.Builds({}, {}))
-        except KeyboardInterrupt:  # the build is stopped (the runner stopped it); no host was touched
-            interrupted, builds = True, closures.Builds({}, {})
-        build_seconds = round(time.monotonic() - started, 3)
-        facts = [p.result() for p in probes]
-    warnings = tuple(runner.warnings[warned:])  # the build's (a host's fetch warns about its own things)
-    journal.know(req.hosts, (f.machine_id for f in facts))
-    if interrupted:
-        raise stopped(tools, INTERRUPTED_BUILD)
-    unbuilt = build_failures(req, builds.failed, journal, build_seconds, echo)
-    going = [(h, f) for h, f in zip(req.hosts, facts) if closures.key(h) not in builds.failed]
-    hosts, skipped = selection.admit([h for h, _ in going], [f for _, f in going], req.policy, req.action,
-                                     req.action.value, journal, echo)
-    journal_unbuilt(req, unbuilt, journal)  # only now: an unreachable host stopped it with no report
-    # (a staged plan's systems are on their hosts already: nothing goes through the cache)
-    through = closures.unique(b.path for b in (builds.built[closures.key(h)] for h, _ in hosts)
-                           if b.at.is_local) if key is not None and systems is None else []
-    # The release goes to the cache once, before any host takes it: a failed push stops here.
-    pushed = cache.push(req.cache, through, key, runner, echo) if req.cache and key and through else None
-    deliveries: dict[str, Delivery] = {}
+    making = Making()
+
+    def read(hosts: Sequence[Host]) -> Readings:
+        """The hosts are asked what they run while the systems build: both take a while."""
+        interrupted = False
+        with ThreadPoolExecutor(max_workers=at_once(len(hosts), READS_AT_ONCE)) as pool:
+            probes = [pool.submit(read_facts, h, runner, sudo_probe=as_root) for h in hosts]
+            started = time.monotonic()
+            try:
+                if systems is None:
+                    making.builds = closures.build(req.build_request(), runner, echo,
+                                                   keep_going=req.policy.keep_going)
+            except KeyboardInterrupt:  # the build is stopped (the runner stopped it); no host was touched
+                interrupted = True
+            making.build_seconds = round(time.monotonic() - started, 3)
+            facts = [p.result() for p in probes]
+        making.warnings = tuple(runner.warnings[warned:])  # the build's (a host's fetch warns about its own)
+        journal.know(hosts, (f.machine_id for f in facts))
+        if interrupted:
+            raise stopped(tools, INTERRUPTED_BUILD)
+        return Readings(facts, build_failures(req, making.builds.failed, journal, making.build_seconds, echo))
+
+    def push(hosts: Sequence[Host]) -> None:
+        """The release to the cache once, before any host takes it: a failed push stops here. (A
+        staged plan's systems are on their hosts already: nothing goes through the cache.)"""
+        if req.cache is None or key is None or systems is not None:
+            return
+        through = closures.unique(b.path for b in (making.builds.built[closures.key(h)] for h in hosts)
+                                  if b.at.is_local)
+        if through:
+            making.pushed = cache.push(req.cache, through, key, runner, echo)
 
     def one(host: Host, before: Facts) -> Change:
-        built = (builds.built[closures.key(host)] if systems is None
+        """Checked (a NixOS closure, room for it) and copied, with its closure diff."""
+        built = (making.builds.built[closures.key(host)] if systems is None
                  else closures.given(host, systems[host.name], runner))
         closures.check_is_nixos(host, built, runner)
         lacking = closures.check_space(host, built, req.action, before.store_free, runner)
@@ -222,15 +215,17 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
             seconds = round(time.monotonic() - started, 3)
             diff = here.result()
         if delivery is not None:
-            deliveries[host.name] = delivery
+            making.deliveries[host.name] = delivery
         if diff is None:
             diff = closures.diff_on_host(host, before.running, built, runner)
         return Change(host, req.action, built.path, before, diff=diff, copy_seconds=seconds)
 
-    # Every host is checked (a NixOS closure, room for it) and copied before any activation.
-    changes = tuple(all_or_stop(lambda hf: one(*hf), hosts, at_once(len(hosts), WORK_AT_ONCE), runner))
+    choice = Choice(verb=req.action.value, action=req.action, reported_as=report_as or req.action,
+                    asks=lambda h: needs_approval(req.action, h, git), choose=one, read=read, admitted=push)
+    changes, left_out = choose_steps(choice, req.hosts, req.policy, tools, journal)
+    deliveries, pushed = making.deliveries, making.pushed
     sent = (pushed.bytes if pushed else 0) + sum(d.bytes for d in deliveries.values() if d.source == "deployer")
-    return Prepared(req, git, journal, changes, unbuilt + skipped, build_seconds, warnings,
+    return Prepared(req, git, journal, tuple(changes), left_out, making.build_seconds, making.warnings,
                     deliveries, sent if deliveries or pushed else None)
 
 
@@ -275,54 +270,6 @@ def recommitted(prep: Prepared, tools: Tools, reason: str) -> Prepared:
 
 
 INTERRUPTED_BUILD = "interrupted during the build; nothing changed"
-
-
-def reported(run: Callable[[Tools], Report], tools: Tools) -> Report:
-    """Every deploy, rollback, gc and recipe runs through here (cli/session.py): a Ctrl-C that
-    lands where no wait notes it (a journal record being sent, a copy, a question, a recipe
-    between two steps) ends here, in the report of every host as it is (`stopped`). Locks and
-    holds are given back where they are taken; a host under way has finished by now (its
-    batch waits for it)."""
-    try:
-        return run(tools)
-    except KeyboardInterrupt:
-        if not tools.ledger.hosts:  # e.g. update-deploy's `nix flake update`: no host reached yet
-            raise Interrupted("interrupted before any host was reached; nothing was changed on any host") from None
-    raise stopped(tools)
-
-
-def stopped(tools: Tools, why: str | None = None) -> Interrupted:
-    """Ctrl-C's end of a run: each host as it ended (journalled then), the oks held back for a
-    soak or the batch's end journalled as they are, every other host "not started" (journalled
-    now: on the host too once the plan was shown), and the report shown. A second Ctrl-C does
-    not cut the records short. Returns the error to raise (exit 130)."""
-    ledger = tools.ledger
-    why = why or (BEFORE_IT_STARTED if ledger.planned else BEFORE_THE_PLAN)
-    results = shielded(lambda: settle_the_rest(tools, why), ledger.stop, tools.echo)
-    report = Report(ledger.action, results, interrupted=True)
-    tools.echo(render_report(report))
-    if not ledger.planned:
-        return Interrupted(f"{why.split(';')[0]}; nothing was changed on any host", report)
-    return Interrupted(f"interrupted; {summary(report)}", report)
-
-
-def settle_the_rest(tools: Tools, why: str) -> tuple[HostResult, ...]:
-    ledger, journal = tools.ledger, tools.ledger.journal
-    assert journal is not None  # given with the hosts (Ledger.begin)
-    for host, verb, ok in list(journal.held.values()):
-        journal.write_result(host, verb, ok)
-    for host in ledger.hosts:
-        if host.name in journal.settled:
-            continue
-        change = ledger.changes.get(host.name)
-        result = (pipeline.unchanged(change, Outcome.NOT_STARTED, why) if change else
-                  HostResult(host=host.name, action=ledger.action, outcome=Outcome.NOT_STARTED, message=why))
-        if ledger.planned:
-            journal.write_result(host, ledger.verb, result)
-        else:  # nothing touched the host: its own journal neither
-            journal.write(host, ledger.verb, result.outcome.value, on_host=False, message=why)
-            journal.settle(host, result)
-    return tuple(journal.settled[h.name] for h in ledger.hosts)
 
 
 def with_policy(prep: Prepared, policy: Policy) -> Prepared:
@@ -384,10 +331,13 @@ def approve(prep: Prepared, changes: Sequence[Change], tools: Tools, question: s
 def the_question(prep: Prepared, changes: Sequence[Change], question: str | None) -> tuple[list[Change], str]:
     """The hosts of `changes` that need an approval, and the question (the default one unless given)."""
     asking = [c for c in changes if needs_approval(c.action, c.host, prep.git)]
-    if question is None:
-        question = (approval_question(HostPlan(changes[0].host, changes[0].action, changes[0].system, None))
-                    if len(changes) == 1 else fleet_question(prep.request.action, [c.host.name for c in asking]))
-    return asking, question
+    return asking, default_question(prep, changes, asking) if question is None else question
+
+
+def default_question(prep: Prepared, changes: Sequence[Change], asking: Sequence[Change]) -> str:
+    if len(changes) == 1:
+        return approval_question(HostPlan(changes[0].host, changes[0].action, changes[0].system, None))
+    return fleet_question(prep.request.action, [c.host.name for c in asking])
 
 
 def activate(prep: Prepared, changes: Sequence[Change], tools: Tools, verb: str | None = None, *,
@@ -512,42 +462,6 @@ def unwatched_hosts(changes: Sequence[Change], policy: Policy) -> dict[str, str]
                           else "it runs no system yet to go back to")
             for c in changes if c.action.changes_running_system and policy.watchdog
             and not watchdog.wanted(c.host, c.action, c.before, policy)}
-
-
-# --- rollback -------------------------------------------------------------------------------
-
-
-def rollback(req: RollbackRequest, tools: Tools) -> Report:
-    """Each host back to its previous generation (past those that failed) or generation N."""
-    runner, echo = tools.runner, tools.echo
-    journal = Journal(runner, tools.journal_path or deployer_journal_path(), None, req.reason, echo)
-    request = generations.Request(req.hosts, req.generation, req.boot, req.reason)
-    action = Action.BOOT if req.boot else Action.SWITCH
-    here = read_local(journal.path)  # the deployer's records: which generations failed before
-    chosen: dict[str, generations.Step] = {}
-
-    def choose(host: Host, facts: Facts) -> Change:
-        step = chosen[host.name] = generations.prepare(host, request, runner, echo, here)
-        return Change(host, action, step.target.path, facts, generation=step.target.number, diff=step.plan.closure_diff)
-
-    def show(changes: Sequence[Change]) -> None:
-        steps_ = [chosen[c.host.name] for c in changes]
-        echo(render(Plan(action, tuple(s.plan for s in steps_), None, (), req.reason), full_diff=req.full_diff))
-        for note in (n for s in steps_ for n in s.notes):
-            echo(f"  warning: {note}")
-        echo(describe_policy(req.policy, [c.host.name for c in changes], action,
-                             unwatched=unwatched_hosts(changes, req.policy)))
-
-    def question(asking: Sequence[Change]) -> str:
-        return (generations.question(chosen[asking[0].host.name]) if len(asking) == 1
-                else f"Roll back {', '.join(c.host.name for c in asking)} ({len(asking)} hosts)?")
-
-    operation = Operation(
-        verb="rollback", action=action, choose=choose, host_of=lambda c: c.host, show=show, question=question,
-        asks=lambda h: not h.is_local, left_as_is=pipeline.unchanged,
-        run=lambda go: run_changes(go, Context(runner, req.policy, tools.progress, "rollback", stop=tools.ledger.stop),
-                                   journal))
-    return run_operation(operation, req.hosts, req.policy, tools, journal)
 
 
 # --- approval, batches, report --------------------------------------------------------------
@@ -697,156 +611,6 @@ def run_batches(items: Sequence[T], work: Callable[[T], HostResult], policy: Pol
 
     results = shielded(run, stop, echo)
     return results, stop.is_set()
-
-
-def again(action: Action | str, skipped: Sequence[str]) -> str:
-    """What a host skipped as unreachable still needs, once it answers."""
-    them = "it" if len(skipped) == 1 else "them"
-    if action == "gc":
-        return (f"collect {'its' if len(skipped) == 1 else 'their'} garbage once reachable: invoke gc --host "
-                f"{','.join(skipped)}")
-    if action == "rollback":
-        return f"roll {them} back once reachable: invoke rollback --host {','.join(skipped)}"
-    return f"deploy {them} once reachable"
-
-
-def finish(report: Report, echo: Echo) -> Report:
-    """The report shown, then the run's one error line, if any: never exit 0 after a failure, a
-    rollback, a host not started, declined or skipped as unreachable (the selection is not done).
-    Exit 3 says "nothing was changed": only when no host was, so a no after hosts went out (a
-    recipe's later question, after its canary) is a selection partly done, exit 1."""
-    echo(render_report(report))
-    if report.interrupted:
-        raise Interrupted(f"interrupted; {summary(report)}", report)
-    skipped = [r.host for r in report.results if r.outcome is Outcome.SKIPPED]
-    also = f"; skipped as unreachable: {', '.join(skipped)}" if skipped else ""
-    failed = report.failed()
-    if failed:
-        first = failed[0]
-        more = f" ({len(failed) - 1} more host(s) failed)" if len(failed) > 1 else ""
-        raise DeployFailed(f"{first.host}: {first.outcome.value}: {first.message}{more}{also}", report)
-    stopped = [r.host for r in report.results if r.outcome is Outcome.NOT_STARTED]
-    # Hosts left out of a chosen subset count for nothing: the exit code is that of those approved.
-    declined = [r.host for r in report.results if r.outcome is Outcome.DECLINED]
-    if declined:
-        went = [f"{r.host} ({'in an earlier step' if r.outcome is Outcome.DECLINED else r.outcome.value})"
-                for r in report.results if r.changed]  # a declined host changed: e.g. an emergency's test
-        if not went:
-            rest = f"; not started: {', '.join(stopped)}" if stopped else ""
-            raise Refused(f"not approved for {', '.join(declined)}; nothing was changed on any host{rest}{also}")
-        raise DeployFailed(f"not approved for {', '.join(declined)}; this run changed {', '.join(went)} before that, "
-                           f"so the selection is only partly done: the report says what each host runs{also}", report)
-    if stopped:
-        raise DeployFailed(f"not started: {', '.join(stopped)}{also}", report)
-    if skipped:  # the others went out, but not the whole selection (as deploy-rs users asked in its #214)
-        raise DeployFailed(f"skipped as unreachable (--skip-unreachable): {', '.join(skipped)}; nothing was changed "
-                           f"there; {again(report.action, skipped)}", report)
-    return report
-
-
-def summary(report: Report) -> str:
-    counts: dict[str, int] = {}
-    for r in report.results:
-        counts[r.outcome.value] = counts.get(r.outcome.value, 0) + 1
-    return ", ".join(f"{n} {outcome}" for outcome, n in counts.items())
-
-
-
-# --- gc -------------------------------------------------------------------------------------
-
-
-def gc(hosts: tuple[Host, ...], keep: int, policy: Policy, tools: Tools) -> Report:
-    """Old generations deleted and garbage collected, with the deploys' approval, lock and report."""
-    runner, echo = tools.runner, tools.echo
-    journal = Journal(runner, tools.journal_path or deployer_journal_path(), None, "", echo)
-    systemd: dict[str, bool] = {}
-
-    def choose(host: Host, facts: Facts) -> collection.GcStep:
-        systemd[host.name] = facts.systemd
-        return collection.choose(host, keep, runner)
-
-    def show(chosen: Sequence[collection.GcStep]) -> None:
-        for step in chosen:
-            echo(collection.describe(step, keep))
-
-    def question(asking: Sequence[collection.GcStep]) -> str:
-        names = [s.host.name for s in asking]
-        return (f"Delete {len(asking[0].doomed)} generation(s) on {names[0]} and collect garbage?" if len(names) == 1
-                else f"Delete old generations and collect garbage on {', '.join(names)} ({len(names)} hosts)?")
-
-    def left_as_is(step: collection.GcStep, outcome: Outcome, message: str) -> HostResult:
-        return HostResult(host=step.host.name, action="gc", outcome=outcome,
-                          message=message.replace("nothing changed", "nothing deleted"))
-
-    def work(step: collection.GcStep) -> HostResult:
-        host = step.host
-        with lock.held(host, "gc", policy.lock_timeout, runner,
-                       systemd=systemd[host.name] and not runner.dry_run) as lease:
-            refused = lease.refused
-            if refused:
-                result = HostResult(host=host.name, action="gc",
-                                    outcome=Outcome.LOCKED if lock.by_another(refused) else Outcome.FAILED,
-                                    message=f"{refused}; nothing deleted")
-            else:
-                result = collection.collect(step, runner, echo)
-        if not runner.dry_run:
-            journal.write(host, "gc", result.outcome.value, message=result.message)
-        return result
-
-    def run(go: Sequence[collection.GcStep]) -> tuple[list[HostResult], bool]:
-        return run_batches(go, work, replace(policy, batches=()), echo, None,
-                           lambda s, why: left_as_is(s, Outcome.NOT_STARTED, why), tools.ledger.stop)
-
-    operation = Operation(verb="gc", action="gc", choose=choose, host_of=lambda s: s.host, show=show,
-                          question=question, asks=lambda h: True, left_as_is=left_as_is, run=run,
-                          refuse=not runner.dry_run)
-    return run_operation(operation, hosts, policy, tools, journal)
-
-
-# --- one flow for every host operation ------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Operation(Generic[S]):
-    """What a host operation says that is its own; `run_operation` gives it the rest of the flow
-    (deploys go through the same selection steps, split by the recipes: `prepare`, `approve`)."""
-
-    verb: str  # in the journals, refusals and the report
-    action: Action | str  # of a host skipped as unreachable
-    choose: Callable[[Host, Facts], S]  # each admitted host's step, read before anything changes anywhere
-    host_of: Callable[[S], Host]
-    show: Callable[[Sequence[S]], None]  # the plan
-    question: Callable[[Sequence[S]], str]  # for the steps of hosts that ask
-    asks: Callable[[Host], bool]  # whether a host needs the approval
-    left_as_is: Callable[[S, Outcome, str], HostResult]  # declined, not selected, not started
-    run: Callable[[Sequence[S]], tuple[Sequence[HostResult], bool]]  # the approved, in batches; interrupted?
-    refuse: bool = True  # refuse without a terminal (a gc dry run only prints)
-
-
-def run_operation(op: Operation[S], hosts: Sequence[Host], policy: Policy, tools: Tools, journal: Journal) -> Report:
-    """Refused without a terminal, every host read and admitted (unreachable: named, or skipped
-    and journalled; a sudo wanting a password: stopped), each host's step chosen, one plan, one
-    approval, the approved through the batches, one report."""
-    runner = tools.runner
-    tools.ledger.begin(hosts, op.verb, journal)
-    if op.refuse:
-        selection.refuse_without_terminal(op.verb, [h for h in hosts if op.asks(h)], tools.prompter, journal)
-    facts = selection.read_hosts(hosts, runner)
-    going, skipped = selection.admit(hosts, facts, policy, op.action, op.verb, journal, tools.echo)
-    with ThreadPoolExecutor(max_workers=at_once(len(going), WORK_AT_ONCE)) as pool:
-        # Every host's step is chosen before anything changes anywhere.
-        chosen = list(pool.map(lambda hf: op.choose(*hf), going))
-    op.show(chosen)
-    tools.ledger.plan(journal, [s for s in chosen if isinstance(s, Change)])
-    asking = [s for s in chosen if op.asks(op.host_of(s))]
-    go, left = selection.ask(chosen, asking, op.question(asking) if asking else "", tools.prompter,
-                             host_of=op.host_of, left_as_is=op.left_as_is,
-                             journal=lambda s, r: journal.write_result(op.host_of(s), op.verb, r))
-    results, interrupted = op.run(go)
-    for item, result in zip(go, results):  # one record per host: those Ctrl-C kept from starting too
-        if result.outcome is Outcome.NOT_STARTED and op.host_of(item).name not in journal.settled:
-            journal.write_result(op.host_of(item), op.verb, result)
-    return finish(Report(op.verb, skipped + left + tuple(results), interrupted=interrupted), tools.echo)
 
 
 # --- steps the recipes combine --------------------------------------------------------------

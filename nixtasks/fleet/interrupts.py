@@ -1,6 +1,6 @@
 """Ctrl-C in a run: what the run knows of each host as it goes (the ledger), and the waits that
 turn a Ctrl-C into the run's stop flag. Where a Ctrl-C lands outside those waits, the exception
-goes up to one place, `engine.reported`, which makes the report from the ledger."""
+goes up to one place, `flow.reported`, which makes the report from the ledger."""
 
 from __future__ import annotations
 

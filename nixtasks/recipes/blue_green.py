@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ..errors import DeployFailed, NixtasksError, Refused
-from ..fleet import engine, hooks, interrupts, reboot
+from ..fleet import engine, flow, hooks, interrupts, reboot
 from ..fleet.pipeline import Change, Context
 from ..models import Action, HostResult, Outcome, Report
 
 
-def blue_green(req: engine.DeployRequest, tools: engine.Tools, to: str, switch_traffic: str,
+def blue_green(req: engine.DeployRequest, tools: flow.Tools, to: str, switch_traffic: str,
                reboot_timeout: float) -> Report:
     boot = replace(req, action=Action.BOOT)
     prep = engine.prepare(boot, tools, report_as="blue-green")
@@ -44,7 +44,7 @@ def blue_green(req: engine.DeployRequest, tools: engine.Tools, to: str, switch_t
             why = (f"not started: {', '.join(r.host for r in refused)} could not be kept for the reboot, and "
                    f"blue-green boots {to} as a whole; nothing changed")
             stopped = engine.not_started(kept, why, prep.journal, "blue-green")
-            return engine.finish(engine.report(prep, tuple(refused) + stopped, False, "blue-green"), tools.echo)
+            return flow.finish(engine.report(prep, tuple(refused) + stopped, False, "blue-green"), tools.echo)
         results, interrupted = engine.activate(prep, kept, tools, verb="blue-green", hold=True)
         failed = [r for r in results if r.failed]
         if failed and not interrupted and req.policy.rollback:
@@ -64,7 +64,7 @@ def blue_green(req: engine.DeployRequest, tools: engine.Tools, to: str, switch_t
         interrupts.shielded(lambda: reboot.let_go([c for c in kept if c not in handed], tools.runner, req.policy,
                                                    "blue-green"), tools.ledger.stop, tools.echo)
     if interrupted:  # traffic is never switched after Ctrl-C
-        return engine.finish(engine.report(prep, rebooted, True, "blue-green"), tools.echo)
+        return flow.finish(engine.report(prep, rebooted, True, "blue-green"), tools.echo)
     if any(r.failed for r in rebooted) or prep.skipped:
         missing = f" ({', '.join(r.host for r in prep.skipped)} could not be reached)" if prep.skipped else ""
         tools.echo(f"traffic stays where it is: {to} did not come back healthy as a whole{missing}")
@@ -80,14 +80,14 @@ def blue_green(req: engine.DeployRequest, tools: engine.Tools, to: str, switch_t
                                     interrupted=switch is None)
         engine.switch_traffic(switch_traffic, to, names, tools)
         tools.echo(f"traffic switched to {to}; the other group is left for a later run")
-    return engine.finish(engine.report(prep, rebooted, False, "blue-green"), tools.echo)
+    return flow.finish(engine.report(prep, rebooted, False, "blue-green"), tools.echo)
 
 
-def finish(report: Report, to: str, tools: engine.Tools) -> Report:
-    """`engine.finish`, whose error line names the host that failed first (not one that only
+def finish(report: Report, to: str, tools: flow.Tools) -> Report:
+    """`flow.finish`, whose error line names the host that failed first (not one that only
     went back with its group), and the hosts that went back with it."""
     try:
-        return engine.finish(report, tools.echo)
+        return flow.finish(report, tools.echo)
     except DeployFailed as exc:
         causes = [r for r in report.results if r.failed and not reboot.with_the_group(r)]
         along = [r.host for r in report.results if r.failed and reboot.with_the_group(r)]
@@ -111,7 +111,7 @@ def on_failure(changes: Sequence[Change], to: str, rollback: bool) -> str:
 
 
 def set_back(prep: engine.Prepared, kept: Sequence[Change], results: Sequence[HostResult],
-             failed: Sequence[HostResult], req: engine.DeployRequest, tools: engine.Tools) -> tuple[HostResult, ...]:
+             failed: Sequence[HostResult], req: engine.DeployRequest, tools: flow.Tools) -> tuple[HostResult, ...]:
     """A `boot` failed on a host of the group: every host whose boot went fine has its boot
     entry set back (a failed release must not come back at its next boot), each with one
     record saying so. Ctrl-C meanwhile lets the setting back finish."""
@@ -145,7 +145,7 @@ def left_as_they_are(kept: Sequence[Change], results: Sequence[HostResult],
 
 
 def traffic_declined(prep: engine.Prepared, changes: Sequence[Change], rebooted: Sequence[HostResult], to: str,
-                     command: str, tools: engine.Tools, *, interrupted: bool = False) -> Report:
+                     command: str, tools: flow.Tools, *, interrupted: bool = False) -> Report:
     """A no (or Ctrl-C: `interrupted`, exit 130) at the traffic question: the group runs and
     boots the new system, and traffic was not switched. Each host's row and record say so, with
     the command that switches it; exit 1 (hosts changed: not "nothing was changed")."""
@@ -159,9 +159,9 @@ def traffic_declined(prep: engine.Prepared, changes: Sequence[Change], rebooted:
         rows.append(row)
     report = engine.report(prep, rows, interrupted, "blue-green")
     if interrupted:
-        return engine.finish(report, tools.echo)  # raises Interrupted: exit 130
+        return flow.finish(report, tools.echo)  # raises Interrupted: exit 130
     why = (f"traffic was not switched to {to} (declined); {to} ({', '.join(r.host for r in rows)}) runs and boots the "
            f"new system, the other group the old. To switch traffic, run on the deployer: {command}")
     with contextlib.suppress(DeployFailed):  # the engine's general line; this one says what to do
-        engine.finish(report, tools.echo)
+        flow.finish(report, tools.echo)
     raise DeployFailed(why, report)  # also if finish() let it pass: hosts changed, traffic did not

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ..errors import UsageError
-from ..fleet import engine
+from ..fleet import engine, flow
 from ..models import HostResult, Outcome, Report
 from . import rolling
 
@@ -28,7 +28,7 @@ def choose(req: engine.DeployRequest, named: Sequence[str]) -> tuple[str, ...]:
     return marked
 
 
-def canary(req: engine.DeployRequest, tools: engine.Tools, named: Sequence[str] = (), soak: float = 0.0) -> Report:
+def canary(req: engine.DeployRequest, tools: flow.Tools, named: Sequence[str] = (), soak: float = 0.0) -> Report:
     names = choose(req, named)
     prep = engine.prepare(req, tools)
     engine.show_plan(engine.with_policy(prep, rolling.policy(req.policy)), tools, first=names)
@@ -43,7 +43,7 @@ def describe(prep: engine.Prepared, names: Sequence[str], soak: float, then: str
             f"then, {then}, {', '.join(rest) or 'no other host'}")
 
 
-def go_out(prep: engine.Prepared, names: Sequence[str], tools: engine.Tools, soak: float = 0.0) -> Report:
+def go_out(prep: engine.Prepared, names: Sequence[str], tools: flow.Tools, soak: float = 0.0) -> Report:
     """From the plan on: gate 1, the canaries, the soak, gate 2, the rest as a rolling deploy.
     update-deploy hands over the changes its one question approved, with a prompter that says so."""
     req = prep.request
@@ -53,7 +53,7 @@ def go_out(prep: engine.Prepared, names: Sequence[str], tools: engine.Tools, soa
 
     def stop(done: tuple[HostResult, ...], why: str, interrupted: bool = False) -> Report:
         skipped = engine.not_started(rest, f"not started: {why}", prep.journal, verb)
-        return engine.finish(engine.report(prep, done + skipped, interrupted), tools.echo)
+        return flow.finish(engine.report(prep, done + skipped, interrupted), tools.echo)
 
     missing = [r for r in prep.skipped if r.host in names]
     if missing:  # a canary that cannot be reached, or whose system could not be made, proves nothing
@@ -78,10 +78,10 @@ def go_out(prep: engine.Prepared, names: Sequence[str], tools: engine.Tools, soa
         if interrupted:
             return stop(done, "interrupted during the soak", True)
     if not rest:
-        return engine.finish(engine.report(prep, done, False), tools.echo)
+        return flow.finish(engine.report(prep, done, False), tools.echo)
     tools.echo(f"canary: {', '.join(c.host.name for c in go)} healthy on the new system")
     go_rest, left_rest, interrupted = engine.gate(prep, rest, tools, question=(
         f"The canary is healthy. {verb.capitalize()} the rest: "
         f"{', '.join(c.host.name for c in rest)} ({len(rest)} host{'s' if len(rest) != 1 else ''})?"))
     more, stopped = engine.activate(engine.with_policy(prep, rolling.policy(req.policy)), go_rest, tools)
-    return engine.finish(engine.report(prep, done + left_rest + more, interrupted or stopped), tools.echo)
+    return flow.finish(engine.report(prep, done + left_rest + more, interrupted or stopped), tools.echo)

@@ -16,14 +16,14 @@ from typing import Any
 from ..actions.journal import Journal, Record
 from ..actions.plan import store_name
 from ..errors import DeployFailed, Refused, UsageError
-from ..fleet import engine
+from ..fleet import engine, flow
 from ..fleet.pipeline import Change, unchanged
 from ..models import Action, Host, HostResult, Outcome, Report
 
 TESTED = ": it runs the test-activated system"  # where a kept host's row says what it runs
 
 
-def emergency(req: engine.DeployRequest, tools: engine.Tools, follow: float) -> Report:
+def emergency(req: engine.DeployRequest, tools: flow.Tools, follow: float) -> Report:
     if not req.reason.strip():
         raise UsageError('emergency needs --reason "..." (REASON=... for make): it goes into the journal')
     test = replace(req, action=Action.TEST, reason=f"EMERGENCY: {req.reason}")
@@ -41,7 +41,7 @@ def emergency(req: engine.DeployRequest, tools: engine.Tools, follow: float) -> 
     if failed and switches and not interrupted:
         return after_a_failed_test(prep, left, tested, switches, failed, req, tools)
     if interrupted or engine.declined(left) or failed:
-        return engine.finish(engine.report(prep, left + tested, interrupted, "emergency"), tools.echo)
+        return flow.finish(engine.report(prep, left + tested, interrupted, "emergency"), tools.echo)
     tested_names = ", ".join(c.host.name for c in switches)
     # The hosts left at this question are journalled here, once their rows say what they run.
     asked = replace(prep, journal=Unwritten(tools.runner, prep.journal.path))
@@ -62,7 +62,7 @@ def emergency(req: engine.DeployRequest, tools: engine.Tools, follow: float) -> 
     tested_still = [r for r in kept if r.outcome in (Outcome.DECLINED, Outcome.NOT_SELECTED)
                     and r.new_system != by_name[r.host].before.boot_path]
     try:
-        engine.finish(report, tools.echo)
+        flow.finish(report, tools.echo)
     except Refused:  # "declined": true only of hosts that went back
         if not tested_still:
             raise
@@ -92,7 +92,7 @@ def journalled(prep: engine.Prepared, on_test: Sequence[tuple[Change, HostResult
 
 def after_a_failed_test(prep: engine.Prepared, left: tuple[HostResult, ...], tested: Sequence[HostResult],
                 switches: Sequence[Change], failed: Sequence[HostResult], req: engine.DeployRequest,
-                tools: engine.Tools) -> Report:
+                tools: flow.Tools) -> Report:
     """A test activation failed on some host (rolled back there): nothing is switched, and the
     hosts whose test passed run the tested system and boot the old one. Said so per host, then
     offered to go back now (yes at a terminal or --yes: back to the boot entry's system); exit 1."""
@@ -101,7 +101,7 @@ def after_a_failed_test(prep: engine.Prepared, left: tuple[HostResult, ...], tes
     kept = journalled(prep, on_test, tuple(still_tested(c, r) for c, r in on_test))
     kept, interrupted = offer_to_go_back(prep, on_test, kept, req, tools)
     rows = {r.host: r for r in kept}
-    return engine.finish(engine.report(prep, left + tuple(rows.get(r.host, r) for r in tested), interrupted,
+    return flow.finish(engine.report(prep, left + tuple(rows.get(r.host, r) for r in tested), interrupted,
                                        "emergency"), tools.echo)
 
 
@@ -119,7 +119,7 @@ def still_tested(change: Change, left: HostResult) -> HostResult:
 
 def offer_to_go_back(prep: engine.Prepared, on_test: Sequence[tuple[Change, HostResult]],
                      kept: tuple[HostResult, ...], req: engine.DeployRequest,
-                     tools: engine.Tools) -> tuple[tuple[HostResult, ...], bool]:
+                     tools: flow.Tools) -> tuple[tuple[HostResult, ...], bool]:
     """At a terminal (a no was answered there): back to the booted system now? Yes: the boot
     profile's system `test`-activated, under the lock, with the watchdog and checks, journalled
     as emergency-back. Returns the hosts' results and whether Ctrl-C came."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..fleet import engine
+from ..fleet import engine, flow
 from ..models import BatchSize, Policy, Report
 
 
@@ -14,11 +14,11 @@ def policy(base: Policy) -> Policy:
     return replace(base, batches=base.batches or (BatchSize(1),))
 
 
-def rolling(req: engine.DeployRequest, tools: engine.Tools) -> Report:
+def rolling(req: engine.DeployRequest, tools: flow.Tools) -> Report:
     return engine.deploy(replace(req, policy=policy(req.policy)), tools)
 
 
-def go_out(prep: engine.Prepared, tools: engine.Tools) -> Report:
+def go_out(prep: engine.Prepared, tools: flow.Tools) -> Report:
     """Changes approved already (update-deploy's one question), out one host at a time."""
     results, interrupted = engine.activate(engine.with_policy(prep, policy(prep.request.policy)), prep.changes, tools)
-    return engine.finish(engine.report(prep, results, interrupted), tools.echo)
+    return flow.finish(engine.report(prep, results, interrupted), tools.echo)

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..actions import seal
 from ..errors import NixtasksError, UsageError
-from ..fleet import engine
+from ..fleet import engine, flow
 from ..inventory import HOST_NAME
 from ..models import Action, GitState, Report
 
@@ -81,7 +81,7 @@ def parse_plan(text: str, source: str, key: bytes) -> StagedPlan:
     return StagedPlan(action, data.get("git_revision"), bool(data.get("git_dirty")), str(data.get("created")), staged)
 
 
-def stage(req: engine.DeployRequest, tools: engine.Tools, plan_file: Path) -> StagedPlan:
+def stage(req: engine.DeployRequest, tools: flow.Tools, plan_file: Path) -> StagedPlan:
     prep = engine.prepare(replace(req, full_diff=True), tools, as_root=False)  # copies and diffs only
     engine.show_plan(prep, tools)
     plan = StagedPlan(req.action, prep.git.revision, prep.git.dirty,
@@ -97,7 +97,7 @@ def stage(req: engine.DeployRequest, tools: engine.Tools, plan_file: Path) -> St
     return plan
 
 
-def apply(req: engine.DeployRequest, tools: engine.Tools, plan: StagedPlan) -> Report:
+def apply(req: engine.DeployRequest, tools: flow.Tools, plan: StagedPlan) -> Report:
     """`req.hosts` are the plan's hosts, resolved from the inventory."""
     req = replace(req, action=plan.action)
     prep = engine.prepare(req, tools, systems={name: h.system for name, h in plan.hosts.items()})
@@ -117,4 +117,4 @@ def apply(req: engine.DeployRequest, tools: engine.Tools, plan: StagedPlan) -> R
     engine.show_plan(prep, tools)
     go, left = engine.approve(prep, prep.changes, tools)
     results, interrupted = engine.activate(prep, go, tools)
-    return engine.finish(engine.report(prep, left + results, interrupted), tools.echo)
+    return flow.finish(engine.report(prep, left + results, interrupted), tools.echo)

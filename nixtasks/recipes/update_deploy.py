@@ -14,7 +14,7 @@ from dataclasses import replace
 from ..actions import lockfile, secrets
 from ..actions.plan import store_name
 from ..errors import NixtasksError, Refused
-from ..fleet import engine, pipeline
+from ..fleet import engine, flow, pipeline
 from ..fleet.pipeline import Change
 from ..host import gitstate
 from ..host.prompts import HOW_TO_APPROVE, AlwaysYes
@@ -24,7 +24,7 @@ from . import canary, rolling
 MESSAGE = "chore: update flake inputs"
 
 
-def update_deploy(req: engine.DeployRequest, tools: engine.Tools, inputs: tuple[str, ...] = (),
+def update_deploy(req: engine.DeployRequest, tools: flow.Tools, inputs: tuple[str, ...] = (),
                   message: str = MESSAGE, soak: float = 0.0) -> Report:
     runner, echo = tools.runner, tools.echo
     directory = lockfile.flake_directory(req.flake)
@@ -86,7 +86,7 @@ def update_deploy(req: engine.DeployRequest, tools: engine.Tools, inputs: tuple[
     echo(f"committed flake.lock as {revision[:12]} ({message})"
          + (f"; deploying it {how}" if chosen.changes else "; no host to deploy it to"))
     if not chosen.changes:
-        return engine.finish(engine.report(chosen, (), False), echo)
+        return flow.finish(engine.report(chosen, (), False), echo)
     # The one question above approved exactly these systems: the gates say so instead of asking.
     once = replace(tools, prompter=AlwaysYes("(approved with the update)"))
     chosen = engine.recommitted(chosen, tools, req.reason or f"update-deploy {revision[:12]}")
@@ -100,7 +100,7 @@ def up_to_date(change: Change) -> bool:
     return change.before.running == change.system == change.before.boot_path
 
 
-def ask(prep: engine.Prepared, tools: engine.Tools, lock_text: str, soak: float) -> engine.Prepared:
+def ask(prep: engine.Prepared, tools: flow.Tools, lock_text: str, soak: float) -> engine.Prepared:
     """The plan of the hosts whose system changes, then the one question naming them, all of
     them preselected in the subset checkbox. Returns the chosen hosts' changes, the others
     among the reported results; a no raises (nothing is committed)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from nixtasks.actions.journal import read_local
-from nixtasks.fleet import engine
+from nixtasks.fleet import engine, flow
 from nixtasks.fleet.progress import PlainProgress
 from nixtasks.host.prompts import Approval
 from nixtasks.host.runner import Result
@@ -199,9 +199,9 @@ class Fleet:
                 return Result(1, "", "lb: refused")
         return OK
 
-    def tools(self, *answers: object) -> engine.Tools:
+    def tools(self, *answers: object) -> flow.Tools:
         self.prompter = Answers(answers)
-        return engine.Tools(self.runner, self.prompter, PlainProgress(self.said.append), self.said.append,
+        return flow.Tools(self.runner, self.prompter, PlainProgress(self.said.append), self.said.append,
                             self.tmp / "journal.jsonl")
 
     def asked(self) -> list[tuple[str, tuple[str, ...]]]:

@@ -17,7 +17,7 @@ from nixtasks.actions.journal import read_local
 from nixtasks.cli.options import Options
 from nixtasks.cli.recipe_tasks import update_deploy_selection
 from nixtasks.errors import NixtasksError, Refused, UsageError
-from nixtasks.fleet import engine
+from nixtasks.fleet import engine, flow, operations
 from nixtasks.fleet.progress import PlainProgress
 from nixtasks.host.prompts import AlwaysYes, Approval, NoTerminal
 from nixtasks.host.runner import Result
@@ -80,7 +80,7 @@ class Fleet:
             return Result(0, PARENT + "\n", "")
         return OK
 
-    def tools(self, answers: list[object], tmp_path: Path) -> engine.Tools:
+    def tools(self, answers: list[object], tmp_path: Path) -> flow.Tools:
         prompter = Scripted(answers)  # type: ignore[arg-type]
         asked = prompter.approve
 
@@ -89,7 +89,7 @@ class Fleet:
             return asked(question, names, preselect=preselect)
 
         prompter.approve = approve  # type: ignore[method-assign]
-        return engine.Tools(self.runner, prompter, PlainProgress(self.said.append), self.said.append,
+        return flow.Tools(self.runner, prompter, PlainProgress(self.said.append), self.said.append,
                             tmp_path / "journal.jsonl")
 
 
@@ -148,7 +148,7 @@ def test_answers_tell_a_subset_from_a_yes_and_a_no():
 
 def test_a_subset_at_gc_leaves_the_others_not_selected(tmp_path):
     fleet = fleet_of(tmp_path)
-    report = engine.gc(HOSTS[:2], 3, engine.Policy(), fleet.tools([["web2"]], tmp_path))
+    report = operations.gc(HOSTS[:2], 3, engine.Policy(), fleet.tools([["web2"]], tmp_path))
     assert outcomes(report)["web1"] == "not selected" and report.ok
 
 

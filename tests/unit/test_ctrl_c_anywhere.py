@@ -2,7 +2,7 @@
 to list the commands it sends, then once more per command with a Ctrl-C there: raised where the
 main thread sends it (as the runner does after stopping the command), or sent to the main
 thread as a signal while another thread sends it (a host under way). Every time, the run goes
-through `engine.reported`, as the command line's does, and ends the same way: exit 130, every
+through `flow.reported`, as the command line's does, and ends the same way: exit 130, every
 host in the report once, its last journal record saying the same, a host not started untouched,
 and no lock, hold or watchdog left that the run took."""
 
@@ -20,7 +20,7 @@ import pytest
 
 from nixtasks.actions.journal import read_local
 from nixtasks.errors import Interrupted
-from nixtasks.fleet import engine, reboot
+from nixtasks.fleet import engine, flow, operations, reboot
 from nixtasks.models import Action, Command, Policy, Target
 from nixtasks.recipes import blue_green, canary, emergency, rolling, stage, update_deploy
 
@@ -33,7 +33,7 @@ BLUE = tuple(h for h in hosts(*NAMES[:2]))  # blue-green's group
 
 @dataclass(frozen=True)
 class Flow:
-    run: Callable[[engine.Tools], object]
+    run: Callable[[flow.Tools], object]
     answers: tuple[object, ...] = (True, True)
     rebooting: bool = False
     switches: bool = True  # an ok host runs the new system
@@ -66,9 +66,9 @@ FLOWS: dict[str, Flow] = {
     "emergency, no at the switch, back": Flow(lambda t: emergency.emergency(request(HOSTS, reason="fix"), t, 0),
                                               (True, False, True), switches=False, records=3),
     "apply": Flow(lambda t: stage.apply(request(HOSTS), t, plan()), (True,)),
-    "rollback": Flow(lambda t: engine.rollback(engine.RollbackRequest(HOSTS), t), (True,), switches=False,
+    "rollback": Flow(lambda t: operations.rollback(operations.RollbackRequest(HOSTS), t), (True,), switches=False,
                      generations={1: OLD, 2: NEW, 3: NEW}),
-    "gc": Flow(lambda t: engine.gc(HOSTS, 1, Policy(), t), (True,), switches=False,
+    "gc": Flow(lambda t: operations.gc(HOSTS, 1, Policy(), t), (True,), switches=False,
                generations={1: OLD, 2: NEW, 3: NEW}),
 }
 
@@ -165,10 +165,10 @@ def test_ctrl_c_at_any_command_ends_in_the_true_report_the_journal_and_exit_130(
         check(fleet, flow, interrupted(flow.run, fleet.tools(*flow.answers), case), case)
 
 
-def interrupted(run: Callable[[engine.Tools], object], tools: engine.Tools, case: str = "") -> Interrupted:
+def interrupted(run: Callable[[flow.Tools], object], tools: flow.Tools, case: str = "") -> Interrupted:
     """The run as the command line runs it, which a Ctrl-C ends in an `Interrupted` (exit 130)."""
     try:
-        engine.reported(run, tools)  # type: ignore[arg-type]
+        flow.reported(run, tools)  # type: ignore[arg-type]
     except Interrupted as stop:
         return stop
     except KeyboardInterrupt:

@@ -9,7 +9,7 @@ from nixtasks import inventory
 from nixtasks.actions import plan
 from nixtasks.cli import options
 from nixtasks.errors import DeployFailed, InventoryError, UsageError
-from nixtasks.fleet import batches, engine
+from nixtasks.fleet import batches, engine, flow
 from nixtasks.host.facts import parse_facts
 from nixtasks.inventory import parse_sizes
 from nixtasks.models import Action, HostResult, Outcome, Policy, Report, Stage
@@ -134,11 +134,11 @@ def test_the_report_table_and_json():
 def test_a_rollback_never_exits_0():
     report = Report(Action.SWITCH, (result("web1", Outcome.ROLLED_BACK),))
     with pytest.raises(DeployFailed) as err:
-        engine.finish(report, lambda line: None)
+        flow.finish(report, lambda line: None)
     assert err.value.exit_code == 1
     reverted = Report(Action.SWITCH, (result("web1", Outcome.REVERTED),))
     with pytest.raises(DeployFailed):
-        engine.finish(reverted, lambda line: None)
+        flow.finish(reverted, lambda line: None)
 
 
 def test_run_batches_halts_and_marks_later_hosts_not_started():

@@ -1,5 +1,5 @@
-"""Every host operation admits its hosts the same way (issue 19 item 1): deploy, rollback and gc
-read every host, stop before anything changes when one cannot be reached (or skip it, with
+"""Every host operation admits its hosts the same way, through one flow (fleet/flow.py; issue 19
+item 1): deploy, rollback and gc read every host, stop before anything changes when one cannot be reached (or skip it, with
 --skip-unreachable, and journal it), and stop when a host's sudo wants a password that was not
 given. gc used to read generations before asking whether a host answered, so one unreachable
 host aborted the whole gc and --skip-unreachable was ignored."""
@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import pytest
 
 from nixtasks.errors import DeployFailed, HostUnreachable, NixtasksError
-from nixtasks.fleet import engine
+from nixtasks.fleet import engine, operations
 from nixtasks.host.runner import Result
 from nixtasks.models import Command, Policy, Target
 from tests.fakes import NEW, OLD, FakeHost
@@ -19,6 +19,7 @@ from tests.fakes import NEW, OLD, FakeHost
 from .flows import DownHost, fleet_of, hosts, outcomes, request
 
 SKIP = Policy(skip_unreachable=True)
+OPERATIONS = ["switch", "gc", "rollback"]
 
 
 @dataclass
@@ -44,12 +45,14 @@ def run(operation: str, fleet, policy: Policy, *answers: object):
         fake.generations = {1: OLD, 2: NEW, 3: NEW, 4: NEW, 5: OLD}
         fake.profile = 5
     tools = fleet.tools(*answers)
+    if operation == "switch":
+        return engine.deploy(request(selection, policy), tools)
     if operation == "gc":
-        return engine.gc(selection, 3, policy, tools)
-    return engine.rollback(engine.RollbackRequest(selection, policy=policy), tools)
+        return operations.gc(selection, 3, policy, tools)
+    return operations.rollback(operations.RollbackRequest(selection, policy=policy), tools)
 
 
-@pytest.mark.parametrize("operation", ["gc", "rollback"])
+@pytest.mark.parametrize("operation", OPERATIONS)
 def test_an_unreachable_host_stops_the_operation_before_anything_changes(tmp_path, operation):
     fleet = fleet_of(tmp_path, "web1", "web2", web2=DownHost())
     with pytest.raises(HostUnreachable) as stopped:
@@ -58,20 +61,20 @@ def test_an_unreachable_host_stops_the_operation_before_anything_changes(tmp_pat
     assert changed(fleet, "web1") == [] and fleet.asked() == []
 
 
-@pytest.mark.parametrize("operation", ["gc", "rollback"])
+@pytest.mark.parametrize("operation", OPERATIONS)
 def test_skip_unreachable_goes_on_without_the_host_and_journals_it(tmp_path, operation):
     fleet = fleet_of(tmp_path, "web1", "web2", web2=DownHost())
     with pytest.raises(DeployFailed) as partly:  # the selection is not done: never exit 0
         run(operation, fleet, SKIP, True)
     assert outcomes(partly.value) == {"web2": "skipped", "web1": "ok"}
-    assert str(partly.value).endswith(f"once reachable: invoke {operation} --host web2")  # what it still needs
+    still = "deploy it once reachable" if operation == "switch" else f"once reachable: invoke {operation} --host web2"
+    assert str(partly.value).endswith(still)  # what it still needs
     assert [names for _q, names in fleet.asked()] == [("web1",)]  # the question names only who goes
     assert changed(fleet, "web1") and changed(fleet, "web2") == []
-    verb = "gc" if operation == "gc" else "rollback"
-    assert sorted(fleet.journal()) == [("web1", verb, "ok"), ("web2", verb, "skipped")]
+    assert sorted(fleet.journal()) == [("web1", operation, "ok"), ("web2", operation, "skipped")]
 
 
-@pytest.mark.parametrize("operation", ["gc", "rollback"])
+@pytest.mark.parametrize("operation", OPERATIONS)
 def test_a_sudo_that_wants_a_password_stops_the_operation_before_it_asks(tmp_path, operation):
     fleet = fleet_of(tmp_path, "web1", "web2", web2=WantsSudoPassword())
     with pytest.raises(NixtasksError) as stopped:

@@ -5,7 +5,7 @@ generation; when checks run (none on a `boot`, after the reboot for blue-green) 
 from __future__ import annotations
 
 from nixtasks.actions import inspection, plan
-from nixtasks.fleet import engine, pipeline
+from nixtasks.fleet import engine, flow, pipeline
 from nixtasks.host import generations
 from nixtasks.host.facts import Facts, parse_facts
 from nixtasks.inventory import parse_sizes
@@ -242,7 +242,7 @@ def test_the_plan_names_the_hosts_left_out():
                HostResult("web2", Action.SWITCH, Outcome.FAILED, message="error: attribute missing\nmore"))
     req = engine.DeployRequest(Action.SWITCH, (WEB1,), ".")
     prep = engine.Prepared(req, GIT, None, (change,), skipped)  # type: ignore[arg-type]
-    engine.show_plan(prep, engine.Tools(None, None, None, lines.append))  # type: ignore[arg-type]
+    engine.show_plan(prep, flow.Tools(None, None, None, lines.append))  # type: ignore[arg-type]
     text = "\n".join(lines).splitlines()
     assert f"    now:     {OLD} (generation 1, runs and boots)" in text
     assert "  left out: db1 (unreachable: db1: cannot reach the host)" in text

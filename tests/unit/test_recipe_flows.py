@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 
 from nixtasks.errors import CommandFailed, HostUnreachable, Interrupted, Refused
-from nixtasks.fleet import engine, reboot
+from nixtasks.fleet import engine, flow, reboot
 from nixtasks.host.prompts import NoTerminal
 from nixtasks.models import Action
 from nixtasks.recipes import blue_green, canary, emergency, rolling, stage
@@ -18,7 +18,7 @@ from .flows import NEW, OLD, DownHost, Fleet, fleet_of, host, request
 
 NAMES = ("web1", "web2")
 HOSTS = tuple(host(n, canary=n == "web1", tags=("blue",)) for n in NAMES)
-Recipe = Callable[[engine.DeployRequest, engine.Tools], object]
+Recipe = Callable[[engine.DeployRequest, flow.Tools], object]
 
 RECIPES: dict[str, Recipe] = {
     "rolling": rolling.rolling,

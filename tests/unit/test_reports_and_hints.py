@@ -8,7 +8,7 @@ import pytest
 
 from nixtasks.actions import checks, inspection
 from nixtasks.errors import DeployFailed, HostUnreachable, NixtasksError
-from nixtasks.fleet import engine, selection
+from nixtasks.fleet import engine, flow, selection
 from nixtasks.host.facts import FACTS_SCRIPT, Facts, facts_command, parse_facts, read_facts
 from nixtasks.host.runner import Result, failure_of
 from nixtasks.models import Action, Check, Command, Host, HostResult, Outcome, Policy, Report, Target
@@ -96,13 +96,13 @@ def test_a_deploy_that_skipped_an_unreachable_host_shows_its_report_and_does_not
     report = Report(Action.SWITCH, (result("web2", Outcome.SKIPPED, "unreachable: timed out"),
                                     result("web1", Outcome.OK)))
     with pytest.raises(DeployFailed) as err:
-        engine.finish(report, shown.append)
+        flow.finish(report, shown.append)
     assert "web2  skipped" in shown[0] and "web1  ok" in shown[0]
     assert err.value.exit_code == 1 and err.value.report is report
     assert str(err.value).startswith("skipped as unreachable (--skip-unreachable): web2; nothing was changed there")
     failed = Report(Action.SWITCH, (result("web2", Outcome.SKIPPED), result("web1", Outcome.ROLLED_BACK, "bad")))
     with pytest.raises(DeployFailed) as err:
-        engine.finish(failed, shown.append)
+        flow.finish(failed, shown.append)
     assert str(err.value) == "web1: rolled back: bad; skipped as unreachable: web2"
 
 

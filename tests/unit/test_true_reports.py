@@ -10,7 +10,7 @@ import pytest
 
 from nixtasks.actions.journal import Journal, finished, read_local
 from nixtasks.errors import DeployFailed, Refused
-from nixtasks.fleet import engine, pipeline
+from nixtasks.fleet import engine, flow, pipeline
 from nixtasks.fleet.progress import PlainProgress
 from nixtasks.host.facts import parse_facts
 from nixtasks.host.runner import Result
@@ -37,7 +37,7 @@ def untouched(host: str, outcome: Outcome) -> HostResult:
 def test_a_no_when_nothing_changed_exits_3_even_with_hosts_not_started():
     report = Report(Action.SWITCH, (untouched("web1", Outcome.DECLINED), untouched("web2", Outcome.NOT_STARTED)))
     with pytest.raises(Refused) as err:  # a canary declined: the rest never started
-        engine.finish(report, lambda line: None)
+        flow.finish(report, lambda line: None)
     assert err.value.exit_code == 3
     assert str(err.value) == "not approved for web1; nothing was changed on any host; not started: web2"
 
@@ -46,14 +46,14 @@ def test_a_no_after_the_canary_went_out_is_not_nothing_changed():
     report = Report(Action.SWITCH, (went("web1"), untouched("web2", Outcome.DECLINED),
                                     untouched("web3", Outcome.DECLINED)))
     with pytest.raises(DeployFailed) as err:
-        engine.finish(report, lambda line: None)
+        flow.finish(report, lambda line: None)
     assert err.value.exit_code == 1
     assert str(err.value).startswith("not approved for web2, web3; this run changed web1 (ok) before that, so the "
                                      "selection is only partly done")
     same = HostResult(host="web1", action=Action.SWITCH, outcome=Outcome.OK, previous_system=OLD, new_system=OLD,
                       previous_generation=1, generation=1, tried_system=OLD)  # it ran that system already
     with pytest.raises(Refused):
-        engine.finish(Report(Action.SWITCH, (same, untouched("web2", Outcome.DECLINED))), lambda line: None)
+        flow.finish(Report(Action.SWITCH, (same, untouched("web2", Outcome.DECLINED))), lambda line: None)
 
 
 def test_what_changed_is_what_runs_or_boots_now():
@@ -125,7 +125,7 @@ def test_a_canary_rolled_back_by_its_soak_has_one_record(tmp_path):
     assert all(r.outcome == "started" for r in read_local(tmp_path / "journal.jsonl"))  # the oks wait for the soak
     fakes["web2"].healthy = {OLD}  # turns unhealthy during the soak
     prep = SimpleNamespace(journal=journal, request=SimpleNamespace(policy=Policy()))
-    tools = engine.Tools(runner, None, PlainProgress(runner.echo), runner.echo)  # type: ignore[arg-type]
+    tools = flow.Tools(runner, None, PlainProgress(runner.echo), runner.echo)  # type: ignore[arg-type]
     backs, interrupted = engine.soak(prep, changes, went, 0.01, tools, "switch")  # type: ignore[arg-type]
     assert not interrupted and [r.outcome for r in backs] == [Outcome.ROLLED_BACK, Outcome.ROLLED_BACK]
     assert fakes["web1"].running == OLD == fakes["web2"].running
@@ -140,5 +140,5 @@ def test_a_no_after_a_test_activation_of_that_host_says_an_earlier_step_changed_
     tested = HostResult(host="web1", action=Action.SWITCH, outcome=Outcome.DECLINED, previous_system=OLD,
                         new_system=NEW, previous_generation=1, generation=1)  # runs NEW, boots generation 1
     with pytest.raises(DeployFailed) as err:
-        engine.finish(Report("emergency", (tested,)), lambda line: None)
+        flow.finish(Report("emergency", (tested,)), lambda line: None)
     assert str(err.value).startswith("not approved for web1; this run changed web1 (in an earlier step) before that")
