@@ -271,6 +271,11 @@ class Journal:
         """An ok whose record waits (see `settled`): journalled as it is if the run is stopped first."""
         self.held[host.name] = (host, action, result)
 
+    def write_held(self) -> None:
+        """Every ok still held, journalled as it is (the run ends before anything changed it)."""
+        for host, action, ok in list(self.held.values()):
+            self.write_result(host, action, ok)
+
 
 def result_fields(result: HostResult) -> dict[str, Any]:
     return {"on_host": result.outcome is not Outcome.SKIPPED, "before_path": result.previous_system,

@@ -651,11 +651,12 @@ def soak(prep: Prepared, changes: Sequence[Change], went: Sequence[HostResult], 
     return shielded(back, stop, tools.echo), stop.is_set()
 
 
-def reboot_into_new(prep: Prepared, changes: Sequence[Change], timeout: float,
-                    tools: Tools, verb: str) -> tuple[tuple[HostResult, ...], bool]:
+def reboot_into_new(prep: Prepared, changes: Sequence[Change], timeout: float, tools: Tools, verb: str, *,
+                    hold: bool = False) -> tuple[tuple[HostResult, ...], bool]:
     """Hosts whose boot entry is the new system: rebooted, waited for, checked; one that fails is
     booted back into its old entry. Returns the results, and whether Ctrl-C came meanwhile (the
-    reboots under way were let finish)."""
+    reboots under way were let finish). `hold`: an ok is not journalled yet (a question about it
+    follows: blue-green's traffic); the caller journals it once it is final."""
     stop = tools.ledger.stop
 
     def rebooted() -> tuple[HostResult, ...]:  # journalled within the shield: a Ctrl-C loses no record
@@ -663,7 +664,10 @@ def reboot_into_new(prep: Prepared, changes: Sequence[Change], timeout: float,
         results = reboot.reboot_into(changes, ctx, timeout)
         for change, result in zip(changes, results):
             tools.progress.done(result)
-            prep.journal.write_result(change.host, verb, result)
+            if hold and result.outcome is Outcome.OK:
+                prep.journal.hold(change.host, verb, result)
+            else:
+                prep.journal.write_result(change.host, verb, result)
         return tuple(results)
 
     return shielded(rebooted, stop, tools.echo), stop.is_set()

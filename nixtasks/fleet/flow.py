@@ -223,8 +223,7 @@ def stopped(tools: Tools, why: str | None = None) -> Interrupted:
 def settle_the_rest(tools: Tools, why: str) -> tuple[HostResult, ...]:
     ledger, journal = tools.ledger, tools.ledger.journal
     assert journal is not None  # given with the hosts (Ledger.begin)
-    for host, verb, ok in list(journal.held.values()):
-        journal.write_result(host, verb, ok)
+    journal.write_held()
     for host in ledger.hosts:
         if host.name in journal.settled:
             continue

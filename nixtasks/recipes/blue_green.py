@@ -58,21 +58,24 @@ def blue_green(req: engine.DeployRequest, tools: flow.Tools, to: str, switch_tra
         if interrupted or left or failed:
             return finish(engine.report(prep, left + results, interrupted, "blue-green"), to, tools)
         handed = list(kept)
-        rebooted, interrupted = engine.reboot_into_new(prep, handed, reboot_timeout, tools,
-                                                       "blue-green")
+        # With a traffic question to come, each ok waits for its answer: one record per host.
+        rebooted, interrupted = engine.reboot_into_new(prep, handed, reboot_timeout, tools, "blue-green",
+                                                       hold=bool(switch_traffic))
     finally:  # hosts that never got to their reboot (the rebooted ones are let go by the reboot step), even on Ctrl-C
         interrupts.shielded(lambda: reboot.let_go([c for c in kept if c not in handed], tools.runner, req.policy,
                                                    "blue-green"), tools.ledger.stop, tools.echo)
-    if interrupted:  # traffic is never switched after Ctrl-C
-        return flow.finish(engine.report(prep, rebooted, True, "blue-green"), tools.echo)
-    if any(r.failed for r in rebooted) or prep.skipped:
-        missing = f" ({', '.join(r.host for r in prep.skipped)} could not be reached)" if prep.skipped else ""
-        tools.echo(f"traffic stays where it is: {to} did not come back healthy as a whole{missing}")
-        report = engine.report(prep, rebooted, False, "blue-green")
-        finish(report, to, tools)
-        raise NixtasksError(f"traffic was not switched to {to}: {', '.join(r.host for r in prep.skipped)} could "
-                            "not be reached")  # finish() raised already when a host failed
-    if switch_traffic:
+    try:
+        return after_reboot(prep, rebooted, interrupted, names, to, switch_traffic, tools, handed)
+    finally:  # the traffic command failed, or Ctrl-C in it: each ok still held is journalled as it is
+        interrupts.shielded(prep.journal.write_held, tools.ledger.stop, tools.echo)
+
+
+def after_reboot(prep: engine.Prepared, rebooted: Sequence[HostResult], interrupted: bool, names: Sequence[str],
+                 to: str, switch_traffic: str, tools: flow.Tools, handed: Sequence[Change]) -> Report:
+    """The group is back (or not): traffic is switched only after a healthy reboot of every
+    host and a yes. Each host's one record is written once its outcome is final."""
+    healthy = not interrupted and not any(r.failed for r in rebooted) and not prep.skipped
+    if healthy and switch_traffic:
         switch = engine.confirm(tools, f"{to} ({', '.join(names)}) runs the new system and is healthy. Switch "
                                        f"traffic to {to}?")
         if not switch:  # None: Ctrl-C at the question
@@ -80,6 +83,15 @@ def blue_green(req: engine.DeployRequest, tools: flow.Tools, to: str, switch_tra
                                     interrupted=switch is None)
         engine.switch_traffic(switch_traffic, to, names, tools)
         tools.echo(f"traffic switched to {to}; the other group is left for a later run")
+    interrupts.shielded(prep.journal.write_held, tools.ledger.stop, tools.echo)  # a Ctrl-C meanwhile is noted
+    if interrupted or tools.ledger.stop.is_set():  # traffic is never switched after Ctrl-C
+        return flow.finish(engine.report(prep, rebooted, True, "blue-green"), tools.echo)
+    if not healthy:
+        missing = f" ({', '.join(r.host for r in prep.skipped)} could not be reached)" if prep.skipped else ""
+        tools.echo(f"traffic stays where it is: {to} did not come back healthy as a whole{missing}")
+        finish(engine.report(prep, rebooted, False, "blue-green"), to, tools)
+        raise NixtasksError(f"traffic was not switched to {to}: {', '.join(r.host for r in prep.skipped)} could "
+                            "not be reached")  # finish() raised already when a host failed
     return flow.finish(engine.report(prep, rebooted, False, "blue-green"), tools.echo)
 
 
