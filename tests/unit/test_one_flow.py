@@ -1,8 +1,8 @@
-"""Every host operation admits its hosts the same way, through one flow (fleet/flow.py; issue 19
-item 1): deploy, rollback and gc read every host, stop before anything changes when one cannot be reached (or skip it, with
---skip-unreachable, and journal it), and stop when a host's sudo wants a password that was not
-given. gc used to read generations before asking whether a host answered, so one unreachable
-host aborted the whole gc and --skip-unreachable was ignored."""
+"""Every host operation admits its hosts the same way, through one flow (fleet/flow.py; issue
+19 item 1): deploy, rollback and gc read every host, stop before anything changes when one
+cannot be reached (or skip it, with --skip-unreachable, and journal it), and stop when a host's
+sudo wants a password that was not given. gc used to read generations before asking whether a
+host answered, so one unreachable host aborted the whole gc and --skip-unreachable was ignored."""
 
 from __future__ import annotations
 
