@@ -5,7 +5,7 @@ include examples/Makefile
 
 help::
 	@echo "make demo              bring up the lab and deploy the example fleet to it"
-	@echo "make bench             nixtasks against the sequential loop on the lab and wan links, 1 to 32 hosts; the engine at 1,000 (about 30 min)"
+	@echo "make bench             nixtasks against the sequential loop on the lab and wan links, 1 to 32 hosts; through the binary cache against a direct push; the engine at 1,000 (about 30 min)"
 	@echo "make check             lint, type-check and run every test (lab tests need root)"
 	@echo "make soak ROUNDS=5 HOSTS=8 SEED=N  rounds of random faults on the lab, the invariants checked after each"
 	@echo "make lab-up            boot the lab hosts (web1 web2 db1)"

@@ -102,6 +102,9 @@ def test_a_release_is_pushed_once_and_every_host_takes_it_from_the_cache(fleet: 
     shared = shared_path(fleet.build("c1"))
     # the deployer sent the shared path once (a direct push would have sent it to each host)
     assert nar_size(shared) <= hosts[""]["sent_bytes"] < 2 * nar_size(shared)  # type: ignore[operator]
+    # pushed with zstd, the inventory's URL naming no compression (Nix's default xz is slow)
+    narinfo = fleet.lab.exec("cache", "cat", f"/srv/nix-cache/{Path(shared).name.split('-')[0]}.narinfo").stdout
+    assert "Compression: zstd" in narinfo and "nar/" in narinfo
     puts = fleet.lab.exec("cache", "sh", "-c", "grep -c 'PUT /nar/' /var/log/nginx/access.log || true").stdout
     assert int(puts.strip() or 0) >= 1
 

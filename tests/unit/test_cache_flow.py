@@ -29,6 +29,7 @@ from .flows import Fleet, hosts, outcomes, request
 SHARED = "/nix/store/" + "s" * 32 + "-shared-payload"
 SIZES = {NEW: 4096, SHARED: 20 * 2**20}
 URL = "http://cache.lab"
+PUSHED_TO = f"{URL}?compression=zstd"  # what the push writes to: zstd, not Nix's slow default xz
 SEED = bytes(range(32))
 PUBLIC = bytes(range(32, 64))
 SECRET_TEXT = f"lab-cache-1:{base64.b64encode(SEED + PUBLIC).decode()}"
@@ -65,7 +66,7 @@ class CacheFleet(Fleet):
         if target.address is None and "path-info" in argv and "--store" in argv:
             asked = argv[argv.index("--") + 1:]
             return Result(0, json.dumps([{"path": p, "valid": p in self.cache_has} for p in asked]), "")
-        if target.address is None and "copy" in argv and argv[argv.index("--to") + 1] == URL:
+        if target.address is None and "copy" in argv and argv[argv.index("--to") + 1] == PUSHED_TO:
             if self.push_fails:
                 return Result(1, "", "error: HTTP error 403 (forbidden)")
             self.cache_has |= set(SIZES)
@@ -107,7 +108,7 @@ def test_the_release_is_signed_and_pushed_once_then_every_host_takes_it_from_the
     assert outcomes(report) == {"web1": "ok", "web2": "ok", "db1": "ok"}
     deployer = fleet.deployer_argv()
     signs = [a for a in deployer if "sign" in a]
-    pushes = [a for a in deployer if "copy" in a and URL in a]
+    pushes = [a for a in deployer if "copy" in a and PUSHED_TO in a]
     assert len(signs) == 1 and signs[0][-2:] == ("--", NEW) and "/dev/stdin" in signs[0]
     assert len(pushes) == 1  # once for the release, not once per host
     assert not [a for a in deployer if "copy" in a and any(x.startswith("ssh://") for x in a)]  # no direct copy
@@ -216,6 +217,25 @@ def test_the_public_key_is_the_secret_keys_last_half():
     assert cache.public_key_of(SECRET_TEXT) == PUBLIC_KEY
     assert cache.public_key_of("name:" + base64.b64encode(SEED).decode()) is None  # 32 bytes: not a secret key
     assert cache.public_key_of("no-colon") is None and cache.public_key_of(":" + SECRET_TEXT.split(":")[1]) is None
+
+
+@pytest.mark.parametrize(("push", "pushed_to"), [
+    ("http://cache.lab", "http://cache.lab?compression=zstd"),
+    ("https://cache.lab/nix?", "https://cache.lab/nix?compression=zstd"),
+    ("s3://bucket?region=eu-west-1", "s3://bucket?region=eu-west-1&compression=zstd"),
+    ("file:///srv/cache", "file:///srv/cache?compression=zstd"),
+    ("http://cache.lab?compression=xz", "http://cache.lab?compression=xz"),  # the inventory's own choice stays
+    ("s3://bucket?compression=none&region=x", "s3://bucket?compression=none&region=x"),
+    ("ssh://cache.lab", "ssh://cache.lab"),  # not a binary cache store: it takes no compression
+])
+def test_the_push_compresses_with_zstd_unless_the_url_says_otherwise(tmp_path, key_file, push, pushed_to):
+    fleet = fleet_with_cache(tmp_path)
+    cache.push(through(key_file, push=push), [NEW], Secret(SECRET_TEXT), fleet.runner, lambda line: None)
+    copies = [a for a in fleet.deployer_argv() if "copy" in a]
+    assert len(copies) == 1 and copies[0][copies[0].index("--to") + 1] == pushed_to
+    # what the cache has is asked of the URL as written: compression is the push's business only
+    asked = next(a for a in fleet.deployer_argv() if "--store" in a)
+    assert asked[asked.index("--store") + 1] == push
 
 
 def test_nix_path_info_of_a_store_old_and_new():
