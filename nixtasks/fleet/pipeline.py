@@ -180,6 +180,8 @@ def lock_and_activate(ch: Change, ctx: Context, clock: Clock, lease: lock.Lease)
     if not taken.then:  # not sent: the host was not read, or this run held the lock already
         return apply_locked(ch, ctx, clock, taken.facts)
     now = taken.facts or Facts(reachable=False, error="not read")
+    if taken.then[0].cut_off:  # the host may have gone on: as an arm or activation cut off
+        return activated(ch, ctx, clock, trip, taken.then[:1], start)
     if not taken.then[0].ok:
         stale = changed_since_plan(ch, now) or "it changed since the plan; deploy again"
         return outcome_result(ch, Outcome.FAILED, clock, f"{stale}; nothing changed", now)

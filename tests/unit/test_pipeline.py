@@ -455,3 +455,19 @@ def test_each_failure_of_the_one_round_trip_is_told_apart_and_only_an_activation
     assert [c.step for c in runner.calls if c.trip == 1] == ["lock", "facts", "unchanged", "arm", "activate test"]
     assert broken.outcome is Outcome.ROLLED_BACK and broken.message.startswith("switch failed (exit 1)")
     assert [r.outcome for r in records] == ["started", "rolled back"]
+
+
+def test_a_round_trip_cut_off_at_the_unchanged_check_is_not_taken_for_a_changed_host():
+    """ssh ended before the host said whether it was as planned: it may have armed and activated
+    after it, so the host is not reported unchanged; its watchdog takes it back unconfirmed."""
+    fake = FakeHost()
+
+    def cut(step: str, cmd: Command, target: Target, fresh: bool) -> Result:
+        if step == "unchanged":
+            return Result(255, "", "client_loop: send disconnect: Broken pipe", cut_off=True)
+        return fake(step, cmd, target, fresh)
+
+    runner = RecordingRunner(cut)
+    result = pipeline.apply(change(fake), pipeline.Context(runner, DEFAULT, PlainProgress(runner.echo), "switch"))
+    assert "changed since the plan" not in result.message and "nothing changed" not in result.message
+    assert "the host had not said how it went when the connection ended" in result.message
