@@ -169,11 +169,22 @@ def lock_and_activate(ch: Change, ctx: Context, clock: Clock, lease: lock.Lease)
     expected = ch.before.running if ch.expect_running is None else ch.expect_running
     trip = Activation.of(ch, ctx, record_now=False)
     guard = commands.unchanged_since(expected, ch.before.generation)
-    ctx.progress.stage(host.name, Stage.ACTIVATION)
+    ctx.progress.stage(host.name, Stage.LOCK)
     start = time.monotonic()
-    # The deployer's copy of "activation started" once the guard has passed, as the host's is written.
+    activating: list[float] = []
+
+    def locked_as_planned() -> None:
+        """Told while the round trip goes on: the lock is ours and the host as planned. The
+        lock's stage ends and the activation's begins; the deployer's copy of "activation
+        started" is written now, as the host's."""
+        activating.append(time.monotonic())
+        trip.write_record()
+        ctx.progress.stage(host.name, Stage.ACTIVATION)
+
     taken = lock.take_read_and_run(host, ctx.verb, policy.lock_timeout, runner, [guard, *trip.commands], quiet=1,
-                                   stream=True, timeout=policy.activation_timeout, after_quiet=trip.write_record)
+                                   stream=True, timeout=policy.activation_timeout, after_quiet=locked_as_planned)
+    begun = activating[0] if activating else time.monotonic()
+    clock.stages.append((Stage.LOCK, round(begun - start, 3)))
     lease.settle(taken)
     if taken.refused:
         return refused_result(ch, ctx, clock, taken.refused)
@@ -181,13 +192,13 @@ def lock_and_activate(ch: Change, ctx: Context, clock: Clock, lease: lock.Lease)
         return apply_locked(ch, ctx, clock, taken.facts)
     now = taken.facts or Facts(reachable=False, error="not read")
     if taken.then[0].cut_off:  # the host may have gone on: as an arm or activation cut off
-        return activated(ch, ctx, clock, trip, taken.then[:1], start)
+        return activated(ch, ctx, clock, trip, taken.then[:1], begun)
     if not taken.then[0].ok:
         stale = changed_since_plan(ch, now) or "it changed since the plan; deploy again"
         return outcome_result(ch, Outcome.FAILED, clock, f"{stale}; nothing changed", now)
     if ch.expect_running is None:
         ch = replace(ch, before=now)  # the failed units to compare with are those of now
-    return activated(ch, ctx, clock, trip, taken.then[1:], start)
+    return activated(ch, ctx, clock, trip, taken.then[1:], begun)
 
 
 @dataclass

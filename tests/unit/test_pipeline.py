@@ -44,8 +44,10 @@ def test_a_good_switch_test_activates_confirms_checks_then_makes_its_boot_entry(
     assert result.outcome is Outcome.OK and not result.failed
     assert (result.previous_generation, result.generation, result.new_system) == (1, 2, NEW)
     assert (fake.running, fake.generations[fake.profile]) == (NEW, NEW)
-    # the lock is taken in the activation's round trip: its time is the activation's
-    assert [s for s, _ in result.stages] == [Stage.ACTIVATION, Stage.CONFIRM, Stage.CHECKS, Stage.BOOT_ENTRY]
+    # the lock is taken in the activation's round trip: its stage ends once the host is known locked and as planned
+    assert [s for s, _ in result.stages] == [Stage.LOCK, Stage.ACTIVATION, Stage.CONFIRM, Stage.CHECKS,
+                                             Stage.BOOT_ENTRY]
+    assert runner.echoed.index("[web1] lock") < runner.echoed.index("[web1] activation")
     first = [c.step for c in runner.calls if c.trip == 1]
     assert first == ["lock", "facts", "unchanged", "arm", "activate test", "running"]
     unchanged = next(c for c in runner.calls if c.step == "unchanged").cmd
