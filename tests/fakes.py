@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from nixtasks.host import commands
 from nixtasks.host.runner import Result
 from nixtasks.models import SYSTEM_PROFILE, Command, Target
 from tests.recording import OK
@@ -43,6 +44,9 @@ class FakeHost:
             return Result(255 if step == "confirm" else 1, "", f"error: {step} broke")
         if step == "facts":
             return Result(0, self.facts(), "")
+        if step == "unchanged":  # the plan's running system and boot generation, and no watchdog pending
+            same = cmd.argv[-2:] == (self.running, str(self.profile)) and not self.pending
+            return OK if same else Result(commands.CHANGED, "", "")
         if "--list-generations" in cmd.argv:
             listed = (f"{n:4}   2026-12-01 08:45:{n % 60:02}   {'(current)' if n == self.profile else ''}\n"
                       for n in sorted(self.generations))

@@ -29,6 +29,8 @@ def step_of(cmd: Command) -> str:
         return "facts"
     if commands.TAKE_SCRIPT in argv:
         return "lock"
+    if commands.UNCHANGED_SCRIPT in argv:
+        return "unchanged"
     if commands.RELEASE_SCRIPT in argv or commands.UNLOCK_SCRIPT in argv:
         return "unlock"
     if commands.HOLD_SCRIPT in argv:
@@ -92,10 +94,13 @@ class RecordingRunner:
         return self._answer(cmd, target, fresh, label, check, self._trip())
 
     def run_all(self, cmds: Sequence[Command], target: Target, *, label: str | None = None, stream: bool = False,
-                check: bool = True, timeout: float | None = None, keep_going: bool = False) -> list[Result]:
+                check: bool = True, timeout: float | None = None, keep_going: bool = False, quiet: int = 0,
+                after_quiet: Callable[[], None] | None = None) -> list[Result]:
         trip = self._trip()
-        results = []
-        for cmd in cmds:
+        results: list[Result] = []
+        for index, cmd in enumerate(cmds):
+            if index == quiet and after_quiet is not None and all(r.ok for r in results):
+                after_quiet()
             results.append(self._answer(cmd, target, False, label, False, trip))
             if not results[-1].ok and not keep_going:
                 break
@@ -145,7 +150,7 @@ class RecordingRunner:
         """How many times the deployer went to `target` (a batch counts once)."""
         return len({c.trip for c in self.calls if c.target == target})
 
-    def steps(self, *, skip: tuple[str, ...] = ("journal", "lock-holder", "running"),
+    def steps(self, *, skip: tuple[str, ...] = ("journal", "lock-holder", "running", "unchanged"),
               checks: bool = False) -> list[str]:
         """The steps in order, fresh connections marked with a `*`: those of the host's way
         through the pipeline, or (`checks`) those of its checks after activation, which run

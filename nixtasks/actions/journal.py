@@ -227,16 +227,18 @@ class Journal:
             self.written(host, self.runner.run_all(cmds, host.target, check=False), len(cmds))
         return record
 
-    def prepare(self, host: Host, action: str, outcome: str, *, on_host: bool = True,
+    def prepare(self, host: Host, action: str, outcome: str, *, on_host: bool = True, local: bool = True,
                 **fields: Any) -> tuple[Record | None, list[Command]]:
-        """The record, written to the deployer's journal now, and the commands that write it
-        to the host's, for the caller to send with others (`written` then checks them)."""
+        """The record, written to the deployer's journal now (unless not `local`: then by
+        `keep`), and the commands that write it to the host's, for the caller to send with
+        others (`written` then checks them)."""
         if self.runner.dry_run:
             return None, []
         git = {"git_revision": self.git.revision, "git_dirty": self.git.dirty} if self.git else {}
         record = new_record(host.name, action, outcome, reason=self.reason, **git,
                             machine_id=self.machines.get(host.name), repository=self.repository, **fields)
-        append_local(self.path, record)
+        if local:
+            self.keep(record)
         if not on_host:
             return record, []
         return record, [commands.journal_dir(HOST_JOURNAL), commands.journal_append(HOST_JOURNAL, record.line())]
@@ -247,11 +249,16 @@ class Journal:
                       f"the deployer's journal has the record")
 
     def started(self, host: Host, action: str, before_path: str | None, before_generation: int | None,
-                system: str) -> Record | None:
-        """The activation's first record, written to the deployer's journal now: the caller sends
-        its line to the host in the activation's own round trip (a killed deployer leaves it)."""
-        return self.prepare(host, action, STARTED, on_host=False, before_path=before_path,
+                system: str, *, write: bool = True) -> Record | None:
+        """The activation's first record, written to the deployer's journal now (unless not
+        `write`: then by `keep`, once the host is known to be locked for it): the caller sends its
+        line to the host in the activation's own round trip (a killed deployer leaves it)."""
+        return self.prepare(host, action, STARTED, on_host=False, local=write, before_path=before_path,
                             before_generation=before_generation, tried_path=system, message="activation started")[0]
+
+    def keep(self, record: Record) -> None:
+        """`record` written to the deployer's journal."""
+        append_local(self.path, record)
 
     def write_result(self, host: Host, action: str, result: HostResult) -> Record | None:
         self.settle(host, result)

@@ -13,7 +13,9 @@ import re
 import socket
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 from ..host import commands
 from ..host.facts import Facts, facts_command, parse_facts, read_facts
@@ -129,31 +131,54 @@ def let_go(host: Host, action: str, ttl: float, runner: Runner) -> bool:
 def take_and_read(host: Host, action: str, ttl: float, runner: Runner, *,
                   read: bool = True) -> tuple[str | None, str, Facts | None]:
     """Take the lock and, in the same round trip, read the host's facts as they are under it."""
+    taken = take_read_and_run(host, action, ttl, runner, read=read)
+    return taken.refused, taken.mine, taken.facts
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A take's answer: why the lock was not taken (None: it is held), its owner text, the host
+    as read under it, and the results of the commands that followed in the same round trip
+    (empty when none ran: not taken, not read, or a lock this run held already)."""
+
+    refused: str | None
+    mine: str
+    facts: Facts | None
+    then: list[Result] = field(default_factory=list)
+
+
+def take_read_and_run(host: Host, action: str, ttl: float, runner: Runner, then: Sequence[Command] = (), *,
+                      read: bool = True, quiet: int = 0, **run: Any) -> Taken:
+    """Take the lock, read the host's facts under it (`read`), then run `then`, all in one round
+    trip that ends at the first that fails; `run` goes to `run_all` (`stream`: the output of
+    `then` from its `quiet`-th command on is shown; `after_quiet`: called once those before
+    have passed). `then` runs only under a lock taken by this very take."""
     mine = owner(action)
-    cmds = [commands.take_lock(mine, ttl)] + ([facts_command()] if read else [])
-    results = runner.run_all(cmds, host.target, check=False, label=host.name)
+    lead = [commands.take_lock(mine, ttl)] + ([facts_command()] if read else [])
+    cmds = [*lead, *then]
+    results = runner.run_all(cmds, host.target, check=False, label=host.name, quiet=len(lead) + quiet, **run)
     result = results[0]
     if result.ok:
         if not read:
-            return None, mine, None
-        if results[-1].ok and len(results) == 2:
-            return None, mine, parse_facts(results[1].stdout)
-        lost = runner.failure(cmds[-1], host.target, host.name, results[-1])
-        return None, mine, Facts(reachable=False, error=str(lost))
+            return Taken(None, mine, None, results[len(lead):])
+        if len(results) >= 2 and results[1].ok:
+            return Taken(None, mine, parse_facts(results[1].stdout), results[len(lead):])
+        lost = runner.failure(cmds[1], host.target, host.name, results[-1])
+        return Taken(None, mine, Facts(reachable=False, error=str(lost)))
     if result.exit_code == 255 and not host.is_local:
         lost = runner.failure(commands.take_lock("", ttl), host.target, host.name, result)
-        return f"cannot take the lock: {lost}", "", None
+        return Taken(f"cannot take the lock: {lost}", "", None)
     if result.exit_code == commands.LOCK_HELD:  # another deploy's hold, which its take names
         held_by = commands.held_until(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "")
     else:
         held_by = holder(host, runner)
     if held_by and ours(held_by):  # no other deployer: this run holds it still, and goes on under it
         # the owner text alone, as the unit and the hold have it (a hold is named with its expiry)
-        return None, held_by.partition(";")[0], (read_facts(host, runner) if read else None)
+        return Taken(None, held_by.partition(";")[0], read_facts(host, runner) if read else None)
     if held_by:
-        return f"{HELD_BY_ANOTHER} ({held_by})", "", None
+        return Taken(f"{HELD_BY_ANOTHER} ({held_by})", "", None)
     detail = last_line(result)
-    return f"cannot take the lock: {detail}", "", None
+    return Taken(f"cannot take the lock: {detail}", "", None)
 
 
 def release(host: Host, runner: Runner, mine: str | None = None) -> bool:
@@ -185,6 +210,12 @@ class Lease:
         self.host, self.runner, self.ttl = host, runner, ttl
         self.refused, self.facts = refused, facts
         self._mine, self._held = mine, taken and refused is None
+
+    def settle(self, taken: Taken) -> None:
+        """What a take in one of the block's own round trips said: a lease made before that
+        round trip (so that however it ends, the lock is released if it is ours)."""
+        self.refused, self.facts, self._mine = taken.refused, taken.facts, taken.mine
+        self._held = taken.refused is None
 
     def release(self, before: Sequence[Command] = ()) -> list[Result]:
         """`before` run on the host, then the lock released (if this block holds it), in one

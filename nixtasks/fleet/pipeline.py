@@ -13,12 +13,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
-from ..actions.journal import Journal
+from ..actions.journal import Journal, Record
 from ..actions.plan import store_name
 from ..errors import CommandFailed, NixtasksError
 from ..host import commands
 from ..host.facts import Facts, facts_command, parse_facts, read_facts
-from ..host.runner import Runner
+from ..host.runner import Result, Runner
 from ..models import SYSTEM_PROFILE, Action, Command, Host, HostResult, Outcome, Policy, Stage
 from . import health, lock, watchdog
 from .progress import Progress
@@ -126,28 +126,126 @@ def apply(ch: Change, ctx: Context) -> HostResult:
         except CommandFailed as exc:
             return outcome_result(ch, Outcome.FAILED, clock, failure_text(ch, exc))
         return outcome_result(ch, Outcome.OK, clock, "dry activation: nothing changed")
-    read = ch.before.systemd and not ctx.runner.dry_run  # the lock and a fresh look, in one round trip
     with contextlib.ExitStack() as held:
-        with clock.stage(Stage.LOCK):
-            lease = held.enter_context(lock.held(ch.host, ctx.verb, ctx.policy.lock_timeout, ctx.runner,
-                                                 systemd=ch.before.systemd, read=read))
-        refused = lease.refused
-        # Refused: nothing was done to the host, but another deploy may be changing it, or it
-        # went down since the plan: what it runs now is read again (unknown if it does not answer).
-        if refused and lock.by_another(refused):
-            result = outcome_result(ch, Outcome.LOCKED, clock, f"{refused}; nothing changed. If that deployer "
-                                    f"is gone: invoke unlock --host {ch.host.name}", read_facts(ch.host, ctx.runner))
-        elif refused:  # ssh or sudo failed: not a lock to undo
-            result = outcome_result(ch, Outcome.FAILED, clock, f"{refused}; nothing changed",
-                                    read_facts(ch.host, ctx.runner))
-        else:
-            result = apply_locked(ch, ctx, clock, lease.facts)
+        if ch.before.systemd and not ctx.runner.dry_run:
+            # The lock, a fresh look at the host and the activation, in one round trip; released
+            # however this block ends, if it is ours.
+            lease = lock.Lease(ch.host, ctx.runner, ctx.policy.lock_timeout, None, lock.owner(ctx.verb))
+            held.callback(lease.release)
+            result = lock_and_activate(ch, ctx, clock, lease)
+        else:  # no lock unit to take (the host has no systemd), or nothing is run (--dry-run)
+            with clock.stage(Stage.LOCK):
+                lease = held.enter_context(lock.held(ch.host, ctx.verb, ctx.policy.lock_timeout, ctx.runner,
+                                                     systemd=ch.before.systemd))
+            result = refused_result(ch, ctx, clock, lease.refused) if lease.refused else \
+                apply_locked(ch, ctx, clock)
         if ctx.journal is not None and not (ctx.hold_ok and result.outcome is Outcome.OK):
             # journalled at once, under the lock, sent with its release (alone when none is held)
             _record, record = ctx.journal.prepare_result(ch.host, ctx.verb, result)
             if record:
                 ctx.journal.written(ch.host, lease.release(record), len(record))
     return result
+
+
+def refused_result(ch: Change, ctx: Context, clock: Clock, refused: str) -> HostResult:
+    """The lock not taken: nothing was done to the host, but another deploy may be changing
+    it, or it went down since the plan: what it runs now is read again (unknown if it does
+    not answer)."""
+    if lock.by_another(refused):
+        return outcome_result(ch, Outcome.LOCKED, clock, f"{refused}; nothing changed. If that deployer is gone: "
+                              f"invoke unlock --host {ch.host.name}", read_facts(ch.host, ctx.runner))
+    # ssh or sudo failed: not a lock to undo
+    return outcome_result(ch, Outcome.FAILED, clock, f"{refused}; nothing changed", read_facts(ch.host, ctx.runner))
+
+
+def lock_and_activate(ch: Change, ctx: Context, clock: Clock, lease: lock.Lease) -> HostResult:
+    """One round trip takes the lock, reads the host under it, sees that it still runs and boots
+    what the plan saw (`commands.unchanged_since`), arms the watchdog and activates; the first
+    step that fails ends it, so each failure is told apart: another deploy's lock, a host
+    changed since the plan, a watchdog not armed (nothing activated), a failed activation. The
+    watchdog and the journal's "activation started" are made from the plan's facts, which the
+    host has just been seen to match. `lease` learns what the take said."""
+    host, runner, policy = ch.host, ctx.runner, ctx.policy
+    expected = ch.before.running if ch.expect_running is None else ch.expect_running
+    trip = Activation.of(ch, ctx, record_now=False)
+    guard = commands.unchanged_since(expected, ch.before.generation)
+    ctx.progress.stage(host.name, Stage.LOCK)
+    start = time.monotonic()
+    activating: list[float] = []
+
+    def locked_as_planned() -> None:
+        """Told while the round trip goes on: the lock is ours and the host as planned. The
+        lock's stage ends and the activation's begins; the deployer's copy of "activation
+        started" is written now, as the host's."""
+        activating.append(time.monotonic())
+        trip.write_record()
+        ctx.progress.stage(host.name, Stage.ACTIVATION)
+
+    taken = lock.take_read_and_run(host, ctx.verb, policy.lock_timeout, runner, [guard, *trip.commands], quiet=1,
+                                   stream=True, timeout=policy.activation_timeout, after_quiet=locked_as_planned)
+    begun = activating[0] if activating else time.monotonic()
+    clock.stages.append((Stage.LOCK, round(begun - start, 3)))
+    lease.settle(taken)
+    if taken.refused:
+        return refused_result(ch, ctx, clock, taken.refused)
+    if not taken.then:  # not sent: the host was not read, or this run held the lock already
+        return apply_locked(ch, ctx, clock, taken.facts)
+    now = taken.facts or Facts(reachable=False, error="not read")
+    if taken.then[0].cut_off:  # the host may have gone on: as an arm or activation cut off
+        return activated(ch, ctx, clock, trip, taken.then[:1], begun)
+    if not taken.then[0].ok:
+        stale = changed_since_plan(ch, now) or "it changed since the plan; deploy again"
+        return outcome_result(ch, Outcome.FAILED, clock, f"{stale}; nothing changed", now)
+    if ch.expect_running is None:
+        ch = replace(ch, before=now)  # the failed units to compare with are those of now
+    return activated(ch, ctx, clock, trip, taken.then[1:], begun)
+
+
+@dataclass
+class Activation:
+    """The activation's round trip: the watchdog armed (when wanted) with the journal's
+    "activation started" on the host, then the activation, then what runs now."""
+
+    ch: Change
+    armed: bool
+    steps: list[Command]  # the arm or the journal's record, then the activation
+    seen: list[Command]  # what runs now
+    record: Record | None = None
+    journal: Journal | None = None
+    recorded: bool = False
+
+    @classmethod
+    def of(cls, ch: Change, ctx: Context, *, record_now: bool = True) -> Activation:
+        """`record_now`: the deployer's copy of "activation started" written now; else by
+        `write_record`, once the host is known to be locked and as planned."""
+        host, policy = ch.host, ctx.policy
+        armed = watchdog.wanted(host, ch.action, ch.before, policy)
+        if armed:
+            ctx.runner.expect_fresh(host.target)  # the confirmation's connection, prepared meanwhile
+        # "activation started", on the host in the activation's round trip: a deployer killed from
+        # here on leaves that record (and the watchdog's own, if it reverts) on the host.
+        record = ctx.journal.started(host, ctx.verb, ch.before.running or None, ch.before.generation, ch.system,
+                                     write=False) if ctx.journal is not None else None
+        line = record.line() if record is not None else ""
+        steps = [watchdog.arm_command(host, ch.action, ch.before, policy, ch.system, line)] if armed else []
+        if line and not armed:  # the arm carries it otherwise (a round trip has one standard input)
+            steps += [commands.journal_dir(commands.HOST_JOURNAL), commands.journal_append(commands.HOST_JOURNAL, line)]
+        steps += activation_commands(ch)
+        seen = [commands.now_running()] if ch.action.changes_running_system and not ctx.runner.dry_run else []
+        trip = cls(ch, armed, steps, seen, record, ctx.journal)
+        if record_now:
+            trip.write_record()
+        return trip
+
+    @property
+    def commands(self) -> list[Command]:
+        return [*self.steps, *self.seen]
+
+    def write_record(self) -> None:
+        """The deployer's copy of "activation started" (once)."""
+        if self.record is not None and self.journal is not None and not self.recorded:
+            self.recorded = True
+            self.journal.keep(self.record)
 
 
 def activation_commands(ch: Change) -> list[Command]:
@@ -208,42 +306,40 @@ def apply_locked(ch: Change, ctx: Context, clock: Clock, now: Facts | None = Non
             return outcome_result(ch, Outcome.FAILED, clock, f"{stale}; nothing changed", now)
         if ch.expect_running is None:
             ch = replace(ch, before=now)  # the failed units to compare with are those of now
+    trip = Activation.of(ch, ctx)
+    ctx.progress.stage(host.name, Stage.ACTIVATION)
+    start = time.monotonic()
+    results = runner.run_all(trip.commands, host.target, label=host.name, stream=True, check=False,
+                             timeout=policy.activation_timeout)
+    return activated(ch, ctx, clock, trip, results, start)
+
+
+def activated(ch: Change, ctx: Context, clock: Clock, trip: Activation, results: list[Result],
+              start: float) -> HostResult:
+    """After the activation's round trip (`results`, from `trip.steps` on; begun at `start`):
+    confirm, check, make the boot entry, or roll back."""
+    host, runner, policy, armed, steps = ch.host, ctx.runner, ctx.policy, trip.armed, trip.steps
     failure = ""
-    with clock.stage(Stage.ACTIVATION):
-        # Watchdog and activation (`boot`: the profile and its boot entry) in one round trip, in
-        # that order; the first that fails ends it, so a watchdog that could not be armed leaves
-        # nothing activated. Then, in the same round trip, what runs now: an activation that
-        # exited 0 without taking effect is rolled back at once, not after its checks.
-        armed = watchdog.wanted(host, ch.action, ch.before, policy)
-        if armed:
-            runner.expect_fresh(host.target)  # the confirmation's connection, prepared meanwhile
-        # "activation started", on the host in this same round trip: a deployer killed from
-        # here on leaves that record (and the watchdog's own, if it reverts) on the host.
-        started = ctx.journal.started(host, ctx.verb, ch.before.running or None, ch.before.generation, ch.system) \
-            if ctx.journal is not None else None
-        line = started.line() if started is not None else ""
-        steps = [watchdog.arm_command(host, ch.action, ch.before, policy, ch.system, line)] if armed else []
-        if line and not armed:  # the arm carries it otherwise (a round trip has one standard input)
-            steps += [commands.journal_dir(commands.HOST_JOURNAL), commands.journal_append(commands.HOST_JOURNAL, line)]
-        steps += activation_commands(ch)
-        seen = [commands.now_running()] if ch.action.changes_running_system and not runner.dry_run else []
-        results = runner.run_all([*steps, *seen], host.target, label=host.name, stream=True, check=False,
-                                 timeout=policy.activation_timeout)
-        results, running = results[:len(steps)], results[len(steps):]
-        runs = running[0].stdout.strip().removeprefix(commands.NOW_RUNNING) if running and running[0].ok else ""
-        if results[-1].ok and runs and runs != ch.system:
-            failure = f"{what_ran(ch)} exited 0, but /run/current-system is {runs}, not {ch.system}"
-        elif not results[-1].ok:
-            exc = runner.failure(steps[len(results) - 1], host.target, host.name, results[-1])
-            if armed and len(results) == 1 and not results[0].cut_off:
-                return outcome_result(ch, Outcome.FAILED, clock, f"could not arm the watchdog, so nothing was "
-                                      f"activated: {exc}; or deploy without it: --no-watchdog")
-            if len(results) <= len(steps) - len(activation_commands(ch)) and not results[-1].cut_off:
-                return outcome_result(ch, Outcome.FAILED, clock, f"could not write the host's journal "
-                                      f"({commands.HOST_JOURNAL}), so nothing was activated: {exc}")
-            failure = failure_text(ch, exc)
-            if results[-1].cut_off:  # ssh gave up, or nixtasks stopped waiting: the host may have gone on
-                failure += "; the host had not said how it went when the connection ended"
+    # Watchdog and activation (`boot`: the profile and its boot entry) in one round trip, in
+    # that order; the first that fails ends it, so a watchdog that could not be armed leaves
+    # nothing activated. Then, in the same round trip, what runs now: an activation that
+    # exited 0 without taking effect is rolled back at once, not after its checks.
+    results, running = results[:len(steps)], results[len(steps):]
+    runs = running[0].stdout.strip().removeprefix(commands.NOW_RUNNING) if running and running[0].ok else ""
+    if results[-1].ok and runs and runs != ch.system:
+        failure = f"{what_ran(ch)} exited 0, but /run/current-system is {runs}, not {ch.system}"
+    elif not results[-1].ok:
+        exc = runner.failure(steps[len(results) - 1], host.target, host.name, results[-1])
+        if armed and len(results) == 1 and not results[0].cut_off:
+            return outcome_result(ch, Outcome.FAILED, clock, f"could not arm the watchdog, so nothing was "
+                                  f"activated: {exc}; or deploy without it: --no-watchdog")
+        if len(results) <= len(steps) - len(activation_commands(ch)) and not results[-1].cut_off:
+            return outcome_result(ch, Outcome.FAILED, clock, f"could not write the host's journal "
+                                  f"({commands.HOST_JOURNAL}), so nothing was activated: {exc}")
+        failure = failure_text(ch, exc)
+        if results[-1].cut_off:  # ssh gave up, or nixtasks stopped waiting: the host may have gone on
+            failure += "; the host had not said how it went when the connection ended"
+    clock.stages.append((Stage.ACTIVATION, round(time.monotonic() - start, 3)))
     # The checks start while the confirmation's new connection is being made: both only
     # read. Nothing acts on their result before the confirmation is in (our rollback must
     # not race the watchdog's); without one, the checks are stopped.

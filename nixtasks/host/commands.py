@@ -528,6 +528,26 @@ HOLDER_SCRIPT = (f"systemctl list-units --all --plain --no-legend --full -- {LOC
                  f'read -r t o 2>/dev/null <{LOCK_HOLD}&&[ "$t" -gt "$(date +%s)" ]&&echo "hold $t $o";:')
 
 
+# Under the lock, in the activation's own round trip (the lock's take and the facts before
+# it, the watchdog and the activation after it): the host still runs `$1` and boots generation
+# `$2` ("-": none), as the plan saw, and no earlier deploy's watchdog is pending; else exit
+# CHANGED, which ends the round trip before anything changed (the facts read just before say
+# what differs). It only reads: no sudo. Constant text.
+CHANGED = 76
+UNCHANGED_SCRIPT = (LISTED_SH + RUNNING_SH +
+                    f'[ "$(readlink -e /run/current-system 2>/dev/null)" = "$1" ]||exit {CHANGED};'
+                    f'l=$(readlink {SYSTEM_PROFILE} 2>/dev/null);g=${{l##*system-}};g=${{g%-link}};'
+                    f'case $g in ""|*[!0-9]*)g=-;;esac;[ "$g" = "$2" ]||exit {CHANGED};'
+                    f'! busy {WATCHDOG_UNIT}.timer {WATCHDOG_UNIT}.service||exit {CHANGED}')
+
+
+def unchanged_since(running: str, generation: int | None) -> Command:
+    """Exit 0 when the host runs `running` (a store path, "" for none) and boots `generation`
+    (None: no profile) with no watchdog pending, else CHANGED."""
+    return Command(("sh", "-c", UNCHANGED_SCRIPT, "nixtasks-unchanged", running,
+                    "-" if generation is None else str(generation)))
+
+
 def take_lock(owner: str, ttl: float) -> Command:
     """A transient unit is the lock: systemd refuses a second unit of the same name, atomically,
     and RuntimeMaxSec ends it when a dead deployer never releases it. Another owner's unexpired

@@ -16,7 +16,7 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as NoAnswerYet
 from dataclasses import dataclass, replace
@@ -126,9 +126,13 @@ class Runner(Protocol):
             fresh: bool = False) -> Result: ...
 
     def run_all(self, cmds: Sequence[Command], target: Target, *, label: str | None = None, stream: bool = False,
-                check: bool = True, timeout: float | None = None, keep_going: bool = False) -> list[Result]:
+                check: bool = True, timeout: float | None = None, keep_going: bool = False, quiet: int = 0,
+                after_quiet: Callable[[], None] | None = None) -> list[Result]:
         """Run `cmds` one after another on `target`, stopping at the first that fails (unless
-        `keep_going`): their results, the failing one last. Over ssh they share one round trip."""
+        `keep_going`): their results, the failing one last. Over ssh they share one round trip.
+        With `stream`, the first `quiet` commands are not echoed (they are for nixtasks, as a
+        lock's take and the facts are); `after_quiet` is called as soon as they have all
+        succeeded, while the rest still runs."""
 
     def failure(self, cmd: Command, target: Target, where: str, result: Result) -> NixtasksError: ...
 
@@ -211,14 +215,15 @@ class ShRunner:
         return result
 
     def run_all(self, cmds: Sequence[Command], target: Target, *, label: str | None = None, stream: bool = False,
-                check: bool = True, timeout: float | None = None, keep_going: bool = False) -> list[Result]:
+                check: bool = True, timeout: float | None = None, keep_going: bool = False, quiet: int = 0,
+                after_quiet: Callable[[], None] | None = None) -> list[Result]:
         """Several commands in one ssh round trip: each keeps its own argv, sudo and quoting
         (so the sudoers snippet matches each), and reports its exit status after a marker
         line only this run knows. Locally, or with --dry-run, they simply run in turn."""
         # With a sudo password, each sudo reads its own line of standard input: one at a time.
         if target.is_local or self.dry_run or len(cmds) < 2 or self.has_sudo_password(target):
             return self._run_in_turn(cmds, target, label=label, stream=stream, check=check, timeout=timeout,
-                                     keep_going=keep_going)
+                                     keep_going=keep_going, quiet=quiet, after_quiet=after_quiet)
         marker = f"@@nixtasks-{secrets.token_hex(8)}@@"
         with self._lock:
             self._used.add(target)
@@ -226,7 +231,8 @@ class ShRunner:
         # --verbose shows each command as it would run alone, not the batch's wrapping around them.
         alone = [commands.shown(commands.ssh_argv(c, target, self.ssh_options)) for c in cmds]
         raw = told_how_to_give(self._execute(argv, label if stream else None, timeout=timeout,
-                                             stdin="".join(stdin_data(c) for c in cmds), marker=marker, shown=alone),
+                                             stdin="".join(stdin_data(c) for c in cmds), marker=marker, shown=alone,
+                                             quiet_steps=quiet, after_quiet=after_quiet),
                                any(c.sudo for c in cmds))
         results = split_batch(raw, marker, len(cmds), keep_going=keep_going)
         failed = next((i for i, r in enumerate(results) if not r.ok), None)
@@ -235,10 +241,14 @@ class ShRunner:
         return results
 
     def _run_in_turn(self, cmds: Sequence[Command], target: Target, *, label: str | None, stream: bool,
-                     check: bool, timeout: float | None, keep_going: bool) -> list[Result]:
-        results = []
-        for cmd in cmds:
-            results.append(self.run(cmd, target, label=label, stream=stream, check=check, timeout=timeout))
+                     check: bool, timeout: float | None, keep_going: bool, quiet: int = 0,
+                     after_quiet: Callable[[], None] | None = None) -> list[Result]:
+        results: list[Result] = []
+        for index, cmd in enumerate(cmds):
+            if index == quiet and after_quiet is not None and all(r.ok for r in results):
+                after_quiet()
+            results.append(self.run(cmd, target, label=label, stream=stream and index >= quiet, check=check,
+                                    timeout=timeout))
             if not results[-1].ok and not keep_going:
                 break
         return results
@@ -392,19 +402,25 @@ class ShRunner:
 
     def _execute(self, argv: tuple[str, ...], label: str | None, quiet: bool = False,
                  echo_stdout: bool = True, timeout: float | None = None, stdin: str = "",
-                 marker: str | None = None, shown: Sequence[str] = ()) -> Result:
+                 marker: str | None = None, shown: Sequence[str] = (), quiet_steps: int = 0,
+                 after_quiet: Callable[[], None] | None = None) -> Result:
         import sh  # imported here: `invoke --list` must stay fast
 
         out: list[str] = []
         err: list[str] = []
+        ended = [0, 0]  # a batch's commands ended so far, and those of them that failed
 
         def on_out(line: str) -> None:
             out.append(line)
             if marker is not None and marker in line:  # a batch's status line: not the command's output
-                line = line.partition(marker)[0]
+                line, _, status = line.partition(marker)
+                ended[0] += 1
+                ended[1] += status.split()[1:] != ["0"]
+                if ended == [quiet_steps, 0] and after_quiet is not None:
+                    after_quiet()
                 if not line:
                     return
-            if label is not None and echo_stdout:
+            if label is not None and echo_stdout and ended[0] >= quiet_steps:
                 self.echo(f"[{label}] {line.rstrip()}")
 
         def on_err(line: str) -> None:
@@ -413,7 +429,8 @@ class ShRunner:
                 with self._lock:
                     if line.rstrip() not in self.warnings:
                         self.warnings.append(line.rstrip())
-            if label is not None and not quiet:
+            # A quiet step's error is its result's to tell (the batch ends there), not the screen's.
+            if label is not None and not quiet and ended[0] >= quiet_steps:
                 self.echo(f"[{label}] {line.rstrip()}")
 
         if self.verbose and not quiet:

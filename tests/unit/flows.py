@@ -208,8 +208,9 @@ class Fleet:
         return [(a.question, a.names) for a in self.prompter.asked]
 
     def steps(self, name: str, *, checks: bool = False) -> list[str]:
-        """One host's steps, in order (its checks thread apart), without journal writes."""
-        skip = ("journal", "lock-holder", "running")
+        """One host's steps, in order (its checks thread apart), without journal writes and the
+        reads that ride along (the unchanged-since-the-plan guard: tests/unit/test_pipeline.py)."""
+        skip = ("journal", "lock-holder", "running", "unchanged")
         return [c.step + ("*" if c.fresh else "") for c in self.runner.calls
                 if c.target.address == name and c.step not in skip and c.checks == checks]
 

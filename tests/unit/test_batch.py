@@ -83,3 +83,47 @@ def test_keep_going_runs_every_command_of_a_remote_batch():
                           timeout=10)
     results = split_batch(Result(proc.returncode, proc.stdout, proc.stderr), MARKER, 2, keep_going=True)
     assert [(r.exit_code, r.stdout) for r in results] == [(1, ""), (0, "after\n")]
+
+
+def streamed(cmds: list[Command], quiet: int) -> tuple[list[str], list[int], Result]:
+    """A batch run by the real runner's executor (here, by `sh`), streamed with `quiet` commands
+    first: the lines shown, and how many had been shown when `after_quiet` was called."""
+    from nixtasks.host.runner import ShRunner
+
+    shown: list[str] = []
+    told: list[int] = []
+    argv = commands.ssh_batch_argv(cmds, Target("web1", "root"), (), MARKER)
+    with ShRunner(echo=shown.append) as runner:
+        raw = runner._execute(("sh", "-c", " ".join(argv[argv.index("--") + 1:])), "web1", marker=MARKER,
+                              quiet_steps=quiet, after_quiet=lambda: told.append(len(shown)))
+    return shown, told, raw
+
+
+def test_a_streamed_batch_shows_nothing_of_its_quiet_commands_and_tells_when_they_passed():
+    # the lock's take and the facts (nixtasks' own), then the activation, whose output is the operator's
+    shown, told, raw = streamed([Command(("echo", "lock")), Command(("echo", "facts")),
+                                 Command(("sh", "-c", "echo activating; echo warning >&2"))], quiet=2)
+    assert [line for line in shown if line != "[web1] warning"] == ["[web1] activating"] and "[web1] warning" in shown
+    assert told == [0]  # at once, before the activation said anything
+    assert [r.stdout for r in split_batch(raw, MARKER, 3)] == ["lock\n", "facts\n", "activating\n"]
+
+
+def test_a_quiet_command_that_fails_ends_the_batch_unseen_and_untold():
+    shown, told, raw = streamed([Command(("sh", "-c", "echo held by another >&2; exit 75")),
+                                 Command(("echo", "facts")), Command(("echo", "activating"))], quiet=2)
+    assert shown == [] and told == []
+    assert [r.exit_code for r in split_batch(raw, MARKER, 3)] == [75]
+
+
+def test_on_this_machine_the_quiet_commands_run_in_turn_unseen_and_then_tell():
+    from nixtasks.host.runner import ShRunner
+    from nixtasks.models import LOCAL
+
+    shown: list[str] = []
+    told: list[int] = []
+    cmds = [Command(("echo", "lock")), Command(("echo", "activating"))]
+    with ShRunner(echo=shown.append) as runner:
+        results = runner.run_all(cmds, LOCAL, label="here", stream=True, quiet=1,
+                                 after_quiet=lambda: told.append(len(shown)))
+    assert [r.stdout for r in results] == ["lock\n", "activating\n"]
+    assert shown == ["[here] activating"] and told == [0]

@@ -182,3 +182,32 @@ def test_verbose_shows_the_ssh_options_nix_reaches_a_host_with():
 def test_an_ssh_option_given_twice_with_one_value_is_given_once():
     assert commands.without_repeats(("-F", "a", "-o", "X=1", "-F", "a", "-o", "X=1", "-o", "X=2", "-v", "-v")) == (
         "-F", "a", "-o", "X=1", "-o", "X=2", "-v", "-v")
+
+
+OLD_SYSTEM = "/nix/store/" + "a" * 32 + "-nixos-system-web1-1.0"
+WATCHDOG_TIMER = "nixtasks-watchdog.timer loaded active waiting nixtasks watchdog"
+
+
+@pytest.mark.parametrize(("running", "profile", "units", "expected", "code"), [
+    (OLD_SYSTEM, "system-7-link", "", 7, 0),  # as the plan saw: the round trip goes on
+    (OLD_SYSTEM, "/nix/var/nix/profiles/system-7-link", "", 7, 0),
+    ("", "", "", None, 0),  # never activated, no profile
+    ("/nix/store/other", "system-7-link", "", 7, commands.CHANGED),  # another deploy activated meanwhile
+    (OLD_SYSTEM, "system-8-link", "", 7, commands.CHANGED),  # or moved the profile
+    (OLD_SYSTEM, "system-7-link", "", None, commands.CHANGED),
+    (OLD_SYSTEM, "system-7-link", WATCHDOG_TIMER, 7, commands.CHANGED),  # an earlier deploy's watchdog pending
+])
+def test_unchanged_since_the_plan_exits_changed_for_anything_the_plan_did_not_see(tmp_path, running, profile,
+                                                                                  units, expected, code):
+    """The guard of the activation's round trip, run by `sh` with the host's readlink and
+    systemctl played by scripts."""
+    for name, body in {"readlink": f'case "$*" in "-e /run/current-system") echo "{running}";; '
+                                   f'"/nix/var/nix/profiles/system") echo "{profile}";; esac',
+                       "systemctl": f'[ -z "{units}" ] || echo "{units}"'}.items():
+        (tmp_path / name).write_text(f"#!/bin/sh\n{body}\n")
+        (tmp_path / name).chmod(0o755)
+    cmd = commands.unchanged_since(OLD_SYSTEM if expected is not None or running else "", expected)
+    assert cmd.argv[:2] == ("sh", "-c") and not cmd.sudo and not cmd.changes  # it only reads
+    proc = subprocess.run(cmd.argv, env={"PATH": f"{tmp_path}:/usr/bin:/bin"}, capture_output=True, text=True,
+                          timeout=10)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (code, "", "")

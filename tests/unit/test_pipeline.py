@@ -44,8 +44,14 @@ def test_a_good_switch_test_activates_confirms_checks_then_makes_its_boot_entry(
     assert result.outcome is Outcome.OK and not result.failed
     assert (result.previous_generation, result.generation, result.new_system) == (1, 2, NEW)
     assert (fake.running, fake.generations[fake.profile]) == (NEW, NEW)
+    # the lock is taken in the activation's round trip: its stage ends once the host is known locked and as planned
     assert [s for s, _ in result.stages] == [Stage.LOCK, Stage.ACTIVATION, Stage.CONFIRM, Stage.CHECKS,
                                              Stage.BOOT_ENTRY]
+    assert runner.echoed.index("[web1] lock") < runner.echoed.index("[web1] activation")
+    first = [c.step for c in runner.calls if c.trip == 1]
+    assert first == ["lock", "facts", "unchanged", "arm", "activate test", "running"]
+    unchanged = next(c for c in runner.calls if c.step == "unchanged").cmd
+    assert unchanged.argv[-2:] == (OLD, "1") and not unchanged.sudo  # what the plan saw; it only reads
     # the activation is NEW's own `test`; its boot entry, NEW's `boot`, in one round trip with the facts
     activate = next(c for c in runner.calls if c.step == "activate test").cmd.argv
     assert f"{NEW}/bin/switch-to-configuration" in activate
@@ -105,15 +111,15 @@ def test_a_switch_whose_profile_cannot_be_set_writes_no_boot_entry_and_goes_back
     assert (fake.running, fake.profile) == (OLD, 1)
 
 
-def test_a_good_switch_costs_seven_round_trips_with_its_journal_record(tmp_path):
+def test_a_good_switch_costs_six_round_trips_with_its_journal_record(tmp_path):
     runner = RecordingRunner(FakeHost())
     journal = Journal(runner, tmp_path / "journal.jsonl")
     ctx = pipeline.Context(runner, DEFAULT, PlainProgress(runner.echo), "switch", journal)
     result = pipeline.apply(change(FakeHost()), ctx)
     assert result.outcome is Outcome.OK
-    # lock+facts, arm+activation, the confirmation, the check, facts, profile+boot entry+facts,
+    # lock+facts+guard+arm+activation, the confirmation, the check, facts, profile+boot entry+facts,
     # journal+unlock
-    assert runner.round_trips(WEB1.target) == 7
+    assert runner.round_trips(WEB1.target) == 6
     last = [c.step for c in runner.calls if c.trip == runner.trips]
     assert last == ["journal", "journal", "unlock"]  # the record is on the host before the lock goes
     started, done = read_local(tmp_path / "journal.jsonl")
@@ -130,7 +136,8 @@ def test_without_a_watchdog_the_started_record_goes_with_the_activation(tmp_path
     ctx = pipeline.Context(runner, Policy(watchdog=False), PlainProgress(runner.echo), "switch", journal)
     assert pipeline.apply(change(FakeHost()), ctx).outcome is Outcome.OK
     trip = next(c.trip for c in runner.calls if c.step == "activate test")
-    assert [c.step for c in runner.calls if c.trip == trip] == ["journal", "journal", "activate test", "running"]
+    assert [c.step for c in runner.calls if c.trip == trip] == ["lock", "facts", "unchanged", "journal", "journal",
+                                                                 "activate test", "running"]
     tee = next(c for c in runner.calls if c.trip == trip and c.cmd.stdin)
     assert tee.cmd.stdin == read_local(tmp_path / "journal.jsonl")[0].line() + "\n"
 
@@ -167,7 +174,7 @@ def test_an_activation_that_exits_0_without_taking_is_rolled_back_before_any_che
     fake = FakeHost(takes=False)
     result, runner = apply(fake)
     activation = [c.step for c in runner.calls if c.trip == next(c.trip for c in runner.calls if c.step == "arm")]
-    assert activation == ["arm", "activate test", "running"]  # what runs, in the same round trip
+    assert activation == ["lock", "facts", "unchanged", "arm", "activate test", "running"]  # what runs, with them
     assert runner.steps(checks=True) == []  # no check of a system that is not running
     assert result.outcome is Outcome.ROLLED_BACK
     assert f"switch exited 0, but /run/current-system is {OLD}, not {NEW}" in result.message
@@ -407,5 +414,62 @@ def test_a_lock_this_run_left_on_the_host_is_not_another_deploy_s():
     assert result.outcome is Outcome.OK and fake.running == NEW
     assert runner.steps()[:3] == ["lock", "facts", "arm"]
     assert runner.steps()[-1] == "unlock"
+    # the take was refused, so nothing rode on it: the host read, then the activation, each in a trip of its own
+    arm = next(c.trip for c in runner.calls if c.step == "arm")
+    assert [c.step for c in runner.calls if c.trip == 1] == ["lock"] and arm > 2
     another = FakeHost(holder=lock.owner("switch").replace("pid=", "pid=1"))
     assert apply(another)[0].outcome is Outcome.LOCKED
+
+
+def journalled(fake: FakeHost, tmp_path, meanwhile: Callable[[FakeHost], None] = lambda fake: None):
+    """`apply` with a journal, after `meanwhile` changed the host since the plan."""
+    runner = RecordingRunner(fake)
+    journal = Journal(runner, tmp_path / "journal.jsonl")
+    ctx = pipeline.Context(runner, DEFAULT, PlainProgress(runner.echo), "switch", journal)
+    planned = change(fake)
+    meanwhile(fake)
+    return pipeline.apply(planned, ctx), runner, read_local(tmp_path / "journal.jsonl")
+
+
+def test_each_failure_of_the_one_round_trip_is_told_apart_and_only_an_activation_is_journalled_as_started(tmp_path):
+    """The lock, the host as the plan saw it, the watchdog and the activation go in one round
+    trip that ends at the first that fails: each failure says which, and the deployer's
+    "activation started" is written only once the host is locked and as planned."""
+    locked, runner, records = journalled(FakeHost(holder="who=ann@laptop,action=switch"), tmp_path / "locked")
+    assert [c.step for c in runner.calls if c.trip == 1] == ["lock"]
+    assert locked.outcome is Outcome.LOCKED and [r.outcome for r in records] == ["locked"]
+
+    def other_deploy(fake: FakeHost) -> None:
+        fake.running = "/nix/store/other"
+
+    stale, runner, records = journalled(FakeHost(), tmp_path / "stale", other_deploy)
+    assert [c.step for c in runner.calls if c.trip == 1] == ["lock", "facts", "unchanged"]  # no watchdog armed
+    assert stale.outcome is Outcome.FAILED and "someone deployed in between" in stale.message
+    assert runner.steps()[-1] == "unlock" and [r.outcome for r in records] == ["failed"]
+    assert stale.tried_system is None  # nothing was tried
+
+    unarmed, runner, records = journalled(FakeHost(fail={"arm"}), tmp_path / "unarmed")
+    assert [c.step for c in runner.calls if c.trip == 1] == ["lock", "facts", "unchanged", "arm"]
+    assert unarmed.message.startswith("could not arm the watchdog, so nothing was activated")
+    assert [r.outcome for r in records] == ["started", "failed"]  # the arm writes the host's start first
+
+    broken, runner, records = journalled(FakeHost(fail={"activate test"}), tmp_path / "broken")
+    assert [c.step for c in runner.calls if c.trip == 1] == ["lock", "facts", "unchanged", "arm", "activate test"]
+    assert broken.outcome is Outcome.ROLLED_BACK and broken.message.startswith("switch failed (exit 1)")
+    assert [r.outcome for r in records] == ["started", "rolled back"]
+
+
+def test_a_round_trip_cut_off_at_the_unchanged_check_is_not_taken_for_a_changed_host():
+    """ssh ended before the host said whether it was as planned: it may have armed and activated
+    after it, so the host is not reported unchanged; its watchdog takes it back unconfirmed."""
+    fake = FakeHost()
+
+    def cut(step: str, cmd: Command, target: Target, fresh: bool) -> Result:
+        if step == "unchanged":
+            return Result(255, "", "client_loop: send disconnect: Broken pipe", cut_off=True)
+        return fake(step, cmd, target, fresh)
+
+    runner = RecordingRunner(cut)
+    result = pipeline.apply(change(fake), pipeline.Context(runner, DEFAULT, PlainProgress(runner.echo), "switch"))
+    assert "changed since the plan" not in result.message and "nothing changed" not in result.message
+    assert "the host had not said how it went when the connection ended" in result.message
