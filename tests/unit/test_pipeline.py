@@ -360,13 +360,7 @@ def test_an_arm_whose_connection_was_lost_is_not_reported_as_nothing_activated()
     """ssh gave up during the batch: the host may have armed, set the profile and activated
     anyway. The confirmation (over a new connection) and the rollback find out."""
     fake = FakeHost()
-
-    def respond(step: str, cmd: Command, target: Target, fresh: bool) -> Result:
-        if step == "arm":
-            return Result(255, "", "Timeout, server web1 not responding.", cut_off=True)
-        return fake(step, cmd, target, fresh)
-
-    runner = RecordingRunner(respond)
+    runner = cut_off_at("arm", fake, "Timeout, server web1 not responding.")
     ctx = pipeline.Context(runner, DEFAULT, PlainProgress(runner.echo), "switch")
     result = pipeline.apply(change(fake), ctx)
     assert "nothing was activated" not in result.message
@@ -463,13 +457,17 @@ def test_a_round_trip_cut_off_at_the_unchanged_check_is_not_taken_for_a_changed_
     """ssh ended before the host said whether it was as planned: it may have armed and activated
     after it, so the host is not reported unchanged; its watchdog takes it back unconfirmed."""
     fake = FakeHost()
-
-    def cut(step: str, cmd: Command, target: Target, fresh: bool) -> Result:
-        if step == "unchanged":
-            return Result(255, "", "client_loop: send disconnect: Broken pipe", cut_off=True)
-        return fake(step, cmd, target, fresh)
-
-    runner = RecordingRunner(cut)
+    runner = cut_off_at("unchanged", fake, "client_loop: send disconnect: Broken pipe")
     result = pipeline.apply(change(fake), pipeline.Context(runner, DEFAULT, PlainProgress(runner.echo), "switch"))
     assert "changed since the plan" not in result.message and "nothing changed" not in result.message
     assert "the host had not said how it went when the connection ended" in result.message
+
+
+def cut_off_at(where: str, fake: FakeHost, said: str) -> RecordingRunner:
+    """A runner to `fake` whose ssh connection ends (exit 255, `said`) at the step `where`."""
+    def respond(step: str, cmd: Command, target: Target, fresh: bool) -> Result:
+        if step == where:
+            return Result(255, "", said, cut_off=True)
+        return fake(step, cmd, target, fresh)
+
+    return RecordingRunner(respond)
