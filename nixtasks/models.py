@@ -367,10 +367,17 @@ class Policy:
     copy_timeout: float = Limit(3600, "copy_timeout")  # one host's `nix copy`
     activation_timeout: float = Limit(1800, "activation_timeout")  # setting the profile, switch-to-configuration
 
+    def widened(self, usual: int) -> int:
+        """Hosts read or worked on at once before the batches: the usual width, or `parallel` when
+        the operator asked for more (who activates 100 hosts at once wants them probed and
+        copied 100 at once, not 16)."""
+        return max(usual, self.parallel)
+
 
 # How many hosts are talked to at once outside a deploy's batches (whose width is the policy's
 # `parallel`): reads of a host (probes, status) are cheap, so more; copies, collections and
-# checks that do work on both sides, fewer. One place, so that every task agrees.
+# checks that do work on both sides, fewer (a deploy's `--parallel` widens both when larger:
+# `Policy.widened`). One place, so that every task agrees.
 READS_AT_ONCE = 32
 WORK_AT_ONCE = 16
 

@@ -175,7 +175,7 @@ def prepare(req: DeployRequest, tools: Tools, systems: Mapping[str, str] | None 
     def read(hosts: Sequence[Host]) -> Readings:
         """The hosts are asked what they run while the systems build: both take a while."""
         interrupted = False
-        with ThreadPoolExecutor(max_workers=at_once(len(hosts), READS_AT_ONCE)) as pool:
+        with ThreadPoolExecutor(max_workers=at_once(len(hosts), req.policy.widened(READS_AT_ONCE))) as pool:
             probes = [pool.submit(read_facts, h, runner, sudo_probe=as_root) for h in hosts]
             started = time.monotonic()
             try:

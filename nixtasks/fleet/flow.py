@@ -106,7 +106,8 @@ def choose_steps(choice: Choice[S], hosts: Sequence[Host], policy: Policy, tools
         journal.write(by_name[result.host], choice.verb, result.outcome.value, on_host=False, message=result.message)
     if choice.admitted:
         choice.admitted([h for h, _ in admitted])
-    steps = all_or_stop(lambda hf: choice.choose(*hf), admitted, at_once(len(admitted), WORK_AT_ONCE), tools.runner)
+    width = at_once(len(admitted), policy.widened(WORK_AT_ONCE))
+    steps = all_or_stop(lambda hf: choice.choose(*hf), admitted, width, tools.runner)
     return steps, readings.out + skipped
 
 
