@@ -44,7 +44,7 @@ from ..models import (
     Target,
     at_once,
 )
-from . import batches, follow, health, hooks, lock, pipeline, reboot, selection, watchdog
+from . import batches, follow, health, hooks, pipeline, reboot, selection, watchdog
 from .flow import Choice, Course, Readings, Tools, carry_out, choose_steps, finish, stopped
 from .interrupts import BEFORE_IT_STARTED, shielded
 from .pipeline import Change, Context
@@ -522,8 +522,8 @@ def run_changes(changes: Sequence[Change], ctx: Context, journal: Journal, *,
                 out.append(result)
                 continue
             if halted and ctx.policy.rollback_batch_on_failure:
-                back = roll_back_one(change, ctx, batch_failure(failed),
-                                     why=f"its batch failed ({', '.join(r.host for r in failed)})")
+                back = pipeline.roll_back_locked(change, ctx, batch_failure(failed),
+                                                 why=f"its batch failed ({', '.join(r.host for r in failed)})")
                 result = with_its_batch(result, back)
                 ctx.progress.done(result)
             if result.outcome is not Outcome.OK or not hold:
@@ -554,22 +554,6 @@ def with_its_batch(went: HostResult, back: HostResult) -> HostResult:
     return replace(back, stages=stages, duration=round(went.duration + back.duration, 3),
                    tried_system=went.tried_system, previous_system=went.previous_system,
                    previous_generation=went.previous_generation)
-
-
-def roll_back_one(change: Change, ctx: Context, failure: str, why: str = "") -> HostResult:
-    """A host that went out fine goes back anyway (its batch or its canary soak failed): under
-    its lock, to what it ran before."""
-    clock = pipeline.Clock(change.host.name, ctx.progress)
-    with lock.held(change.host, ctx.verb, ctx.policy.lock_timeout, ctx.runner,
-                   systemd=change.before.systemd) as lease:
-        refused = lease.refused
-        if refused:  # it runs the new system still, or not known: read again
-            return pipeline.outcome_result(change, Outcome.FAILED, clock,
-                                           f"{failure}; could not roll it back: {refused}",
-                                           read_facts(change.host, ctx.runner))
-        with clock.stage(Stage.ROLLBACK):
-            back = pipeline.roll_back(change, ctx, clock, failure, why=why)
-        return replace(back, stages=(*back.stages, clock.stages[-1]))  # timed once it is over
 
 
 def run_batches(items: Sequence[T], work: Callable[[T], HostResult], policy: Policy, echo: Echo,
@@ -644,7 +628,8 @@ def soak(prep: Prepared, changes: Sequence[Change], went: Sequence[HostResult], 
     def back() -> tuple[HostResult, ...]:  # each journalled as it ends, within the shield
         backs = []
         for change, ok in zip(changes, went):
-            backs.append(with_its_batch(ok, roll_back_one(change, ctx, f"unhealthy during the soak ({why})")))
+            back = pipeline.roll_back_locked(change, ctx, f"unhealthy during the soak ({why})")
+            backs.append(with_its_batch(ok, back))
             prep.journal.write_result(change.host, verb, backs[-1])
         return tuple(backs)
 

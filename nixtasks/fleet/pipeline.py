@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 from ..actions.journal import Journal, Record
@@ -510,6 +510,21 @@ def revert(ch: Change, action: Action, runner: Runner, *, profile_set: bool = Tr
     except CommandFailed as exc:
         return str(exc)
     return ""
+
+
+def roll_back_locked(ch: Change, ctx: Context, failure: str, *, why: str = "",
+                     refused: Callable[[str], str] | None = None) -> HostResult:
+    """A host that went out fine goes back anyway (its batch, its canary soak or its reboot
+    group failed): under its lock, to what it ran and booted before. `refused` words the
+    failure when the lock is not given (its reason in); the rollback's stage is in the result."""
+    clock = Clock(ch.host.name, ctx.progress)
+    with lock.held(ch.host, ctx.verb, ctx.policy.lock_timeout, ctx.runner, systemd=ch.before.systemd) as lease:
+        if lease.refused:  # it runs the new system still, or not known: read again
+            message = refused(lease.refused) if refused else f"{failure}; could not roll it back: {lease.refused}"
+            return outcome_result(ch, Outcome.FAILED, clock, message, read_facts(ch.host, ctx.runner))
+        with clock.stage(Stage.ROLLBACK):
+            back = roll_back(ch, ctx, clock, failure, why=why)
+        return replace(back, stages=(*back.stages, clock.stages[-1]))  # timed once it is over
 
 
 def roll_back(ch: Change, ctx: Context, clock: Clock, failure: str, *, why: str = "",

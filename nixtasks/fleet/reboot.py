@@ -20,7 +20,7 @@ from ..host.facts import Facts, read_facts
 from ..host.runner import Runner
 from ..models import Action, Host, HostResult, Outcome, Policy, Stage, at_once
 from . import health, lock
-from .pipeline import Change, Clock, Context, outcome_result, revert, roll_back, unchanged
+from .pipeline import Change, Clock, Context, outcome_result, revert, roll_back_locked, unchanged
 
 POLL = 1.0
 
@@ -116,21 +116,16 @@ def set_back(changes: Sequence[Change], went: Sequence[HostResult], ctx: Context
     why = f"its boot entry was set to the new system, but {group_failure(failed)}"
 
     def one(change: Change, result: HostResult) -> HostResult:
-        host, runner, before = change.host, ctx.runner, change.before
-        clock = Clock(host.name, ctx.progress)
-        undo = f"invoke rollback --host {host.name} --generation {before.generation}"
+        before = change.before
+        undo = f"invoke rollback --host {change.host.name} --generation {before.generation}"
         try:
-            with lock.held(host, ctx.verb, ctx.policy.lock_timeout, runner, systemd=before.systemd) as lease:
-                refused = lease.refused
-                if refused:
-                    return outcome_result(change, Outcome.FAILED, clock, f"{why}; it could not be set back "
-                                          f"({refused}): it boots the new system at its next boot; undo: {undo}",
-                                          read_facts(host, runner))
-                with clock.stage(Stage.ROLLBACK):
-                    back = roll_back(change, ctx, clock, why)
+            back = roll_back_locked(change, ctx, why, refused=lambda refused: (
+                f"{why}; it could not be set back ({refused}): it boots the new system at its next boot; "
+                f"undo: {undo}"))
         except Exception as exc:  # the others' results must not be lost
-            return outcome_result(change, Outcome.FAILED, clock, f"{why}; setting it back stopped with an unexpected "
-                                  f"error ({exc!r}); check it by hand, or: {undo}")
+            return outcome_result(change, Outcome.FAILED, Clock(change.host.name, ctx.progress),
+                                  f"{why}; setting it back stopped with an unexpected error ({exc!r}); check it "
+                                  f"by hand, or: {undo}")
         if back.outcome is Outcome.ROLLED_BACK:
             back = replace(back, message=f"{why}; its boot entry is set back to generation {before.generation}: it "
                                          f"runs and boots {store_name(before.boot_path)} as before")

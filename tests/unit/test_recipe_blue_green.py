@@ -9,7 +9,7 @@ import pytest
 from nixtasks.actions.journal import read_local
 from nixtasks.errors import DeployFailed, Interrupted, NixtasksError, Refused
 from nixtasks.fleet import reboot
-from nixtasks.models import Policy
+from nixtasks.models import Policy, Stage
 from nixtasks.recipes import blue_green
 
 from .flows import DEFAULT, NEW, OLD, DownHost, RebootingHost, fleet_of, host, outcomes, request
@@ -134,6 +134,7 @@ def test_a_host_whose_boot_fails_sets_the_groups_boot_entries_back_before_any_re
     assert web1.message.endswith("; its boot entry is set back to generation 1: it runs and boots "
                                  "nixos-system-web1-1.0 as before")
     assert (web1.new_system, web1.generation, web1.previous_generation, web1.tried_system) == (OLD, 1, 1, NEW)
+    assert web1.stages[-1][0] is Stage.ROLLBACK  # the way back is timed too
     assert fleet.asked() == [BOOT_QUESTION] and fleet.hooks == []
     assert fleet.journal() == [("web2", "blue-green", "rolled back"), ("web1", "blue-green", "rolled back")]
     assert fleet.locked() == ["web1", "web2"] and fleet.steps("web2")[-2:] == ["unhold", "unlock"]
