@@ -100,14 +100,26 @@ def choose_steps(choice: Choice[S], hosts: Sequence[Host], policy: Policy, tools
     out = {r.host for r in readings.out}
     going = [(h, f) for h, f in zip(hosts, readings.facts) if h.name not in out]
     admitted, skipped = selection.admit([h for h, _ in going], [f for _, f in going], policy, choice.action,
-                                        choice.verb, journal, tools.echo)
+                                        journal, tools.echo)
     by_name = {h.name: h for h in hosts}
-    for result in readings.out:  # only now: an unreachable host stopped the run with no report
-        journal.write(by_name[result.host], choice.verb, result.outcome.value, on_host=False, message=result.message)
-    if choice.admitted:
-        choice.admitted([h for h, _ in admitted])
-    width = at_once(len(admitted), policy.widened(WORK_AT_ONCE))
-    steps = all_or_stop(lambda hf: choice.choose(*hf), admitted, width, tools.runner)
+
+    def journal_left_out() -> None:
+        for result in skipped + readings.out:
+            journal.write(by_name[result.host], choice.verb, result.outcome.value, on_host=False,
+                          message=result.message)
+
+    # The hosts left out are journalled only once the run goes on, or is stopped by Ctrl-C (whose
+    # report has every host): a run stopped by an error first (an unreachable host, a failed
+    # push, a host lost before its copy) has no report, so it leaves no record of them either.
+    try:
+        if choice.admitted:
+            choice.admitted([h for h, _ in admitted])
+        width = at_once(len(admitted), policy.widened(WORK_AT_ONCE))
+        steps = all_or_stop(lambda hf: choice.choose(*hf), admitted, width, tools.runner)
+    except KeyboardInterrupt:
+        journal_left_out()
+        raise
+    journal_left_out()
     return steps, readings.out + skipped
 
 

@@ -33,14 +33,13 @@ def read_hosts(hosts: Sequence[Host], runner: Runner, *, sudo_probe: bool = True
         return list(pool.map(lambda h: read_facts(h, runner, sudo_probe=sudo_probe), hosts))
 
 
-def admit(hosts: Sequence[Host], facts: Sequence[Facts], policy: Policy, action: Action | str, verb: str,
+def admit(hosts: Sequence[Host], facts: Sequence[Facts], policy: Policy, action: Action | str,
           journal: Journal, echo: Echo) -> tuple[list[tuple[Host, Facts]], tuple[HostResult, ...]]:
-    """The hosts that go on, each with its facts, and those skipped as unreachable (journalled).
-    Raises before anything changes when a host cannot be reached (without --skip-unreachable)
-    or its sudo wants a password that was not given."""
+    """The hosts that go on, each with its facts, and those skipped as unreachable (journalled
+    by the flow once the run goes on to its plan). Raises before anything changes when a host
+    cannot be reached (without --skip-unreachable) or its sudo wants a password not given."""
     journal.know(hosts, (f.machine_id for f in facts))
     going, skipped = reachable(hosts, facts, policy, action, echo)
-    journal_skipped(hosts, skipped, journal, verb)
     sudo_ready(going)
     return going, skipped
 
@@ -64,14 +63,6 @@ def reachable(hosts: Sequence[Host], facts: Sequence[Facts], policy: Policy, act
         raise NixtasksError(f"no host of the selection can be reached ({', '.join(h.name for h, _ in down)}); "
                             "nothing was changed; check ssh to them with `invoke doctor --all`")
     return [(h, f) for h, f in zip(hosts, facts) if f.reachable], skipped
-
-
-def journal_skipped(hosts: Sequence[Host], skipped: Sequence[HostResult], journal: Journal, verb: str) -> None:
-    """A host skipped as unreachable gets its record too (in the deployer's journal only: it could
-    not be reached), so that history has one record per host of every run."""
-    by_name = {h.name: h for h in hosts}
-    for result in skipped:
-        journal.write(by_name[result.host], verb, result.outcome.value, on_host=False, message=result.message)
 
 
 def sudo_ready(hosts: Sequence[tuple[Host, Facts]]) -> None:

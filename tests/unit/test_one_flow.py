@@ -99,3 +99,26 @@ def test_a_deploy_stopped_at_an_unreachable_host_journals_no_keep_going_failure(
     assert outcomes(partly.value) == {"web2": "failed", "db1": "skipped", "web1": "ok"}
     assert sorted(fleet.journal()) == [("db1", "switch", "skipped"), ("web1", "switch", "ok"),
                                        ("web2", "switch", "failed")]
+
+
+@dataclass
+class LostAfterTheProbe(FakeHost):
+    """Answered its probe, then went down (powered off) before its copy."""
+
+    def __call__(self, step: str, cmd: Command, target: Target, fresh: bool) -> Result:
+        if step == "facts":
+            return super().__call__(step, cmd, target, fresh)
+        return Result(255, "", f"ssh: connect to host {target.address} port 22: Connection refused")
+
+
+def test_a_deploy_stopped_after_the_probes_journals_none_of_the_hosts_it_left_out(tmp_path):
+    """Found by the soak (round 14, seed 4242): with --keep-going and --skip-unreachable, the
+    hosts left out (a failed evaluation, an unreachable host) were journalled before a host lost
+    after its probe stopped the deploy at its copy, with no report."""
+    fleet = fleet_of(tmp_path, "web1", "web2", "db1", "app1", db1=DownHost(), app1=LostAfterTheProbe())
+    fleet.unevaluable = {"web2"}
+    with pytest.raises(HostUnreachable, match="^app1: cannot reach the host"):
+        engine.deploy(request(hosts("web1", "web2", "db1", "app1"), Policy(keep_going=True, skip_unreachable=True)),
+                      fleet.tools(True))
+    assert fleet.journal() == [] and fleet.asked() == []
+    assert changed(fleet, "web1") == []
